@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 
-use crate::varint::{read_varint, read_varlong};
+use crate::varint::{read_varint, read_varlong, write_varlong};
 
 /// Bytes before the batch-length field counts: base offset (8) and batch length (4).
 pub const LOG_OVERHEAD: usize = 12;
@@ -247,47 +247,48 @@ pub fn batches(buf: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + '_ {
     })
 }
 
-#[cfg(test)]
-pub mod tests {
-    use super::*;
-    use crate::varint::write_varlong;
-    use proptest::prelude::*;
-
-    /// Builds an uncompressed v2 batch by hand: `values` become records with no key and one
-    /// header, timestamps `base_ts + i`.
-    pub fn build_batch(base_offset: i64, base_ts: i64, values: &[Vec<u8>]) -> Vec<u8> {
-        let mut records = Vec::new();
-        for (i, v) in values.iter().enumerate() {
-            let mut r = vec![0u8]; // attributes
-            write_varlong(&mut r, i as i64); // timestamp delta
-            write_varlong(&mut r, i as i64); // offset delta
-            write_varlong(&mut r, -1); // null key
-            write_varlong(&mut r, v.len() as i64);
-            r.extend_from_slice(v);
-            write_varlong(&mut r, 0); // no headers
-            write_varlong(&mut records, r.len() as i64);
-            records.extend_from_slice(&r);
-        }
-        let n = values.len() as i32;
-        let mut b = Vec::new();
-        b.extend_from_slice(&base_offset.to_be_bytes());
-        b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
-        b.extend_from_slice(&0i32.to_be_bytes());
-        b.push(2);
-        b.extend_from_slice(&0u32.to_be_bytes());
-        b.extend_from_slice(&0i16.to_be_bytes());
-        b.extend_from_slice(&(n - 1).to_be_bytes());
-        b.extend_from_slice(&base_ts.to_be_bytes());
-        b.extend_from_slice(&(base_ts + i64::from(n) - 1).to_be_bytes());
-        b.extend_from_slice(&(-1i64).to_be_bytes());
-        b.extend_from_slice(&(-1i16).to_be_bytes());
-        b.extend_from_slice(&(-1i32).to_be_bytes());
-        b.extend_from_slice(&n.to_be_bytes());
-        b.extend_from_slice(&records);
-        let crc = crc32c::crc32c(&b[CRC_START..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        b
+/// Builds an uncompressed v2 batch: `values` become records with a null key and no headers,
+/// timestamps `base_ts + i`. For tests, fuzz seeds and benchmarks; the broker never builds
+/// batches on the produce path.
+pub fn build_batch(base_offset: i64, base_ts: i64, values: &[Vec<u8>]) -> Vec<u8> {
+    let mut records = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let mut r = vec![0u8]; // attributes
+        write_varlong(&mut r, i as i64); // timestamp delta
+        write_varlong(&mut r, i as i64); // offset delta
+        write_varlong(&mut r, -1); // null key
+        write_varlong(&mut r, v.len() as i64);
+        r.extend_from_slice(v);
+        write_varlong(&mut r, 0); // no headers
+        write_varlong(&mut records, r.len() as i64);
+        records.extend_from_slice(&r);
     }
+    let n = values.len() as i32;
+    let mut b = Vec::new();
+    b.extend_from_slice(&base_offset.to_be_bytes());
+    b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(n - 1).to_be_bytes());
+    b.extend_from_slice(&base_ts.to_be_bytes());
+    b.extend_from_slice(&(base_ts + i64::from(n) - 1).to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&n.to_be_bytes());
+    b.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn built_batch_validates_and_reports_its_fields() {

@@ -1,0 +1,13 @@
+//! Gregor's storage engine: every partition is a directory of segments holding Kafka record
+//! batches (magic v2) in their wire form, with their final offsets, beside a sparse offset
+//! index and a time index. All file access goes through the [`Disk`] trait so tests can
+//! inject torn writes, failed fsyncs and a full disk.
+
+pub mod disk;
+pub mod error;
+pub mod log;
+pub mod segment;
+
+pub use disk::{Disk, DiskFile, FaultyDisk, OsDisk};
+pub use error::StorageError;
+pub use log::{AppendInfo, LogConfig, LogOffsets, PartitionLog, ReadPlan};

@@ -1,0 +1,241 @@
+//! The one door to the file system.
+//!
+//! Fault model (what [`FaultyDisk`] can inject, and what the log must survive):
+//! - a write that fails outright, or that lands only its first N bytes and then fails
+//!   (a torn write, as after a crash in the middle of `write`);
+//! - an `fsync` that fails (the data may or may not be on the platter);
+//! - a full disk: writes fail with `StorageFull` until space is given back.
+//!
+//! Reads are assumed to return what was written, except after a torn write, where the tail
+//! is garbage; start-up recovery finds that by length and CRC-32C and truncates it.
+
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// An open file: positional reads and writes only, so many readers share one handle.
+pub trait DiskFile: Send + Sync + Debug {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    fn sync_data(&self) -> io::Result<()>;
+    fn len(&self) -> io::Result<u64>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Reads exactly `buf.len()` bytes at `pos`, failing with `UnexpectedEof` past the end.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, pos) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read")),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    pos += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Directory-level operations and file opening.
+pub trait Disk: Send + Sync + Debug {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>>;
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Entries of a directory, sorted by name.
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    fn exists(&self, path: &Path) -> bool;
+
+    /// Replaces `path` with `data` crash-safely: write a temporary file, fsync it, rename it
+    /// over the old one, fsync the directory. A crash leaves the old or the new file.
+    fn write_file_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let file = self.open(&tmp, true)?;
+        file.set_len(0)?;
+        file.write_all_at(data, 0)?;
+        file.sync_data()?;
+        drop(file);
+        self.rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            self.sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a whole (small) file.
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let file = self.open(path, false)?;
+        let len = usize::try_from(file.len()?).map_err(|_| io::Error::other("file too large"))?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsDisk;
+
+#[derive(Debug)]
+struct OsFile(File);
+
+impl DiskFile for OsFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.0.read_at(buf, pos)
+    }
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, pos)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl Disk for OsDisk {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
+        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        Ok(Arc::new(OsFile(file)))
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            out.push(entry?.path());
+        }
+        out.sort();
+        Ok(out)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+}
+
+/// Faults to inject; see the fault model at the top of this file.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// Every write fails.
+    pub fail_writes: bool,
+    /// The next write lands only this many bytes, then fails.
+    pub torn_write_bytes: Option<usize>,
+    /// Every fsync fails.
+    pub fail_syncs: bool,
+    /// Bytes that may still be written before the disk is full; `None` means unlimited.
+    pub space_left: Option<u64>,
+}
+
+/// An [`OsDisk`] whose writes and syncs fail on demand.
+#[derive(Debug, Default, Clone)]
+pub struct FaultyDisk {
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl FaultyDisk {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Changes the faults in force.
+    pub fn set(&self, f: impl FnOnce(&mut Faults)) {
+        let mut guard = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard);
+    }
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: OsFile,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl DiskFile for FaultyFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, pos)
+    }
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        if f.fail_writes {
+            return Err(io::Error::other("injected write failure"));
+        }
+        if let Some(n) = f.torn_write_bytes.take() {
+            self.inner.write_all_at(&buf[..n.min(buf.len())], pos)?;
+            return Err(io::Error::other("injected torn write"));
+        }
+        if let Some(left) = f.space_left.as_mut() {
+            if (buf.len() as u64) > *left {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "injected full disk"));
+            }
+            *left -= buf.len() as u64;
+        }
+        drop(f);
+        self.inner.write_all_at(buf, pos)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if self.faults.lock().unwrap_or_else(|p| p.into_inner()).fail_syncs {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        self.inner.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl Disk for FaultyDisk {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
+        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        Ok(Arc::new(FaultyFile { inner: OsFile(file), faults: self.faults.clone() }))
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        OsDisk.create_dir_all(path)
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        OsDisk.read_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        OsDisk.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        OsDisk.remove_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        OsDisk.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        if self.faults.lock().unwrap_or_else(|p| p.into_inner()).fail_syncs {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        OsDisk.sync_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        OsDisk.exists(path)
+    }
+}

@@ -1,0 +1,28 @@
+//! Storage errors. Only the broker maps them to Kafka error codes.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("offset {requested} is outside the log [{log_start}, {log_end})")]
+    OffsetOutOfRange { requested: i64, log_start: i64, log_end: i64 },
+    #[error("the log at {0} is offline after an earlier I/O error; restart the broker once the disk is healthy")]
+    Offline(PathBuf),
+    #[error("corrupt data in {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+impl StorageError {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io { op, path: path.into(), source }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;

@@ -1,0 +1,628 @@
+//! A partition's log: an ordered set of segments, of which the last is active.
+//!
+//! Architecture invariant: offsets are assigned here, once, by writing them into the
+//! batch's base-offset field; they are never translated on the way out. Within a log,
+//! `log_start <= high_watermark <= log_end`, and batches appear in strictly increasing
+//! offset order.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gregor_protocol::batch::{self, BatchHeader};
+
+use crate::disk::{Disk, DiskFile};
+use crate::error::{Result, StorageError};
+use crate::segment::Segment;
+
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+
+/// Per-partition storage settings (Kafka's topic-level names in comments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`
+    pub segment_bytes: u64,
+    /// `segment.ms`
+    pub segment_ms: i64,
+    /// `index.interval.bytes`
+    pub index_interval_bytes: u64,
+    /// `flush.messages`: fsync once this many records are unflushed.
+    pub flush_messages: u64,
+    /// `flush.ms`: fsync once the oldest unflushed record is this old.
+    pub flush_ms: i64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            flush_messages: i64::MAX as u64,
+            flush_ms: i64::MAX,
+        }
+    }
+}
+
+/// The three offsets that bound what a log holds and what readers may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOffsets {
+    pub log_start: i64,
+    pub high_watermark: i64,
+    pub log_end: i64,
+}
+
+impl LogOffsets {
+    /// Checks `log_start <= high_watermark <= log_end`; stays on in release builds.
+    pub fn checked(self) -> Self {
+        assert!(
+            0 <= self.log_start && self.log_start <= self.high_watermark && self.high_watermark <= self.log_end,
+            "log offsets out of order: {self:?}"
+        );
+        self
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub records: u64,
+    /// The flush policy asks for an fsync before this append is acknowledged.
+    pub flush_due: bool,
+}
+
+/// Bytes to serve for a fetch: whole batches in one segment file, read outside any lock.
+#[derive(Debug, Clone)]
+pub struct ReadPlan {
+    file: Option<Arc<dyn DiskFile>>,
+    path: PathBuf,
+    position: u64,
+    pub len: usize,
+}
+
+impl ReadPlan {
+    fn empty() -> Self {
+        ReadPlan { file: None, path: PathBuf::new(), position: 0, len: 0 }
+    }
+    /// Reads the planned bytes. The range holds only whole, already-written batches, which
+    /// never change while the segment exists (and the plan keeps the file open).
+    pub fn read(&self) -> Result<Vec<u8>> {
+        let Some(file) = &self.file else { return Ok(Vec::new()) };
+        let mut buf = vec![0u8; self.len];
+        file.read_exact_at(&mut buf, self.position).map_err(|e| StorageError::io("read", &self.path, e))?;
+        Ok(buf)
+    }
+}
+
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    disk: Arc<dyn Disk>,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start: i64,
+    unflushed_records: u64,
+    oldest_unflushed_ms: Option<i64>,
+    /// Everything below this offset is known to be fsynced.
+    flushed_offset: i64,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, recovering it: segments that may hold data
+    /// written after the last recovery point are verified batch by batch and cut after the
+    /// last good batch; segments after a cut are removed.
+    pub fn open(disk: Arc<dyn Disk>, dir: PathBuf, config: LogConfig, now_ms: i64) -> Result<Self> {
+        disk.create_dir_all(&dir).map_err(|e| StorageError::io("create directory", &dir, e))?;
+        let entries = disk.read_dir(&dir).map_err(|e| StorageError::io("list", &dir, e))?;
+        let mut bases = Vec::new();
+        for path in &entries {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.ends_with(".tmp") {
+                let _ = disk.remove_file(path);
+            } else if let Some(stem) = name.strip_suffix(".log") {
+                match stem.parse::<i64>() {
+                    Ok(base) if base >= 0 => bases.push(base),
+                    _ => tracing::warn!(path = %path.display(), "ignoring a file that is not a segment"),
+                }
+            }
+        }
+        bases.sort_unstable();
+        let recovery_point = read_recovery_point(disk.as_ref(), &dir);
+        let mut segments = BTreeMap::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let is_last = i + 1 == bases.len();
+            let verify = is_last || bases[i + 1] > recovery_point;
+            let (segment, recovery) = Segment::open(disk.as_ref(), &dir, base, config.index_interval_bytes, verify, now_ms)?;
+            let cut = recovery.truncated_bytes > 0;
+            if cut {
+                tracing::warn!(
+                    segment = %segment.path().display(),
+                    truncated_bytes = recovery.truncated_bytes,
+                    reason = recovery.reason.as_deref().unwrap_or(""),
+                    "recovery truncated a torn or corrupt tail"
+                );
+            }
+            segments.insert(base, segment);
+            if cut && !is_last {
+                for &later in &bases[i + 1..] {
+                    tracing::warn!(dir = %dir.display(), base_offset = later, "removing segment after a truncated one");
+                    let (dead, _) = Segment::open(disk.as_ref(), &dir, later, config.index_interval_bytes, false, now_ms)?;
+                    dead.delete_files(disk.as_ref(), &dir);
+                }
+                break;
+            }
+        }
+        if segments.is_empty() {
+            segments.insert(0, Segment::create(disk.as_ref(), &dir, 0, config.index_interval_bytes, now_ms)?);
+        }
+        let log_start = segments.values().next().map_or(0, |s| s.base_offset);
+        let mut log = PartitionLog {
+            dir,
+            disk,
+            config,
+            segments,
+            log_start,
+            unflushed_records: 0,
+            oldest_unflushed_ms: None,
+            flushed_offset: 0,
+        };
+        log.flushed_offset = log.log_end();
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+
+    pub fn log_start(&self) -> i64 {
+        self.log_start
+    }
+    pub fn log_end(&self) -> i64 {
+        self.active().next_offset
+    }
+    /// On a single node every appended record is committed, so the high watermark is the
+    /// log end; replication will hold it back.
+    pub fn offsets(&self) -> LogOffsets {
+        LogOffsets { log_start: self.log_start, high_watermark: self.log_end(), log_end: self.log_end() }.checked()
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Appends validated batches (`headers` gives each batch's position in `bytes`),
+    /// assigning their offsets and, with `log_append_time_ms`, stamping their timestamps.
+    pub fn append(&mut self, bytes: &mut [u8], headers: &[(usize, BatchHeader)], leader_epoch: i32, log_append_time_ms: Option<i64>, now_ms: i64) -> Result<AppendInfo> {
+        let base_offset = self.log_end();
+        let mut next = base_offset;
+        let mut stamped = Vec::with_capacity(headers.len());
+        let mut records = 0u64;
+        for &(at, header) in headers {
+            let end = at + header.total_bytes();
+            let b = &mut bytes[at..end];
+            batch::set_base_offset(b, next);
+            batch::set_partition_leader_epoch(b, leader_epoch);
+            if let Some(ts) = log_append_time_ms {
+                batch::stamp_log_append_time(b, ts);
+            }
+            let h = BatchHeader::parse(b).map_err(|e| StorageError::Corrupt { path: self.dir.clone(), reason: e.to_string() })?;
+            next = h.last_offset() + 1;
+            records += h.records_count as u64;
+            stamped.push((at, h));
+        }
+        self.maybe_roll(bytes.len() as u64, next, now_ms)?;
+        self.active_mut().append(bytes, &stamped)?;
+        assert_eq!(self.log_end(), next, "log end must follow the appended batches");
+        self.unflushed_records += records;
+        self.oldest_unflushed_ms.get_or_insert(now_ms);
+        Ok(AppendInfo { base_offset, last_offset: next - 1, records, flush_due: self.flush_due(now_ms) })
+    }
+
+    fn flush_due(&self, now_ms: i64) -> bool {
+        self.unflushed_records >= self.config.flush_messages
+            || self.oldest_unflushed_ms.is_some_and(|t| now_ms.saturating_sub(t) >= self.config.flush_ms)
+    }
+
+    /// Whether the periodic flusher should fsync this log now.
+    pub fn needs_periodic_flush(&self, now_ms: i64) -> bool {
+        self.unflushed_records > 0 && self.flush_due(now_ms)
+    }
+
+    fn maybe_roll(&mut self, incoming_bytes: u64, next_offset: i64, now_ms: i64) -> Result<()> {
+        let active = self.active();
+        let full = active.size > 0 && active.size + incoming_bytes > self.config.segment_bytes;
+        let old = active.size > 0 && now_ms.saturating_sub(active.opened_ms) >= self.config.segment_ms;
+        let offsets_overflow = next_offset - active.base_offset > i64::from(u32::MAX) - 1;
+        if full || old || offsets_overflow {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (fsynced, indexes written) and starts a new one.
+    pub fn roll(&mut self, now_ms: i64) -> Result<()> {
+        let base = self.log_end();
+        {
+            let active = self.active();
+            active.sync()?;
+            active.write_indexes(self.disk.as_ref(), &self.dir)?;
+        }
+        let segment = Segment::create(self.disk.as_ref(), &self.dir, base, self.config.index_interval_bytes, now_ms)?;
+        self.segments.insert(base, segment);
+        self.disk.sync_dir(&self.dir).map_err(|e| StorageError::io("fsync", &self.dir, e))?;
+        self.write_recovery_point(base)?;
+        tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
+        Ok(())
+    }
+
+    fn write_recovery_point(&self, offset: i64) -> Result<()> {
+        let path = self.dir.join(RECOVERY_POINT_FILE);
+        self.disk.write_file_atomic(&path, offset.to_string().as_bytes()).map_err(|e| StorageError::io("write", &path, e))
+    }
+
+    /// Plans a read of whole batches starting with the one holding `offset`, up to
+    /// `max_bytes`, but always at least one whole batch when `min_one_batch` (KIP-74).
+    /// Reads stay within one segment; the next fetch continues in the next.
+    pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<ReadPlan> {
+        let log_end = self.log_end();
+        if offset < self.log_start || offset > log_end {
+            return Err(StorageError::OffsetOutOfRange { requested: offset, log_start: self.log_start, log_end });
+        }
+        for segment in self.segments.range(..=offset).next_back().into_iter().map(|(_, s)| s).chain(self.segments.range(offset + 1..).map(|(_, s)| s)) {
+            let Some((position, _)) = segment.position_of(offset)? else { continue };
+            let mut len = 0usize;
+            segment.walk_headers(position, |_, h| {
+                let total = h.total_bytes();
+                if len + total <= max_bytes || (len == 0 && min_one_batch) {
+                    len += total;
+                    true
+                } else {
+                    false
+                }
+            })?;
+            return Ok(ReadPlan { file: Some(segment.file()), path: segment.path().to_path_buf(), position, len });
+        }
+        Ok(ReadPlan::empty())
+    }
+
+    /// The first record whose timestamp is at or after `timestamp`: (offset, timestamp).
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        for segment in self.segments.values().filter(|s| s.max_timestamp >= timestamp) {
+            let start = segment.position_for_timestamp(timestamp)?;
+            let mut found: Option<(u64, BatchHeader)> = None;
+            segment.walk_headers(start, |pos, h| {
+                if h.max_timestamp >= timestamp {
+                    found = Some((pos, *h));
+                    false
+                } else {
+                    true
+                }
+            })?;
+            if let Some((pos, h)) = found {
+                let bytes = segment.read_bytes(pos, h.total_bytes())?;
+                let records = batch::record_timestamps(&bytes).map_err(|e| StorageError::Corrupt { path: segment.path().to_path_buf(), reason: e.to_string() })?;
+                if let Some(&hit) = records.iter().find(|(_, ts)| *ts >= timestamp) {
+                    return Ok(Some(hit));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record with the largest timestamp (the first such, by offset): (offset, timestamp).
+    pub fn max_timestamp_record(&self) -> Result<Option<(i64, i64)>> {
+        let Some(segment) = self.segments.values().filter(|s| s.max_timestamp >= 0).fold(None::<&Segment>, |best, s| match best {
+            Some(b) if b.max_timestamp >= s.max_timestamp => Some(b),
+            _ => Some(s),
+        }) else {
+            return Ok(None);
+        };
+        let Some((pos, h)) = segment.position_of(segment.max_timestamp_batch_offset)? else { return Ok(None) };
+        let bytes = segment.read_bytes(pos, h.total_bytes())?;
+        let records = batch::record_timestamps(&bytes).map_err(|e| StorageError::Corrupt { path: segment.path().to_path_buf(), reason: e.to_string() })?;
+        Ok(records.into_iter().find(|(_, ts)| *ts == segment.max_timestamp))
+    }
+
+    /// What an fsync must cover now: the active segment's file, and the offset it makes durable.
+    pub fn sync_target(&self) -> (Arc<dyn DiskFile>, PathBuf, i64) {
+        let active = self.active();
+        (active.file(), active.path().to_path_buf(), self.log_end())
+    }
+
+    /// Records that everything below `offset` is durable.
+    pub fn mark_flushed(&mut self, offset: i64) {
+        if offset > self.flushed_offset {
+            self.flushed_offset = offset;
+        }
+        if self.flushed_offset >= self.log_end() {
+            self.unflushed_records = 0;
+            self.oldest_unflushed_ms = None;
+        }
+    }
+    pub fn flushed_offset(&self) -> i64 {
+        self.flushed_offset
+    }
+
+    /// Fsyncs the active segment in place (callers that can, sync outside the lock instead).
+    pub fn flush(&mut self) -> Result<()> {
+        let end = self.log_end();
+        self.active().sync()?;
+        self.mark_flushed(end);
+        Ok(())
+    }
+
+    /// Clean close: everything fsynced, the active segment's indexes written, and the
+    /// recovery point moved to the log end.
+    pub fn close(&mut self) -> Result<()> {
+        self.flush()?;
+        self.active().write_indexes(self.disk.as_ref(), &self.dir)?;
+        self.write_recovery_point(self.log_end())
+    }
+}
+
+fn read_recovery_point(disk: &dyn Disk, dir: &Path) -> i64 {
+    disk.read_file(&dir.join(RECOVERY_POINT_FILE))
+        .ok()
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::{FaultyDisk, OsDisk};
+    use gregor_protocol::batch::{build_batch, check_batch, batches};
+    use proptest::prelude::*;
+
+    fn open(dir: &Path, config: LogConfig) -> PartitionLog {
+        PartitionLog::open(Arc::new(OsDisk), dir.to_path_buf(), config, 0).expect("open")
+    }
+
+    fn append_values(log: &mut PartitionLog, values: &[Vec<u8>], ts: i64) -> AppendInfo {
+        let mut b = build_batch(0, ts, values);
+        let h = check_batch(&b).expect("valid");
+        log.append(&mut b, &[(0, h)], 0, None, ts).expect("append")
+    }
+
+    /// Reads everything from `from` on, returning (offset, batch bytes) per batch.
+    fn read_all(log: &PartitionLog, from: i64) -> Vec<(i64, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut offset = from;
+        while offset < log.log_end() {
+            let bytes = log.read(offset, 1 << 20, true).expect("read").read().expect("bytes");
+            assert!(!bytes.is_empty(), "read at {offset} below log end {} returned nothing", log.log_end());
+            for (at, h) in batches(&bytes) {
+                out.push((h.base_offset, bytes[at..at + h.total_bytes()].to_vec()));
+                offset = h.last_offset() + 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn append_assigns_consecutive_offsets_and_reads_back_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(dir.path(), LogConfig::default());
+        let a = append_values(&mut log, &[b"a".to_vec(), b"b".to_vec()], 10);
+        let b = append_values(&mut log, &[b"c".to_vec()], 11);
+        assert_eq!((a.base_offset, a.last_offset, b.base_offset, b.last_offset), (0, 1, 2, 2));
+        let got = read_all(&log, 0);
+        assert_eq!(got.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![0, 2]);
+        let mut expect = build_batch(2, 11, &[b"c".to_vec()]);
+        set_epoch_zero(&mut expect);
+        assert_eq!(got[1].1, expect);
+        // A read in the middle of a batch starts at that batch.
+        let mid = log.read(1, 1 << 20, true).expect("read").read().expect("bytes");
+        assert_eq!(check_batch(&mid).expect("whole batch").base_offset, 0);
+        assert!(matches!(log.read(4, 100, true), Err(StorageError::OffsetOutOfRange { .. })));
+        assert_eq!(log.read(3, 100, true).expect("at end").len, 0);
+    }
+
+    fn set_epoch_zero(b: &mut [u8]) {
+        batch::set_partition_leader_epoch(b, 0);
+    }
+
+    #[test]
+    fn read_respects_max_bytes_but_returns_one_whole_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(dir.path(), LogConfig::default());
+        append_values(&mut log, &[vec![7u8; 1000]], 1);
+        append_values(&mut log, &[vec![8u8; 1000]], 2);
+        let one = log.read(0, 10, true).expect("read");
+        assert_eq!(check_batch(&one.read().expect("bytes")).expect("batch").total_bytes(), one.len);
+        assert_eq!(log.read(0, 10, false).expect("read").len, 0);
+        let both = log.read(0, 1 << 20, true).expect("read");
+        assert_eq!(batches(&both.read().expect("bytes")).count(), 2);
+    }
+
+    #[test]
+    fn segments_roll_by_size_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig { segment_bytes: 300, index_interval_bytes: 100, ..LogConfig::default() };
+        let mut log = open(dir.path(), config.clone());
+        for i in 0..20 {
+            append_values(&mut log, &[vec![i as u8; 50], vec![1; 10]], 1000 + i);
+        }
+        assert!(log.segment_count() > 5, "expected rolls, have {} segments", log.segment_count());
+        let before = read_all(&log, 0);
+        log.close().expect("close");
+        let log = open(dir.path(), config.clone());
+        assert_eq!(log.log_end(), 40);
+        assert_eq!(read_all(&log, 0), before);
+        for offset in 0..40 {
+            let bytes = log.read(offset, 1, true).expect("read").read().expect("bytes");
+            let h = check_batch(&bytes).expect("batch");
+            assert!(h.base_offset <= offset && offset <= h.last_offset());
+        }
+        // Timestamp look-ups: batch i holds offsets 2i and 2i+1 at 1000+i and 1001+i.
+        assert_eq!(log.offset_for_timestamp(1005).expect("lookup"), Some((9, 1005)));
+        assert_eq!(log.offset_for_timestamp(0).expect("lookup"), Some((0, 1000)));
+        assert_eq!(log.offset_for_timestamp(5000).expect("lookup"), None);
+        assert_eq!(log.max_timestamp_record().expect("max"), Some((39, 1020)));
+    }
+
+    #[test]
+    fn segments_roll_by_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(dir.path(), LogConfig { segment_ms: 100, ..LogConfig::default() });
+        append_values(&mut log, &[b"x".to_vec()], 0);
+        append_values(&mut log, &[b"y".to_vec()], 50);
+        assert_eq!(log.segment_count(), 1);
+        append_values(&mut log, &[b"z".to_vec()], 150);
+        assert_eq!(log.segment_count(), 2);
+    }
+
+    #[test]
+    fn damaged_index_files_are_rebuilt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig { segment_bytes: 200, index_interval_bytes: 1, ..LogConfig::default() };
+        let mut log = open(dir.path(), config.clone());
+        for i in 0..10 {
+            append_values(&mut log, &[vec![i as u8; 60]], i);
+        }
+        let before = read_all(&log, 0);
+        log.close().expect("close");
+        for entry in std::fs::read_dir(dir.path()).expect("ls") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "index") {
+                std::fs::write(&path, b"garbage").expect("damage");
+            }
+        }
+        let log = open(dir.path(), config);
+        assert_eq!(read_all(&log, 0), before);
+    }
+
+    #[test]
+    fn torn_tail_cut_at_every_byte_of_the_last_batch_recovers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(dir.path(), LogConfig::default());
+        for i in 0..3 {
+            append_values(&mut log, &[vec![i; 30], vec![i; 5]], i64::from(i));
+        }
+        let last_base = log.log_end();
+        append_values(&mut log, &[b"last-one".to_vec(), b"and-two".to_vec()], 9);
+        let good = read_all(&log, 0);
+        log.close().expect("close");
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let full = std::fs::read(&path).expect("read");
+        let last_len = good.last().expect("batches").1.len();
+        for cut in (full.len() - last_len)..full.len() {
+            std::fs::write(&path, &full[..cut]).expect("cut");
+            let mut log = open(dir.path(), LogConfig::default());
+            assert_eq!(log.log_end(), last_base, "cut at {cut}");
+            assert_eq!(read_all(&log, 0), good[..good.len() - 1].to_vec(), "cut at {cut}");
+            assert_eq!(std::fs::metadata(&path).expect("stat").len() as usize, full.len() - last_len);
+            // The log takes appends again at the right offset.
+            assert_eq!(append_values(&mut log, &[b"again".to_vec()], 10).base_offset, last_base);
+        }
+    }
+
+    #[test]
+    fn flipped_byte_in_the_active_segment_truncates_from_that_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(dir.path(), LogConfig::default());
+        for i in 0..5 {
+            append_values(&mut log, &[vec![i; 40]], i64::from(i));
+        }
+        let good = read_all(&log, 0);
+        drop(log); // no clean close: the recovery point stays at 0
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let mut raw = std::fs::read(&path).expect("read");
+        let third_start: usize = good[..2].iter().map(|(_, b)| b.len()).sum();
+        raw[third_start + 40] ^= 0xff;
+        std::fs::write(&path, &raw).expect("write");
+        let log = open(dir.path(), LogConfig::default());
+        assert_eq!(log.log_end(), 2);
+        assert_eq!(read_all(&log, 0), good[..2].to_vec());
+    }
+
+    #[test]
+    fn failed_write_leaves_no_partial_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = FaultyDisk::new();
+        let mut log = PartitionLog::open(Arc::new(disk.clone()), dir.path().to_path_buf(), LogConfig::default(), 0).expect("open");
+        append_values(&mut log, &[b"ok".to_vec()], 1);
+        disk.set(|f| f.torn_write_bytes = Some(20));
+        let mut b = build_batch(0, 2, &[b"torn".to_vec()]);
+        let h = check_batch(&b).expect("valid");
+        assert!(log.append(&mut b, &[(0, h)], 0, None, 2).is_err());
+        assert_eq!(log.log_end(), 1);
+        append_values(&mut log, &[b"after".to_vec()], 3);
+        drop(log);
+        let log = open(dir.path(), LogConfig::default());
+        assert_eq!(log.log_end(), 2);
+        assert_eq!(read_all(&log, 0).len(), 2);
+    }
+
+    #[test]
+    fn failed_fsync_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = FaultyDisk::new();
+        let mut log = PartitionLog::open(Arc::new(disk.clone()), dir.path().to_path_buf(), LogConfig { flush_messages: 1, ..LogConfig::default() }, 0).expect("open");
+        let info = append_values(&mut log, &[b"x".to_vec()], 1);
+        assert!(info.flush_due);
+        disk.set(|f| f.fail_syncs = true);
+        assert!(log.flush().is_err());
+        assert_eq!(log.flushed_offset(), 0);
+        disk.set(|f| f.fail_syncs = false);
+        log.flush().expect("flush");
+        assert_eq!(log.flushed_offset(), 1);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Any sequence of appends, with small segments, reads back identically before and
+        /// after a reopen, and a cut anywhere in the file loses only a suffix of batches.
+        #[test]
+        fn appends_roundtrip_and_cuts_lose_only_a_suffix(
+            sizes in proptest::collection::vec(proptest::collection::vec(0usize..120, 1..5), 1..25),
+            segment_bytes in 150u64..2000,
+            cut_fraction in 0.0f64..1.0,
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = LogConfig { segment_bytes, index_interval_bytes: 64, ..LogConfig::default() };
+            let mut log = open(dir.path(), config.clone());
+            for (i, records) in sizes.iter().enumerate() {
+                let values: Vec<Vec<u8>> = records.iter().map(|&n| vec![i as u8; n]).collect();
+                append_values(&mut log, &values, i as i64);
+            }
+            let total: i64 = sizes.iter().map(|r| r.len() as i64).sum();
+            prop_assert_eq!(log.log_end(), total);
+            let before = read_all(&log, 0);
+            log.close().expect("close");
+            let log = open(dir.path(), config.clone());
+            prop_assert_eq!(read_all(&log, 0), before.clone());
+            drop(log);
+            // Cut the last segment file somewhere.
+            let mut logs: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("entry").path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+            logs.sort();
+            let last = logs.last().expect("a segment");
+            let len = std::fs::metadata(last).expect("stat").len();
+            let cut = (len as f64 * cut_fraction) as u64;
+            let f = std::fs::OpenOptions::new().write(true).open(last).expect("open");
+            f.set_len(cut).expect("cut");
+            let log = open(dir.path(), config);
+            let after = read_all(&log, 0);
+            prop_assert!(after.len() <= before.len());
+            prop_assert_eq!(&before[..after.len()], &after[..]);
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! One segment: `<base-offset:020>.log` holding whole record batches back to back, with a
+//! sparse offset index (`.index`: relative offset u32, file position u32) and a time index
+//! (`.timeindex`: max timestamp so far i64, relative offset u32) beside it.
+//!
+//! The indexes live in memory and are written to their files when the segment is closed or
+//! rolled; a missing or inconsistent index file is rebuilt from the log on open.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gregor_protocol::batch::{self, BatchHeader, HEADER_BYTES};
+
+use crate::disk::{Disk, DiskFile};
+use crate::error::{Result, StorageError};
+
+/// How much of a segment start-up reads at a time while scanning.
+const SCAN_CHUNK_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IndexEntry {
+    relative_offset: u32,
+    position: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimeEntry {
+    timestamp: i64,
+    relative_offset: u32,
+}
+
+pub fn log_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.log"))
+}
+fn index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.index"))
+}
+fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.timeindex"))
+}
+
+/// What opening a segment found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recovery {
+    /// Bytes cut off the end because they did not form whole, valid batches.
+    pub truncated_bytes: u64,
+    /// Why the cut was made.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub base_offset: i64,
+    /// Offset after the segment's last record (`base_offset` when empty).
+    pub next_offset: i64,
+    /// Bytes of whole batches in the file.
+    pub size: u64,
+    /// Largest batch max-timestamp in the segment, and the base offset of that batch.
+    pub max_timestamp: i64,
+    pub max_timestamp_batch_offset: i64,
+    /// When the segment was created or opened, for `segment.ms`.
+    pub opened_ms: i64,
+    file: Arc<dyn DiskFile>,
+    path: PathBuf,
+    index: Vec<IndexEntry>,
+    time_index: Vec<TimeEntry>,
+    bytes_since_index: u64,
+    index_interval_bytes: u64,
+}
+
+impl Segment {
+    /// Creates a new, empty segment.
+    pub fn create(disk: &dyn Disk, dir: &Path, base_offset: i64, index_interval_bytes: u64, now_ms: i64) -> Result<Self> {
+        let path = log_path(dir, base_offset);
+        let file = disk.open(&path, true).map_err(|e| StorageError::io("create", &path, e))?;
+        file.set_len(0).map_err(|e| StorageError::io("truncate", &path, e))?;
+        Ok(Segment::empty(file, path, base_offset, index_interval_bytes, now_ms))
+    }
+
+    fn empty(file: Arc<dyn DiskFile>, path: PathBuf, base_offset: i64, index_interval_bytes: u64, now_ms: i64) -> Self {
+        Segment {
+            base_offset,
+            next_offset: base_offset,
+            size: 0,
+            max_timestamp: -1,
+            max_timestamp_batch_offset: -1,
+            opened_ms: now_ms,
+            file,
+            path,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            bytes_since_index: 0,
+            index_interval_bytes: index_interval_bytes.max(1),
+        }
+    }
+
+    /// Opens an existing segment. With `verify` every batch is checked (length, magic,
+    /// CRC-32C) and the file is truncated after the last good batch; without it the
+    /// indexes are loaded from their files when they agree with the log, and rebuilt from
+    /// the batch headers when they do not.
+    pub fn open(disk: &dyn Disk, dir: &Path, base_offset: i64, index_interval_bytes: u64, verify: bool, now_ms: i64) -> Result<(Self, Recovery)> {
+        let path = log_path(dir, base_offset);
+        let file = disk.open(&path, false).map_err(|e| StorageError::io("open", &path, e))?;
+        let file_len = file.len().map_err(|e| StorageError::io("stat", &path, e))?;
+        let mut seg = Segment::empty(file, path, base_offset, index_interval_bytes, now_ms);
+        if !verify && seg.load_indexes(disk, dir, file_len).is_some() {
+            return Ok((seg, Recovery::default()));
+        }
+        let recovery = seg.scan(file_len, verify)?;
+        Ok((seg, recovery))
+    }
+
+    /// Loads the index files and finds the segment's end from the last indexed batch.
+    /// Returns `None` (and leaves the segment empty) when they are missing or inconsistent.
+    fn load_indexes(&mut self, disk: &dyn Disk, dir: &Path, file_len: u64) -> Option<()> {
+        let raw = disk.read_file(&index_path(dir, self.base_offset)).ok()?;
+        let raw_time = disk.read_file(&time_index_path(dir, self.base_offset)).ok()?;
+        if raw.len() % 8 != 0 || raw_time.len() % 12 != 0 || (raw.is_empty() && file_len > 0) {
+            return None;
+        }
+        let index: Vec<IndexEntry> = raw
+            .chunks_exact(8)
+            .map(|c| IndexEntry {
+                relative_offset: u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                position: u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        let time_index: Vec<TimeEntry> = raw_time
+            .chunks_exact(12)
+            .map(|c| TimeEntry {
+                timestamp: i64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+                relative_offset: u32::from_be_bytes([c[8], c[9], c[10], c[11]]),
+            })
+            .collect();
+        let ordered = index.windows(2).all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position)
+            && time_index.windows(2).all(|w| w[0].timestamp <= w[1].timestamp && w[0].relative_offset <= w[1].relative_offset);
+        if !ordered || index.first().is_some_and(|e| e.position != 0) || index.last().is_some_and(|e| u64::from(e.position) >= file_len) {
+            return None;
+        }
+        // Walk the headers after the last index entry to find the end.
+        let mut pos = index.last().map_or(0, |e| u64::from(e.position));
+        let mut next_offset = self.base_offset;
+        let mut header_buf = [0u8; HEADER_BYTES];
+        while pos < file_len {
+            self.file.read_exact_at(&mut header_buf, pos).ok()?;
+            let header = BatchHeader::parse(&header_buf).ok()?;
+            let end = pos + header.total_bytes() as u64;
+            if end > file_len {
+                return None;
+            }
+            next_offset = header.last_offset() + 1;
+            pos = end;
+        }
+        self.index = index;
+        self.time_index = time_index;
+        self.next_offset = next_offset;
+        self.size = file_len;
+        if let Some(last) = self.time_index.last() {
+            self.max_timestamp = last.timestamp;
+            self.max_timestamp_batch_offset = self.base_offset + i64::from(last.relative_offset);
+        }
+        Some(())
+    }
+
+    /// Rebuilds the indexes by reading every batch; truncates a torn or corrupt tail.
+    fn scan(&mut self, file_len: u64, verify: bool) -> Result<Recovery> {
+        let mut pos = 0u64;
+        let mut bad: Option<String> = None;
+        let mut chunk = Vec::new();
+        'outer: while pos < file_len {
+            let want = (file_len - pos).min(SCAN_CHUNK_BYTES as u64) as usize;
+            chunk.resize(want, 0);
+            self.file.read_exact_at(&mut chunk, pos).map_err(|e| StorageError::io("read", &self.path, e))?;
+            let mut at = 0usize;
+            while at < chunk.len() {
+                let rest = &chunk[at..];
+                let header = match BatchHeader::parse(rest) {
+                    Ok(h) => h,
+                    Err(batch::BatchError::Truncated { .. }) if pos + (at as u64) + (HEADER_BYTES as u64) <= file_len => {
+                        break; // the header straddles the chunk; read on from here
+                    }
+                    Err(e) => {
+                        bad = Some(e.to_string());
+                        pos += at as u64;
+                        break 'outer;
+                    }
+                };
+                let total = header.total_bytes();
+                if rest.len() < total {
+                    if pos + (at + total) as u64 > file_len {
+                        bad = Some(format!("last batch needs {total} bytes, {} remain", file_len - pos - at as u64));
+                        pos += at as u64;
+                        break 'outer;
+                    }
+                    if at == 0 {
+                        // A batch larger than the chunk: read it whole.
+                        chunk.resize(total, 0);
+                        self.file.read_exact_at(&mut chunk, pos).map_err(|e| StorageError::io("read", &self.path, e))?;
+                        continue;
+                    }
+                    break;
+                }
+                // Offsets only grow (compaction may leave gaps, never reorder).
+                if header.base_offset < self.next_offset {
+                    bad = Some(format!("batch at offset {} does not follow {}", header.base_offset, self.next_offset));
+                    pos += at as u64;
+                    break 'outer;
+                }
+                if verify {
+                    if let Err(e) = batch::verify_crc(&header, &rest[..total]) {
+                        bad = Some(e.to_string());
+                        pos += at as u64;
+                        break 'outer;
+                    }
+                }
+                self.note_batch(&header, pos + at as u64);
+                at += total;
+            }
+            pos += at as u64;
+        }
+        let mut recovery = Recovery::default();
+        if pos < file_len {
+            recovery.truncated_bytes = file_len - pos;
+            recovery.reason = bad.or_else(|| Some("incomplete tail".to_string()));
+            self.file.set_len(pos).map_err(|e| StorageError::io("truncate", &self.path, e))?;
+        }
+        self.size = pos;
+        Ok(recovery)
+    }
+
+    /// Records a batch just written (or found) at `position` in the indexes.
+    fn note_batch(&mut self, header: &BatchHeader, position: u64) {
+        let relative = (header.base_offset - self.base_offset) as u32;
+        if self.index.is_empty() || self.bytes_since_index >= self.index_interval_bytes {
+            self.index.push(IndexEntry { relative_offset: relative, position: position as u32 });
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += header.total_bytes() as u64;
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.max_timestamp_batch_offset = header.base_offset;
+            self.time_index.push(TimeEntry { timestamp: header.max_timestamp, relative_offset: relative });
+        }
+        self.next_offset = header.last_offset() + 1;
+        self.size = position + header.total_bytes() as u64;
+    }
+
+    /// Appends batches that already carry their final offsets. On a failed write the file
+    /// is cut back to its previous size, so no partial batch stays behind.
+    pub fn append(&mut self, bytes: &[u8], headers: &[(usize, BatchHeader)]) -> Result<()> {
+        let start = self.size;
+        if let Err(e) = self.file.write_all_at(bytes, start) {
+            let _ = self.file.set_len(start);
+            return Err(StorageError::io("append to", &self.path, e));
+        }
+        for (at, header) in headers {
+            self.note_batch(header, start + *at as u64);
+        }
+        debug_assert_eq!(self.size, start + bytes.len() as u64);
+        Ok(())
+    }
+
+    /// Position of the batch holding `offset`, or `None` if the segment ends before it.
+    pub fn position_of(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
+        let slot = self.index.partition_point(|e| e.relative_offset <= relative);
+        let mut pos = if slot == 0 { 0 } else { u64::from(self.index[slot - 1].position) };
+        let mut header_buf = [0u8; HEADER_BYTES];
+        while pos < self.size {
+            self.file.read_exact_at(&mut header_buf, pos).map_err(|e| StorageError::io("read", &self.path, e))?;
+            let header = BatchHeader::parse(&header_buf).map_err(|e| StorageError::Corrupt { path: self.path.clone(), reason: e.to_string() })?;
+            if header.last_offset() >= offset {
+                return Ok(Some((pos, header)));
+            }
+            pos += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Position from which a scan for the first record with a timestamp at or after
+    /// `timestamp` may start.
+    pub fn position_for_timestamp(&self, timestamp: i64) -> Result<u64> {
+        let slot = self.time_index.partition_point(|e| e.timestamp < timestamp);
+        let start_offset = if slot == 0 { self.base_offset } else { self.base_offset + i64::from(self.time_index[slot - 1].relative_offset) };
+        Ok(self.position_of(start_offset)?.map_or(self.size, |(pos, _)| pos))
+    }
+
+    /// Reads the headers of the batches from `pos` on, calling `f` with each until it
+    /// returns `false`.
+    pub fn walk_headers(&self, mut pos: u64, mut f: impl FnMut(u64, &BatchHeader) -> bool) -> Result<()> {
+        let mut header_buf = [0u8; HEADER_BYTES];
+        while pos < self.size {
+            self.file.read_exact_at(&mut header_buf, pos).map_err(|e| StorageError::io("read", &self.path, e))?;
+            let header = BatchHeader::parse(&header_buf).map_err(|e| StorageError::Corrupt { path: self.path.clone(), reason: e.to_string() })?;
+            if !f(pos, &header) {
+                break;
+            }
+            pos += header.total_bytes() as u64;
+        }
+        Ok(())
+    }
+
+    pub fn read_bytes(&self, pos: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, pos).map_err(|e| StorageError::io("read", &self.path, e))?;
+        Ok(buf)
+    }
+
+    pub fn file(&self) -> Arc<dyn DiskFile> {
+        self.file.clone()
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| StorageError::io("fsync", &self.path, e))
+    }
+
+    /// Writes both index files (crash-safely: a torn index is rebuilt on open anyway).
+    pub fn write_indexes(&self, disk: &dyn Disk, dir: &Path) -> Result<()> {
+        let mut raw = Vec::with_capacity(self.index.len() * 8);
+        for e in &self.index {
+            raw.extend_from_slice(&e.relative_offset.to_be_bytes());
+            raw.extend_from_slice(&e.position.to_be_bytes());
+        }
+        let mut raw_time = Vec::with_capacity(self.time_index.len() * 12);
+        for e in &self.time_index {
+            raw_time.extend_from_slice(&e.timestamp.to_be_bytes());
+            raw_time.extend_from_slice(&e.relative_offset.to_be_bytes());
+        }
+        let ip = index_path(dir, self.base_offset);
+        disk.write_file_atomic(&ip, &raw).map_err(|e| StorageError::io("write", &ip, e))?;
+        let tp = time_index_path(dir, self.base_offset);
+        disk.write_file_atomic(&tp, &raw_time).map_err(|e| StorageError::io("write", &tp, e))
+    }
+
+    /// Deletes the segment's files.
+    pub fn delete_files(&self, disk: &dyn Disk, dir: &Path) {
+        for p in [log_path(dir, self.base_offset), index_path(dir, self.base_offset), time_index_path(dir, self.base_offset)] {
+            if let Err(e) = disk.remove_file(&p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %p.display(), error = %e, "could not delete segment file");
+                }
+            }
+        }
+    }
+}
