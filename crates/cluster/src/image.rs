@@ -1,0 +1,109 @@
+//! Metadata records and the in-memory image they build.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One change to cluster metadata. Records are applied in log order; applying the same
+/// sequence always gives the same image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MetadataRecord {
+    /// A topic comes into being with its dynamic configs.
+    Topic { name: String, topic_id: Uuid, configs: BTreeMap<String, String> },
+    /// A partition of a topic, with its replicas and leader.
+    Partition { topic_id: Uuid, partition: i32, replicas: Vec<i32>, leader: i32, leader_epoch: i32 },
+    /// A topic and all its partitions are gone.
+    RemoveTopic { topic_id: Uuid },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMeta {
+    pub replicas: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub configs: BTreeMap<String, String>,
+    /// Indexed by partition id; partitions are numbered 0..n without gaps.
+    pub partitions: Vec<PartitionMeta>,
+}
+
+/// The current state of cluster metadata.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    topics: BTreeMap<String, TopicMeta>,
+    names_by_id: HashMap<Uuid, String>,
+}
+
+impl MetadataImage {
+    /// Applies one record. Records that refer to unknown topics are ignored with a log line:
+    /// a valid log never has them, and a replayed log must not stop the broker.
+    pub fn apply(&mut self, record: &MetadataRecord) {
+        match record {
+            MetadataRecord::Topic { name, topic_id, configs } => {
+                self.names_by_id.insert(*topic_id, name.clone());
+                self.topics.insert(
+                    name.clone(),
+                    TopicMeta { name: name.clone(), topic_id: *topic_id, configs: configs.clone(), partitions: Vec::new() },
+                );
+            }
+            MetadataRecord::Partition { topic_id, partition, replicas, leader, leader_epoch } => {
+                let Some(topic) = self.names_by_id.get(topic_id).and_then(|n| self.topics.get_mut(n)) else {
+                    tracing::warn!(%topic_id, partition, "partition record for an unknown topic ignored");
+                    return;
+                };
+                let meta = PartitionMeta { replicas: replicas.clone(), leader: *leader, leader_epoch: *leader_epoch };
+                let index = *partition as usize;
+                if index < topic.partitions.len() {
+                    topic.partitions[index] = meta;
+                } else if index == topic.partitions.len() {
+                    topic.partitions.push(meta);
+                } else {
+                    tracing::warn!(%topic_id, partition, "partition record out of sequence ignored");
+                }
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                if let Some(name) = self.names_by_id.remove(topic_id) {
+                    self.topics.remove(&name);
+                }
+            }
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
+    }
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicMeta> {
+        self.names_by_id.get(id).and_then(|n| self.topics.get(n))
+    }
+    pub fn topics(&self) -> impl Iterator<Item = &TopicMeta> {
+        self.topics.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_build_topics_and_removal_forgets_them() {
+        let id = Uuid::new_v4();
+        let mut image = MetadataImage::default();
+        image.apply(&MetadataRecord::Topic { name: "t".into(), topic_id: id, configs: BTreeMap::new() });
+        for p in 0..3 {
+            image.apply(&MetadataRecord::Partition { topic_id: id, partition: p, replicas: vec![0], leader: 0, leader_epoch: 0 });
+        }
+        assert_eq!(image.topic("t").map(|t| t.partitions.len()), Some(3));
+        assert_eq!(image.topic_by_id(&id).map(|t| t.name.as_str()), Some("t"));
+        image.apply(&MetadataRecord::Partition { topic_id: id, partition: 9, replicas: vec![0], leader: 0, leader_epoch: 0 });
+        assert_eq!(image.topic("t").map(|t| t.partitions.len()), Some(3));
+        image.apply(&MetadataRecord::RemoveTopic { topic_id: id });
+        assert!(image.topic("t").is_none() && image.topic_by_id(&id).is_none());
+    }
+}
