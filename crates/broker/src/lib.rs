@@ -1,0 +1,11 @@
+//! The Kafka-compatible broker: a listener, a task per connection, and one module per
+//! Kafka API (`api/`). Only this crate knows Kafka error codes (`error.rs`).
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod server;
+pub mod state;
+
+pub use config::BrokerConfig;
+pub use server::run;

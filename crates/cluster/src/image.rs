@@ -11,11 +11,24 @@ use uuid::Uuid;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MetadataRecord {
     /// A topic comes into being with its dynamic configs.
-    Topic { name: String, topic_id: Uuid, configs: BTreeMap<String, String> },
+    Topic {
+        name: String,
+        topic_id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
     /// A partition of a topic, with its replicas and leader.
-    Partition { topic_id: Uuid, partition: i32, replicas: Vec<i32>, leader: i32, leader_epoch: i32 },
+    Partition {
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Vec<i32>,
+        leader: i32,
+        leader_epoch: i32,
+    },
     /// A topic and all its partitions are gone.
     RemoveTopic { topic_id: Uuid },
+    /// Producer ids below `next_block_start` have been handed out (in blocks, as Kafka's
+    /// AllocateProducerIds does), so a restarted broker never reuses one.
+    ProducerIds { next_block_start: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +52,7 @@ pub struct TopicMeta {
 pub struct MetadataImage {
     topics: BTreeMap<String, TopicMeta>,
     names_by_id: HashMap<Uuid, String>,
+    next_producer_id_block: i64,
 }
 
 impl MetadataImage {
@@ -46,19 +60,42 @@ impl MetadataImage {
     /// a valid log never has them, and a replayed log must not stop the broker.
     pub fn apply(&mut self, record: &MetadataRecord) {
         match record {
-            MetadataRecord::Topic { name, topic_id, configs } => {
+            MetadataRecord::Topic {
+                name,
+                topic_id,
+                configs,
+            } => {
                 self.names_by_id.insert(*topic_id, name.clone());
                 self.topics.insert(
                     name.clone(),
-                    TopicMeta { name: name.clone(), topic_id: *topic_id, configs: configs.clone(), partitions: Vec::new() },
+                    TopicMeta {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        configs: configs.clone(),
+                        partitions: Vec::new(),
+                    },
                 );
             }
-            MetadataRecord::Partition { topic_id, partition, replicas, leader, leader_epoch } => {
-                let Some(topic) = self.names_by_id.get(topic_id).and_then(|n| self.topics.get_mut(n)) else {
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                leader,
+                leader_epoch,
+            } => {
+                let Some(topic) = self
+                    .names_by_id
+                    .get(topic_id)
+                    .and_then(|n| self.topics.get_mut(n))
+                else {
                     tracing::warn!(%topic_id, partition, "partition record for an unknown topic ignored");
                     return;
                 };
-                let meta = PartitionMeta { replicas: replicas.clone(), leader: *leader, leader_epoch: *leader_epoch };
+                let meta = PartitionMeta {
+                    replicas: replicas.clone(),
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                };
                 let index = *partition as usize;
                 if index < topic.partitions.len() {
                     topic.partitions[index] = meta;
@@ -73,7 +110,15 @@ impl MetadataImage {
                     self.topics.remove(&name);
                 }
             }
+            MetadataRecord::ProducerIds { next_block_start } => {
+                self.next_producer_id_block = self.next_producer_id_block.max(*next_block_start);
+            }
         }
+    }
+
+    /// The first producer id not yet handed out in any block.
+    pub fn next_producer_id_block(&self) -> i64 {
+        self.next_producer_id_block
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
@@ -95,13 +140,29 @@ mod tests {
     fn records_build_topics_and_removal_forgets_them() {
         let id = Uuid::new_v4();
         let mut image = MetadataImage::default();
-        image.apply(&MetadataRecord::Topic { name: "t".into(), topic_id: id, configs: BTreeMap::new() });
+        image.apply(&MetadataRecord::Topic {
+            name: "t".into(),
+            topic_id: id,
+            configs: BTreeMap::new(),
+        });
         for p in 0..3 {
-            image.apply(&MetadataRecord::Partition { topic_id: id, partition: p, replicas: vec![0], leader: 0, leader_epoch: 0 });
+            image.apply(&MetadataRecord::Partition {
+                topic_id: id,
+                partition: p,
+                replicas: vec![0],
+                leader: 0,
+                leader_epoch: 0,
+            });
         }
         assert_eq!(image.topic("t").map(|t| t.partitions.len()), Some(3));
         assert_eq!(image.topic_by_id(&id).map(|t| t.name.as_str()), Some("t"));
-        image.apply(&MetadataRecord::Partition { topic_id: id, partition: 9, replicas: vec![0], leader: 0, leader_epoch: 0 });
+        image.apply(&MetadataRecord::Partition {
+            topic_id: id,
+            partition: 9,
+            replicas: vec![0],
+            leader: 0,
+            leader_epoch: 0,
+        });
         assert_eq!(image.topic("t").map(|t| t.partitions.len()), Some(3));
         image.apply(&MetadataRecord::RemoveTopic { topic_id: id });
         assert!(image.topic("t").is_none() && image.topic_by_id(&id).is_none());

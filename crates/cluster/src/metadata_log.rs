@@ -16,7 +16,11 @@ const RECORD_MAX_BYTES: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataLogError {
     #[error("metadata log {path}: {op}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("metadata record too large to store ({0} bytes)")]
     TooLarge(usize),
 }
@@ -37,7 +41,8 @@ impl MetadataLog {
             let path = path.to_path_buf();
             move |source| MetadataLogError::Io { op, path, source }
         };
-        disk.create_dir_all(&dir).map_err(io("create directory", &dir))?;
+        disk.create_dir_all(&dir)
+            .map_err(io("create directory", &dir))?;
         let path = dir.join("metadata.log");
         let file = disk.open(&path, true).map_err(io("open", &path))?;
         let len = file.len().map_err(io("stat", &path))?;
@@ -57,7 +62,13 @@ impl MetadataLog {
             file.sync_data().map_err(io("fsync", &path))?;
         }
         tracing::info!(path = %path.display(), records = count, topics = image.topics().count(), "metadata log replayed");
-        Ok(MetadataLog { disk, path, file, size: pos as u64, image })
+        Ok(MetadataLog {
+            disk,
+            path,
+            file,
+            size: pos as u64,
+            image,
+        })
     }
 
     /// Appends records durably, then applies them. All or none: on error nothing is applied
@@ -65,7 +76,11 @@ impl MetadataLog {
     pub fn append(&mut self, records: &[MetadataRecord]) -> Result<(), MetadataLogError> {
         let mut buf = Vec::new();
         for record in records {
-            let json = serde_json::to_vec(record).map_err(|e| MetadataLogError::Io { op: "encode", path: self.path.clone(), source: std::io::Error::other(e) })?;
+            let json = serde_json::to_vec(record).map_err(|e| MetadataLogError::Io {
+                op: "encode",
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?;
             if json.len() > RECORD_MAX_BYTES {
                 return Err(MetadataLogError::TooLarge(json.len()));
             }
@@ -73,10 +88,17 @@ impl MetadataLog {
             buf.extend_from_slice(&crc32c::crc32c(&json).to_be_bytes());
             buf.extend_from_slice(&json);
         }
-        let write = self.file.write_all_at(&buf, self.size).and_then(|_| self.file.sync_data());
+        let write = self
+            .file
+            .write_all_at(&buf, self.size)
+            .and_then(|_| self.file.sync_data());
         if let Err(source) = write {
             let _ = self.file.set_len(self.size);
-            return Err(MetadataLogError::Io { op: "append", path: self.path.clone(), source });
+            return Err(MetadataLogError::Io {
+                op: "append",
+                path: self.path.clone(),
+                source,
+            });
         }
         self.size += buf.len() as u64;
         for record in records {
@@ -122,12 +144,23 @@ mod tests {
         let id = Uuid::new_v4();
         let mut log = MetadataLog::open(Arc::new(OsDisk), dir.path()).expect("open");
         log.append(&[
-            MetadataRecord::Topic { name: "a".into(), topic_id: id, configs: BTreeMap::from([("retention.ms".into(), "5".into())]) },
-            MetadataRecord::Partition { topic_id: id, partition: 0, replicas: vec![0], leader: 0, leader_epoch: 0 },
+            MetadataRecord::Topic {
+                name: "a".into(),
+                topic_id: id,
+                configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
+            },
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 0,
+                replicas: vec![0],
+                leader: 0,
+                leader_epoch: 0,
+            },
         ])
         .expect("append");
         let good_len = log.size;
-        log.append(&[MetadataRecord::RemoveTopic { topic_id: id }]).expect("append");
+        log.append(&[MetadataRecord::RemoveTopic { topic_id: id }])
+            .expect("append");
         drop(log);
         let path = dir.path().join("__cluster_metadata/metadata.log");
         let full = std::fs::read(&path).expect("read");
@@ -137,7 +170,10 @@ mod tests {
             let log = MetadataLog::open(Arc::new(OsDisk), dir.path()).expect("reopen");
             let topic = log.image().topic("a").expect("topic kept");
             assert_eq!(topic.topic_id, id);
-            assert_eq!(topic.configs.get("retention.ms").map(String::as_str), Some("5"));
+            assert_eq!(
+                topic.configs.get("retention.ms").map(String::as_str),
+                Some("5")
+            );
             assert_eq!(std::fs::metadata(&path).expect("stat").len(), good_len);
         }
     }

@@ -1,1 +1,118 @@
-fn main() {}
+//! `gregor`: one binary for the broker and, later, the tools that talk to it.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use gregor_broker::BrokerConfig;
+
+mod broker;
+
+/// Gregor: a Kafka-compatible event streaming platform in one binary.
+///
+/// With no subcommand, runs `gregor broker` with its defaults: a single-node broker on
+/// 127.0.0.1:9092 with its data under ./gregor-data.
+#[derive(Parser, Debug)]
+#[command(name = "gregor", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a broker (the default).
+    Broker(BrokerArgs),
+}
+
+/// Runs a Kafka-compatible broker that stores every partition in a durable, segmented log.
+#[derive(Args, Debug)]
+pub struct BrokerArgs {
+    /// Directory for partition logs and cluster metadata; created if missing.
+    #[arg(long, value_name = "DIR", default_value = "./gregor-data")]
+    pub data_dir: PathBuf,
+    /// Address to accept Kafka clients on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+    pub listen: String,
+    /// Address clients are told to connect to (in Metadata); defaults to --listen.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised: Option<String>,
+    /// This broker's id in the cluster; a data directory keeps the id it was created with.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub node_id: i32,
+    /// TOML file of Kafka-named settings as flat quoted keys, e.g. `"num.partitions" = 3`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+fn parse_host_port(flag: &str, value: &str) -> Result<(String, u16), String> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--{flag} {value}: expected HOST:PORT, e.g. 127.0.0.1:9092"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("--{flag} {value}: '{port}' is not a port number"))?;
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    ))
+}
+
+fn resolve(flag: &str, value: &str) -> Result<SocketAddr, String> {
+    parse_host_port(flag, value)?;
+    value
+        .to_socket_addrs()
+        .map_err(|e| format!("--{flag} {value}: cannot resolve: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--{flag} {value}: resolves to no address"))
+}
+
+fn broker_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
+    let listen = resolve("listen", &args.listen)?;
+    let advertised = args
+        .advertised
+        .as_deref()
+        .map(|a| parse_host_port("advertised", a))
+        .transpose()?;
+    let mut config = BrokerConfig::new(args.data_dir.clone(), listen, advertised, args.node_id);
+    if let Some(path) = &args.config {
+        config.load_file(path)?;
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GREGOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = match cli.command {
+        Some(Command::Broker(args)) => args,
+        None => match Cli::parse_from(["gregor", "broker"]).command {
+            Some(Command::Broker(args)) => args,
+            None => unreachable!("the broker subcommand was given"),
+        },
+    };
+    let config = match broker_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gregor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match broker::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("gregor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -85,7 +85,10 @@ impl BatchHeader {
             return Err(BatchError::BadMagic(buf[16] as i8));
         }
         if buf.len() < HEADER_BYTES {
-            return Err(BatchError::Truncated { have: buf.len(), need: HEADER_BYTES });
+            return Err(BatchError::Truncated {
+                have: buf.len(),
+                need: HEADER_BYTES,
+            });
         }
         let batch_length = be_i32(buf, 8);
         if batch_length < (HEADER_BYTES - LOG_OVERHEAD) as i32 {
@@ -135,7 +138,10 @@ impl BatchHeader {
 pub fn verify_crc(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
     let computed = crc32c::crc32c(&batch[CRC_START..]);
     if computed != header.crc {
-        return Err(BatchError::BadCrc { stored: header.crc, computed });
+        return Err(BatchError::BadCrc {
+            stored: header.crc,
+            computed,
+        });
     }
     Ok(())
 }
@@ -146,7 +152,10 @@ pub fn check_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let total = header.total_bytes();
     if buf.len() < total {
-        return Err(BatchError::Truncated { have: buf.len(), need: total });
+        return Err(BatchError::Truncated {
+            have: buf.len(),
+            need: total,
+        });
     }
     verify_crc(&header, &buf[..total])?;
     Ok(header)
@@ -164,7 +173,10 @@ pub fn validate_produce_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     if header.compression() == 0 {
-        walk_uncompressed_records(&buf[HEADER_BYTES..header.total_bytes()], header.records_count)?;
+        walk_uncompressed_records(
+            &buf[HEADER_BYTES..header.total_bytes()],
+            header.records_count,
+        )?;
     }
     Ok(header)
 }
@@ -181,7 +193,9 @@ fn walk_uncompressed_records(records: &[u8], count: i32) -> Result<(), BatchErro
         let end = pos
             .checked_add(len as usize)
             .filter(|&end| end <= records.len())
-            .ok_or(BatchError::BadRecords("record runs past the end of the batch"))?;
+            .ok_or(BatchError::BadRecords(
+                "record runs past the end of the batch",
+            ))?;
         let mut p = pos + 1; // attributes
         read_varlong(&records[..end], &mut p).ok_or(BatchError::BadRecords("timestamp delta"))?;
         let offset_delta =
@@ -192,7 +206,9 @@ fn walk_uncompressed_records(records: &[u8], count: i32) -> Result<(), BatchErro
         pos = end;
     }
     if pos != records.len() {
-        return Err(BatchError::BadRecords("bytes left over after the last record"));
+        return Err(BatchError::BadRecords(
+            "bytes left over after the last record",
+        ));
     }
     Ok(())
 }
@@ -227,8 +243,13 @@ pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
             .collect());
     }
     let mut bytes = Bytes::copy_from_slice(&batch[..header.total_bytes()]);
-    let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| BatchError::Decode(e.to_string()))?;
-    Ok(set.records.iter().map(|r| (r.offset, r.timestamp)).collect())
+    let set =
+        RecordBatchDecoder::decode(&mut bytes).map_err(|e| BatchError::Decode(e.to_string()))?;
+    Ok(set
+        .records
+        .iter()
+        .map(|r| (r.offset, r.timestamp))
+        .collect())
 }
 
 /// Iterates over the whole batches at the start of `buf`, stopping at the first incomplete
@@ -284,7 +305,6 @@ pub fn build_batch(base_offset: i64, base_ts: i64, values: &[Vec<u8>]) -> Vec<u8
     b
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,7 +318,10 @@ mod tests {
         assert_eq!(h.last_offset_delta, 2);
         assert_eq!(h.total_bytes(), b.len());
         assert_eq!(h.max_timestamp, 1002);
-        assert_eq!(record_timestamps(&b).expect("decodes"), vec![(0, 1000), (1, 1001), (2, 1002)]);
+        assert_eq!(
+            record_timestamps(&b).expect("decodes"),
+            vec![(0, 1000), (1, 1001), (2, 1002)]
+        );
     }
 
     #[test]
@@ -317,7 +340,10 @@ mod tests {
         let h = check_batch(&b).expect("crc recomputed");
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 99_000);
-        assert_eq!(record_timestamps(&b).expect("decodes"), vec![(5, 99_000), (6, 99_000)]);
+        assert_eq!(
+            record_timestamps(&b).expect("decodes"),
+            vec![(5, 99_000), (6, 99_000)]
+        );
     }
 
     #[test]
@@ -326,7 +352,10 @@ mod tests {
         b[57..61].copy_from_slice(&3i32.to_be_bytes());
         let crc = crc32c::crc32c(&b[CRC_START..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(validate_produce_batch(&b), Err(BatchError::CountMismatch { .. })));
+        assert!(matches!(
+            validate_produce_batch(&b),
+            Err(BatchError::CountMismatch { .. })
+        ));
         b[16] = 1;
         assert_eq!(validate_produce_batch(&b), Err(BatchError::BadMagic(1)));
     }

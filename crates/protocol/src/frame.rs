@@ -29,7 +29,11 @@ pub enum DecodeError {
     #[error("unknown API key {0}")]
     UnknownApiKey(i16),
     #[error("malformed {api:?} v{version} request: {reason}")]
-    Malformed { api: ApiKey, version: i16, reason: String },
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
 }
 
 /// Validates a frame size read off the wire against the configured limit.
@@ -65,13 +69,18 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, RequestKind), Deco
     let api = ApiKey::try_from(raw.api_key).map_err(|_| DecodeError::UnknownApiKey(raw.api_key))?;
     let version = raw.api_version;
     let range = api.valid_versions();
-    let malformed = |reason: String| DecodeError::Malformed { api, version, reason };
+    let malformed = |reason: String| DecodeError::Malformed {
+        api,
+        version,
+        reason,
+    };
     if version < range.min || version > range.max {
         return Err(malformed(format!("version outside {range}")));
     }
     let mut buf = frame;
     let header_version = api.request_header_version(version);
-    let header = RequestHeader::decode(&mut buf, header_version).map_err(|e| malformed(e.to_string()))?;
+    let header =
+        RequestHeader::decode(&mut buf, header_version).map_err(|e| malformed(e.to_string()))?;
     let body = RequestKind::decode(api, &mut buf, version).map_err(|e| malformed(e.to_string()))?;
     Ok((header, body))
 }
@@ -94,7 +103,8 @@ pub fn encode_response(
     header
         .encode(&mut buf, api.response_header_version(version))
         .map_err(|e| EncodeError(e.to_string()))?;
-    body.encode(&mut buf, version).map_err(|e| EncodeError(e.to_string()))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| EncodeError(e.to_string()))?;
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())
@@ -112,20 +122,37 @@ mod tests {
         let mut frame = vec![0, 3, 0, 1, 0, 0, 0, 9, 0xff, 0xff];
         frame.extend_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
         let err = decode_request(Bytes::from(frame)).expect_err("must not decode");
-        assert!(matches!(err, DecodeError::Malformed { api: ApiKey::Metadata, version: 1, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DecodeError::Malformed {
+                    api: ApiKey::Metadata,
+                    version: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn oversize_and_negative_frames_are_refused() {
         assert!(check_frame_size(-1, REQUEST_MAX_BYTES_DEFAULT).is_err());
-        assert!(check_frame_size(REQUEST_MAX_BYTES_DEFAULT as i32 + 1, REQUEST_MAX_BYTES_DEFAULT).is_err());
+        assert!(check_frame_size(
+            REQUEST_MAX_BYTES_DEFAULT as i32 + 1,
+            REQUEST_MAX_BYTES_DEFAULT
+        )
+        .is_err());
         assert_eq!(check_frame_size(10, REQUEST_MAX_BYTES_DEFAULT), Ok(10));
     }
 
     #[test]
     fn unknown_api_key_is_named() {
         let frame = Bytes::from_static(&[0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff]);
-        assert!(matches!(decode_request(frame), Err(DecodeError::UnknownApiKey(0x7f00))));
+        assert!(matches!(
+            decode_request(frame),
+            Err(DecodeError::UnknownApiKey(0x7f00))
+        ));
     }
 
     proptest! {

@@ -106,7 +106,12 @@ impl DiskFile for OsFile {
 
 impl Disk for OsDisk {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
-        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
         Ok(Arc::new(OsFile(file)))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -188,7 +193,10 @@ impl DiskFile for FaultyFile {
         }
         if let Some(left) = f.space_left.as_mut() {
             if (buf.len() as u64) > *left {
-                return Err(io::Error::new(io::ErrorKind::StorageFull, "injected full disk"));
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "injected full disk",
+                ));
             }
             *left -= buf.len() as u64;
         }
@@ -196,7 +204,12 @@ impl DiskFile for FaultyFile {
         self.inner.write_all_at(buf, pos)
     }
     fn sync_data(&self) -> io::Result<()> {
-        if self.faults.lock().unwrap_or_else(|p| p.into_inner()).fail_syncs {
+        if self
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fail_syncs
+        {
             return Err(io::Error::other("injected fsync failure"));
         }
         self.inner.sync_data()
@@ -211,8 +224,16 @@ impl DiskFile for FaultyFile {
 
 impl Disk for FaultyDisk {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
-        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
-        Ok(Arc::new(FaultyFile { inner: OsFile(file), faults: self.faults.clone() }))
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        Ok(Arc::new(FaultyFile {
+            inner: OsFile(file),
+            faults: self.faults.clone(),
+        }))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         OsDisk.create_dir_all(path)
@@ -230,7 +251,12 @@ impl Disk for FaultyDisk {
         OsDisk.rename(from, to)
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        if self.faults.lock().unwrap_or_else(|p| p.into_inner()).fail_syncs {
+        if self
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fail_syncs
+        {
             return Err(io::Error::other("injected fsync failure"));
         }
         OsDisk.sync_dir(path)

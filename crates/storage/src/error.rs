@@ -12,7 +12,11 @@ pub enum StorageError {
         source: std::io::Error,
     },
     #[error("offset {requested} is outside the log [{log_start}, {log_end})")]
-    OffsetOutOfRange { requested: i64, log_start: i64, log_end: i64 },
+    OffsetOutOfRange {
+        requested: i64,
+        log_start: i64,
+        log_end: i64,
+    },
     #[error("the log at {0} is offline after an earlier I/O error; restart the broker once the disk is healthy")]
     Offline(PathBuf),
     #[error("corrupt data in {path}: {reason}")]
@@ -21,7 +25,11 @@ pub enum StorageError {
 
 impl StorageError {
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StorageError::Io { op, path: path.into(), source }
+        StorageError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }
 

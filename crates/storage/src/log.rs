@@ -56,7 +56,9 @@ impl LogOffsets {
     /// Checks `log_start <= high_watermark <= log_end`; stays on in release builds.
     pub fn checked(self) -> Self {
         assert!(
-            0 <= self.log_start && self.log_start <= self.high_watermark && self.high_watermark <= self.log_end,
+            0 <= self.log_start
+                && self.log_start <= self.high_watermark
+                && self.high_watermark <= self.log_end,
             "log offsets out of order: {self:?}"
         );
         self
@@ -84,14 +86,22 @@ pub struct ReadPlan {
 
 impl ReadPlan {
     fn empty() -> Self {
-        ReadPlan { file: None, path: PathBuf::new(), position: 0, len: 0 }
+        ReadPlan {
+            file: None,
+            path: PathBuf::new(),
+            position: 0,
+            len: 0,
+        }
     }
     /// Reads the planned bytes. The range holds only whole, already-written batches, which
     /// never change while the segment exists (and the plan keeps the file open).
     pub fn read(&self) -> Result<Vec<u8>> {
-        let Some(file) = &self.file else { return Ok(Vec::new()) };
+        let Some(file) = &self.file else {
+            return Ok(Vec::new());
+        };
         let mut buf = vec![0u8; self.len];
-        file.read_exact_at(&mut buf, self.position).map_err(|e| StorageError::io("read", &self.path, e))?;
+        file.read_exact_at(&mut buf, self.position)
+            .map_err(|e| StorageError::io("read", &self.path, e))?;
         Ok(buf)
     }
 }
@@ -114,17 +124,25 @@ impl PartitionLog {
     /// written after the last recovery point are verified batch by batch and cut after the
     /// last good batch; segments after a cut are removed.
     pub fn open(disk: Arc<dyn Disk>, dir: PathBuf, config: LogConfig, now_ms: i64) -> Result<Self> {
-        disk.create_dir_all(&dir).map_err(|e| StorageError::io("create directory", &dir, e))?;
-        let entries = disk.read_dir(&dir).map_err(|e| StorageError::io("list", &dir, e))?;
+        disk.create_dir_all(&dir)
+            .map_err(|e| StorageError::io("create directory", &dir, e))?;
+        let entries = disk
+            .read_dir(&dir)
+            .map_err(|e| StorageError::io("list", &dir, e))?;
         let mut bases = Vec::new();
         for path in &entries {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if name.ends_with(".tmp") {
                 let _ = disk.remove_file(path);
             } else if let Some(stem) = name.strip_suffix(".log") {
                 match stem.parse::<i64>() {
                     Ok(base) if base >= 0 => bases.push(base),
-                    _ => tracing::warn!(path = %path.display(), "ignoring a file that is not a segment"),
+                    _ => {
+                        tracing::warn!(path = %path.display(), "ignoring a file that is not a segment")
+                    }
                 }
             }
         }
@@ -134,7 +152,14 @@ impl PartitionLog {
         for (i, &base) in bases.iter().enumerate() {
             let is_last = i + 1 == bases.len();
             let verify = is_last || bases[i + 1] > recovery_point;
-            let (segment, recovery) = Segment::open(disk.as_ref(), &dir, base, config.index_interval_bytes, verify, now_ms)?;
+            let (segment, recovery) = Segment::open(
+                disk.as_ref(),
+                &dir,
+                base,
+                config.index_interval_bytes,
+                verify,
+                now_ms,
+            )?;
             let cut = recovery.truncated_bytes > 0;
             if cut {
                 tracing::warn!(
@@ -148,14 +173,24 @@ impl PartitionLog {
             if cut && !is_last {
                 for &later in &bases[i + 1..] {
                     tracing::warn!(dir = %dir.display(), base_offset = later, "removing segment after a truncated one");
-                    let (dead, _) = Segment::open(disk.as_ref(), &dir, later, config.index_interval_bytes, false, now_ms)?;
+                    let (dead, _) = Segment::open(
+                        disk.as_ref(),
+                        &dir,
+                        later,
+                        config.index_interval_bytes,
+                        false,
+                        now_ms,
+                    )?;
                     dead.delete_files(disk.as_ref(), &dir);
                 }
                 break;
             }
         }
         if segments.is_empty() {
-            segments.insert(0, Segment::create(disk.as_ref(), &dir, 0, config.index_interval_bytes, now_ms)?);
+            segments.insert(
+                0,
+                Segment::create(disk.as_ref(), &dir, 0, config.index_interval_bytes, now_ms)?,
+            );
         }
         let log_start = segments.values().next().map_or(0, |s| s.base_offset);
         let mut log = PartitionLog {
@@ -183,10 +218,16 @@ impl PartitionLog {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has an active segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     pub fn log_start(&self) -> i64 {
@@ -198,7 +239,12 @@ impl PartitionLog {
     /// On a single node every appended record is committed, so the high watermark is the
     /// log end; replication will hold it back.
     pub fn offsets(&self) -> LogOffsets {
-        LogOffsets { log_start: self.log_start, high_watermark: self.log_end(), log_end: self.log_end() }.checked()
+        LogOffsets {
+            log_start: self.log_start,
+            high_watermark: self.log_end(),
+            log_end: self.log_end(),
+        }
+        .checked()
     }
     pub fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size).sum()
@@ -209,7 +255,14 @@ impl PartitionLog {
 
     /// Appends validated batches (`headers` gives each batch's position in `bytes`),
     /// assigning their offsets and, with `log_append_time_ms`, stamping their timestamps.
-    pub fn append(&mut self, bytes: &mut [u8], headers: &[(usize, BatchHeader)], leader_epoch: i32, log_append_time_ms: Option<i64>, now_ms: i64) -> Result<AppendInfo> {
+    pub fn append(
+        &mut self,
+        bytes: &mut [u8],
+        headers: &[(usize, BatchHeader)],
+        leader_epoch: i32,
+        log_append_time_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         let base_offset = self.log_end();
         let mut next = base_offset;
         let mut stamped = Vec::with_capacity(headers.len());
@@ -222,22 +275,36 @@ impl PartitionLog {
             if let Some(ts) = log_append_time_ms {
                 batch::stamp_log_append_time(b, ts);
             }
-            let h = BatchHeader::parse(b).map_err(|e| StorageError::Corrupt { path: self.dir.clone(), reason: e.to_string() })?;
+            let h = BatchHeader::parse(b).map_err(|e| StorageError::Corrupt {
+                path: self.dir.clone(),
+                reason: e.to_string(),
+            })?;
             next = h.last_offset() + 1;
             records += h.records_count as u64;
             stamped.push((at, h));
         }
         self.maybe_roll(bytes.len() as u64, next, now_ms)?;
         self.active_mut().append(bytes, &stamped)?;
-        assert_eq!(self.log_end(), next, "log end must follow the appended batches");
+        assert_eq!(
+            self.log_end(),
+            next,
+            "log end must follow the appended batches"
+        );
         self.unflushed_records += records;
         self.oldest_unflushed_ms.get_or_insert(now_ms);
-        Ok(AppendInfo { base_offset, last_offset: next - 1, records, flush_due: self.flush_due(now_ms) })
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            records,
+            flush_due: self.flush_due(now_ms),
+        })
     }
 
     fn flush_due(&self, now_ms: i64) -> bool {
         self.unflushed_records >= self.config.flush_messages
-            || self.oldest_unflushed_ms.is_some_and(|t| now_ms.saturating_sub(t) >= self.config.flush_ms)
+            || self
+                .oldest_unflushed_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.flush_ms)
     }
 
     /// Whether the periodic flusher should fsync this log now.
@@ -248,7 +315,8 @@ impl PartitionLog {
     fn maybe_roll(&mut self, incoming_bytes: u64, next_offset: i64, now_ms: i64) -> Result<()> {
         let active = self.active();
         let full = active.size > 0 && active.size + incoming_bytes > self.config.segment_bytes;
-        let old = active.size > 0 && now_ms.saturating_sub(active.opened_ms) >= self.config.segment_ms;
+        let old =
+            active.size > 0 && now_ms.saturating_sub(active.opened_ms) >= self.config.segment_ms;
         let offsets_overflow = next_offset - active.base_offset > i64::from(u32::MAX) - 1;
         if full || old || offsets_overflow {
             self.roll(now_ms)?;
@@ -264,9 +332,17 @@ impl PartitionLog {
             active.sync()?;
             active.write_indexes(self.disk.as_ref(), &self.dir)?;
         }
-        let segment = Segment::create(self.disk.as_ref(), &self.dir, base, self.config.index_interval_bytes, now_ms)?;
+        let segment = Segment::create(
+            self.disk.as_ref(),
+            &self.dir,
+            base,
+            self.config.index_interval_bytes,
+            now_ms,
+        )?;
         self.segments.insert(base, segment);
-        self.disk.sync_dir(&self.dir).map_err(|e| StorageError::io("fsync", &self.dir, e))?;
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(|e| StorageError::io("fsync", &self.dir, e))?;
         self.write_recovery_point(base)?;
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
         Ok(())
@@ -274,7 +350,9 @@ impl PartitionLog {
 
     fn write_recovery_point(&self, offset: i64) -> Result<()> {
         let path = self.dir.join(RECOVERY_POINT_FILE);
-        self.disk.write_file_atomic(&path, offset.to_string().as_bytes()).map_err(|e| StorageError::io("write", &path, e))
+        self.disk
+            .write_file_atomic(&path, offset.to_string().as_bytes())
+            .map_err(|e| StorageError::io("write", &path, e))
     }
 
     /// Plans a read of whole batches starting with the one holding `offset`, up to
@@ -283,10 +361,23 @@ impl PartitionLog {
     pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<ReadPlan> {
         let log_end = self.log_end();
         if offset < self.log_start || offset > log_end {
-            return Err(StorageError::OffsetOutOfRange { requested: offset, log_start: self.log_start, log_end });
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start: self.log_start,
+                log_end,
+            });
         }
-        for segment in self.segments.range(..=offset).next_back().into_iter().map(|(_, s)| s).chain(self.segments.range(offset + 1..).map(|(_, s)| s)) {
-            let Some((position, _)) = segment.position_of(offset)? else { continue };
+        for segment in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .map(|(_, s)| s)
+            .chain(self.segments.range(offset + 1..).map(|(_, s)| s))
+        {
+            let Some((position, _)) = segment.position_of(offset)? else {
+                continue;
+            };
             let mut len = 0usize;
             segment.walk_headers(position, |_, h| {
                 let total = h.total_bytes();
@@ -297,14 +388,23 @@ impl PartitionLog {
                     false
                 }
             })?;
-            return Ok(ReadPlan { file: Some(segment.file()), path: segment.path().to_path_buf(), position, len });
+            return Ok(ReadPlan {
+                file: Some(segment.file()),
+                path: segment.path().to_path_buf(),
+                position,
+                len,
+            });
         }
         Ok(ReadPlan::empty())
     }
 
     /// The first record whose timestamp is at or after `timestamp`: (offset, timestamp).
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
-        for segment in self.segments.values().filter(|s| s.max_timestamp >= timestamp) {
+        for segment in self
+            .segments
+            .values()
+            .filter(|s| s.max_timestamp >= timestamp)
+        {
             let start = segment.position_for_timestamp(timestamp)?;
             let mut found: Option<(u64, BatchHeader)> = None;
             segment.walk_headers(start, |pos, h| {
@@ -317,7 +417,11 @@ impl PartitionLog {
             })?;
             if let Some((pos, h)) = found {
                 let bytes = segment.read_bytes(pos, h.total_bytes())?;
-                let records = batch::record_timestamps(&bytes).map_err(|e| StorageError::Corrupt { path: segment.path().to_path_buf(), reason: e.to_string() })?;
+                let records =
+                    batch::record_timestamps(&bytes).map_err(|e| StorageError::Corrupt {
+                        path: segment.path().to_path_buf(),
+                        reason: e.to_string(),
+                    })?;
                 if let Some(&hit) = records.iter().find(|(_, ts)| *ts >= timestamp) {
                     return Ok(Some(hit));
                 }
@@ -328,16 +432,28 @@ impl PartitionLog {
 
     /// The record with the largest timestamp (the first such, by offset): (offset, timestamp).
     pub fn max_timestamp_record(&self) -> Result<Option<(i64, i64)>> {
-        let Some(segment) = self.segments.values().filter(|s| s.max_timestamp >= 0).fold(None::<&Segment>, |best, s| match best {
-            Some(b) if b.max_timestamp >= s.max_timestamp => Some(b),
-            _ => Some(s),
-        }) else {
+        let Some(segment) = self
+            .segments
+            .values()
+            .filter(|s| s.max_timestamp >= 0)
+            .fold(None::<&Segment>, |best, s| match best {
+                Some(b) if b.max_timestamp >= s.max_timestamp => Some(b),
+                _ => Some(s),
+            })
+        else {
             return Ok(None);
         };
-        let Some((pos, h)) = segment.position_of(segment.max_timestamp_batch_offset)? else { return Ok(None) };
+        let Some((pos, h)) = segment.position_of(segment.max_timestamp_batch_offset)? else {
+            return Ok(None);
+        };
         let bytes = segment.read_bytes(pos, h.total_bytes())?;
-        let records = batch::record_timestamps(&bytes).map_err(|e| StorageError::Corrupt { path: segment.path().to_path_buf(), reason: e.to_string() })?;
-        Ok(records.into_iter().find(|(_, ts)| *ts == segment.max_timestamp))
+        let records = batch::record_timestamps(&bytes).map_err(|e| StorageError::Corrupt {
+            path: segment.path().to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(records
+            .into_iter()
+            .find(|(_, ts)| *ts == segment.max_timestamp))
     }
 
     /// What an fsync must cover now: the active segment's file, and the offset it makes durable.
@@ -389,7 +505,7 @@ fn read_recovery_point(disk: &dyn Disk, dir: &Path) -> i64 {
 mod tests {
     use super::*;
     use crate::disk::{FaultyDisk, OsDisk};
-    use gregor_protocol::batch::{build_batch, check_batch, batches};
+    use gregor_protocol::batch::{batches, build_batch, check_batch};
     use proptest::prelude::*;
 
     fn open(dir: &Path, config: LogConfig) -> PartitionLog {
@@ -407,8 +523,16 @@ mod tests {
         let mut out = Vec::new();
         let mut offset = from;
         while offset < log.log_end() {
-            let bytes = log.read(offset, 1 << 20, true).expect("read").read().expect("bytes");
-            assert!(!bytes.is_empty(), "read at {offset} below log end {} returned nothing", log.log_end());
+            let bytes = log
+                .read(offset, 1 << 20, true)
+                .expect("read")
+                .read()
+                .expect("bytes");
+            assert!(
+                !bytes.is_empty(),
+                "read at {offset} below log end {} returned nothing",
+                log.log_end()
+            );
             for (at, h) in batches(&bytes) {
                 out.push((h.base_offset, bytes[at..at + h.total_bytes()].to_vec()));
                 offset = h.last_offset() + 1;
@@ -423,16 +547,26 @@ mod tests {
         let mut log = open(dir.path(), LogConfig::default());
         let a = append_values(&mut log, &[b"a".to_vec(), b"b".to_vec()], 10);
         let b = append_values(&mut log, &[b"c".to_vec()], 11);
-        assert_eq!((a.base_offset, a.last_offset, b.base_offset, b.last_offset), (0, 1, 2, 2));
+        assert_eq!(
+            (a.base_offset, a.last_offset, b.base_offset, b.last_offset),
+            (0, 1, 2, 2)
+        );
         let got = read_all(&log, 0);
         assert_eq!(got.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![0, 2]);
         let mut expect = build_batch(2, 11, &[b"c".to_vec()]);
         set_epoch_zero(&mut expect);
         assert_eq!(got[1].1, expect);
         // A read in the middle of a batch starts at that batch.
-        let mid = log.read(1, 1 << 20, true).expect("read").read().expect("bytes");
+        let mid = log
+            .read(1, 1 << 20, true)
+            .expect("read")
+            .read()
+            .expect("bytes");
         assert_eq!(check_batch(&mid).expect("whole batch").base_offset, 0);
-        assert!(matches!(log.read(4, 100, true), Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(4, 100, true),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         assert_eq!(log.read(3, 100, true).expect("at end").len, 0);
     }
 
@@ -447,7 +581,12 @@ mod tests {
         append_values(&mut log, &[vec![7u8; 1000]], 1);
         append_values(&mut log, &[vec![8u8; 1000]], 2);
         let one = log.read(0, 10, true).expect("read");
-        assert_eq!(check_batch(&one.read().expect("bytes")).expect("batch").total_bytes(), one.len);
+        assert_eq!(
+            check_batch(&one.read().expect("bytes"))
+                .expect("batch")
+                .total_bytes(),
+            one.len
+        );
         assert_eq!(log.read(0, 10, false).expect("read").len, 0);
         let both = log.read(0, 1 << 20, true).expect("read");
         assert_eq!(batches(&both.read().expect("bytes")).count(), 2);
@@ -456,25 +595,43 @@ mod tests {
     #[test]
     fn segments_roll_by_size_and_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = LogConfig { segment_bytes: 300, index_interval_bytes: 100, ..LogConfig::default() };
+        let config = LogConfig {
+            segment_bytes: 300,
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        };
         let mut log = open(dir.path(), config.clone());
         for i in 0..20 {
             append_values(&mut log, &[vec![i as u8; 50], vec![1; 10]], 1000 + i);
         }
-        assert!(log.segment_count() > 5, "expected rolls, have {} segments", log.segment_count());
+        assert!(
+            log.segment_count() > 5,
+            "expected rolls, have {} segments",
+            log.segment_count()
+        );
         let before = read_all(&log, 0);
         log.close().expect("close");
         let log = open(dir.path(), config.clone());
         assert_eq!(log.log_end(), 40);
         assert_eq!(read_all(&log, 0), before);
         for offset in 0..40 {
-            let bytes = log.read(offset, 1, true).expect("read").read().expect("bytes");
+            let bytes = log
+                .read(offset, 1, true)
+                .expect("read")
+                .read()
+                .expect("bytes");
             let h = check_batch(&bytes).expect("batch");
             assert!(h.base_offset <= offset && offset <= h.last_offset());
         }
         // Timestamp look-ups: batch i holds offsets 2i and 2i+1 at 1000+i and 1001+i.
-        assert_eq!(log.offset_for_timestamp(1005).expect("lookup"), Some((9, 1005)));
-        assert_eq!(log.offset_for_timestamp(0).expect("lookup"), Some((0, 1000)));
+        assert_eq!(
+            log.offset_for_timestamp(1005).expect("lookup"),
+            Some((9, 1005))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(0).expect("lookup"),
+            Some((0, 1000))
+        );
         assert_eq!(log.offset_for_timestamp(5000).expect("lookup"), None);
         assert_eq!(log.max_timestamp_record().expect("max"), Some((39, 1020)));
     }
@@ -482,7 +639,13 @@ mod tests {
     #[test]
     fn segments_roll_by_age() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut log = open(dir.path(), LogConfig { segment_ms: 100, ..LogConfig::default() });
+        let mut log = open(
+            dir.path(),
+            LogConfig {
+                segment_ms: 100,
+                ..LogConfig::default()
+            },
+        );
         append_values(&mut log, &[b"x".to_vec()], 0);
         append_values(&mut log, &[b"y".to_vec()], 50);
         assert_eq!(log.segment_count(), 1);
@@ -493,7 +656,11 @@ mod tests {
     #[test]
     fn damaged_index_files_are_rebuilt() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = LogConfig { segment_bytes: 200, index_interval_bytes: 1, ..LogConfig::default() };
+        let config = LogConfig {
+            segment_bytes: 200,
+            index_interval_bytes: 1,
+            ..LogConfig::default()
+        };
         let mut log = open(dir.path(), config.clone());
         for i in 0..10 {
             append_values(&mut log, &[vec![i as u8; 60]], i);
@@ -528,10 +695,20 @@ mod tests {
             std::fs::write(&path, &full[..cut]).expect("cut");
             let mut log = open(dir.path(), LogConfig::default());
             assert_eq!(log.log_end(), last_base, "cut at {cut}");
-            assert_eq!(read_all(&log, 0), good[..good.len() - 1].to_vec(), "cut at {cut}");
-            assert_eq!(std::fs::metadata(&path).expect("stat").len() as usize, full.len() - last_len);
+            assert_eq!(
+                read_all(&log, 0),
+                good[..good.len() - 1].to_vec(),
+                "cut at {cut}"
+            );
+            assert_eq!(
+                std::fs::metadata(&path).expect("stat").len() as usize,
+                full.len() - last_len
+            );
             // The log takes appends again at the right offset.
-            assert_eq!(append_values(&mut log, &[b"again".to_vec()], 10).base_offset, last_base);
+            assert_eq!(
+                append_values(&mut log, &[b"again".to_vec()], 10).base_offset,
+                last_base
+            );
         }
     }
 
@@ -558,7 +735,13 @@ mod tests {
     fn failed_write_leaves_no_partial_batch() {
         let dir = tempfile::tempdir().expect("tempdir");
         let disk = FaultyDisk::new();
-        let mut log = PartitionLog::open(Arc::new(disk.clone()), dir.path().to_path_buf(), LogConfig::default(), 0).expect("open");
+        let mut log = PartitionLog::open(
+            Arc::new(disk.clone()),
+            dir.path().to_path_buf(),
+            LogConfig::default(),
+            0,
+        )
+        .expect("open");
         append_values(&mut log, &[b"ok".to_vec()], 1);
         disk.set(|f| f.torn_write_bytes = Some(20));
         let mut b = build_batch(0, 2, &[b"torn".to_vec()]);
@@ -576,7 +759,16 @@ mod tests {
     fn failed_fsync_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         let disk = FaultyDisk::new();
-        let mut log = PartitionLog::open(Arc::new(disk.clone()), dir.path().to_path_buf(), LogConfig { flush_messages: 1, ..LogConfig::default() }, 0).expect("open");
+        let mut log = PartitionLog::open(
+            Arc::new(disk.clone()),
+            dir.path().to_path_buf(),
+            LogConfig {
+                flush_messages: 1,
+                ..LogConfig::default()
+            },
+            0,
+        )
+        .expect("open");
         let info = append_values(&mut log, &[b"x".to_vec()], 1);
         assert!(info.flush_due);
         disk.set(|f| f.fail_syncs = true);

@@ -69,14 +69,35 @@ pub struct Segment {
 
 impl Segment {
     /// Creates a new, empty segment.
-    pub fn create(disk: &dyn Disk, dir: &Path, base_offset: i64, index_interval_bytes: u64, now_ms: i64) -> Result<Self> {
+    pub fn create(
+        disk: &dyn Disk,
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> Result<Self> {
         let path = log_path(dir, base_offset);
-        let file = disk.open(&path, true).map_err(|e| StorageError::io("create", &path, e))?;
-        file.set_len(0).map_err(|e| StorageError::io("truncate", &path, e))?;
-        Ok(Segment::empty(file, path, base_offset, index_interval_bytes, now_ms))
+        let file = disk
+            .open(&path, true)
+            .map_err(|e| StorageError::io("create", &path, e))?;
+        file.set_len(0)
+            .map_err(|e| StorageError::io("truncate", &path, e))?;
+        Ok(Segment::empty(
+            file,
+            path,
+            base_offset,
+            index_interval_bytes,
+            now_ms,
+        ))
     }
 
-    fn empty(file: Arc<dyn DiskFile>, path: PathBuf, base_offset: i64, index_interval_bytes: u64, now_ms: i64) -> Self {
+    fn empty(
+        file: Arc<dyn DiskFile>,
+        path: PathBuf,
+        base_offset: i64,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> Self {
         Segment {
             base_offset,
             next_offset: base_offset,
@@ -97,9 +118,18 @@ impl Segment {
     /// CRC-32C) and the file is truncated after the last good batch; without it the
     /// indexes are loaded from their files when they agree with the log, and rebuilt from
     /// the batch headers when they do not.
-    pub fn open(disk: &dyn Disk, dir: &Path, base_offset: i64, index_interval_bytes: u64, verify: bool, now_ms: i64) -> Result<(Self, Recovery)> {
+    pub fn open(
+        disk: &dyn Disk,
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u64,
+        verify: bool,
+        now_ms: i64,
+    ) -> Result<(Self, Recovery)> {
         let path = log_path(dir, base_offset);
-        let file = disk.open(&path, false).map_err(|e| StorageError::io("open", &path, e))?;
+        let file = disk
+            .open(&path, false)
+            .map_err(|e| StorageError::io("open", &path, e))?;
         let file_len = file.len().map_err(|e| StorageError::io("stat", &path, e))?;
         let mut seg = Segment::empty(file, path, base_offset, index_interval_bytes, now_ms);
         if !verify && seg.load_indexes(disk, dir, file_len).is_some() {
@@ -113,7 +143,9 @@ impl Segment {
     /// Returns `None` (and leaves the segment empty) when they are missing or inconsistent.
     fn load_indexes(&mut self, disk: &dyn Disk, dir: &Path, file_len: u64) -> Option<()> {
         let raw = disk.read_file(&index_path(dir, self.base_offset)).ok()?;
-        let raw_time = disk.read_file(&time_index_path(dir, self.base_offset)).ok()?;
+        let raw_time = disk
+            .read_file(&time_index_path(dir, self.base_offset))
+            .ok()?;
         if raw.len() % 8 != 0 || raw_time.len() % 12 != 0 || (raw.is_empty() && file_len > 0) {
             return None;
         }
@@ -131,9 +163,18 @@ impl Segment {
                 relative_offset: u32::from_be_bytes([c[8], c[9], c[10], c[11]]),
             })
             .collect();
-        let ordered = index.windows(2).all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position)
-            && time_index.windows(2).all(|w| w[0].timestamp <= w[1].timestamp && w[0].relative_offset <= w[1].relative_offset);
-        if !ordered || index.first().is_some_and(|e| e.position != 0) || index.last().is_some_and(|e| u64::from(e.position) >= file_len) {
+        let ordered = index
+            .windows(2)
+            .all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position)
+            && time_index.windows(2).all(|w| {
+                w[0].timestamp <= w[1].timestamp && w[0].relative_offset <= w[1].relative_offset
+            });
+        if !ordered
+            || index.first().is_some_and(|e| e.position != 0)
+            || index
+                .last()
+                .is_some_and(|e| u64::from(e.position) >= file_len)
+        {
             return None;
         }
         // Walk the headers after the last index entry to find the end.
@@ -169,13 +210,17 @@ impl Segment {
         'outer: while pos < file_len {
             let want = (file_len - pos).min(SCAN_CHUNK_BYTES as u64) as usize;
             chunk.resize(want, 0);
-            self.file.read_exact_at(&mut chunk, pos).map_err(|e| StorageError::io("read", &self.path, e))?;
+            self.file
+                .read_exact_at(&mut chunk, pos)
+                .map_err(|e| StorageError::io("read", &self.path, e))?;
             let mut at = 0usize;
             while at < chunk.len() {
                 let rest = &chunk[at..];
                 let header = match BatchHeader::parse(rest) {
                     Ok(h) => h,
-                    Err(batch::BatchError::Truncated { .. }) if pos + (at as u64) + (HEADER_BYTES as u64) <= file_len => {
+                    Err(batch::BatchError::Truncated { .. })
+                        if pos + (at as u64) + (HEADER_BYTES as u64) <= file_len =>
+                    {
                         break; // the header straddles the chunk; read on from here
                     }
                     Err(e) => {
@@ -187,21 +232,29 @@ impl Segment {
                 let total = header.total_bytes();
                 if rest.len() < total {
                     if pos + (at + total) as u64 > file_len {
-                        bad = Some(format!("last batch needs {total} bytes, {} remain", file_len - pos - at as u64));
+                        bad = Some(format!(
+                            "last batch needs {total} bytes, {} remain",
+                            file_len - pos - at as u64
+                        ));
                         pos += at as u64;
                         break 'outer;
                     }
                     if at == 0 {
                         // A batch larger than the chunk: read it whole.
                         chunk.resize(total, 0);
-                        self.file.read_exact_at(&mut chunk, pos).map_err(|e| StorageError::io("read", &self.path, e))?;
+                        self.file
+                            .read_exact_at(&mut chunk, pos)
+                            .map_err(|e| StorageError::io("read", &self.path, e))?;
                         continue;
                     }
                     break;
                 }
                 // Offsets only grow (compaction may leave gaps, never reorder).
                 if header.base_offset < self.next_offset {
-                    bad = Some(format!("batch at offset {} does not follow {}", header.base_offset, self.next_offset));
+                    bad = Some(format!(
+                        "batch at offset {} does not follow {}",
+                        header.base_offset, self.next_offset
+                    ));
                     pos += at as u64;
                     break 'outer;
                 }
@@ -221,7 +274,9 @@ impl Segment {
         if pos < file_len {
             recovery.truncated_bytes = file_len - pos;
             recovery.reason = bad.or_else(|| Some("incomplete tail".to_string()));
-            self.file.set_len(pos).map_err(|e| StorageError::io("truncate", &self.path, e))?;
+            self.file
+                .set_len(pos)
+                .map_err(|e| StorageError::io("truncate", &self.path, e))?;
         }
         self.size = pos;
         Ok(recovery)
@@ -231,14 +286,20 @@ impl Segment {
     fn note_batch(&mut self, header: &BatchHeader, position: u64) {
         let relative = (header.base_offset - self.base_offset) as u32;
         if self.index.is_empty() || self.bytes_since_index >= self.index_interval_bytes {
-            self.index.push(IndexEntry { relative_offset: relative, position: position as u32 });
+            self.index.push(IndexEntry {
+                relative_offset: relative,
+                position: position as u32,
+            });
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += header.total_bytes() as u64;
         if header.max_timestamp > self.max_timestamp {
             self.max_timestamp = header.max_timestamp;
             self.max_timestamp_batch_offset = header.base_offset;
-            self.time_index.push(TimeEntry { timestamp: header.max_timestamp, relative_offset: relative });
+            self.time_index.push(TimeEntry {
+                timestamp: header.max_timestamp,
+                relative_offset: relative,
+            });
         }
         self.next_offset = header.last_offset() + 1;
         self.size = position + header.total_bytes() as u64;
@@ -265,12 +326,23 @@ impl Segment {
             return Ok(None);
         }
         let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
-        let slot = self.index.partition_point(|e| e.relative_offset <= relative);
-        let mut pos = if slot == 0 { 0 } else { u64::from(self.index[slot - 1].position) };
+        let slot = self
+            .index
+            .partition_point(|e| e.relative_offset <= relative);
+        let mut pos = if slot == 0 {
+            0
+        } else {
+            u64::from(self.index[slot - 1].position)
+        };
         let mut header_buf = [0u8; HEADER_BYTES];
         while pos < self.size {
-            self.file.read_exact_at(&mut header_buf, pos).map_err(|e| StorageError::io("read", &self.path, e))?;
-            let header = BatchHeader::parse(&header_buf).map_err(|e| StorageError::Corrupt { path: self.path.clone(), reason: e.to_string() })?;
+            self.file
+                .read_exact_at(&mut header_buf, pos)
+                .map_err(|e| StorageError::io("read", &self.path, e))?;
+            let header = BatchHeader::parse(&header_buf).map_err(|e| StorageError::Corrupt {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
             if header.last_offset() >= offset {
                 return Ok(Some((pos, header)));
             }
@@ -283,17 +355,32 @@ impl Segment {
     /// `timestamp` may start.
     pub fn position_for_timestamp(&self, timestamp: i64) -> Result<u64> {
         let slot = self.time_index.partition_point(|e| e.timestamp < timestamp);
-        let start_offset = if slot == 0 { self.base_offset } else { self.base_offset + i64::from(self.time_index[slot - 1].relative_offset) };
-        Ok(self.position_of(start_offset)?.map_or(self.size, |(pos, _)| pos))
+        let start_offset = if slot == 0 {
+            self.base_offset
+        } else {
+            self.base_offset + i64::from(self.time_index[slot - 1].relative_offset)
+        };
+        Ok(self
+            .position_of(start_offset)?
+            .map_or(self.size, |(pos, _)| pos))
     }
 
     /// Reads the headers of the batches from `pos` on, calling `f` with each until it
     /// returns `false`.
-    pub fn walk_headers(&self, mut pos: u64, mut f: impl FnMut(u64, &BatchHeader) -> bool) -> Result<()> {
+    pub fn walk_headers(
+        &self,
+        mut pos: u64,
+        mut f: impl FnMut(u64, &BatchHeader) -> bool,
+    ) -> Result<()> {
         let mut header_buf = [0u8; HEADER_BYTES];
         while pos < self.size {
-            self.file.read_exact_at(&mut header_buf, pos).map_err(|e| StorageError::io("read", &self.path, e))?;
-            let header = BatchHeader::parse(&header_buf).map_err(|e| StorageError::Corrupt { path: self.path.clone(), reason: e.to_string() })?;
+            self.file
+                .read_exact_at(&mut header_buf, pos)
+                .map_err(|e| StorageError::io("read", &self.path, e))?;
+            let header = BatchHeader::parse(&header_buf).map_err(|e| StorageError::Corrupt {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
             if !f(pos, &header) {
                 break;
             }
@@ -304,7 +391,9 @@ impl Segment {
 
     pub fn read_bytes(&self, pos: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
-        self.file.read_exact_at(&mut buf, pos).map_err(|e| StorageError::io("read", &self.path, e))?;
+        self.file
+            .read_exact_at(&mut buf, pos)
+            .map_err(|e| StorageError::io("read", &self.path, e))?;
         Ok(buf)
     }
 
@@ -316,7 +405,9 @@ impl Segment {
     }
 
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| StorageError::io("fsync", &self.path, e))
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io("fsync", &self.path, e))
     }
 
     /// Writes both index files (crash-safely: a torn index is rebuilt on open anyway).
@@ -332,14 +423,20 @@ impl Segment {
             raw_time.extend_from_slice(&e.relative_offset.to_be_bytes());
         }
         let ip = index_path(dir, self.base_offset);
-        disk.write_file_atomic(&ip, &raw).map_err(|e| StorageError::io("write", &ip, e))?;
+        disk.write_file_atomic(&ip, &raw)
+            .map_err(|e| StorageError::io("write", &ip, e))?;
         let tp = time_index_path(dir, self.base_offset);
-        disk.write_file_atomic(&tp, &raw_time).map_err(|e| StorageError::io("write", &tp, e))
+        disk.write_file_atomic(&tp, &raw_time)
+            .map_err(|e| StorageError::io("write", &tp, e))
     }
 
     /// Deletes the segment's files.
     pub fn delete_files(&self, disk: &dyn Disk, dir: &Path) {
-        for p in [log_path(dir, self.base_offset), index_path(dir, self.base_offset), time_index_path(dir, self.base_offset)] {
+        for p in [
+            log_path(dir, self.base_offset),
+            index_path(dir, self.base_offset),
+            time_index_path(dir, self.base_offset),
+        ] {
             if let Err(e) = disk.remove_file(&p) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(path = %p.display(), error = %e, "could not delete segment file");

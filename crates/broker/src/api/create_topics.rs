@@ -1,0 +1,181 @@
+//! CreateTopics (key 19): partitions, replication factor 1 or -1, configs, validate-only.
+
+use std::collections::{BTreeMap, HashSet};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{str_bytes, ApiSpec, RequestContext};
+use crate::config::{topic_def, validate, TOPIC_CONFIGS};
+use crate::error::error_code;
+use crate::state::validate_topic_name;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::CreateTopics,
+    min: 2,
+    max: 7,
+};
+
+pub fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut seen = HashSet::new();
+    let duplicated: HashSet<String> = request
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.to_string()))
+        .map(|t| t.name.0.to_string())
+        .collect();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let mut r = build!(CreatableTopicResult {
+                name: t.name.clone(),
+                num_partitions: -1,
+                replication_factor: -1
+            });
+            if duplicated.contains(&name) {
+                fail(
+                    &mut r,
+                    ctx.version,
+                    ResponseError::InvalidRequest,
+                    format!("topic '{name}' appears more than once in the request"),
+                );
+                return r;
+            }
+            match plan(ctx, &t) {
+                Err((code, message)) => fail(&mut r, ctx.version, code, message),
+                Ok((partitions, configs)) => {
+                    if !request.validate_only {
+                        match ctx.broker.create_topic(&name, partitions, configs.clone()) {
+                            Ok(topic) if ctx.version >= 7 => r.topic_id = topic.topic_id,
+                            Ok(_) => {}
+                            Err(e) => {
+                                r.error_code = error_code(&e);
+                                r.error_message = Some(StrBytes::from_string(e.to_string()));
+                                return r;
+                            }
+                        }
+                    }
+                    if ctx.version < 5 {
+                        return r;
+                    }
+                    r.num_partitions = partitions;
+                    r.replication_factor = 1;
+                    r.configs = Some(
+                        TOPIC_CONFIGS
+                            .iter()
+                            .map(|def| {
+                                let (value, source) = ctx.broker.config.topic_value(def, &configs);
+                                build!(CreatableTopicConfigs {
+                                    name: str_bytes(def.name),
+                                    value: Some(StrBytes::from_string(value)),
+                                    config_source: source as i8
+                                })
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            r
+        })
+        .collect();
+    build!(CreateTopicsResponse { topics })
+}
+
+fn fail(r: &mut CreatableTopicResult, version: i16, error: ResponseError, message: String) {
+    r.error_code = error.code();
+    if version >= 1 {
+        r.error_message = Some(StrBytes::from_string(message));
+    }
+}
+
+/// Checks one topic of the request; returns its partition count and config overrides.
+fn plan(
+    ctx: &RequestContext,
+    t: &CreatableTopic,
+) -> Result<(i32, BTreeMap<String, String>), (ResponseError, String)> {
+    let name = t.name.0.as_str();
+    validate_topic_name(name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
+    if ctx.broker.image().topic(name).is_some() {
+        return Err((
+            ResponseError::TopicAlreadyExists,
+            format!("topic '{name}' already exists"),
+        ));
+    }
+    let node = ctx.broker.config.node_id;
+    let partitions = if !t.assignments.is_empty() {
+        if t.num_partitions != -1 || t.replication_factor != -1 {
+            return Err((ResponseError::InvalidRequest, "give either replica assignments or a partition count and replication factor, not both".into()));
+        }
+        let mut indexes: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
+        indexes.sort_unstable();
+        if indexes.iter().enumerate().any(|(i, &p)| p != i as i32) {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                "partition indexes must be 0..n without gaps".into(),
+            ));
+        }
+        if let Some(a) = t
+            .assignments
+            .iter()
+            .find(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node)
+        {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "partition {} is assigned to brokers {:?}; this cluster has only broker {node}",
+                    a.partition_index,
+                    a.broker_ids.iter().map(|b| b.0).collect::<Vec<_>>()
+                ),
+            ));
+        }
+        t.assignments.len() as i32
+    } else {
+        match t.num_partitions {
+            -1 => ctx.broker.config.get_i64("num.partitions") as i32,
+            n if n >= 1 => n,
+            n => {
+                return Err((
+                    ResponseError::InvalidPartitions,
+                    format!("number of partitions must be at least 1, was {n}"),
+                ))
+            }
+        }
+    };
+    match t.replication_factor {
+        -1 | 1 => {}
+        rf => {
+            return Err((
+                ResponseError::InvalidReplicationFactor,
+                format!(
+                    "replication factor {rf} is larger than the 1 broker available; use 1 or -1"
+                ),
+            ))
+        }
+    }
+    let mut configs = BTreeMap::new();
+    for c in &t.configs {
+        let key = c.name.as_str();
+        let def = topic_def(key).ok_or_else(|| {
+            (
+                ResponseError::InvalidConfig,
+                format!("unknown topic config '{key}'"),
+            )
+        })?;
+        let Some(value) = &c.value else {
+            return Err((
+                ResponseError::InvalidConfig,
+                format!("topic config '{key}' has a null value"),
+            ));
+        };
+        validate(def, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        configs.insert(key.to_string(), value.to_string());
+    }
+    Ok((partitions, configs))
+}

@@ -1,0 +1,163 @@
+//! Fetch (key 1): serve stored batches byte for byte, long-polling up to `max_wait_ms`
+//! for `min_bytes`, woken by appends. Honours partition and response byte limits but
+//! always returns the first batch whole, even over the limits (KIP-74).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::{ApiSpec, RequestContext};
+use crate::error::storage_error_code;
+use crate::state::Partition;
+use gregor_storage::StorageError;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::Fetch,
+    min: 4,
+    max: 16,
+};
+
+/// Kafka's cap on how long a fetch may wait, whatever the client asks.
+const MAX_WAIT_CAP_MS: u64 = 30_000;
+
+pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchResponse {
+    // Gregor creates no fetch sessions (it always answers session id 0), so a client that
+    // names one is told it does not exist and falls back to full fetches.
+    if request.session_id != 0 && request.session_epoch > 0 {
+        return build!(FetchResponse {
+            error_code: ResponseError::FetchSessionIdNotFound.code()
+        });
+    }
+    let max_wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP_MS));
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        // Register before reading, so an append between the read and the wait still wakes us.
+        let notify = Arc::new(Notify::new());
+        let (response, bytes, waitable) = read_once(ctx, &request, &notify);
+        let now = tokio::time::Instant::now();
+        if bytes >= min_bytes.max(1) || now >= deadline || !waitable || *shutdown.borrow() {
+            return response;
+        }
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// One pass over the requested partitions. Returns the response, the record bytes in it,
+/// and whether waiting could change the answer (no errors).
+fn read_once(
+    ctx: &RequestContext,
+    request: &FetchRequest,
+    notify: &Arc<Notify>,
+) -> (FetchResponse, usize, bool) {
+    let by_id = ctx.version >= 13;
+    let image = ctx.broker.image();
+    let mut budget = if request.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        request.max_bytes as usize
+    };
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let meta = if by_id {
+            image.topic_by_id(&topic.topic_id)
+        } else {
+            image.topic(&topic.topic.0)
+        };
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let mut data = build!(PartitionData {
+                partition_index: p.partition,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: Some(Bytes::new())
+            });
+            let partition = meta.and_then(|m| ctx.broker.partition(&m.name, p.partition));
+            match partition {
+                None => {
+                    data.error_code = if by_id && meta.is_none() {
+                        ResponseError::UnknownTopicId.code()
+                    } else {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    };
+                    any_error = true;
+                }
+                Some(partition) => {
+                    partition.add_waiter(notify.clone());
+                    let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
+                    match read_partition(
+                        &partition,
+                        ctx.version,
+                        p.fetch_offset,
+                        limit,
+                        total == 0,
+                        &mut data,
+                    ) {
+                        Ok(n) => {
+                            total += n;
+                            budget = budget.saturating_sub(n);
+                        }
+                        Err(e) => {
+                            if !matches!(e, StorageError::OffsetOutOfRange { .. }) {
+                                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fetch read failed");
+                            }
+                            data.error_code = storage_error_code(&e);
+                            any_error = true;
+                        }
+                    }
+                }
+            }
+            partitions.push(data);
+        }
+        responses.push(build!(FetchableTopicResponse {
+            topic: if by_id {
+                Default::default()
+            } else {
+                topic.topic.clone()
+            },
+            topic_id: if by_id { topic.topic_id } else { Uuid::nil() },
+            partitions
+        }));
+    }
+    (build!(FetchResponse { responses }), total, !any_error)
+}
+
+/// Reads one partition into `data`; returns the record bytes read.
+fn read_partition(
+    partition: &Partition,
+    version: i16,
+    offset: i64,
+    limit: usize,
+    first: bool,
+    data: &mut PartitionData,
+) -> Result<usize, StorageError> {
+    let (plan, offsets) = {
+        let log = partition.log();
+        let offsets = log.offsets();
+        data.high_watermark = offsets.high_watermark;
+        data.last_stable_offset = offsets.high_watermark;
+        if version >= 5 {
+            data.log_start_offset = offsets.log_start;
+        }
+        (log.read(offset, limit, first)?, offsets)
+    };
+    debug_assert!(offset <= offsets.log_end);
+    let bytes = plan.read()?;
+    let n = bytes.len();
+    data.records = Some(Bytes::from(bytes));
+    Ok(n)
+}

@@ -1,0 +1,70 @@
+//! ListOffsets (key 2): earliest, latest, max-timestamp and by-timestamp look-ups.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{ApiSpec, RequestContext};
+use crate::error::storage_error_code;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::ListOffsets,
+    min: 1,
+    max: 8,
+};
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut r = build!(ListOffsetsPartitionResponse { partition_index: p.partition_index, timestamp: -1, offset: -1, leader_epoch: -1 });
+                    let Some(partition) = ctx.broker.partition(&topic.name.0, p.partition_index) else {
+                        r.error_code = ResponseError::UnknownTopicOrPartition.code();
+                        return r;
+                    };
+                    let log = partition.log();
+                    let offsets = log.offsets();
+                    let found = match p.timestamp {
+                        LATEST => Ok(Some((offsets.high_watermark, -1))),
+                        EARLIEST | EARLIEST_LOCAL => Ok(Some((offsets.log_start, -1))),
+                        MAX_TIMESTAMP => log.max_timestamp_record(),
+                        ts if ts >= 0 => log.offset_for_timestamp(ts),
+                        _ => {
+                            r.error_code = ResponseError::InvalidRequest.code();
+                            return r;
+                        }
+                    };
+                    match found {
+                        Ok(Some((offset, timestamp))) => {
+                            r.offset = offset;
+                            r.timestamp = timestamp;
+                            if ctx.version >= 4 {
+                                r.leader_epoch = 0;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "offset look-up failed");
+                            r.error_code = storage_error_code(&e);
+                        }
+                    }
+                    r
+                })
+                .collect();
+            build!(ListOffsetsTopicResponse { name: topic.name, partitions })
+        })
+        .collect();
+    build!(ListOffsetsResponse { topics })
+}

@@ -1,0 +1,138 @@
+//! One module per Kafka API, and the one registry of them.
+//!
+//! Architecture invariant: the ApiVersions response is built from [`APIS`] and nothing
+//! else, and a request is dispatched only if its version lies in its handler's range.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::watch;
+
+use crate::state::Broker;
+
+/// Builds a `kafka-protocol` message (its structs are `#[non_exhaustive]`, so struct
+/// literals are not allowed): `build!(Type { field: value, shorthand })` starts from
+/// `Type::default()` and sets the fields given.
+macro_rules! build {
+    ($t:ty { $($body:tt)* }) => {{
+        #[allow(clippy::needless_update)]
+        let mut v = <$t>::default();
+        build!(@set v; $($body)*);
+        v
+    }};
+    (@set $v:ident; ) => {};
+    (@set $v:ident; $f:ident : $e:expr $(, $($rest:tt)*)?) => { $v.$f = $e; build!(@set $v; $($($rest)*)?); };
+    (@set $v:ident; $f:ident $(, $($rest:tt)*)?) => { $v.$f = $f; build!(@set $v; $($($rest)*)?); };
+}
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+/// The versions of one API that Gregor serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiSpec {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+/// Every API Gregor serves, each declared by its handler module.
+pub const APIS: &[ApiSpec] = &[
+    produce::API,
+    fetch::API,
+    list_offsets::API,
+    metadata::API,
+    api_versions::API,
+    create_topics::API,
+    delete_topics::API,
+    describe_configs::API,
+    create_partitions::API,
+    describe_cluster::API,
+    init_producer_id::API,
+];
+
+/// The handler's spec for an API key, if Gregor serves it at all.
+pub fn spec(api_key: i16) -> Option<&'static ApiSpec> {
+    APIS.iter().find(|s| s.key as i16 == api_key)
+}
+
+/// What a handler gets besides its request.
+pub struct RequestContext {
+    pub broker: Arc<Broker>,
+    pub header: RequestHeader,
+    pub version: i16,
+    /// Becomes `true` when the broker is shutting down; long polls return early.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Runs the handler for a decoded request. `None` means no response is sent (acks=0).
+pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKind> {
+    Some(match request {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(ctx, r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(ctx, r)),
+        RequestKind::Produce(r) => return produce::handle(ctx, r).await.map(ResponseKind::Produce),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(ctx, r)),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(ctx, r)),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(ctx, r)),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(ctx, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(ctx, r))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(ctx, r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(ctx, r))
+        }
+        other => {
+            // The connection checks the registry before decoding, so this is a bug.
+            tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a registered API");
+            return None;
+        }
+    })
+}
+
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+pub fn topic_name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_range_is_one_the_codec_can_encode() {
+        for spec in APIS {
+            let codec = spec.key.valid_versions();
+            assert!(spec.min <= spec.max, "{:?}", spec.key);
+            assert!(
+                codec.min <= spec.min && spec.max <= codec.max,
+                "{:?} {}..{} outside {codec}",
+                spec.key,
+                spec.min,
+                spec.max
+            );
+        }
+        let mut keys: Vec<i16> = APIS.iter().map(|s| s.key as i16).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), APIS.len(), "an API is registered twice");
+    }
+}

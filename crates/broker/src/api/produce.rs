@@ -1,0 +1,164 @@
+//! Produce (key 0): validate each partition's record batches, assign offsets, append,
+//! fsync per the flush policy, and answer once `acks` allows.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gregor_protocol::batch::{self, BatchError, BatchHeader};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{ApiSpec, RequestContext};
+use crate::error::storage_error_code;
+use crate::state::{now_ms, Partition};
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::Produce,
+    min: 3,
+    max: 11,
+};
+
+pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let known = if acks == 0 || acks == 1 || acks == -1 {
+            ctx.broker.get_or_auto_create(&name, true).ok().flatten()
+        } else {
+            None
+        };
+        let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
+        for data in topic.partition_data {
+            let mut r = build!(PartitionProduceResponse {
+                index: data.index,
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1
+            });
+            if !(acks == 0 || acks == 1 || acks == -1) {
+                r.error_code = ResponseError::InvalidRequiredAcks.code();
+            } else if known.is_none() {
+                r.error_code = ResponseError::UnknownTopicOrPartition.code();
+            } else if let Some(partition) = ctx.broker.partition(&name, data.index) {
+                produce_to(
+                    &partition,
+                    ctx.version,
+                    data.records.unwrap_or_default(),
+                    &mut r,
+                )
+                .await;
+            } else {
+                r.error_code = ResponseError::UnknownTopicOrPartition.code();
+            }
+            if r.error_code != 0 {
+                tracing::debug!(topic = %name, partition = data.index, error_code = r.error_code, message = ?r.error_message, "produce refused");
+            }
+            partition_responses.push(r);
+        }
+        responses.push(build!(TopicProduceResponse {
+            name: topic.name,
+            topic_id: topic.topic_id,
+            partition_responses
+        }));
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(build!(ProduceResponse { responses }))
+}
+
+/// Validates, appends and (if the flush policy says so) fsyncs one partition's records.
+async fn produce_to(
+    partition: &Arc<Partition>,
+    version: i16,
+    records: Bytes,
+    r: &mut PartitionProduceResponse,
+) {
+    let settings = partition.settings();
+    let headers = match validate(&records, settings.max_message_bytes) {
+        Ok(h) => h,
+        Err((code, message)) => {
+            r.error_code = code;
+            r.error_message = Some(StrBytes::from_string(message));
+            return;
+        }
+    };
+    let mut bytes = records.to_vec();
+    let now = now_ms();
+    let stamp = settings.log_append_time.then_some(now);
+    let appended = {
+        let mut log = partition.log();
+        let result = log.append(&mut bytes, &headers, 0, stamp, now);
+        if version >= 5 {
+            r.log_start_offset = log.log_start();
+        }
+        result
+    };
+    match appended {
+        Ok(info) => {
+            if info.flush_due {
+                if let Err(e) = partition.make_durable(info.last_offset + 1).await {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fsync failed; the append is not acknowledged");
+                    r.error_code = storage_error_code(&e);
+                    r.error_message = Some(StrBytes::from_string(e.to_string()));
+                    return;
+                }
+            }
+            partition.wake_waiters();
+            r.base_offset = info.base_offset;
+            r.log_append_time_ms = stamp.unwrap_or(-1);
+        }
+        Err(e) => {
+            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
+            r.error_code = storage_error_code(&e);
+            r.error_message = Some(StrBytes::from_string(e.to_string()));
+        }
+    }
+}
+
+/// Splits a partition's records into batches and validates each; the batches must fill
+/// the records exactly.
+fn validate(
+    records: &[u8],
+    max_message_bytes: usize,
+) -> Result<Vec<(usize, BatchHeader)>, (i16, String)> {
+    if records.is_empty() {
+        return Err((
+            ResponseError::CorruptMessage.code(),
+            "no record batch in the request".into(),
+        ));
+    }
+    let mut headers = Vec::new();
+    let mut at = 0usize;
+    while at < records.len() {
+        let rest = &records[at..];
+        match batch::BatchHeader::parse(rest) {
+            Ok(h) if h.total_bytes() > max_message_bytes => {
+                return Err((
+                    ResponseError::MessageTooLarge.code(),
+                    format!(
+                        "batch of {} bytes exceeds max.message.bytes ({max_message_bytes})",
+                        h.total_bytes()
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        let header = batch::validate_produce_batch(rest).map_err(|e| {
+            let code = match e {
+                BatchError::BadMagic(_) => ResponseError::UnsupportedForMessageFormat.code(),
+                BatchError::CountMismatch { .. } | BatchError::BadRecords(_) => {
+                    ResponseError::InvalidRecord.code()
+                }
+                _ => ResponseError::CorruptMessage.code(),
+            };
+            (code, e.to_string())
+        })?;
+        headers.push((at, header));
+        at += header.total_bytes();
+    }
+    Ok(headers)
+}

@@ -1,0 +1,40 @@
+//! Broker errors, and the one place where errors become Kafka error codes.
+
+use gregor_storage::StorageError;
+use kafka_protocol::error::ResponseError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("metadata: {0}")]
+    Metadata(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("unknown topic or partition")]
+    UnknownTopic,
+    #[error("topic already exists")]
+    TopicExists,
+}
+
+/// The Kafka error code for a storage failure.
+pub fn storage_error_code(e: &StorageError) -> i16 {
+    match e {
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
+        StorageError::Io { .. } | StorageError::Offline(_) | StorageError::Corrupt { .. } => {
+            ResponseError::KafkaStorageError.code()
+        }
+    }
+}
+
+/// The Kafka error code for a broker failure.
+pub fn error_code(e: &BrokerError) -> i16 {
+    match e {
+        BrokerError::Storage(s) => storage_error_code(s),
+        BrokerError::UnknownTopic => ResponseError::UnknownTopicOrPartition.code(),
+        BrokerError::TopicExists => ResponseError::TopicAlreadyExists.code(),
+        BrokerError::Metadata(_) | BrokerError::Config(_) => {
+            ResponseError::UnknownServerError.code()
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! The broker's shared state: cluster metadata and the partitions this broker hosts.
+//!
+//! Locking: the metadata log has one mutex, taken only to change metadata; readers use the
+//! latest [`MetadataImage`] snapshot. Each partition has its own log mutex, held for the
+//! in-memory part of an append or a read plan, never across an await or an fsync, so
+//! different partitions proceed in parallel and no global lock sits on the data path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gregor_cluster::{MetadataImage, MetadataLog, MetadataRecord, TopicMeta};
+use gregor_storage::{Disk, LogConfig, PartitionLog, StorageError};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Kafka's rule for topic names.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("topic name '{name}' is not allowed"));
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "topic name is {} characters; the limit is 249",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!("topic name '{name}' has the character '{c}'; only ASCII letters, digits, '.', '_' and '-' are allowed"));
+    }
+    Ok(())
+}
+
+/// Topics Kafka treats as internal.
+pub fn is_internal_topic(name: &str) -> bool {
+    name == "__consumer_offsets" || name == "__transaction_state"
+}
+
+/// Per-partition settings the produce path needs, derived from topic and broker config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceSettings {
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+}
+
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub index: i32,
+    pub log: Mutex<PartitionLog>,
+    pub settings: RwLock<ProduceSettings>,
+    /// Fetches waiting for data on this partition.
+    waiters: Mutex<Vec<Arc<Notify>>>,
+    /// Serializes fsyncs so concurrent producers share one (group commit).
+    flush_lock: tokio::sync::Mutex<()>,
+    flushed_offset: AtomicI64,
+}
+
+impl Partition {
+    /// Locks the log. A panic while holding the lock cannot leave a half-applied append
+    /// (appends cut the file back on error), so a poisoned lock is taken over.
+    pub fn log(&self) -> std::sync::MutexGuard<'_, PartitionLog> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn settings(&self) -> ProduceSettings {
+        *self.settings.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a fetch to be woken by the next append.
+    pub fn add_waiter(&self, notify: Arc<Notify>) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        // Drop the entries of fetches that already returned, so an idle partition's list
+        // stays as long as the number of fetches waiting on it.
+        waiters.retain(|w| Arc::strong_count(w) > 1);
+        waiters.push(notify);
+    }
+
+    /// Wakes every waiting fetch.
+    pub fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in waiters {
+            w.notify_one();
+        }
+    }
+
+    /// Makes everything below `offset` durable, sharing the fsync with concurrent callers.
+    pub async fn make_durable(&self, offset: i64) -> Result<(), StorageError> {
+        if self.flushed_offset.load(Ordering::Acquire) >= offset {
+            return Ok(());
+        }
+        let _turn = self.flush_lock.lock().await;
+        if self.flushed_offset.load(Ordering::Acquire) >= offset {
+            return Ok(()); // an fsync that ran while we waited covered us
+        }
+        let (file, path, end) = self.log().sync_target();
+        tokio::task::spawn_blocking(move || {
+            file.sync_data()
+                .map_err(|e| StorageError::io("fsync", path, e))
+        })
+        .await
+        .map_err(|e| StorageError::io("fsync", PathBuf::new(), std::io::Error::other(e)))??;
+        self.log().mark_flushed(end);
+        self.flushed_offset.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+pub type TopicPartition = (String, i32);
+
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    disk: Arc<dyn Disk>,
+    metadata: Mutex<MetadataLog>,
+    image: RwLock<Arc<MetadataImage>>,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// The current block of producer ids: (next to hand out, end of block).
+    producer_ids: Mutex<(i64, i64)>,
+}
+
+/// Producer ids reserved per metadata record.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+impl Broker {
+    /// Opens the data directory: cluster identity, metadata log, and every partition log
+    /// (recovering each).
+    pub fn open(config: BrokerConfig, disk: Arc<dyn Disk>) -> Result<Arc<Self>, BrokerError> {
+        let dir = config.data_dir.clone();
+        disk.create_dir_all(&dir).map_err(|e| {
+            BrokerError::Storage(StorageError::io("create data directory", &dir, e))
+        })?;
+        let cluster_id = load_or_create_cluster_id(disk.as_ref(), &dir, config.node_id)?;
+        let metadata = MetadataLog::open(disk.clone(), &dir)
+            .map_err(|e| BrokerError::Metadata(e.to_string()))?;
+        let image = Arc::new(metadata.image().clone());
+        let broker = Arc::new(Broker {
+            config,
+            cluster_id,
+            disk,
+            metadata: Mutex::new(metadata),
+            image: RwLock::new(image.clone()),
+            partitions: RwLock::new(HashMap::new()),
+            producer_ids: Mutex::new((0, 0)),
+        });
+        broker.remove_deleted_dirs();
+        let started = std::time::Instant::now();
+        let mut count = 0usize;
+        for topic in image.topics() {
+            for index in 0..topic.partitions.len() as i32 {
+                broker.open_partition(topic, index)?;
+                count += 1;
+            }
+        }
+        tracing::info!(
+            partitions = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "partition logs opened"
+        );
+        Ok(broker)
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(topic.to_string(), index))
+            .cloned()
+    }
+
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    /// The storage and produce settings of a topic, from its overrides and the broker's file.
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> (LogConfig, ProduceSettings) {
+        let c = &self.config;
+        let get = |name: &str| c.topic_i64(name, overrides);
+        let log = LogConfig {
+            segment_bytes: get("segment.bytes").max(14) as u64,
+            segment_ms: get("segment.ms"),
+            index_interval_bytes: get("index.interval.bytes").max(1) as u64,
+            flush_messages: get("flush.messages").max(1) as u64,
+            flush_ms: get("flush.ms"),
+        };
+        let ts_def = crate::config::topic_def("message.timestamp.type")
+            .expect("message.timestamp.type is in the table");
+        let settings = ProduceSettings {
+            max_message_bytes: get("max.message.bytes").max(0) as usize,
+            log_append_time: c.topic_value(ts_def, overrides).0 == "LogAppendTime",
+        };
+        (log, settings)
+    }
+
+    fn open_partition(&self, topic: &TopicMeta, index: i32) -> Result<Arc<Partition>, BrokerError> {
+        let (log_config, settings) = self.log_config(&topic.configs);
+        let log = PartitionLog::open(
+            self.disk.clone(),
+            self.partition_dir(&topic.name, index),
+            log_config,
+            now_ms(),
+        )?;
+        let flushed = log.flushed_offset();
+        let partition = Arc::new(Partition {
+            topic: topic.name.clone(),
+            topic_id: topic.topic_id,
+            index,
+            log: Mutex::new(log),
+            settings: RwLock::new(settings),
+            waiters: Mutex::new(Vec::new()),
+            flush_lock: tokio::sync::Mutex::new(()),
+            flushed_offset: AtomicI64::new(flushed),
+        });
+        self.partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((topic.name.clone(), index), partition.clone());
+        Ok(partition)
+    }
+
+    /// Appends the records that `build` makes from the current image, durably, under the
+    /// metadata lock (so two creators of one topic cannot both succeed), and publishes the
+    /// new image.
+    fn commit_metadata(
+        &self,
+        build: impl FnOnce(&MetadataImage) -> Result<Vec<MetadataRecord>, BrokerError>,
+    ) -> Result<Arc<MetadataImage>, BrokerError> {
+        let mut log = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        let records = build(log.image())?;
+        log.append(&records)
+            .map_err(|e| BrokerError::Metadata(e.to_string()))?;
+        let image = Arc::new(log.image().clone());
+        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image.clone();
+        Ok(image)
+    }
+
+    /// Creates a topic with `partitions` partitions and the given (validated) overrides.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, BrokerError> {
+        let topic_id = Uuid::new_v4();
+        let node = self.config.node_id;
+        let image = self.commit_metadata(|image| {
+            if image.topic(name).is_some() {
+                return Err(BrokerError::TopicExists);
+            }
+            let mut records = vec![MetadataRecord::Topic {
+                name: name.to_string(),
+                topic_id,
+                configs,
+            }];
+            records.extend((0..partitions).map(|p| MetadataRecord::Partition {
+                topic_id,
+                partition: p,
+                replicas: vec![node],
+                leader: node,
+                leader_epoch: 0,
+            }));
+            Ok(records)
+        })?;
+        let topic = image
+            .topic(name)
+            .cloned()
+            .ok_or(BrokerError::UnknownTopic)?;
+        for index in 0..partitions {
+            self.open_partition(&topic, index)?;
+        }
+        tracing::info!(topic = name, partitions, %topic_id, "created topic");
+        Ok(topic)
+    }
+
+    /// The topic, created with the broker's defaults if it does not exist and
+    /// `auto.create.topics.enable` allows. `Ok(None)`: unknown and not created.
+    pub fn get_or_auto_create(
+        &self,
+        name: &str,
+        allowed_by_client: bool,
+    ) -> Result<Option<TopicMeta>, BrokerError> {
+        if let Some(topic) = self.image().topic(name) {
+            return Ok(Some(topic.clone()));
+        }
+        if !allowed_by_client
+            || !self.config.get_bool("auto.create.topics.enable")
+            || validate_topic_name(name).is_err()
+        {
+            return Ok(None);
+        }
+        let partitions = self.config.get_i64("num.partitions") as i32;
+        match self.create_topic(name, partitions, BTreeMap::new()) {
+            Ok(topic) => Ok(Some(topic)),
+            Err(BrokerError::TopicExists) => Ok(self.image().topic(name).cloned()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hands out a producer id never given before, reserving a new block durably when the
+    /// current one runs out.
+    pub fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.0 >= ids.1 {
+            let image = self.commit_metadata(|image| {
+                Ok(vec![MetadataRecord::ProducerIds {
+                    next_block_start: image.next_producer_id_block() + PRODUCER_ID_BLOCK,
+                }])
+            })?;
+            let end = image.next_producer_id_block();
+            *ids = (end - PRODUCER_ID_BLOCK, end);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+
+    /// Adds partitions to a topic so it has `count` in all.
+    pub fn add_partitions(&self, name: &str, count: i32) -> Result<(), BrokerError> {
+        let image = self.image();
+        let topic = image.topic(name).ok_or(BrokerError::UnknownTopic)?;
+        let node = self.config.node_id;
+        let topic_id = topic.topic_id;
+        let image = self.commit_metadata(|image| {
+            let current = image
+                .topic_by_id(&topic_id)
+                .ok_or(BrokerError::UnknownTopic)?
+                .partitions
+                .len() as i32;
+            Ok((current..count)
+                .map(|p| MetadataRecord::Partition {
+                    topic_id,
+                    partition: p,
+                    replicas: vec![node],
+                    leader: node,
+                    leader_epoch: 0,
+                })
+                .collect())
+        })?;
+        let topic = image.topic(name).ok_or(BrokerError::UnknownTopic)?;
+        for index in 0..topic.partitions.len() as i32 {
+            if self.partition(name, index).is_none() {
+                self.open_partition(topic, index)?;
+            }
+        }
+        tracing::info!(topic = name, partitions = count, "added partitions");
+        Ok(())
+    }
+
+    /// Deletes a topic: metadata first (so it is gone even if the files linger), then its
+    /// partition directories are renamed aside and removed in the background.
+    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let image = self.image();
+        let topic = image.topic(name).ok_or(BrokerError::UnknownTopic)?;
+        let topic_id = topic.topic_id;
+        self.commit_metadata(|image| {
+            image
+                .topic_by_id(&topic_id)
+                .ok_or(BrokerError::UnknownTopic)?;
+            Ok(vec![MetadataRecord::RemoveTopic { topic_id }])
+        })?;
+        let removed: Vec<Arc<Partition>> = {
+            let mut map = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+            (0..topic.partitions.len() as i32)
+                .filter_map(|i| map.remove(&(name.to_string(), i)))
+                .collect()
+        };
+        for partition in removed {
+            partition.wake_waiters();
+            let dir = partition.log().dir().to_path_buf();
+            let aside = self.config.data_dir.join(format!(
+                "{name}-{}.{}-delete",
+                partition.index,
+                partition.topic_id.simple()
+            ));
+            if let Err(e) = self.disk.rename(&dir, &aside) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not move a deleted partition aside; remove it by hand");
+                continue;
+            }
+            let disk = self.disk.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = disk.remove_dir_all(&aside) {
+                    tracing::warn!(dir = %aside.display(), error = %e, "could not remove a deleted partition; remove it by hand");
+                }
+            });
+        }
+        tracing::info!(topic = name, topic_id = %topic.topic_id, "deleted topic");
+        Ok(())
+    }
+
+    fn remove_deleted_dirs(&self) {
+        let Ok(entries) = self.disk.read_dir(&self.config.data_dir) else {
+            return;
+        };
+        for path in entries
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with("-delete"))
+        {
+            if let Err(e) = self.disk.remove_dir_all(&path) {
+                tracing::warn!(dir = %path.display(), error = %e, "could not remove a deleted partition");
+            }
+        }
+    }
+
+    /// Fsyncs partitions whose `flush.ms` has passed.
+    pub async fn flush_due_partitions(&self) {
+        let now = now_ms();
+        for partition in self.all_partitions() {
+            let due = partition.log().needs_periodic_flush(now);
+            if due {
+                let end = partition.log().log_end();
+                if let Err(e) = partition.make_durable(end).await {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "periodic flush failed");
+                }
+            }
+        }
+    }
+
+    /// Clean close of every log: fsynced, indexes written, recovery points moved up.
+    pub fn close(&self) {
+        for partition in self.all_partitions() {
+            if let Err(e) = partition.log().close() {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "closing the log failed; it will be recovered on the next start");
+            }
+        }
+    }
+}
+
+/// `meta.properties` as Kafka writes it: cluster id and node id of this data directory.
+fn load_or_create_cluster_id(
+    disk: &dyn Disk,
+    dir: &std::path::Path,
+    node_id: i32,
+) -> Result<String, BrokerError> {
+    let path = dir.join("meta.properties");
+    if let Ok(raw) = disk.read_file(&path) {
+        let text = String::from_utf8_lossy(&raw);
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        };
+        if let (Some(cluster), stored_node) = (field("cluster.id="), field("node.id=")) {
+            if let Some(stored) = stored_node.and_then(|n| n.parse::<i32>().ok()) {
+                if stored != node_id {
+                    return Err(BrokerError::Config(format!(
+                        "{} belongs to node {stored}, not {node_id}; start with --node-id {stored} or use another --data-dir",
+                        dir.display()
+                    )));
+                }
+            }
+            return Ok(cluster);
+        }
+    }
+    let cluster = Uuid::new_v4().simple().to_string()[..22].to_string();
+    let text = format!("version=1\ncluster.id={cluster}\nnode.id={node_id}\n");
+    disk.write_file_atomic(&path, text.as_bytes())
+        .map_err(|e| BrokerError::Storage(StorageError::io("write", &path, e)))?;
+    Ok(cluster)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
