@@ -183,7 +183,7 @@ def test_log_append_time_restamps_records(broker):
     before = int(time.time() * 1000)
     err, base, log_append_time = raw.produce_v3(c, "lat", 0, raw.batch([(None, b"x", []), (None, b"y", [])], base_ts=5))
     assert err == 0 and before - 1000 <= log_append_time <= int(time.time() * 1000) + 1000
-    cons = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused"})
+    cons = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused", "enable.auto.commit": False})
     cons.assign([TopicPartition("lat", 0, 0)])
     got = []
     deadline = time.monotonic() + 20

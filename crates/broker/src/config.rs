@@ -375,15 +375,15 @@ mod tests {
         let mut c = config();
         assert!(c
             .set("num.partitoins", "3")
-            .unwrap_err()
+            .expect_err("must be refused")
             .contains("unknown setting"));
         assert!(c
             .set("num.partitions", "zero")
-            .unwrap_err()
+            .expect_err("must be refused")
             .contains("expected an integer"));
         assert!(c
             .set("auto.create.topics.enable", "yes")
-            .unwrap_err()
+            .expect_err("must be refused")
             .contains("true or false"));
         let def = topic_def("message.timestamp.type").expect("known");
         assert!(validate(def, "LogAppendTime").is_ok());

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// An open file: positional reads and writes only, so many readers share one handle.
+#[allow(clippy::len_without_is_empty)] // a file is not a collection
 pub trait DiskFile: Send + Sync + Debug {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;

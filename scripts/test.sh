@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, Rust unit/property/integration tests, the real-client
+# pytest suites against the real broker binary, and a bounded run of each fuzz target.
+# Installs what it needs (Python clients from PyPI, cargo-nextest and cargo-fuzz from crates.io).
+#
+#   GREGOR_FUZZ_SECONDS=N   seconds per fuzz target (default 30; 0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test dependencies"
+python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+
+step "cargo fmt --check"
+cargo fmt --all -- --check || { echo "formatting differs: run 'cargo fmt --all'"; exit 1; }
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "Rust tests (unit, proptest, integration)"
+cargo build --workspace --quiet
+cargo nextest run --workspace --no-fail-fast
+
+step "real-client suites (pytest: kafka-python, confluent-kafka, aiokafka)"
+GREGOR_BIN="$PWD/target/debug/gregor" python3 -m pytest tests -q -p no:cacheprovider
+
+fuzz_seconds="${GREGOR_FUZZ_SECONDS:-30}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+  step "fuzzing each target for ${fuzz_seconds}s"
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+  for target in request_decode segment_recovery; do
+    mkdir -p "fuzz/corpus/$target"
+    # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+    log="fuzz/$target.log"
+    if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" "corpus/$target" "seeds/$target" -- \
+        -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -max_len=65536 >"../$log" 2>&1); then
+      tail -n 60 "$log"
+      echo "fuzz target $target failed: the crashing input is under fuzz/artifacts/$target"
+      exit 1
+    fi
+    echo "$target: $(grep -E '^Done' "$log" | tail -n 1)"
+  done
+fi
+
+step "all tests passed"
