@@ -144,3 +144,14 @@ def test_batch_over_max_message_bytes_is_refused(make_broker):
     assert raw.produce_v3(c, "big", 0, raw.batch([(None, b"x" * 20000, [])]))[0] == MESSAGE_TOO_LARGE
     assert raw.produce_v3(c, "big", 0, raw.batch([(None, b"x" * 5000, [])]))[0] == 0
     assert raw.fetch_v4(c, "big", 0, 0)[1] == 1
+
+
+def test_acks_0_sends_no_response_but_appends(broker):
+    import struct as st
+    c = raw.Conn(broker.bootstrap)
+    body = raw.string(None) + st.pack(">hi", 0, 10000)
+    body += raw.array([raw.string("fire") + raw.array([st.pack(">i", 0) + raw.nbytes(raw.batch([(None, b"x", [])]))])])
+    c.send_raw(raw.frame(0, 3, 41, body))
+    # The next answer on this connection is for the next request: nothing was sent for acks=0.
+    err, hw, _ = raw.fetch_v4(c, "fire", 0, 0)  # correlation id 1, checked by request()
+    assert (err, hw) == (0, 1)

@@ -224,7 +224,8 @@ def test_flush_messages_1_with_concurrent_producers_survives_kill9(broker):
         assert raw.fetch_v4(c, "durable", p, 0)[1] == sum(1 for pp, _ in acked if pp == p)
 
 
-def test_sigterm_answers_in_flight_requests_and_exits_cleanly(broker):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_answers_in_flight_requests_and_exits_cleanly(broker, sig):
     c = raw.Conn(broker.bootstrap, timeout=30)
     raw.produce_v3(c, "bye", 0, raw.batch([(None, b"x", [])]))
     result = {}
@@ -237,7 +238,7 @@ def test_sigterm_answers_in_flight_requests_and_exits_cleanly(broker):
     t.start()
     time.sleep(0.5)
     start = time.monotonic()
-    assert broker.stop(signal.SIGTERM) == 0
+    assert broker.stop(sig) == 0
     t.join(10)
     assert result["answer"][0] == 0, "the in-flight fetch was answered"
     assert time.monotonic() - start < 10

@@ -88,29 +88,54 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
 #[tokio::test]
 async fn every_api_answers_every_declared_version() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = BrokerConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().expect("addr"), None, 0);
+    let config = BrokerConfig::new(
+        dir.path().to_path_buf(),
+        "127.0.0.1:0".parse().expect("addr"),
+        None,
+        0,
+    );
     let broker = Broker::open(config, Arc::new(gregor_storage::OsDisk)).expect("open");
-    let topic = broker.create_topic("t", 1, Default::default()).expect("create");
+    let topic = broker
+        .create_topic("t", 1, Default::default())
+        .expect("create");
     let (_tx, rx) = tokio::sync::watch::channel(false);
     for spec in APIS {
         for version in spec.min..=spec.max {
             let request = request_for(spec.key, version, topic.topic_id);
             // The request itself must encode at this version (sanity of the test).
             let mut buf = BytesMut::new();
-            request.encode(&mut buf, version).unwrap_or_else(|e| panic!("{:?} v{version} request: {e}", spec.key));
+            request
+                .encode(&mut buf, version)
+                .unwrap_or_else(|e| panic!("{:?} v{version} request: {e}", spec.key));
             let mut header = RequestHeader::default();
             header.request_api_key = spec.key as i16;
             header.request_api_version = version;
-            let ctx = RequestContext { broker: broker.clone(), header, version, shutdown: rx.clone() };
-            let response = api::dispatch(&ctx, request).await.unwrap_or_else(|| panic!("{:?} v{version}: no response", spec.key));
-            let bytes = frame::encode_response(spec.key, version, 7, &response).unwrap_or_else(|e| panic!("{:?} v{version}: {e}", spec.key));
+            let ctx = RequestContext {
+                broker: broker.clone(),
+                header,
+                version,
+                shutdown: rx.clone(),
+            };
+            let response = api::dispatch(&ctx, request)
+                .await
+                .unwrap_or_else(|| panic!("{:?} v{version}: no response", spec.key));
+            let bytes = frame::encode_response(spec.key, version, 7, &response)
+                .unwrap_or_else(|e| panic!("{:?} v{version}: {e}", spec.key));
             let mut size = BytesMut::new();
             size.put_i32(bytes.len() as i32 - 4);
-            assert_eq!(&bytes[..4], &size[..], "{:?} v{version}: size prefix", spec.key);
+            assert_eq!(
+                &bytes[..4],
+                &size[..],
+                "{:?} v{version}: size prefix",
+                spec.key
+            );
         }
     }
     // Produce at every version appended one record each time.
-    let produce = APIS.iter().find(|s| s.key == ApiKey::Produce).expect("produce registered");
+    let produce = APIS
+        .iter()
+        .find(|s| s.key == ApiKey::Produce)
+        .expect("produce registered");
     let log_end = broker.partition("t", 0).expect("partition").log().log_end();
     assert_eq!(log_end, i64::from(produce.max - produce.min + 1));
 }

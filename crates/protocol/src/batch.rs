@@ -115,9 +115,17 @@ impl BatchHeader {
     pub fn total_bytes(&self) -> usize {
         LOG_OVERHEAD + self.batch_length as usize
     }
-    /// Offset of the batch's last record.
+    /// Offset of the batch's last record (saturating: header fields read off a damaged
+    /// disk must not overflow).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
+    }
+
+    /// Whether the offset fields can describe a stored batch: a non-negative base offset
+    /// and a last offset at or after it, with room to count on.
+    pub fn offsets_sane(&self) -> bool {
+        self.base_offset >= 0 && self.last_offset_delta >= 0 && self.last_offset() < i64::MAX
     }
     /// Compression codec id: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
     pub fn compression(&self) -> i16 {

@@ -317,7 +317,8 @@ impl PartitionLog {
         let full = active.size > 0 && active.size + incoming_bytes > self.config.segment_bytes;
         let old =
             active.size > 0 && now_ms.saturating_sub(active.opened_ms) >= self.config.segment_ms;
-        let offsets_overflow = next_offset - active.base_offset > i64::from(u32::MAX) - 1;
+        let offsets_overflow =
+            next_offset - active.base_offset >= crate::segment::MAX_RELATIVE_OFFSET;
         if full || old || offsets_overflow {
             self.roll(now_ms)?;
         }
@@ -777,6 +778,43 @@ mod tests {
         disk.set(|f| f.fail_syncs = false);
         log.flush().expect("flush");
         assert_eq!(log.flushed_offset(), 1);
+    }
+
+    /// Found by the segment_recovery fuzz target: a CRC-valid batch whose last offset delta
+    /// is negative must be cut, not kept with the log end behind it.
+    #[test]
+    fn batch_with_negative_last_offset_delta_is_cut_on_recovery() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = build_batch(0, 1, &[b"ok".to_vec()]);
+        let mut bad = build_batch(1, 1, &[b"x".to_vec()]);
+        bad[23..27].copy_from_slice(&(-1i32).to_be_bytes());
+        let crc = crc32c::crc32c(&bad[21..]); // CRC-32C from the attributes on
+        bad[17..21].copy_from_slice(&crc.to_be_bytes());
+        let path = dir.path().join(format!("{:020}.log", 0));
+        std::fs::write(&path, [good.clone(), bad].concat()).expect("write");
+        let log = open(dir.path(), LogConfig::default());
+        assert_eq!(log.log_end(), 1);
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len() as usize,
+            good.len()
+        );
+    }
+
+    /// Found by the segment_recovery fuzz target: a batch whose offsets lie beyond the
+    /// segment's u32 relative-offset range would corrupt the index; recovery cuts it.
+    #[test]
+    fn batch_beyond_the_relative_offset_range_is_cut_on_recovery() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = build_batch(0, 1, &[b"ok".to_vec()]);
+        let far = build_batch(1 << 40, 1, &[b"far".to_vec()]);
+        let path = dir.path().join(format!("{:020}.log", 0));
+        std::fs::write(&path, [good.clone(), far].concat()).expect("write");
+        let log = open(dir.path(), LogConfig::default());
+        assert_eq!(log.log_end(), 1);
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len() as usize,
+            good.len()
+        );
     }
 
     proptest! {

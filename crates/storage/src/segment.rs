@@ -13,6 +13,9 @@ use gregor_protocol::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::disk::{Disk, DiskFile};
 use crate::error::{Result, StorageError};
 
+/// Offsets in a segment stay below `base_offset + MAX_RELATIVE_OFFSET`.
+pub const MAX_RELATIVE_OFFSET: i64 = u32::MAX as i64;
+
 /// How much of a segment start-up reads at a time while scanning.
 const SCAN_CHUNK_BYTES: usize = 4 << 20;
 
@@ -185,7 +188,11 @@ impl Segment {
             self.file.read_exact_at(&mut header_buf, pos).ok()?;
             let header = BatchHeader::parse(&header_buf).ok()?;
             let end = pos + header.total_bytes() as u64;
-            if end > file_len {
+            if end > file_len
+                || !header.offsets_sane()
+                || header.last_offset() < next_offset
+                || !self.fits(&header)
+            {
                 return None;
             }
             next_offset = header.last_offset() + 1;
@@ -249,8 +256,12 @@ impl Segment {
                     }
                     break;
                 }
-                // Offsets only grow (compaction may leave gaps, never reorder).
-                if header.base_offset < self.next_offset {
+                // Offsets only grow (compaction may leave gaps, never reorder), and every
+                // batch holds at least one offset.
+                if !header.offsets_sane()
+                    || header.base_offset < self.next_offset
+                    || !self.fits(&header)
+                {
                     bad = Some(format!(
                         "batch at offset {} does not follow {}",
                         header.base_offset, self.next_offset
@@ -280,6 +291,13 @@ impl Segment {
         }
         self.size = pos;
         Ok(recovery)
+    }
+
+    /// Whether a batch's offsets fit the segment's relative-offset range (indexes store
+    /// offsets relative to the base as u32; the log rolls before an append would overflow).
+    pub fn fits(&self, header: &BatchHeader) -> bool {
+        header.base_offset >= self.base_offset
+            && header.last_offset() - self.base_offset < MAX_RELATIVE_OFFSET
     }
 
     /// Records a batch just written (or found) at `position` in the indexes.
