@@ -105,14 +105,19 @@ impl DiskFile for OsFile {
     }
 }
 
+/// Opens a file for positional reads and writes, never truncating it.
+fn open_read_write(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+}
+
 impl Disk for OsDisk {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(path)?;
+        let file = open_read_write(path, create)?;
         Ok(Arc::new(OsFile(file)))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -225,12 +230,7 @@ impl DiskFile for FaultyFile {
 
 impl Disk for FaultyDisk {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(path)?;
+        let file = open_read_write(path, create)?;
         Ok(Arc::new(FaultyFile {
             inner: OsFile(file),
             faults: self.faults.clone(),

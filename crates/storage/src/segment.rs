@@ -347,26 +347,20 @@ impl Segment {
         let slot = self
             .index
             .partition_point(|e| e.relative_offset <= relative);
-        let mut pos = if slot == 0 {
+        let pos = if slot == 0 {
             0
         } else {
             u64::from(self.index[slot - 1].position)
         };
-        let mut header_buf = [0u8; HEADER_BYTES];
-        while pos < self.size {
-            self.file
-                .read_exact_at(&mut header_buf, pos)
-                .map_err(|e| StorageError::io("read", &self.path, e))?;
-            let header = BatchHeader::parse(&header_buf).map_err(|e| StorageError::Corrupt {
-                path: self.path.clone(),
-                reason: e.to_string(),
-            })?;
+        let mut found = None;
+        self.walk_headers(pos, |at, header| {
             if header.last_offset() >= offset {
-                return Ok(Some((pos, header)));
+                found = Some((at, *header));
+                return false;
             }
-            pos += header.total_bytes() as u64;
-        }
-        Ok(None)
+            true
+        })?;
+        Ok(found)
     }
 
     /// Position from which a scan for the first record with a timestamp at or after
