@@ -147,6 +147,78 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         0,
         "How long a clean stop waits for in-flight requests."
     ),
+    def!(
+        "group.min.session.timeout.ms",
+        None,
+        "6000",
+        Int,
+        [],
+        1,
+        "Shortest session timeout a group member may ask for."
+    ),
+    def!(
+        "group.max.session.timeout.ms",
+        None,
+        "1800000",
+        Int,
+        [],
+        1,
+        "Longest session timeout a group member may ask for."
+    ),
+    def!(
+        "group.initial.rebalance.delay.ms",
+        None,
+        "3000",
+        Int,
+        [],
+        0,
+        "How long the first rebalance of an empty group waits for more members."
+    ),
+    def!(
+        "offsets.retention.minutes",
+        None,
+        "10080",
+        Int,
+        [],
+        1,
+        "Committed offsets of a group that stays empty are removed after this long."
+    ),
+    def!(
+        "offset.metadata.max.bytes",
+        None,
+        "4096",
+        Int,
+        [],
+        0,
+        "Largest metadata string of a committed offset."
+    ),
+    def!(
+        "offsets.topic.num.partitions",
+        None,
+        "50",
+        Int,
+        [],
+        1,
+        "Partitions of __consumer_offsets, fixed once it exists."
+    ),
+    def!(
+        "offsets.topic.segment.bytes",
+        None,
+        "104857600",
+        Int,
+        [],
+        14,
+        "Segment size of __consumer_offsets."
+    ),
+    def!(
+        "group.coordinator.tick.ms",
+        None,
+        "100",
+        Int,
+        [],
+        1,
+        "How often session and rebalance timeouts are checked."
+    ),
 ];
 
 pub fn topic_def(name: &str) -> Option<&'static ConfigDef> {
@@ -266,6 +338,10 @@ impl BrokerConfig {
 
     /// A broker-level value: from the file, else the default.
     pub fn get(&self, key: &str) -> &str {
+        debug_assert!(
+            broker_def(key).is_some(),
+            "the code reads '{key}', which is not in the settings table"
+        );
         if let Some(v) = self.settings.get(key) {
             return v;
         }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod server;
 pub mod state;
 

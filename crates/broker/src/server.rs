@@ -48,6 +48,7 @@ pub async fn run(
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
+    let coordinator = tokio::spawn(group_tick_loop(broker.clone(), stop_rx.clone()));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -85,6 +86,7 @@ pub async fn run(
         connections.abort_all();
     }
     let _ = flusher.await;
+    let _ = coordinator.await;
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close())
         .await
@@ -103,6 +105,18 @@ async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => broker.flush_due_partitions().await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Enforces group session and rebalance timeouts.
+async fn group_tick_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let every =
+        Duration::from_millis(broker.config.get_i64("group.coordinator.tick.ms").max(1) as u64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => broker.groups.tick(broker.as_ref()),
             _ = stop.changed() => return,
         }
     }
@@ -127,7 +141,7 @@ async fn serve_connection(
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::with_capacity(64 * 1024, read);
     let max_frame = broker.config.get_i64("socket.request.max.bytes").max(1) as usize;
-    let outcome = connection_loop(&broker, &mut read, &mut write, max_frame, stop).await;
+    let outcome = connection_loop(&broker, &mut read, &mut write, max_frame, peer, stop).await;
     match outcome {
         Close::Normal => tracing::debug!(%peer, "connection closed"),
         Close::Refused(reason) => tracing::warn!(%peer, reason, "closing connection"),
@@ -141,6 +155,7 @@ async fn connection_loop(
     read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
     write: &mut tokio::net::tcp::OwnedWriteHalf,
     max_frame: usize,
+    peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) -> Close {
     loop {
@@ -172,7 +187,7 @@ async fn connection_loop(
             Ok(raw) => raw,
             Err(e) => return Close::Refused(e.to_string()),
         };
-        let response = match handle_frame(broker, raw, frame, stop.clone()).await {
+        let response = match handle_frame(broker, raw, frame, peer, stop.clone()).await {
             Ok(Some(bytes)) => bytes,
             Ok(None) => continue,
             Err(reason) => return Close::Refused(reason),
@@ -188,6 +203,7 @@ async fn handle_frame(
     broker: &Arc<Broker>,
     raw: RawHeader,
     frame: Bytes,
+    peer: SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<Bytes>, String> {
     let Ok(api) = ApiKey::try_from(raw.api_key) else {
@@ -218,6 +234,7 @@ async fn handle_frame(
         header,
         version,
         shutdown: stop,
+        peer,
     };
     let Some(body) = api::dispatch(&ctx, request).await else {
         return Ok(None);

@@ -18,6 +18,8 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::group::store::{self as group_store, OFFSETS_TOPIC};
+use crate::group::{GroupCoordinator, GroupLog, GroupSettings};
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -133,6 +135,8 @@ pub struct Broker {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// The current block of producer ids: (next to hand out, end of block).
     producer_ids: Mutex<(i64, i64)>,
+    /// The classic consumer-group coordinator; its state lives in `__consumer_offsets`.
+    pub groups: GroupCoordinator,
 }
 
 /// Producer ids reserved per metadata record.
@@ -150,6 +154,15 @@ impl Broker {
         let metadata = MetadataLog::open(disk.clone(), &dir)
             .map_err(|e| BrokerError::Metadata(e.to_string()))?;
         let image = Arc::new(metadata.image().clone());
+        let groups = GroupCoordinator::new(GroupSettings {
+            min_session_timeout_ms: config.get_i64("group.min.session.timeout.ms") as i32,
+            max_session_timeout_ms: config.get_i64("group.max.session.timeout.ms") as i32,
+            initial_rebalance_delay_ms: config.get_i64("group.initial.rebalance.delay.ms") as i32,
+            offsets_retention_ms: config
+                .get_i64("offsets.retention.minutes")
+                .saturating_mul(60_000),
+            offset_metadata_max_bytes: config.get_i64("offset.metadata.max.bytes").max(0) as usize,
+        });
         let broker = Arc::new(Broker {
             config,
             cluster_id,
@@ -158,6 +171,7 @@ impl Broker {
             image: RwLock::new(image.clone()),
             partitions: RwLock::new(HashMap::new()),
             producer_ids: Mutex::new((0, 0)),
+            groups,
         });
         broker.remove_deleted_dirs();
         let started = std::time::Instant::now();
@@ -173,7 +187,83 @@ impl Broker {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partition logs opened"
         );
+        broker.load_groups()?;
         Ok(broker)
+    }
+
+    /// Replays every `__consumer_offsets` partition into the group coordinator.
+    fn load_groups(&self) -> Result<(), BrokerError> {
+        let Some(topic) = self.image().topic(OFFSETS_TOPIC).cloned() else {
+            return Ok(());
+        };
+        let mut records = Vec::new();
+        for index in 0..topic.partitions.len() as i32 {
+            let Some(partition) = self.partition(OFFSETS_TOPIC, index) else {
+                continue;
+            };
+            let log = partition.log();
+            let mut offset = log.log_start();
+            while offset < log.log_end() {
+                let bytes = log.read(offset, 8 << 20, true)?.read()?;
+                if bytes.is_empty() {
+                    break;
+                }
+                for (at, header) in gregor_protocol::batch::batches(&bytes) {
+                    offset = header.last_offset() + 1;
+                    match gregor_protocol::batch::decode_records(
+                        &bytes[at..at + header.total_bytes()],
+                    ) {
+                        Ok(decoded) => {
+                            for record in decoded {
+                                match record
+                                    .key
+                                    .as_deref()
+                                    .and_then(|k| group_store::decode(k, record.value.as_deref()))
+                                {
+                                    Some(r) => records.push(r),
+                                    None => tracing::warn!(
+                                        partition = index,
+                                        "skipping a __consumer_offsets record Gregor does not know"
+                                    ),
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(partition = index, offset = header.base_offset, error = %e, "skipping an undecodable __consumer_offsets batch")
+                        }
+                    }
+                }
+            }
+        }
+        self.groups.load(records);
+        Ok(())
+    }
+
+    /// Creates `__consumer_offsets` (compacted, `offsets.topic.num.partitions`) if missing.
+    pub fn ensure_offsets_topic(&self) -> Result<TopicMeta, BrokerError> {
+        if let Some(t) = self.image().topic(OFFSETS_TOPIC) {
+            return Ok(t.clone());
+        }
+        let configs = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                self.config.get("offsets.topic.segment.bytes").to_string(),
+            ),
+        ]);
+        match self.create_topic(
+            OFFSETS_TOPIC,
+            self.config.get_i64("offsets.topic.num.partitions") as i32,
+            configs,
+        ) {
+            Ok(t) => Ok(t),
+            Err(BrokerError::TopicExists) => self
+                .image()
+                .topic(OFFSETS_TOPIC)
+                .cloned()
+                .ok_or(BrokerError::UnknownTopic),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn image(&self) -> Arc<MetadataImage> {
@@ -451,6 +541,29 @@ impl Broker {
                 tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "closing the log failed; it will be recovered on the next start");
             }
         }
+    }
+}
+
+impl GroupLog for Broker {
+    fn append(&self, group: &str, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), String> {
+        let topic = self.ensure_offsets_topic().map_err(|e| e.to_string())?;
+        let index = group_store::partition_for(group, topic.partitions.len() as i32);
+        let partition = self
+            .partition(OFFSETS_TOPIC, index)
+            .ok_or_else(|| format!("{OFFSETS_TOPIC}-{index} is not open"))?;
+        let refs: Vec<gregor_protocol::batch::KeyValue> = records
+            .iter()
+            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+            .collect();
+        let now = now_ms();
+        let mut batch = gregor_protocol::batch::build_record_batch(now, &refs, false);
+        let header = gregor_protocol::batch::check_batch(&batch).map_err(|e| e.to_string())?;
+        partition
+            .log()
+            .append(&mut batch, &[(0, header)], 0, None, now)
+            .map_err(|e| e.to_string())?;
+        partition.wake_waiters();
+        Ok(())
     }
 }
 

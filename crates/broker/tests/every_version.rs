@@ -81,6 +81,62 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
         ApiKey::CreatePartitions => CreatePartitionsRequest::default().into(),
         ApiKey::DescribeCluster => DescribeClusterRequest::default().into(),
         ApiKey::InitProducerId => InitProducerIdRequest::default().into(),
+        ApiKey::FindCoordinator => {
+            let mut r = FindCoordinatorRequest::default();
+            if version >= 4 {
+                r.coordinator_keys = vec![StrBytes::from_static_str("g")];
+            } else {
+                r.key = StrBytes::from_static_str("g");
+            }
+            r.into()
+        }
+        // Group requests for a group with no members answer at once (no rebalance wait).
+        ApiKey::JoinGroup => {
+            let mut r = JoinGroupRequest::default();
+            r.group_id = GroupId(StrBytes::from_static_str("g"));
+            r.session_timeout_ms = 1; // below the minimum: refused at once
+            r.into()
+        }
+        ApiKey::SyncGroup => SyncGroupRequest::default().into(),
+        ApiKey::Heartbeat => HeartbeatRequest::default().into(),
+        ApiKey::LeaveGroup => LeaveGroupRequest::default().into(),
+        ApiKey::OffsetCommit => {
+            let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+            p.committed_offset = 1;
+            let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+            t.name = name;
+            t.partitions = vec![p];
+            let mut r = OffsetCommitRequest::default();
+            r.group_id = GroupId(StrBytes::from_static_str("g"));
+            r.generation_id_or_member_epoch = -1;
+            r.topics = vec![t];
+            r.into()
+        }
+        ApiKey::OffsetFetch => {
+            let mut r = OffsetFetchRequest::default();
+            if version >= 8 {
+                let mut g = offset_fetch_request::OffsetFetchRequestGroup::default();
+                g.group_id = GroupId(StrBytes::from_static_str("g"));
+                g.topics = None;
+                r.groups = vec![g];
+            } else {
+                r.group_id = GroupId(StrBytes::from_static_str("g"));
+                r.topics = if version >= 2 { None } else { Some(vec![]) };
+            }
+            r.into()
+        }
+        ApiKey::DescribeGroups => {
+            let mut r = DescribeGroupsRequest::default();
+            r.groups = vec![GroupId(StrBytes::from_static_str("g"))];
+            r.into()
+        }
+        ApiKey::ListGroups => ListGroupsRequest::default().into(),
+        ApiKey::DeleteGroups => DeleteGroupsRequest::default().into(),
+        ApiKey::OffsetDelete => {
+            let mut r = OffsetDeleteRequest::default();
+            r.group_id = GroupId(StrBytes::from_static_str("g"));
+            r.into()
+        }
         other => panic!("add a request for {other:?} to this test"),
     }
 }
@@ -115,6 +171,7 @@ async fn every_api_answers_every_declared_version() {
                 header,
                 version,
                 shutdown: rx.clone(),
+                peer: "127.0.0.1:1".parse().expect("addr"),
             };
             let response = api::dispatch(&ctx, request)
                 .await

@@ -276,41 +276,92 @@ pub fn batches(buf: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + '_ {
     })
 }
 
+/// A record to build: key and value, either of which may be null (a null value is a tombstone).
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// A decoded record: offset, timestamp, key, value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+}
+
 /// Builds an uncompressed v2 batch: `values` become records with a null key and no headers,
-/// timestamps `base_ts + i`. For tests, fuzz seeds and benchmarks; the broker never builds
-/// batches on the produce path.
+/// timestamps `base_ts + i`. For tests, fuzz seeds and benchmarks.
 pub fn build_batch(base_offset: i64, base_ts: i64, values: &[Vec<u8>]) -> Vec<u8> {
-    let mut records = Vec::new();
-    for (i, v) in values.iter().enumerate() {
+    let records: Vec<KeyValue> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
+    let mut b = build_record_batch(base_ts, &records, true);
+    set_base_offset(&mut b, base_offset);
+    b
+}
+
+/// Builds an uncompressed v2 batch of (key, value) records without headers; a `None` value
+/// is a tombstone. With `spread_timestamps` record i is stamped `base_ts + i`, otherwise all
+/// carry `base_ts`. The broker uses it for its own internal records (group state).
+pub fn build_record_batch(base_ts: i64, records: &[KeyValue], spread_timestamps: bool) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (i, (key, value)) in records.iter().enumerate() {
         let mut r = vec![0u8]; // attributes
-        write_varlong(&mut r, i as i64); // timestamp delta
+        write_varlong(&mut r, if spread_timestamps { i as i64 } else { 0 });
         write_varlong(&mut r, i as i64); // offset delta
-        write_varlong(&mut r, -1); // null key
-        write_varlong(&mut r, v.len() as i64);
-        r.extend_from_slice(v);
+        for field in [key, value] {
+            match field {
+                Some(bytes) => {
+                    write_varlong(&mut r, bytes.len() as i64);
+                    r.extend_from_slice(bytes);
+                }
+                None => write_varlong(&mut r, -1),
+            }
+        }
         write_varlong(&mut r, 0); // no headers
-        write_varlong(&mut records, r.len() as i64);
-        records.extend_from_slice(&r);
+        write_varlong(&mut body, r.len() as i64);
+        body.extend_from_slice(&r);
     }
-    let n = values.len() as i32;
-    let mut b = Vec::new();
-    b.extend_from_slice(&base_offset.to_be_bytes());
-    b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
+    let n = records.len() as i32;
+    let max_ts = if spread_timestamps {
+        base_ts + i64::from(n.max(1)) - 1
+    } else {
+        base_ts
+    };
+    let mut b = Vec::with_capacity(HEADER_BYTES + body.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
     b.extend_from_slice(&0i32.to_be_bytes());
-    b.push(2);
+    b.push(MAGIC_V2 as u8);
     b.extend_from_slice(&0u32.to_be_bytes());
     b.extend_from_slice(&0i16.to_be_bytes());
     b.extend_from_slice(&(n - 1).to_be_bytes());
     b.extend_from_slice(&base_ts.to_be_bytes());
-    b.extend_from_slice(&(base_ts + i64::from(n) - 1).to_be_bytes());
+    b.extend_from_slice(&max_ts.to_be_bytes());
     b.extend_from_slice(&(-1i64).to_be_bytes());
     b.extend_from_slice(&(-1i16).to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.extend_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(&records);
+    b.extend_from_slice(&body);
     let crc = crc32c::crc32c(&b[CRC_START..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b
+}
+
+/// Every record of one batch as (offset, timestamp, key, value), decompressing if needed.
+/// Off the hot path: used to replay the broker's internal topics.
+pub fn decode_records(batch: &[u8]) -> Result<Vec<DecodedRecord>, BatchError> {
+    let header = check_batch(batch)?;
+    let mut bytes = Bytes::copy_from_slice(&batch[..header.total_bytes()]);
+    let set =
+        RecordBatchDecoder::decode(&mut bytes).map_err(|e| BatchError::Decode(e.to_string()))?;
+    Ok(set
+        .records
+        .into_iter()
+        .map(|r| DecodedRecord {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key,
+            value: r.value,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -329,6 +380,21 @@ mod tests {
         assert_eq!(
             record_timestamps(&b).expect("decodes"),
             vec![(0, 1000), (1, 1001), (2, 1002)]
+        );
+    }
+
+    #[test]
+    fn keyed_records_and_tombstones_round_trip() {
+        let b = build_record_batch(7, &[(Some(b"k1"), Some(b"v1")), (Some(b"k2"), None)], false);
+        let h = validate_produce_batch(&b).expect("valid");
+        assert_eq!((h.records_count, h.max_timestamp), (2, 7));
+        let records = decode_records(&b).expect("decodes");
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(records[0].value.as_deref(), Some(&b"v1"[..]));
+        assert_eq!(
+            (records[1].timestamp, records[1].value.is_none()),
+            (7, true)
         );
     }
 

@@ -29,14 +29,25 @@ macro_rules! build {
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 /// The versions of one API that Gregor serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +70,17 @@ pub const APIS: &[ApiSpec] = &[
     create_partitions::API,
     describe_cluster::API,
     init_producer_id::API,
+    find_coordinator::API,
+    join_group::API,
+    sync_group::API,
+    heartbeat::API,
+    leave_group::API,
+    offset_commit::API,
+    offset_fetch::API,
+    describe_groups::API,
+    list_groups::API,
+    delete_groups::API,
+    offset_delete::API,
 ];
 
 /// The handler's spec for an API key, if Gregor serves it at all.
@@ -73,6 +95,23 @@ pub struct RequestContext {
     pub version: i16,
     /// Becomes `true` when the broker is shutting down; long polls return early.
     pub shutdown: watch::Receiver<bool>,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+}
+
+impl RequestContext {
+    /// The client id from the request header ("" when absent).
+    pub fn client_id(&self) -> String {
+        self.header
+            .client_id
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    }
+    /// The client's host as Kafka reports it: "/<ip>".
+    pub fn client_host(&self) -> String {
+        format!("/{}", self.peer.ip())
+    }
 }
 
 /// Runs the handler for a decoded request. `None` means no response is sent (acks=0).
@@ -97,6 +136,21 @@ pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<Resp
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(ctx, r))
         }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(ctx, r))
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(ctx, r).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(ctx, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(ctx, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(ctx, r)),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit::handle(ctx, r)),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch::handle(ctx, r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(describe_groups::handle(ctx, r))
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(ctx, r)),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(ctx, r)),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(ctx, r)),
         other => {
             // The connection checks the registry before decoding, so this is a bug.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a registered API");

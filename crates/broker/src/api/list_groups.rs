@@ -1,0 +1,47 @@
+//! ListGroups (key 16): every group, optionally filtered by state (v4+) and type (v5+).
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{ApiKey, GroupId, ListGroupsRequest, ListGroupsResponse};
+
+use super::{str_bytes, ApiSpec, RequestContext};
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::ListGroups,
+    min: 0,
+    max: 5,
+};
+
+pub fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsResponse {
+    let states: Vec<String> = request
+        .states_filter
+        .iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let types: Vec<String> = request
+        .types_filter
+        .iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let groups = ctx
+        .broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.name().to_lowercase()))
+        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .map(|(id, protocol_type, state)| {
+            let mut g = build!(ListedGroup {
+                group_id: GroupId(str_bytes(&id)),
+                protocol_type: str_bytes(&protocol_type)
+            });
+            if ctx.version >= 4 {
+                g.group_state = str_bytes(state.name());
+            }
+            if ctx.version >= 5 {
+                g.group_type = str_bytes("classic");
+            }
+            g
+        })
+        .collect();
+    build!(ListGroupsResponse { groups })
+}

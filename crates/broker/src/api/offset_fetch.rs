@@ -1,0 +1,120 @@
+//! OffsetFetch (key 9): committed offsets of one group (v0-7) or several (v8+).
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{topic_name, ApiSpec, RequestContext};
+use crate::group::store::CommittedOffset;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::OffsetFetch,
+    min: 1,
+    max: 9,
+};
+
+type Rows = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+/// Committed offsets grouped by topic, in request order (or name order for "all").
+fn rows(ctx: &RequestContext, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Rows {
+    let flat_wanted: Option<Vec<(String, i32)>> = wanted.as_ref().map(|w| {
+        w.iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+            .collect()
+    });
+    let found = ctx
+        .broker
+        .groups
+        .fetch_offsets(group, flat_wanted.as_deref());
+    let mut out: Rows = Vec::new();
+    for (topic, partition, offset) in found {
+        match out.last_mut() {
+            Some((t, ps)) if *t == topic => ps.push((partition, offset)),
+            _ => out.push((topic, vec![(partition, offset)])),
+        }
+    }
+    out
+}
+
+fn fields(o: &Option<CommittedOffset>, version: i16) -> (i64, i32, Option<StrBytes>) {
+    match o {
+        Some(o) => (
+            o.offset,
+            if version >= 5 { o.leader_epoch } else { -1 },
+            Some(StrBytes::from_string(o.metadata.clone())),
+        ),
+        None => (-1, -1, Some(StrBytes::default())),
+    }
+}
+
+pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
+    let v = ctx.version;
+    if v >= 8 {
+        let groups = request
+            .groups
+            .into_iter()
+            .map(|g| {
+                let wanted = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let topics = rows(ctx, &g.group_id.0, wanted)
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        build!(OffsetFetchResponseTopics {
+                            name: topic_name(&t),
+                            partitions: ps
+                                .iter()
+                                .map(|(p, o)| {
+                                    let (committed_offset, committed_leader_epoch, metadata) =
+                                        fields(o, v);
+                                    build!(OffsetFetchResponsePartitions {
+                                        partition_index: *p,
+                                        committed_offset,
+                                        committed_leader_epoch,
+                                        metadata
+                                    })
+                                })
+                                .collect()
+                        })
+                    })
+                    .collect();
+                build!(OffsetFetchResponseGroup {
+                    group_id: g.group_id,
+                    topics
+                })
+            })
+            .collect();
+        return build!(OffsetFetchResponse { groups });
+    }
+    let wanted = request.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let topics = rows(ctx, &request.group_id.0, wanted)
+        .into_iter()
+        .map(|(t, ps)| {
+            build!(OffsetFetchResponseTopic {
+                name: topic_name(&t),
+                partitions: ps
+                    .iter()
+                    .map(|(p, o)| {
+                        let (committed_offset, committed_leader_epoch, metadata) = fields(o, v);
+                        build!(OffsetFetchResponsePartition {
+                            partition_index: *p,
+                            committed_offset,
+                            committed_leader_epoch,
+                            metadata
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .collect();
+    build!(OffsetFetchResponse { topics })
+}

@@ -1,0 +1,46 @@
+//! SyncGroup (key 14): the leader hands out assignments; everyone gets theirs.
+
+use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{ApiSpec, RequestContext};
+use crate::group::{Reply, SyncResult};
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::SyncGroup,
+    min: 0,
+    max: 5,
+};
+
+pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGroupResponse {
+    let assignments = request
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
+    let reply = ctx.broker.groups.sync(
+        ctx.broker.as_ref(),
+        &request.group_id.0,
+        request.generation_id,
+        &request.member_id,
+        instance.as_deref(),
+        assignments,
+    );
+    let result = match reply {
+        Reply::Now(r) => r,
+        Reply::Later(rx) => rx.await.unwrap_or(SyncResult {
+            error: kafka_protocol::error::ResponseError::RebalanceInProgress.code(),
+            ..Default::default()
+        }),
+    };
+    let mut r = build!(SyncGroupResponse {
+        error_code: result.error,
+        assignment: result.assignment
+    });
+    if ctx.version >= 5 {
+        r.protocol_type = result.protocol_type.map(StrBytes::from_string);
+        r.protocol_name = result.protocol.map(StrBytes::from_string);
+    }
+    r
+}
