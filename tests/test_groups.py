@@ -303,3 +303,39 @@ def test_seed_example_verbatim(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def gregor(*args):
+    from conftest import BIN
+    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_gregor_group_list_and_describe_show_lag(make_broker):
+    import json
+    b = make_broker()
+    create_topic(b, "lagged", 3)
+    m = Member("confluent", b.bootstrap, "lagged", "watchers")
+    try:
+        wait_for(lambda: m.assignment() == {0, 1, 2}, 60, "the member to be assigned")
+        produce(b.bootstrap, "lagged", 3, 0, 30)
+        wait_for(lambda: len(m.records()) >= 30, 60, "30 records")
+        time.sleep(0.5)
+        live = json.loads(gregor("group", "describe", "watchers", "--bootstrap", b.bootstrap, "--json").stdout)
+        assert live["state"] == "Stable" and live["members"] == 1
+        assert {p["partition"] for p in live["partitions"] if p["member_id"]} == {0, 1, 2}
+        assert all(p["client_id"] == "rdkafka" for p in live["partitions"])
+    finally:
+        m.close()
+    produce(b.bootstrap, "lagged", 3, 30, 7)
+    d = json.loads(gregor("group", "describe", "watchers", "--bootstrap", b.bootstrap, "--json").stdout)
+    assert d["state"] == "Empty"
+    assert sum(p["committed_offset"] for p in d["partitions"]) == 30
+    assert sum(p["log_end_offset"] for p in d["partitions"]) == 37
+    assert sum(p["lag"] for p in d["partitions"]) == 7
+    table = gregor("group", "describe", "watchers", "--bootstrap", b.bootstrap).stdout
+    assert "COMMITTED" in table and "LAG" in table and "lagged" in table
+    listed = json.loads(gregor("group", "list", "--bootstrap", b.bootstrap, "--json").stdout)
+    assert listed == [{"group": "watchers", "state": "Empty", "members": 0, "lag": 7}]
+    assert "watchers" in gregor("group", "list", "--bootstrap", b.bootstrap).stdout
+    bad = gregor("group", "list", "--bootstrap", "127.0.0.1:1")
+    assert bad.returncode == 1 and "--bootstrap" in bad.stderr

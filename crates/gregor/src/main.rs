@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use gregor_broker::BrokerConfig;
 
 mod broker;
+mod client;
+mod group;
 
 /// Gregor: a Kafka-compatible event streaming platform in one binary.
 ///
@@ -24,6 +26,35 @@ struct Cli {
 enum Command {
     /// Run a broker (the default).
     Broker(BrokerArgs),
+    /// Consumer groups: list them, or describe one with its members and lag.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// Every group with its state, member count and total lag.
+    List(ClientArgs),
+    /// Per partition: committed offset, log end offset, lag, and the member that owns it.
+    Describe {
+        /// The group id.
+        group: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Options shared by the commands that talk to a broker.
+#[derive(Args, Debug)]
+struct ClientArgs {
+    /// A broker to talk to (any Kafka-compatible broker).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs a Kafka-compatible broker that stores every partition in a durable, segmented log.
@@ -84,6 +115,59 @@ fn broker_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
     Ok(config)
 }
 
+fn run_group(command: GroupCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gregor: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), String> = runtime.block_on(async {
+        match command {
+            GroupCommand::List(a) => {
+                let mut c = client::Client::connect(&a.bootstrap).await?;
+                let groups = group::list(&mut c).await?;
+                if a.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&groups).map_err(|e| e.to_string())?
+                    );
+                } else {
+                    group::print_list(&groups);
+                }
+                Ok(())
+            }
+            GroupCommand::Describe {
+                group: id,
+                client: a,
+            } => {
+                let mut c = client::Client::connect(&a.bootstrap).await?;
+                let d = group::describe(&mut c, &id).await?;
+                if a.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&d).map_err(|e| e.to_string())?
+                    );
+                } else {
+                    group::print_describe(&d);
+                }
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gregor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -94,10 +178,11 @@ fn main() -> ExitCode {
         )
         .init();
     let args = match cli.command {
+        Some(Command::Group { command }) => return run_group(command),
         Some(Command::Broker(args)) => args,
         None => match Cli::parse_from(["gregor", "broker"]).command {
             Some(Command::Broker(args)) => args,
-            None => unreachable!("the broker subcommand was given"),
+            _ => unreachable!("the broker subcommand was given"),
         },
     };
     let config = match broker_config(&args) {
