@@ -1,5 +1,6 @@
 //! JoinGroup (key 11): join or rejoin a group; the reply may wait for the rebalance.
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{ApiKey, JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -36,14 +37,22 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
         requires_known_member_id: ctx.version >= 4,
     };
     let member_id = join.member_id.clone();
+    let unanswered = |error: ResponseError| JoinResult {
+        error: error.code(),
+        generation: -1,
+        member_id: member_id.clone(),
+        ..Default::default()
+    };
     let result = match ctx.broker.groups.join(ctx.broker.as_ref(), join) {
         Reply::Now(r) => r,
-        Reply::Later(rx) => rx.await.unwrap_or_else(|_| JoinResult {
-            error: kafka_protocol::error::ResponseError::UnknownMemberId.code(),
-            generation: -1,
-            member_id,
-            ..Default::default()
-        }),
+        Reply::Later(rx) => {
+            let mut shutdown = ctx.shutdown.clone();
+            tokio::select! {
+                r = rx => r.unwrap_or_else(|_| unanswered(ResponseError::UnknownMemberId)),
+                // A stopping broker answers parked joins so clients retry elsewhere at once.
+                _ = shutdown.wait_for(|stopping| *stopping) => unanswered(ResponseError::CoordinatorNotAvailable),
+            }
+        }
     };
     let s = |v: Option<String>| v.map(StrBytes::from_string);
     let mut r = build!(JoinGroupResponse {

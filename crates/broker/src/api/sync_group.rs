@@ -1,5 +1,6 @@
 //! SyncGroup (key 14): the leader hands out assignments; everyone gets theirs.
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -27,12 +28,19 @@ pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGrou
         instance.as_deref(),
         assignments,
     );
+    let unanswered = |error: ResponseError| SyncResult {
+        error: error.code(),
+        ..Default::default()
+    };
     let result = match reply {
         Reply::Now(r) => r,
-        Reply::Later(rx) => rx.await.unwrap_or(SyncResult {
-            error: kafka_protocol::error::ResponseError::RebalanceInProgress.code(),
-            ..Default::default()
-        }),
+        Reply::Later(rx) => {
+            let mut shutdown = ctx.shutdown.clone();
+            tokio::select! {
+                r = rx => r.unwrap_or_else(|_| unanswered(ResponseError::RebalanceInProgress)),
+                _ = shutdown.wait_for(|stopping| *stopping) => unanswered(ResponseError::CoordinatorNotAvailable),
+            }
+        }
     };
     let mut r = build!(SyncGroupResponse {
         error_code: result.error,
