@@ -115,6 +115,23 @@ fn broker_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
     Ok(config)
 }
 
+/// Prints `value` as JSON with `--json`, else as the command's table.
+fn show<T: serde::Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    table: impl Fn(&T),
+) -> Result<(), String> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).map_err(|e| e.to_string())?
+        );
+    } else {
+        table(value);
+    }
+    Ok(())
+}
+
 fn run_group(command: GroupCommand) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -131,15 +148,7 @@ fn run_group(command: GroupCommand) -> ExitCode {
             GroupCommand::List(a) => {
                 let mut c = client::Client::connect(&a.bootstrap).await?;
                 let groups = group::list(&mut c).await?;
-                if a.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&groups).map_err(|e| e.to_string())?
-                    );
-                } else {
-                    group::print_list(&groups);
-                }
-                Ok(())
+                show(a.json, &groups, |g| group::print_list(g))
             }
             GroupCommand::Describe {
                 group: id,
@@ -147,15 +156,7 @@ fn run_group(command: GroupCommand) -> ExitCode {
             } => {
                 let mut c = client::Client::connect(&a.bootstrap).await?;
                 let d = group::describe(&mut c, &id).await?;
-                if a.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&d).map_err(|e| e.to_string())?
-                    );
-                } else {
-                    group::print_describe(&d);
-                }
-                Ok(())
+                show(a.json, &d, group::print_describe)
             }
         }
     });

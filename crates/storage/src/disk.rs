@@ -178,6 +178,14 @@ impl FaultyDisk {
     }
 }
 
+/// Fails when syncs are set to fail.
+fn check_sync(faults: &Mutex<Faults>) -> io::Result<()> {
+    if faults.lock().unwrap_or_else(|p| p.into_inner()).fail_syncs {
+        return Err(io::Error::other("injected fsync failure"));
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 struct FaultyFile {
     inner: OsFile,
@@ -210,14 +218,7 @@ impl DiskFile for FaultyFile {
         self.inner.write_all_at(buf, pos)
     }
     fn sync_data(&self) -> io::Result<()> {
-        if self
-            .faults
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .fail_syncs
-        {
-            return Err(io::Error::other("injected fsync failure"));
-        }
+        check_sync(&self.faults)?;
         self.inner.sync_data()
     }
     fn len(&self) -> io::Result<u64> {
@@ -252,14 +253,7 @@ impl Disk for FaultyDisk {
         OsDisk.rename(from, to)
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        if self
-            .faults
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .fail_syncs
-        {
-            return Err(io::Error::other("injected fsync failure"));
-        }
+        check_sync(&self.faults)?;
         OsDisk.sync_dir(path)
     }
     fn exists(&self, path: &Path) -> bool {
