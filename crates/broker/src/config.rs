@@ -219,6 +219,15 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         1,
         "How often session and rebalance timeouts are checked."
     ),
+    def!(
+        "log.retention.check.interval.ms",
+        None,
+        "300000",
+        Long,
+        [],
+        1,
+        "How often segments past retention.ms or retention.bytes are deleted."
+    ),
 ];
 
 pub fn topic_def(name: &str) -> Option<&'static ConfigDef> {

@@ -49,6 +49,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
     let coordinator = tokio::spawn(group_tick_loop(broker.clone(), stop_rx.clone()));
+    let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -87,6 +88,7 @@ pub async fn run(
     }
     let _ = flusher.await;
     let _ = coordinator.await;
+    let _ = retention.await;
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close())
         .await
@@ -105,6 +107,25 @@ async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => broker.flush_due_partitions().await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Deletes segments past retention, on `log.retention.check.interval.ms`.
+async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_millis(
+        broker
+            .config
+            .get_i64("log.retention.check.interval.ms")
+            .max(1) as u64,
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
+            }
             _ = stop.changed() => return,
         }
     }

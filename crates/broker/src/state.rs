@@ -295,12 +295,17 @@ impl Broker {
     pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> (LogConfig, ProduceSettings) {
         let c = &self.config;
         let get = |name: &str| c.topic_i64(name, overrides);
+        let policy_def =
+            crate::config::topic_def("cleanup.policy").expect("cleanup.policy is in the table");
         let log = LogConfig {
             segment_bytes: get("segment.bytes").max(14) as u64,
             segment_ms: get("segment.ms"),
             index_interval_bytes: get("index.interval.bytes").max(1) as u64,
             flush_messages: get("flush.messages").max(1) as u64,
             flush_ms: get("flush.ms"),
+            retention_ms: get("retention.ms"),
+            retention_bytes: get("retention.bytes"),
+            retention_enabled: c.topic_value(policy_def, overrides).0.contains("delete"),
         };
         let ts_def = crate::config::topic_def("message.timestamp.type")
             .expect("message.timestamp.type is in the table");
@@ -530,6 +535,17 @@ impl Broker {
                 if let Err(e) = partition.make_durable(end).await {
                     tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "periodic flush failed");
                 }
+            }
+        }
+    }
+
+    /// Applies retention to every partition (`log.retention.check.interval.ms`).
+    pub fn apply_retention(&self) {
+        let now = now_ms();
+        for partition in self.all_partitions() {
+            let result = partition.log().apply_retention(now);
+            if let Err(e) = result {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed");
             }
         }
     }

@@ -132,6 +132,16 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
         }
         ApiKey::ListGroups => ListGroupsRequest::default().into(),
         ApiKey::DeleteGroups => DeleteGroupsRequest::default().into(),
+        ApiKey::DeleteRecords => {
+            let mut p = delete_records_request::DeleteRecordsPartition::default();
+            p.offset = 0;
+            let mut t = delete_records_request::DeleteRecordsTopic::default();
+            t.name = name;
+            t.partitions = vec![p];
+            let mut r = DeleteRecordsRequest::default();
+            r.topics = vec![t];
+            r.into()
+        }
         ApiKey::OffsetDelete => {
             let mut r = OffsetDeleteRequest::default();
             r.group_id = GroupId(StrBytes::from_static_str("g"));

@@ -16,6 +16,8 @@ use crate::error::{Result, StorageError};
 use crate::segment::Segment;
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// The log start offset, when DeleteRecords or retention moved it inside a segment.
+const LOG_START_FILE: &str = "log-start-offset";
 
 /// Per-partition storage settings (Kafka's topic-level names in comments).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,12 @@ pub struct LogConfig {
     pub flush_messages: u64,
     /// `flush.ms`: fsync once the oldest unflushed record is this old.
     pub flush_ms: i64,
+    /// `retention.ms`: closed segments whose newest record is older are deleted; -1 keeps all.
+    pub retention_ms: i64,
+    /// `retention.bytes`: oldest segments are deleted while the log is larger; -1 for no limit.
+    pub retention_bytes: i64,
+    /// Whether `cleanup.policy` includes `delete` (retention applies at all).
+    pub retention_enabled: bool,
 }
 
 impl Default for LogConfig {
@@ -40,6 +48,9 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             flush_messages: i64::MAX as u64,
             flush_ms: i64::MAX,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            retention_enabled: true,
         }
     }
 }
@@ -192,7 +203,11 @@ impl PartitionLog {
                 Segment::create(disk.as_ref(), &dir, 0, config.index_interval_bytes, now_ms)?,
             );
         }
-        let log_start = segments.values().next().map_or(0, |s| s.base_offset);
+        let first_base = segments.values().next().map_or(0, |s| s.base_offset);
+        let log_end = segments.values().next_back().map_or(0, |s| s.next_offset);
+        // A stored log start inside the log wins over the first segment's base.
+        let stored_start = read_offset_file(disk.as_ref(), &dir, LOG_START_FILE).unwrap_or(0);
+        let log_start = stored_start.clamp(first_base, log_end.max(first_base));
         let mut log = PartitionLog {
             dir,
             disk,
@@ -350,10 +365,7 @@ impl PartitionLog {
     }
 
     fn write_recovery_point(&self, offset: i64) -> Result<()> {
-        let path = self.dir.join(RECOVERY_POINT_FILE);
-        self.disk
-            .write_file_atomic(&path, offset.to_string().as_bytes())
-            .map_err(|e| StorageError::io("write", &path, e))
+        self.write_offset_file(RECOVERY_POINT_FILE, offset)
     }
 
     /// Plans a read of whole batches starting with the one holding `offset`, up to
@@ -457,6 +469,107 @@ impl PartitionLog {
             .find(|(_, ts)| *ts == segment.max_timestamp))
     }
 
+    /// Moves the log start offset forward to `offset` (DeleteRecords): it must not pass the
+    /// high watermark. Whole segments below the new start are deleted; the start itself is
+    /// stored so a restart keeps it. Returns the new log start.
+    pub fn delete_records(&mut self, offset: i64, now_ms: i64) -> Result<i64> {
+        let high_watermark = self.log_end();
+        if offset < 0 || offset > high_watermark {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start: self.log_start,
+                log_end: high_watermark,
+            });
+        }
+        if offset > self.log_start {
+            self.log_start = offset;
+            self.write_offset_file(LOG_START_FILE, offset)?;
+            self.delete_segments_below_start(now_ms)?;
+        }
+        Ok(self.log_start)
+    }
+
+    /// Applies `retention.ms` and `retention.bytes`: deletes the oldest closed segments that
+    /// are past either limit (the active one is rolled first when it is itself expired).
+    /// Returns how many segments were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+        if !self.config.retention_enabled {
+            return Ok(0);
+        }
+        let expired = |s: &Segment, retention_ms: i64| {
+            retention_ms >= 0
+                && s.max_timestamp >= 0
+                && now_ms.saturating_sub(s.max_timestamp) > retention_ms
+        };
+        if self.active().size > 0 && expired(self.active(), self.config.retention_ms) {
+            self.roll(now_ms)?;
+        }
+        let mut deleted = 0;
+        let mut size = self.size_bytes() as i64;
+        loop {
+            let (first_base, first_size, first_next, doomed) = {
+                let closed = self.segments.len() > 1;
+                let Some(first) = self.segments.values().next() else {
+                    break;
+                };
+                let by_size = self.config.retention_bytes >= 0
+                    && size - first.size as i64 >= self.config.retention_bytes;
+                (
+                    first.base_offset,
+                    first.size,
+                    first.next_offset,
+                    closed && (expired(first, self.config.retention_ms) || by_size),
+                )
+            };
+            if !doomed {
+                break;
+            }
+            if let Some(segment) = self.segments.remove(&first_base) {
+                segment.delete_files(self.disk.as_ref(), &self.dir);
+            }
+            size -= first_size as i64;
+            deleted += 1;
+            tracing::info!(dir = %self.dir.display(), base_offset = first_base, "retention deleted a segment");
+            if first_next > self.log_start {
+                self.log_start = first_next;
+            }
+        }
+        if deleted > 0 {
+            self.log_start = self
+                .log_start
+                .max(self.segments.values().next().map_or(0, |s| s.base_offset));
+            self.write_offset_file(LOG_START_FILE, self.log_start)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes closed segments that lie wholly below the log start.
+    fn delete_segments_below_start(&mut self, now_ms: i64) -> Result<()> {
+        if self.log_start >= self.log_end() && self.active().size > 0 {
+            // Everything is gone: start an empty segment at the log end so the old one can go.
+            self.roll(now_ms)?;
+        }
+        while self.segments.len() > 1 {
+            let Some((&base, first)) = self.segments.iter().next() else {
+                break;
+            };
+            if first.next_offset > self.log_start {
+                break;
+            }
+            if let Some(segment) = self.segments.remove(&base) {
+                segment.delete_files(self.disk.as_ref(), &self.dir);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_offset_file(&self, name: &str, offset: i64) -> Result<()> {
+        let path = self.dir.join(name);
+        self.disk
+            .write_file_atomic(&path, offset.to_string().as_bytes())
+            .map_err(|e| StorageError::io("write", &path, e))
+    }
+
     /// What an fsync must cover now: the active segment's file, and the offset it makes durable.
     pub fn sync_target(&self) -> (Arc<dyn DiskFile>, PathBuf, i64) {
         let active = self.active();
@@ -495,11 +608,14 @@ impl PartitionLog {
 }
 
 fn read_recovery_point(disk: &dyn Disk, dir: &Path) -> i64 {
-    disk.read_file(&dir.join(RECOVERY_POINT_FILE))
+    read_offset_file(disk, dir, RECOVERY_POINT_FILE).unwrap_or(0)
+}
+
+fn read_offset_file(disk: &dyn Disk, dir: &Path, name: &str) -> Option<i64> {
+    disk.read_file(&dir.join(name))
         .ok()
         .and_then(|raw| String::from_utf8(raw).ok())
         .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -778,6 +894,133 @@ mod tests {
         disk.set(|f| f.fail_syncs = false);
         log.flush().expect("flush");
         assert_eq!(log.flushed_offset(), 1);
+    }
+
+    #[test]
+    fn retention_by_time_deletes_old_closed_segments_and_moves_the_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            segment_bytes: 200,
+            retention_ms: 1000,
+            ..LogConfig::default()
+        };
+        let mut log = open(dir.path(), config.clone());
+        for i in 0..6 {
+            append_values(&mut log, &[vec![i as u8; 100]], 1000 + i64::from(i));
+            // old
+        }
+        for i in 0..3 {
+            append_values(&mut log, &[vec![i as u8; 100]], 10_000 + i64::from(i));
+            // recent
+        }
+        let segments = log.segment_count();
+        let deleted = log.apply_retention(10_500).expect("retention");
+        assert_eq!(deleted, 6, "the six old single-batch segments go");
+        assert_eq!(log.segment_count(), segments - 6);
+        assert_eq!(log.log_start(), 6);
+        assert!(matches!(
+            log.read(5, 100, true),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(read_all(&log, 6).len(), 3);
+        drop(log);
+        let mut log = open(dir.path(), config);
+        assert_eq!(log.log_start(), 6, "the start survives a restart");
+        // Once everything is expired, the active segment is rolled and deleted too.
+        assert_eq!(log.apply_retention(100_000).expect("retention"), 3);
+        assert_eq!((log.log_start(), log.log_end()), (9, 9));
+        assert_eq!(
+            append_values(&mut log, &[b"new".to_vec()], 100_000).base_offset,
+            9
+        );
+    }
+
+    #[test]
+    fn retention_by_size_keeps_the_newest_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(
+            dir.path(),
+            LogConfig {
+                segment_bytes: 200,
+                retention_ms: -1,
+                retention_bytes: 500,
+                ..LogConfig::default()
+            },
+        );
+        for i in 0..10 {
+            append_values(&mut log, &[vec![i as u8; 100]], i64::from(i));
+        }
+        log.apply_retention(0).expect("retention");
+        assert!(
+            log.size_bytes() <= 500 + 200,
+            "size {} over the limit by more than a segment",
+            log.size_bytes()
+        );
+        assert!(log.size_bytes() > 500 - 200);
+        assert_eq!(
+            log.log_start(),
+            10 - read_all(&log, log.log_start()).len() as i64
+        );
+    }
+
+    #[test]
+    fn retention_off_or_unlimited_deletes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(
+            dir.path(),
+            LogConfig {
+                segment_bytes: 200,
+                retention_ms: -1,
+                retention_bytes: -1,
+                ..LogConfig::default()
+            },
+        );
+        for i in 0..5 {
+            append_values(&mut log, &[vec![1; 100]], i);
+        }
+        assert_eq!(log.apply_retention(i64::MAX / 2).expect("retention"), 0);
+        log.set_config(LogConfig {
+            segment_bytes: 200,
+            retention_ms: 1,
+            retention_enabled: false,
+            ..LogConfig::default()
+        });
+        assert_eq!(log.apply_retention(i64::MAX / 2).expect("retention"), 0);
+        assert_eq!(log.log_start(), 0);
+    }
+
+    #[test]
+    fn delete_records_moves_the_start_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            segment_bytes: 200,
+            ..LogConfig::default()
+        };
+        let mut log = open(dir.path(), config.clone());
+        for i in 0..8 {
+            append_values(&mut log, &[vec![i as u8; 100]], i64::from(i));
+        }
+        let segments = log.segment_count();
+        assert!(matches!(
+            log.delete_records(9, 0),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(log.delete_records(5, 0).expect("delete"), 5);
+        assert!(
+            log.segment_count() < segments,
+            "whole segments below the start are removed"
+        );
+        assert_eq!(log.delete_records(3, 0).expect("never backwards"), 5);
+        assert!(matches!(
+            log.read(4, 100, true),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        drop(log);
+        let mut log = open(dir.path(), config);
+        assert_eq!(log.log_start(), 5);
+        assert_eq!(log.delete_records(8, 0).expect("delete all"), 8);
+        assert_eq!((log.log_start(), log.log_end()), (8, 8));
+        assert_eq!(append_values(&mut log, &[b"x".to_vec()], 9).base_offset, 8);
     }
 
     /// Found by the segment_recovery fuzz target: a CRC-valid batch whose last offset delta

@@ -30,6 +30,7 @@ pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
@@ -81,6 +82,7 @@ pub const APIS: &[ApiSpec] = &[
     list_groups::API,
     delete_groups::API,
     offset_delete::API,
+    delete_records::API,
 ];
 
 /// The handler's spec for an API key, if Gregor serves it at all.
@@ -151,6 +153,9 @@ pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<Resp
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(ctx, r)),
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(ctx, r)),
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(ctx, r)),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(delete_records::handle(ctx, r))
+        }
         other => {
             // The connection checks the registry before decoding, so this is a bug.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a registered API");

@@ -1,0 +1,50 @@
+//! DeleteRecords (key 21): move partitions' log start offsets forward (-1: to the high
+//! watermark); whole segments below the new start are deleted.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse};
+
+use super::{ApiSpec, RequestContext};
+use crate::error::storage_error_code;
+use crate::state::now_ms;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::DeleteRecords,
+    min: 0,
+    max: 2,
+};
+
+pub fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut r = build!(DeleteRecordsPartitionResult { partition_index: p.partition_index, low_watermark: -1 });
+                    let Some(partition) = ctx.broker.partition(&t.name.0, p.partition_index) else {
+                        r.error_code = ResponseError::UnknownTopicOrPartition.code();
+                        return r;
+                    };
+                    let mut log = partition.log();
+                    let target = if p.offset == -1 { log.offsets().high_watermark } else { p.offset };
+                    match log.delete_records(target, now_ms()) {
+                        Ok(start) => {
+                            r.low_watermark = start;
+                            tracing::info!(topic = %partition.topic, partition = partition.index, log_start = start, "records deleted on request");
+                        }
+                        Err(e) => r.error_code = storage_error_code(&e),
+                    }
+                    r
+                })
+                .collect();
+            build!(DeleteRecordsTopicResult { name: t.name, partitions })
+        })
+        .collect();
+    build!(DeleteRecordsResponse { topics })
+}

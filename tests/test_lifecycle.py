@@ -1,0 +1,103 @@
+"""Storage lifecycle with real clients: retention deletes old segments and moves the
+earliest offset; DeleteRecords does the same on request; consumers below the start reset."""
+
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import kafka_raw as raw
+
+FAST_RETENTION = '"log.retention.check.interval.ms" = 200\n'
+
+
+def admin(b):
+    if getattr(b, "_lifecycle_admin", None) is None:
+        b._lifecycle_admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    return b._lifecycle_admin
+
+
+def watermarks(b, topic, partition=0):
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "wm", "enable.auto.commit": False})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+    finally:
+        c.close()
+
+
+def produce(b, topic, values, timestamp_ms=None):
+    p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 0, "batch.num.messages": 1})
+    for v in values:
+        kw = {"timestamp": timestamp_ms} if timestamp_ms else {}
+        p.produce(topic, v, partition=0, **kw)
+        p.poll(0)
+    assert p.flush(30) == 0
+
+
+def read_from_beginning(b, topic, expect):
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": f"reader-{time.time_ns()}", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    got, deadline = [], time.monotonic() + 20
+    while len(got) < expect and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append((m.offset(), m.value()))
+    c.close()
+    return got
+
+
+def test_retention_deletes_old_segments_and_moves_the_earliest_offset(make_broker):
+    b = make_broker(FAST_RETENTION)
+    admin(b).create_topics([NewTopic("short", 1, 1, config={"retention.ms": "60000", "segment.bytes": "1024"})])["short"].result(30)
+    hour_ago = int(time.time() * 1000) - 3_600_000
+    produce(b, "short", [b"old-%d" % i * 20 for i in range(40)], timestamp_ms=hour_ago)
+    assert watermarks(b, "short") == (0, 40)
+    deadline = time.monotonic() + 20
+    while watermarks(b, "short")[0] < 40 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert watermarks(b, "short") == (40, 40), "retention did not delete the expired segments"
+    assert "retention deleted a segment" in b.log_text()
+    produce(b, "short", [b"new-%d" % i for i in range(5)])
+    time.sleep(1)
+    assert watermarks(b, "short") == (40, 45), "recent records must survive retention"
+    assert [v for _, v in read_from_beginning(b, "short", 5)] == [b"new-%d" % i for i in range(5)]
+    c = raw.Conn(b.bootstrap)
+    assert raw.fetch_v4(c, "short", 0, 3)[0] == 1, "a fetch below the start is OFFSET_OUT_OF_RANGE"
+    b.restart()
+    assert watermarks(b, "short") == (40, 45), "the earliest offset survives a restart"
+
+
+def test_retention_bytes_bounds_the_log(make_broker):
+    b = make_broker(FAST_RETENTION)
+    admin(b).create_topics([NewTopic("bounded", 1, 1, config={"retention.bytes": "5000", "segment.bytes": "1024"})])["bounded"].result(30)
+    produce(b, "bounded", [b"x" * 200 for _ in range(100)])
+    deadline = time.monotonic() + 20
+    while watermarks(b, "bounded")[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    low, high = watermarks(b, "bounded")
+    assert high == 100 and 0 < low < 100
+    kept = sum(f.stat().st_size for f in b.data_dir.glob("bounded-0/*.log"))
+    assert kept <= 5000 + 1024, f"{kept} bytes kept for retention.bytes=5000"
+
+
+def test_delete_records_moves_the_start_on_request(make_broker):
+    b = make_broker()
+    admin(b).create_topics([NewTopic("trim", 1, 1, config={"segment.bytes": "1024"})])["trim"].result(30)
+    produce(b, "trim", [b"r-%d" % i * 30 for i in range(50)])
+    result = admin(b).delete_records([TopicPartition("trim", 0, 30)])
+    low = list(result.values())[0].result(30)
+    assert low.low_watermark == 30
+    assert watermarks(b, "trim") == (30, 50)
+    got = read_from_beginning(b, "trim", 20)
+    assert [o for o, _ in got] == list(range(30, 50))
+    # Beyond the high watermark is refused; the start never moves backwards.
+    bad = admin(b).delete_records([TopicPartition("trim", 0, 99)])
+    try:
+        list(bad.values())[0].result(30)
+        raise AssertionError("delete beyond the high watermark was accepted")
+    except Exception as e:  # KafkaException(OFFSET_OUT_OF_RANGE)
+        assert "OFFSET_OUT_OF_RANGE" in str(e)
+    b.kill9()
+    b.start()
+    assert watermarks(b, "trim") == (30, 50)
