@@ -101,3 +101,64 @@ def test_delete_records_moves_the_start_on_request(make_broker):
     b.kill9()
     b.start()
     assert watermarks(b, "trim") == (30, 50)
+
+
+def set_configs(b, topic, ops):
+    """ops: [(name, value, op)] with op one of SET, DELETE, APPEND, SUBTRACT."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+    entries = [ConfigEntry(n, v, incremental_operation=getattr(AlterConfigOpType, op)) for n, v, op in ops]
+    res = ConfigResource("topic", topic, incremental_configs=entries)
+    return list(admin(b).incremental_alter_configs([res]).values())[0].result(30)
+
+
+def describe(b, topic):
+    from confluent_kafka.admin import ConfigResource
+    res = ConfigResource("topic", topic)
+    return admin(b).describe_configs([res])[res].result(30)
+
+
+def produce_size(b, topic, size):
+    """Produces one record of `size` bytes; returns the delivery error name or None."""
+    p = Producer({"bootstrap.servers": b.bootstrap, "message.max.bytes": 10_000_000})
+    errors = []
+    p.produce(topic, b"x" * size, partition=0, on_delivery=lambda err, msg: errors.append(err))
+    p.flush(30)
+    return errors[0].name() if errors[0] else None
+
+
+def test_incremental_alter_configs_apply_at_once_and_survive_restart(make_broker):
+    import pytest
+    from confluent_kafka import KafkaException
+    b = make_broker()
+    admin(b).create_topics([NewTopic("tuned", 1, 1)])["tuned"].result(30)
+    assert produce_size(b, "tuned", 5000) is None
+    set_configs(b, "tuned", [("max.message.bytes", "2000", "SET"), ("cleanup.policy", "compact", "APPEND")])
+    assert produce_size(b, "tuned", 5000) == "MSG_SIZE_TOO_LARGE", "the new limit applies without a restart"
+    entries = describe(b, "tuned")
+    assert (entries["max.message.bytes"].value, entries["max.message.bytes"].source) == ("2000", 1)
+    assert entries["cleanup.policy"].value == "delete,compact"
+    b.restart()
+    assert describe(b, "tuned")["max.message.bytes"].value == "2000"
+    assert produce_size(b, "tuned", 5000) == "MSG_SIZE_TOO_LARGE", "the limit survives a restart"
+    set_configs(b, "tuned", [("max.message.bytes", None, "DELETE"), ("cleanup.policy", "compact", "SUBTRACT")])
+    entries = describe(b, "tuned")
+    assert entries["max.message.bytes"].source == 5 and entries["cleanup.policy"].value == "delete"
+    assert produce_size(b, "tuned", 5000) is None
+    for bad, named in ([("retention.ms", "soon", "SET")], "retention.ms"), ([("retention.mss", "1", "SET")], "retention.mss"):
+        with pytest.raises(KafkaException) as e:
+            set_configs(b, "tuned", bad)
+        assert e.value.args[0].name() == "INVALID_CONFIG" and named in e.value.args[0].str()
+    assert describe(b, "tuned")["retention.ms"].value == "604800000", "a refused change left a trace"
+
+
+def test_short_retention_set_at_runtime_takes_effect(make_broker):
+    b = make_broker(FAST_RETENTION)
+    admin(b).create_topics([NewTopic("later", 1, 1, config={"segment.bytes": "1024"})])["later"].result(30)
+    produce(b, "later", [b"y" * 100 for _ in range(30)], timestamp_ms=int(time.time() * 1000) - 3_600_000)
+    time.sleep(1)
+    assert watermarks(b, "later")[0] == 0, "default retention (7 days) keeps hour-old records"
+    set_configs(b, "later", [("retention.ms", "60000", "SET")])
+    deadline = time.monotonic() + 20
+    while watermarks(b, "later")[0] < 30 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert watermarks(b, "later") == (30, 30)

@@ -242,6 +242,16 @@ fn broker_def(name: &str) -> Option<&'static ConfigDef> {
     })
 }
 
+/// Checks one topic-level override: the setting must exist and the value fit it.
+pub fn validate_topic_override(key: &str, value: &str) -> Result<(), String> {
+    let def = topic_def(key).ok_or_else(|| {
+        format!(
+            "unknown topic config '{key}'; see docs/configuration.md for the settings Gregor knows"
+        )
+    })?;
+    validate(def, value)
+}
+
 /// Checks a value against its definition; the error names the setting and the reason.
 pub fn validate(def: &ConfigDef, value: &str) -> Result<(), String> {
     let bad = |why: String| Err(format!("invalid value '{value}' for {}: {why}", def.name));

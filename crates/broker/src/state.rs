@@ -420,6 +420,36 @@ impl Broker {
         }
     }
 
+    /// Replaces a topic's dynamic configs (already validated) durably, and applies them to
+    /// its open partitions at once.
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
+        let topic_id = self
+            .image()
+            .topic(name)
+            .ok_or(BrokerError::UnknownTopic)?
+            .topic_id;
+        let image = self.commit_metadata(|image| {
+            image
+                .topic_by_id(&topic_id)
+                .ok_or(BrokerError::UnknownTopic)?;
+            Ok(vec![MetadataRecord::TopicConfig { topic_id, configs }])
+        })?;
+        let topic = image.topic(name).ok_or(BrokerError::UnknownTopic)?;
+        let (log_config, settings) = self.log_config(&topic.configs);
+        for index in 0..topic.partitions.len() as i32 {
+            if let Some(p) = self.partition(name, index) {
+                p.log().set_config(log_config.clone());
+                *p.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+            }
+        }
+        tracing::info!(topic = name, configs = ?topic.configs, "topic configs changed");
+        Ok(())
+    }
+
     /// Hands out a producer id never given before, reserving a new block durably when the
     /// current one runs out.
     pub fn allocate_producer_id(&self) -> Result<i64, BrokerError> {

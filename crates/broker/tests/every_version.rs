@@ -132,6 +132,31 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
         }
         ApiKey::ListGroups => ListGroupsRequest::default().into(),
         ApiKey::DeleteGroups => DeleteGroupsRequest::default().into(),
+        ApiKey::AlterConfigs => {
+            let mut c = alter_configs_request::AlterableConfig::default();
+            c.name = StrBytes::from_static_str("retention.ms");
+            c.value = Some(StrBytes::from_static_str("1000"));
+            let mut res = alter_configs_request::AlterConfigsResource::default();
+            res.resource_type = 2;
+            res.resource_name = StrBytes::from_static_str("t");
+            res.configs = vec![c];
+            let mut r = AlterConfigsRequest::default();
+            r.resources = vec![res];
+            r.validate_only = true;
+            r.into()
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let mut c = incremental_alter_configs_request::AlterableConfig::default();
+            c.name = StrBytes::from_static_str("no.such.setting");
+            c.value = Some(StrBytes::from_static_str("1"));
+            let mut res = incremental_alter_configs_request::AlterConfigsResource::default();
+            res.resource_type = 2;
+            res.resource_name = StrBytes::from_static_str("t");
+            res.configs = vec![c];
+            let mut r = IncrementalAlterConfigsRequest::default();
+            r.resources = vec![res];
+            r.into()
+        }
         ApiKey::DeleteRecords => {
             let mut p = delete_records_request::DeleteRecordsPartition::default();
             p.offset = 0;

@@ -26,6 +26,11 @@ pub enum MetadataRecord {
     },
     /// A topic and all its partitions are gone.
     RemoveTopic { topic_id: Uuid },
+    /// A topic's dynamic configs, replaced as a whole.
+    TopicConfig {
+        topic_id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
     /// Producer ids below `next_block_start` have been handed out (in blocks, as Kafka's
     /// AllocateProducerIds does), so a restarted broker never reuses one.
     ProducerIds { next_block_start: i64 },
@@ -108,6 +113,16 @@ impl MetadataImage {
             MetadataRecord::RemoveTopic { topic_id } => {
                 if let Some(name) = self.names_by_id.remove(topic_id) {
                     self.topics.remove(&name);
+                }
+            }
+            MetadataRecord::TopicConfig { topic_id, configs } => {
+                match self
+                    .names_by_id
+                    .get(topic_id)
+                    .and_then(|n| self.topics.get_mut(n))
+                {
+                    Some(topic) => topic.configs = configs.clone(),
+                    None => tracing::warn!(%topic_id, "config record for an unknown topic ignored"),
                 }
             }
             MetadataRecord::ProducerIds { next_block_start } => {

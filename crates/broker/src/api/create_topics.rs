@@ -11,7 +11,7 @@ use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse
 use kafka_protocol::protocol::StrBytes;
 
 use super::{str_bytes, ApiSpec, RequestContext};
-use crate::config::{topic_def, validate, TOPIC_CONFIGS};
+use crate::config::{validate_topic_override, TOPIC_CONFIGS};
 use crate::error::error_code;
 use crate::state::validate_topic_name;
 
@@ -162,19 +162,13 @@ fn plan(
     let mut configs = BTreeMap::new();
     for c in &t.configs {
         let key = c.name.as_str();
-        let def = topic_def(key).ok_or_else(|| {
-            (
-                ResponseError::InvalidConfig,
-                format!("unknown topic config '{key}'"),
-            )
-        })?;
         let Some(value) = &c.value else {
             return Err((
                 ResponseError::InvalidConfig,
                 format!("topic config '{key}' has a null value"),
             ));
         };
-        validate(def, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        validate_topic_override(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
         configs.insert(key.to_string(), value.to_string());
     }
     Ok((partitions, configs))

@@ -26,6 +26,7 @@ macro_rules! build {
     (@set $v:ident; $f:ident $(, $($rest:tt)*)?) => { $v.$f = $f; build!(@set $v; $($($rest)*)?); };
 }
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -38,6 +39,7 @@ pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -83,6 +85,8 @@ pub const APIS: &[ApiSpec] = &[
     delete_groups::API,
     offset_delete::API,
     delete_records::API,
+    alter_configs::API,
+    incremental_alter_configs::API,
 ];
 
 /// The handler's spec for an API key, if Gregor serves it at all.
@@ -155,6 +159,10 @@ pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<Resp
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(ctx, r)),
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(ctx, r))
+        }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs::handle(ctx, r)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(ctx, r))
         }
         other => {
             // The connection checks the registry before decoding, so this is a bug.

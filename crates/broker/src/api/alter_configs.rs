@@ -1,0 +1,101 @@
+//! AlterConfigs (key 33): replace a topic's dynamic configs as a whole (settings left out
+//! return to their defaults). IncrementalAlterConfigs (`incremental_alter_configs.rs`) is
+//! the form clients prefer.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{ApiSpec, RequestContext};
+use crate::config::validate_topic_override;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::AlterConfigs,
+    min: 0,
+    max: 2,
+};
+
+pub const TOPIC: i8 = 2;
+pub const BROKER: i8 = 4;
+
+/// Applies or (with `validate_only`) checks a new full set of topic overrides.
+pub fn apply_topic(
+    ctx: &RequestContext,
+    topic: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    if ctx.broker.image().topic(topic).is_none() {
+        return Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic '{topic}' does not exist"),
+        ));
+    }
+    for (k, v) in &configs {
+        validate_topic_override(k, v).map_err(|m| (ResponseError::InvalidConfig, m))?;
+    }
+    if validate_only {
+        return Ok(());
+    }
+    ctx.broker
+        .set_topic_configs(topic, configs)
+        .map_err(|e| (ResponseError::UnknownServerError, e.to_string()))
+}
+
+/// The answer for a resource type Gregor cannot alter.
+pub fn unsupported(resource_type: i8) -> (ResponseError, String) {
+    match resource_type {
+        BROKER => (ResponseError::InvalidRequest, "dynamic broker configs are not supported yet; set broker settings in the --config file and restart".into()),
+        other => (ResponseError::InvalidRequest, format!("resource type {other} cannot be altered; use 2 (topic)")),
+    }
+}
+
+/// Error code and message of one resource's outcome.
+pub fn outcome(result: Result<(), (ResponseError, String)>) -> (i16, Option<StrBytes>) {
+    match result {
+        Ok(()) => (0, None),
+        Err((e, m)) => (e.code(), Some(StrBytes::from_string(m))),
+    }
+}
+
+pub fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let responses = request
+        .resources
+        .into_iter()
+        .map(|res| {
+            let result = if res.resource_type == TOPIC {
+                let mut configs = BTreeMap::new();
+                let mut nulls = Vec::new();
+                for c in &res.configs {
+                    match &c.value {
+                        Some(v) => {
+                            configs.insert(c.name.to_string(), v.to_string());
+                        }
+                        None => nulls.push(c.name.to_string()),
+                    }
+                }
+                if let Some(k) = nulls.first() {
+                    Err((
+                        ResponseError::InvalidConfig,
+                        format!("topic config '{k}' has a null value"),
+                    ))
+                } else {
+                    apply_topic(ctx, &res.resource_name, configs, request.validate_only)
+                }
+            } else {
+                Err(unsupported(res.resource_type))
+            };
+            let (error_code, error_message) = outcome(result);
+            build!(AlterConfigsResourceResponse {
+                resource_type: res.resource_type,
+                resource_name: res.resource_name,
+                error_code,
+                error_message
+            })
+        })
+        .collect();
+    build!(AlterConfigsResponse { responses })
+}
