@@ -162,3 +162,48 @@ def test_short_retention_set_at_runtime_takes_effect(make_broker):
     while watermarks(b, "later")[0] < 30 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert watermarks(b, "later") == (30, 30)
+
+
+KAFKA_STORAGE_ERROR = 56
+
+
+def test_full_disk_refuses_produce_then_resumes(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    from conftest import Broker
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
+    assert mounted.returncode == 0, f"this test needs root to mount a 4 MiB tmpfs: {mounted.stderr}"
+    b = None
+    try:
+        b = Broker(disk / "data").start()
+        c = raw.Conn(b.bootstrap)
+        record = raw.batch([(None, b"z" * 1000, [])])
+        assert raw.produce_v3(c, "full", 0, record)[0] == 0
+        free = shutil.disk_usage(disk).free
+        with open(disk / "filler", "wb") as f:
+            f.write(b"\0" * max(free - 48 * 1024, 0))
+        acked, error = [], None
+        for _ in range(200):
+            err, base, _ = raw.produce_v3(c, "full", 0, record)
+            if err:
+                error = err
+                break
+            acked.append(base)
+        assert error == KAFKA_STORAGE_ERROR, f"a full disk answered {error}"
+        assert b.alive()
+        assert "disk full" in b.log_text()
+        # Everything acknowledged is there, nothing else.
+        _, hw, _ = raw.fetch_v4(c, "full", 0, 0)
+        assert hw == 1 + len(acked) and acked == list(range(1, hw))
+        os.remove(disk / "filler")
+        err, base, _ = raw.produce_v3(c, "full", 0, record)
+        assert (err, base) == (0, hw), "produce did not resume once space was freed"
+        b.restart()
+        assert raw.fetch_v4(raw.Conn(b.bootstrap), "full", 0, 0)[1] == hw + 1
+    finally:
+        if b is not None and b.proc is not None:
+            b.stop()
+        subprocess.run(["umount", str(disk)], check=False)

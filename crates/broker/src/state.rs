@@ -111,12 +111,17 @@ impl Partition {
             return Ok(()); // an fsync that ran while we waited covered us
         }
         let (file, path, end) = self.log().sync_target();
-        tokio::task::spawn_blocking(move || {
+        let synced = tokio::task::spawn_blocking(move || {
             file.sync_data()
                 .map_err(|e| StorageError::io("fsync", path, e))
         })
         .await
-        .map_err(|e| StorageError::io("fsync", PathBuf::new(), std::io::Error::other(e)))??;
+        .map_err(|e| StorageError::io("fsync", PathBuf::new(), std::io::Error::other(e)))
+        .and_then(|r| r);
+        if let Err(e) = synced {
+            // A failed fsync may have lost pages: the log goes offline rather than serve them.
+            return Err(self.log().fail(e));
+        }
         self.log().mark_flushed(end);
         self.flushed_offset.fetch_max(end, Ordering::AcqRel);
         Ok(())

@@ -128,6 +128,9 @@ pub struct PartitionLog {
     oldest_unflushed_ms: Option<i64>,
     /// Everything below this offset is known to be fsynced.
     flushed_offset: i64,
+    /// Set by a failed write or fsync: the log refuses reads and appends until the broker
+    /// restarts and recovers it, so nothing that may not be on disk is served or acknowledged.
+    offline: Option<String>,
 }
 
 impl PartitionLog {
@@ -217,6 +220,7 @@ impl PartitionLog {
             unflushed_records: 0,
             oldest_unflushed_ms: None,
             flushed_offset: 0,
+            offline: None,
         };
         log.flushed_offset = log.log_end();
         Ok(log)
@@ -284,7 +288,12 @@ impl PartitionLog {
         let mut records = 0u64;
         for &(at, header) in headers {
             let end = at + header.total_bytes();
-            let b = &mut bytes[at..end];
+            let Some(b) = bytes.get_mut(at..end) else {
+                return Err(StorageError::Corrupt {
+                    path: self.dir.clone(),
+                    reason: format!("batch at {at} runs past the {} bytes given", bytes.len()),
+                });
+            };
             batch::set_base_offset(b, next);
             batch::set_partition_leader_epoch(b, leader_epoch);
             if let Some(ts) = log_append_time_ms {
@@ -298,8 +307,13 @@ impl PartitionLog {
             records += h.records_count as u64;
             stamped.push((at, h));
         }
-        self.maybe_roll(bytes.len() as u64, next, now_ms)?;
-        self.active_mut().append(bytes, &stamped)?;
+        self.check_online()?;
+        if let Err(e) = self
+            .maybe_roll(bytes.len() as u64, next, now_ms)
+            .and_then(|_| self.active_mut().append(bytes, &stamped))
+        {
+            return Err(self.fail(e));
+        }
         assert_eq!(
             self.log_end(),
             next,
@@ -372,6 +386,7 @@ impl PartitionLog {
     /// `max_bytes`, but always at least one whole batch when `min_one_batch` (KIP-74).
     /// Reads stay within one segment; the next fetch continues in the next.
     pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<ReadPlan> {
+        self.check_online()?;
         let log_end = self.log_end();
         if offset < self.log_start || offset > log_end {
             return Err(StorageError::OffsetOutOfRange {
@@ -592,10 +607,38 @@ impl PartitionLog {
 
     /// Fsyncs the active segment in place (callers that can, sync outside the lock instead).
     pub fn flush(&mut self) -> Result<()> {
+        self.check_online()?;
         let end = self.log_end();
-        self.active().sync()?;
+        if let Err(e) = self.active().sync() {
+            return Err(self.fail(e));
+        }
         self.mark_flushed(end);
         Ok(())
+    }
+
+    /// Whether the log was taken offline, and why.
+    pub fn offline_reason(&self) -> Option<&str> {
+        self.offline.as_deref()
+    }
+
+    fn check_online(&self) -> Result<()> {
+        match &self.offline {
+            Some(_) => Err(StorageError::Offline(self.dir.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the log offline after a failed write or fsync, unless the disk is merely full:
+    /// then the write was cut back cleanly and appends may succeed once space is freed.
+    pub fn fail(&mut self, e: StorageError) -> StorageError {
+        let full = matches!(&e, StorageError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull);
+        if full {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "disk full: refusing appends until space is freed");
+        } else if self.offline.is_none() {
+            tracing::error!(dir = %self.dir.display(), error = %e, "log taken offline after an I/O failure; restart the broker once the disk is healthy");
+            self.offline = Some(e.to_string());
+        }
+        e
     }
 
     /// Clean close: everything fsynced, the active segment's indexes written, and the
@@ -865,11 +908,88 @@ mod tests {
         let h = check_batch(&b).expect("valid");
         assert!(log.append(&mut b, &[(0, h)], 0, None, 2).is_err());
         assert_eq!(log.log_end(), 1);
-        append_values(&mut log, &[b"after".to_vec()], 3);
+        assert_eq!(
+            std::fs::metadata(dir.path().join(format!("{:020}.log", 0)))
+                .expect("stat")
+                .len() as usize,
+            build_batch(0, 1, &[b"ok".to_vec()]).len(),
+            "the torn bytes were cut"
+        );
         drop(log);
-        let log = open(dir.path(), LogConfig::default());
-        assert_eq!(log.log_end(), 2);
+        let mut log = open(dir.path(), LogConfig::default());
+        assert_eq!(log.log_end(), 1);
+        append_values(&mut log, &[b"after".to_vec()], 3);
         assert_eq!(read_all(&log, 0).len(), 2);
+    }
+
+    #[test]
+    fn failed_write_takes_the_log_offline_until_recovery() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = FaultyDisk::new();
+        let mut log = PartitionLog::open(
+            Arc::new(disk.clone()),
+            dir.path().to_path_buf(),
+            LogConfig::default(),
+            0,
+        )
+        .expect("open");
+        append_values(&mut log, &[b"kept".to_vec()], 1);
+        disk.set(|f| f.fail_writes = true);
+        let mut b = build_batch(0, 2, &[b"lost".to_vec()]);
+        let h = check_batch(&b).expect("valid");
+        assert!(log.append(&mut b, &[(0, h)], 0, None, 2).is_err());
+        disk.set(|f| f.fail_writes = false);
+        assert!(log.offline_reason().is_some());
+        // Offline: nothing is appended or served, even once the fault is gone.
+        let mut again = build_batch(0, 3, &[b"x".to_vec()]);
+        let h2 = check_batch(&again).expect("valid");
+        assert!(matches!(
+            log.append(&mut again, &[(0, h2)], 0, None, 3),
+            Err(StorageError::Offline(_))
+        ));
+        assert!(matches!(
+            log.read(0, 100, true),
+            Err(StorageError::Offline(_))
+        ));
+        drop(log);
+        // A restart recovers the log to what was acknowledged.
+        let log = open(dir.path(), LogConfig::default());
+        assert_eq!(log.log_end(), 1);
+        assert_eq!(read_all(&log, 0).len(), 1);
+    }
+
+    #[test]
+    fn full_disk_refuses_appends_without_going_offline_and_resumes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = FaultyDisk::new();
+        let mut log = PartitionLog::open(
+            Arc::new(disk.clone()),
+            dir.path().to_path_buf(),
+            LogConfig::default(),
+            0,
+        )
+        .expect("open");
+        append_values(&mut log, &[b"a".to_vec()], 1);
+        disk.set(|f| f.space_left = Some(10));
+        let mut b = build_batch(0, 2, &[vec![7u8; 100]]);
+        let h = check_batch(&b).expect("valid");
+        let err = log
+            .append(&mut b, &[(0, h)], 0, None, 2)
+            .expect_err("disk is full");
+        assert!(
+            matches!(&err, StorageError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull),
+            "{err}"
+        );
+        assert!(
+            log.offline_reason().is_none(),
+            "a full disk is not a broken disk"
+        );
+        assert_eq!(log.log_end(), 1);
+        assert_eq!(read_all(&log, 0).len(), 1, "reads go on");
+        disk.set(|f| f.space_left = None);
+        assert_eq!(append_values(&mut log, &[b"b".to_vec()], 3).base_offset, 1);
+        drop(log);
+        assert_eq!(open(dir.path(), LogConfig::default()).log_end(), 2);
     }
 
     #[test]
@@ -892,8 +1012,15 @@ mod tests {
         assert!(log.flush().is_err());
         assert_eq!(log.flushed_offset(), 0);
         disk.set(|f| f.fail_syncs = false);
-        log.flush().expect("flush");
-        assert_eq!(log.flushed_offset(), 1);
+        // A failed fsync may have dropped pages: the log stays offline until recovered.
+        assert!(matches!(log.flush(), Err(StorageError::Offline(_))));
+        assert!(matches!(
+            log.read(0, 100, true),
+            Err(StorageError::Offline(_))
+        ));
+        drop(log);
+        let log = open(dir.path(), LogConfig::default());
+        assert_eq!(log.log_end(), 1);
     }
 
     #[test]
