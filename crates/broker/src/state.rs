@@ -138,11 +138,16 @@ pub struct Broker {
     metadata: Mutex<MetadataLog>,
     image: RwLock<Arc<MetadataImage>>,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Whether the last stop was clean (its marker was found at start-up).
+    clean_start: bool,
     /// The current block of producer ids: (next to hand out, end of block).
     producer_ids: Mutex<(i64, i64)>,
     /// The classic consumer-group coordinator; its state lives in `__consumer_offsets`.
     pub groups: GroupCoordinator,
 }
+
+/// The data directory's clean-shutdown marker.
+const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 
 /// Producer ids reserved per metadata record.
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -156,6 +161,16 @@ impl Broker {
             BrokerError::Storage(StorageError::io("create data directory", &dir, e))
         })?;
         let cluster_id = load_or_create_cluster_id(disk.as_ref(), &dir, config.node_id)?;
+        // One marker for the data directory (Kafka's `.kafka_cleanshutdown`): written after
+        // every log closed cleanly, removed durably before anything new is appended.
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean_start = disk.exists(&marker);
+        if clean_start {
+            disk.remove_file(&marker)
+                .map_err(|e| BrokerError::Storage(StorageError::io("remove", &marker, e)))?;
+            disk.sync_dir(&dir)
+                .map_err(|e| BrokerError::Storage(StorageError::io("fsync", &dir, e)))?;
+        }
         let metadata = MetadataLog::open(disk.clone(), &dir)
             .map_err(|e| BrokerError::Metadata(e.to_string()))?;
         let image = Arc::new(metadata.image().clone());
@@ -177,6 +192,7 @@ impl Broker {
             partitions: RwLock::new(HashMap::new()),
             producer_ids: Mutex::new((0, 0)),
             groups,
+            clean_start,
         });
         broker.remove_deleted_dirs();
         let started = std::time::Instant::now();
@@ -323,11 +339,12 @@ impl Broker {
 
     fn open_partition(&self, topic: &TopicMeta, index: i32) -> Result<Arc<Partition>, BrokerError> {
         let (log_config, settings) = self.log_config(&topic.configs);
-        let log = PartitionLog::open(
+        let log = PartitionLog::open_with(
             self.disk.clone(),
             self.partition_dir(&topic.name, index),
             log_config,
             now_ms(),
+            self.clean_start,
         )?;
         let flushed = log.flushed_offset();
         let partition = Arc::new(Partition {
@@ -585,11 +602,20 @@ impl Broker {
         }
     }
 
-    /// Clean close of every log: fsynced, indexes written, recovery points moved up.
+    /// Clean close of every log: fsynced, indexes written, recovery points moved up; then
+    /// the clean-shutdown marker, only if every log closed.
     pub fn close(&self) {
+        let mut all_closed = true;
         for partition in self.all_partitions() {
             if let Err(e) = partition.log().close() {
+                all_closed = false;
                 tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "closing the log failed; it will be recovered on the next start");
+            }
+        }
+        if all_closed {
+            let marker = self.config.data_dir.join(CLEAN_SHUTDOWN_FILE);
+            if let Err(e) = self.disk.write_file_atomic(&marker, b"") {
+                tracing::warn!(error = %e, "could not write the clean-shutdown marker; the next start verifies every active segment");
             }
         }
     }

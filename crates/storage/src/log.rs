@@ -134,10 +134,23 @@ pub struct PartitionLog {
 }
 
 impl PartitionLog {
+    /// Opens (or creates) the log in `dir` after a crash: see [`PartitionLog::open_with`].
+    pub fn open(disk: Arc<dyn Disk>, dir: PathBuf, config: LogConfig, now_ms: i64) -> Result<Self> {
+        Self::open_with(disk, dir, config, now_ms, false)
+    }
+
     /// Opens (or creates) the log in `dir`, recovering it: segments that may hold data
     /// written after the last recovery point are verified batch by batch and cut after the
-    /// last good batch; segments after a cut are removed.
-    pub fn open(disk: Arc<dyn Disk>, dir: PathBuf, config: LogConfig, now_ms: i64) -> Result<Self> {
+    /// last good batch; segments after a cut are removed. With `clean_shutdown` (the broker
+    /// found its clean-shutdown marker) the active segment was fsynced and its indexes
+    /// written at close, so it is trusted and only walked by header.
+    pub fn open_with(
+        disk: Arc<dyn Disk>,
+        dir: PathBuf,
+        config: LogConfig,
+        now_ms: i64,
+        clean_shutdown: bool,
+    ) -> Result<Self> {
         disk.create_dir_all(&dir)
             .map_err(|e| StorageError::io("create directory", &dir, e))?;
         let entries = disk
@@ -165,7 +178,11 @@ impl PartitionLog {
         let mut segments = BTreeMap::new();
         for (i, &base) in bases.iter().enumerate() {
             let is_last = i + 1 == bases.len();
-            let verify = is_last || bases[i + 1] > recovery_point;
+            let verify = if is_last {
+                !clean_shutdown
+            } else {
+                bases[i + 1] > recovery_point
+            };
             let (segment, recovery) = Segment::open(
                 disk.as_ref(),
                 &dir,
@@ -1148,6 +1165,36 @@ mod tests {
         assert_eq!(log.delete_records(8, 0).expect("delete all"), 8);
         assert_eq!((log.log_start(), log.log_end()), (8, 8));
         assert_eq!(append_values(&mut log, &[b"x".to_vec()], 9).base_offset, 8);
+    }
+
+    #[test]
+    fn clean_close_skips_verification_but_a_later_crash_does_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(dir.path(), LogConfig::default());
+        append_values(&mut log, &[b"one".to_vec()], 1);
+        log.close().expect("close");
+        let mut log = PartitionLog::open_with(
+            Arc::new(OsDisk),
+            dir.path().to_path_buf(),
+            LogConfig::default(),
+            0,
+            true,
+        )
+        .expect("open");
+        assert_eq!(log.log_end(), 1);
+        append_values(&mut log, &[b"two".to_vec()], 2);
+        drop(log); // crash: no clean close
+                   // Tear the tail: the next open must verify and cut it, marker or not.
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let len = std::fs::metadata(&path).expect("stat").len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_len(len - 3)
+            .expect("cut");
+        let log = open(dir.path(), LogConfig::default());
+        assert_eq!(log.log_end(), 1);
     }
 
     /// Found by the segment_recovery fuzz target: a CRC-valid batch whose last offset delta
