@@ -207,3 +207,56 @@ def test_full_disk_refuses_produce_then_resumes(tmp_path):
         if b is not None and b.proc is not None:
             b.stop()
         subprocess.run(["umount", str(disk)], check=False)
+
+
+FAST_CLEANER = '"log.cleaner.backoff.ms" = 200\n'
+INVALID_RECORD = 87
+
+
+def test_compaction_keeps_the_latest_value_per_key(make_broker):
+    from kafka import KafkaProducer
+    b = make_broker(FAST_CLEANER)
+    admin(b).create_topics([NewTopic("compacted", 1, 1, config={
+        "cleanup.policy": "compact", "segment.bytes": "2048", "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "0"})])["compacted"].result(30)
+    latest = {}
+    p = KafkaProducer(bootstrap_servers=b.bootstrap, compression_type="gzip", linger_ms=20)
+    for i in range(400):
+        key = f"key-{i % 25}"
+        value = f"value-{i}".encode()
+        latest[key] = value
+        p.send("compacted", key=key.encode(), value=value, partition=0, headers=[("h", b"1"), ("h", b"2")])
+    for key in ["key-3", "key-7"]:
+        p.send("compacted", key=key.encode(), value=None, partition=0)  # tombstones
+        latest.pop(key)
+    p.flush()
+    for i in range(60):  # fill and close the segment that holds the last writes
+        p.send("compacted", key=b"filler", value=b"f" * 60, partition=0)
+    p.flush()
+    p.close()
+    # Records without a key are refused on a compacted topic.
+    assert raw.produce_v3(raw.Conn(b.bootstrap), "compacted", 0, raw.batch([(None, b"no key", [])]))[0] == INVALID_RECORD
+    deadline = time.monotonic() + 30
+    while "log cleaned" not in b.log_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "log cleaned" in b.log_text()
+    seen, records = {}, 0
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": f"check-{time.time_ns()}", "enable.auto.commit": False})
+    c.assign([TopicPartition("compacted", 0, OFFSET_BEGINNING)])
+    high = watermarks(b, "compacted")[1]
+    last_offset, deadline = -1, time.monotonic() + 20
+    while last_offset < high - 1 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error() is not None:
+            continue
+        last_offset = m.offset()
+        records += 1
+        key = m.key().decode()
+        if key != "filler":
+            assert key not in seen, f"{key} appears twice after compaction"
+            seen[key] = m.value()
+            assert m.headers() == [("h", b"1"), ("h", b"2")], "headers changed by compaction"
+    c.close()
+    assert seen == latest, "compaction must leave exactly the latest value of every live key"
+    assert records < 400, f"{records} records left: nothing was removed"
+    b.restart()
+    assert watermarks(b, "compacted")[1] == high

@@ -228,6 +228,8 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         1,
         "How often segments past retention.ms or retention.bytes are deleted."
     ),
+    def!("log.cleaner.backoff.ms", None, "15000", Long, [], 1, "How often the log cleaner looks for compacted partitions due for cleaning."),
+    def!("log.cleaner.io.max.bytes.per.second", None, "9223372036854775807", Long, [], 1, "Bytes per second the log cleaner may read, so producers keep their throughput (Kafka takes a double; Gregor an integer)."),
 ];
 
 pub fn topic_def(name: &str) -> Option<&'static ConfigDef> {

@@ -50,6 +50,7 @@ pub async fn run(
     let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
     let coordinator = tokio::spawn(group_tick_loop(broker.clone(), stop_rx.clone()));
     let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
+    let cleaner = tokio::spawn(cleaner_loop(broker.clone(), stop_rx.clone()));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -89,6 +90,7 @@ pub async fn run(
     let _ = flusher.await;
     let _ = coordinator.await;
     let _ = retention.await;
+    let _ = cleaner.await;
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close())
         .await
@@ -125,6 +127,36 @@ async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(every) => {
                 let b = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Compacts partitions with `cleanup.policy=compact`, every `log.cleaner.backoff.ms`,
+/// reading at most `log.cleaner.io.max.bytes.per.second`.
+async fn cleaner_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let every =
+        Duration::from_millis(broker.config.get_i64("log.cleaner.backoff.ms").max(1) as u64);
+    let rate = broker
+        .config
+        .get_i64("log.cleaner.io.max.bytes.per.second")
+        .max(1) as f64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
+                    let mut pace = |bytes: u64| {
+                        let due = Duration::from_secs_f64(bytes as f64 / rate);
+                        if let Some(wait) = due.checked_sub(started.elapsed()) {
+                            std::thread::sleep(wait.min(Duration::from_secs(10)));
+                        }
+                    };
+                    b.clean_compacted(&mut pace);
+                })
+                .await;
             }
             _ = stop.changed() => return,
         }

@@ -57,6 +57,8 @@ pub fn is_internal_topic(name: &str) -> bool {
 pub struct ProduceSettings {
     pub max_message_bytes: usize,
     pub log_append_time: bool,
+    /// Compacted topics refuse records without a key.
+    pub compacted: bool,
 }
 
 #[derive(Debug)]
@@ -327,12 +329,20 @@ impl Broker {
             retention_ms: get("retention.ms"),
             retention_bytes: get("retention.bytes"),
             retention_enabled: c.topic_value(policy_def, overrides).0.contains("delete"),
+            compact: c.topic_value(policy_def, overrides).0.contains("compact"),
+            min_cleanable_dirty_ratio: crate::config::topic_def("min.cleanable.dirty.ratio")
+                .and_then(|d| c.topic_value(d, overrides).0.parse().ok())
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: get("min.compaction.lag.ms"),
+            max_compaction_lag_ms: get("max.compaction.lag.ms"),
+            delete_retention_ms: get("delete.retention.ms"),
         };
         let ts_def = crate::config::topic_def("message.timestamp.type")
             .expect("message.timestamp.type is in the table");
         let settings = ProduceSettings {
             max_message_bytes: get("max.message.bytes").max(0) as usize,
             log_append_time: c.topic_value(ts_def, overrides).0 == "LogAppendTime",
+            compacted: log.compact,
         };
         (log, settings)
     }
@@ -599,6 +609,50 @@ impl Broker {
             if let Err(e) = result {
                 tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed");
             }
+        }
+    }
+
+    /// One pass of the log cleaner over every compacted partition. The partition lock is
+    /// held only to pick the segments and to swap the cleaned ones in; `pace` is called
+    /// with the bytes processed so far so the caller can throttle.
+    pub fn clean_compacted(&self, pace: &mut dyn FnMut(u64)) {
+        for partition in self.all_partitions() {
+            let now = now_ms();
+            let Some(cleanable) = partition.log().cleanable(now) else {
+                continue;
+            };
+            let disk = self.disk.clone();
+            let started = std::time::Instant::now();
+            let cleaned =
+                gregor_storage::cleaner::clean(disk.as_ref(), &cleanable, now, &mut *pace);
+            let (done, stats) = match cleaned {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "log cleaning failed; the log is unchanged");
+                    continue;
+                }
+            };
+            let mut log = partition.log();
+            for c in &done {
+                if let Err(e) = log.install_cleaned(c) {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "could not swap a cleaned segment in; the original stays");
+                }
+            }
+            if let Err(e) = log.set_cleaned_up_to(cleanable.end_offset) {
+                tracing::warn!(error = %e, "could not store the cleaner checkpoint; the range will be cleaned again");
+            }
+            drop(log);
+            tracing::info!(
+                topic = %partition.topic,
+                partition = partition.index,
+                segments = stats.segments,
+                records_read = stats.records_read,
+                records_kept = stats.records_kept,
+                bytes_before = stats.bytes_before,
+                bytes_after = stats.bytes_after,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "log cleaned"
+            );
         }
     }
 

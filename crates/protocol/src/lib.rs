@@ -3,6 +3,7 @@
 //! broker and the storage engine share (`batch`). No I/O lives here.
 
 pub mod batch;
+pub mod compact;
 pub mod frame;
 pub mod varint;
 

@@ -3,6 +3,7 @@
 //! index and a time index. All file access goes through the [`Disk`] trait so tests can
 //! inject torn writes, failed fsyncs and a full disk.
 
+pub mod cleaner;
 pub mod disk;
 pub mod error;
 pub mod log;

@@ -18,9 +18,11 @@ use crate::segment::Segment;
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// The log start offset, when DeleteRecords or retention moved it inside a segment.
 const LOG_START_FILE: &str = "log-start-offset";
+/// Offsets below this have been compacted (Kafka's cleaner-offset-checkpoint).
+const CLEANER_CHECKPOINT_FILE: &str = "cleaner-checkpoint";
 
 /// Per-partition storage settings (Kafka's topic-level names in comments).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`
     pub segment_bytes: u64,
@@ -38,6 +40,16 @@ pub struct LogConfig {
     pub retention_bytes: i64,
     /// Whether `cleanup.policy` includes `delete` (retention applies at all).
     pub retention_enabled: bool,
+    /// Whether `cleanup.policy` includes `compact`.
+    pub compact: bool,
+    /// `min.cleanable.dirty.ratio`
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are never compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a segment this old is compacted whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long tombstones survive compaction.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -51,6 +63,11 @@ impl Default for LogConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             retention_enabled: true,
+            compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 86_400_000,
         }
     }
 }
@@ -162,8 +179,19 @@ impl PartitionLog {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if name.ends_with(".tmp") {
+            if name.ends_with(".tmp") || name.ends_with(".cleaned") {
+                // An unfinished write or cleaning: the original is intact.
                 let _ = disk.remove_file(path);
+            } else if let Some(log_name) = name.strip_suffix(".swap") {
+                // A cleaned segment that was complete but not yet in place: finish the swap.
+                crate::cleaner::finish_swap(disk.as_ref(), &dir, log_name)
+                    .map_err(|e| StorageError::io("finish swap of", path, e))?;
+                if let Some(base) = log_name
+                    .strip_suffix(".log")
+                    .and_then(|b| b.parse::<i64>().ok())
+                {
+                    bases.push(base);
+                }
             } else if let Some(stem) = name.strip_suffix(".log") {
                 match stem.parse::<i64>() {
                     Ok(base) if base >= 0 => bases.push(base),
@@ -174,6 +202,7 @@ impl PartitionLog {
             }
         }
         bases.sort_unstable();
+        bases.dedup();
         let recovery_point = read_recovery_point(disk.as_ref(), &dir);
         let mut segments = BTreeMap::new();
         for (i, &base) in bases.iter().enumerate() {
@@ -600,6 +629,110 @@ impl PartitionLog {
         self.disk
             .write_file_atomic(&path, offset.to_string().as_bytes())
             .map_err(|e| StorageError::io("write", &path, e))
+    }
+
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.disk
+    }
+
+    /// The closed segments the cleaner may compact now, if cleaning is due: those old enough
+    /// for `min.compaction.lag.ms` (a prefix of the closed segments), when the share not yet
+    /// cleaned reaches `min.cleanable.dirty.ratio` or its oldest record passed
+    /// `max.compaction.lag.ms`.
+    pub fn cleanable(&self, now_ms: i64) -> Option<crate::cleaner::Cleanable> {
+        if !self.config.compact || self.offline.is_some() || self.segments.len() < 2 {
+            return None;
+        }
+        let checkpoint =
+            read_offset_file(self.disk.as_ref(), &self.dir, CLEANER_CHECKPOINT_FILE).unwrap_or(0);
+        let closed: Vec<&Segment> = self
+            .segments
+            .values()
+            .take(self.segments.len() - 1)
+            .take_while(|s| {
+                crate::cleaner::old_enough(
+                    s.max_timestamp,
+                    now_ms,
+                    self.config.min_compaction_lag_ms,
+                )
+            })
+            .collect();
+        let total: u64 = closed.iter().map(|s| s.size).sum();
+        let dirty: Vec<&&Segment> = closed
+            .iter()
+            .filter(|s| s.next_offset > checkpoint)
+            .collect();
+        let dirty_bytes: u64 = dirty.iter().map(|s| s.size).sum();
+        if total == 0 || dirty_bytes == 0 {
+            return None;
+        }
+        let overdue = dirty.iter().any(|s| {
+            s.max_timestamp >= 0
+                && now_ms.saturating_sub(s.max_timestamp) > self.config.max_compaction_lag_ms
+        });
+        if (dirty_bytes as f64) / (total as f64) < self.config.min_cleanable_dirty_ratio && !overdue
+        {
+            return None;
+        }
+        Some(crate::cleaner::Cleanable {
+            dir: self.dir.clone(),
+            end_offset: closed.last().map_or(0, |s| s.next_offset),
+            segments: closed
+                .iter()
+                .map(|s| crate::cleaner::SegmentRef {
+                    base_offset: s.base_offset,
+                    next_offset: s.next_offset,
+                    size: s.size,
+                    file: s.file(),
+                })
+                .collect(),
+            config: self.config.clone(),
+        })
+    }
+
+    /// Swaps a cleaned segment in (crash-safely; see `cleaner.rs`). Skipped, and the
+    /// cleaned file removed, if the segment changed or went away meanwhile (retention).
+    pub fn install_cleaned(&mut self, cleaned: &crate::cleaner::Cleaned) -> Result<bool> {
+        let base = cleaned.base_offset;
+        let unchanged = self
+            .segments
+            .get(&base)
+            .is_some_and(|s| s.size == cleaned.expected_size)
+            && self.segments.keys().next_back() != Some(&base);
+        if !unchanged {
+            let _ = self.disk.remove_file(&cleaned.path);
+            return Ok(false);
+        }
+        let log_name = format!("{base:020}.log");
+        let swap = self.dir.join(format!("{log_name}.swap"));
+        let io = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |e| StorageError::io(op, path, e)
+        };
+        self.disk
+            .rename(&cleaned.path, &swap)
+            .map_err(io("rename", &swap))?;
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(io("fsync", &self.dir))?;
+        crate::cleaner::finish_swap(self.disk.as_ref(), &self.dir, &log_name)
+            .map_err(io("swap", &swap))?;
+        let (segment, _) = Segment::open(
+            self.disk.as_ref(),
+            &self.dir,
+            base,
+            self.config.index_interval_bytes,
+            false,
+            0,
+        )?;
+        segment.write_indexes(self.disk.as_ref(), &self.dir)?;
+        self.segments.insert(base, segment);
+        Ok(true)
+    }
+
+    /// Records that offsets below `offset` are compacted.
+    pub fn set_cleaned_up_to(&self, offset: i64) -> Result<()> {
+        self.write_offset_file(CLEANER_CHECKPOINT_FILE, offset)
     }
 
     /// What an fsync must cover now: the active segment's file, and the offset it makes durable.

@@ -78,7 +78,7 @@ async fn produce_to(
     r: &mut PartitionProduceResponse,
 ) {
     let settings = partition.settings();
-    let headers = match validate(&records, settings.max_message_bytes) {
+    let headers = match validate(&records, settings.max_message_bytes, settings.compacted) {
         Ok(h) => h,
         Err((code, message)) => {
             r.error_code = code;
@@ -124,6 +124,7 @@ async fn produce_to(
 fn validate(
     records: &[u8],
     max_message_bytes: usize,
+    compacted: bool,
 ) -> Result<Vec<(usize, BatchHeader)>, (i16, String)> {
     if records.is_empty() {
         return Err((
@@ -157,6 +158,15 @@ fn validate(
             };
             (code, e.to_string())
         })?;
+        if compacted
+            && !gregor_protocol::compact::all_records_keyed(&rest[..header.total_bytes()])
+                .unwrap_or(false)
+        {
+            return Err((
+                ResponseError::InvalidRecord.code(),
+                "compacted topics require a key on every record".into(),
+            ));
+        }
         headers.push((at, header));
         at += header.total_bytes();
     }
