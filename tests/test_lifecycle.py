@@ -260,3 +260,34 @@ def test_compaction_keeps_the_latest_value_per_key(make_broker):
     assert records < 400, f"{records} records left: nothing was removed"
     b.restart()
     assert watermarks(b, "compacted")[1] == high
+
+
+def test_dynamic_broker_configs_apply_at_once_and_survive_restart(make_broker):
+    import pytest
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+    b = make_broker()
+    admin(b).create_topics([NewTopic("plain", 1, 1), NewTopic("own", 1, 1, config={"max.message.bytes": "100000"})])["plain"].result(30)
+
+    def alter(ops):
+        entries = [ConfigEntry(n, v, incremental_operation=getattr(AlterConfigOpType, op)) for n, v, op in ops]
+        res = ConfigResource("broker", "0", incremental_configs=entries)
+        return list(admin(b).incremental_alter_configs([res]).values())[0].result(30)
+
+    alter([("message.max.bytes", "3000", "SET")])
+    assert produce_size(b, "plain", 5000) == "MSG_SIZE_TOO_LARGE", "the broker default applies at once"
+    assert produce_size(b, "own", 5000) is None, "a topic override still wins"
+    entry = describe(b, "plain")["max.message.bytes"]
+    assert (entry.value, entry.source) == ("3000", 2)  # DYNAMIC_BROKER_CONFIG
+    res = ConfigResource("broker", "0")
+    assert admin(b).describe_configs([res])[res].result(30)["message.max.bytes"].value == "3000"
+    b.restart()
+    assert produce_size(b, "plain", 5000) == "MSG_SIZE_TOO_LARGE", "the change survives a restart"
+    with pytest.raises(KafkaException) as e:
+        alter([("num.partitions", "4", "SET")])
+    assert e.value.args[0].name() == "INVALID_CONFIG" and "num.partitions" in e.value.args[0].str()
+    with pytest.raises(KafkaException) as e:
+        alter([("log.retention.ms", "later", "SET")])
+    assert "log.retention.ms" in e.value.args[0].str()
+    alter([("message.max.bytes", None, "DELETE")])
+    assert produce_size(b, "plain", 5000) is None

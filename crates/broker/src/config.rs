@@ -24,6 +24,8 @@ pub enum ConfigType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
     DynamicTopic = 1,
+    DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
 }
@@ -298,6 +300,33 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// Settings from the config file, by Kafka name, already validated.
     settings: BTreeMap<String, String>,
+    /// Settings changed at runtime (AlterConfigs on the broker), shared by every clone.
+    dynamic: std::sync::Arc<std::sync::RwLock<DynamicBrokerConfigs>>,
+}
+
+/// Broker settings changed at runtime: for this node, and the cluster-wide default.
+#[derive(Debug, Default, Clone)]
+pub struct DynamicBrokerConfigs {
+    pub node: BTreeMap<String, String>,
+    pub default: BTreeMap<String, String>,
+}
+
+/// Checks a broker setting for a runtime change: only the broker-level defaults of topic
+/// settings (`log.retention.ms`, `message.max.bytes`, ...) may change without a restart.
+pub fn validate_dynamic_broker(key: &str, value: &str) -> Result<(), String> {
+    let def = TOPIC_CONFIGS
+        .iter()
+        .find(|d| d.broker_synonym == Some(key))
+        .ok_or_else(|| {
+            if broker_def(key).is_some() {
+                format!(
+                    "'{key}' cannot be changed at runtime; set it in the --config file and restart"
+                )
+            } else {
+                format!("unknown broker setting '{key}'; see docs/configuration.md")
+            }
+        })?;
+    validate(def, value).map_err(|m| m.replacen(def.name, key, 1))
 }
 
 impl BrokerConfig {
@@ -316,6 +345,7 @@ impl BrokerConfig {
             advertised_port,
             node_id,
             settings: BTreeMap::new(),
+            dynamic: Default::default(),
         }
     }
 
@@ -395,12 +425,16 @@ impl BrokerConfig {
                 continue;
             };
             if !out.iter().any(|(name, ..)| *name == syn) {
-                let value = self
-                    .settings
-                    .get(syn)
-                    .map_or(def.default, String::as_str)
-                    .to_string();
-                out.push((syn, def, value, self.source(syn)));
+                let (value, source) = self.dynamic_value(syn).unwrap_or_else(|| {
+                    (
+                        self.settings
+                            .get(syn)
+                            .map_or(def.default, String::as_str)
+                            .to_string(),
+                        self.source(syn),
+                    )
+                });
+                out.push((syn, def, value, source));
             }
         }
         out
@@ -423,10 +457,31 @@ impl BrokerConfig {
         if let Some(v) = overrides.get(def.name) {
             return (v.clone(), ConfigSource::DynamicTopic);
         }
+        if let Some((v, source)) = def.broker_synonym.and_then(|syn| self.dynamic_value(syn)) {
+            return (v, source);
+        }
         if let Some(v) = def.broker_synonym.and_then(|s| self.settings.get(s)) {
             return (v.clone(), ConfigSource::StaticBroker);
         }
         (def.default.to_string(), ConfigSource::Default)
+    }
+
+    /// A runtime-changed broker setting and its source: this node's, else the default's.
+    pub fn dynamic_value(&self, key: &str) -> Option<(String, ConfigSource)> {
+        let d = self.dynamic.read().unwrap_or_else(|p| p.into_inner());
+        d.node
+            .get(key)
+            .map(|v| (v.clone(), ConfigSource::DynamicBroker))
+            .or_else(|| {
+                d.default
+                    .get(key)
+                    .map(|v| (v.clone(), ConfigSource::DynamicDefaultBroker))
+            })
+    }
+
+    /// Replaces the runtime-changed settings (from the metadata log).
+    pub fn set_dynamic(&self, configs: DynamicBrokerConfigs) {
+        *self.dynamic.write().unwrap_or_else(|p| p.into_inner()) = configs;
     }
 
     pub fn topic_i64(&self, name: &str, overrides: &BTreeMap<String, String>) -> i64 {

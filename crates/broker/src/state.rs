@@ -176,6 +176,10 @@ impl Broker {
         let metadata = MetadataLog::open(disk.clone(), &dir)
             .map_err(|e| BrokerError::Metadata(e.to_string()))?;
         let image = Arc::new(metadata.image().clone());
+        config.set_dynamic(crate::config::DynamicBrokerConfigs {
+            node: image.broker_configs(&config.node_id.to_string()),
+            default: image.broker_configs(""),
+        });
         let groups = GroupCoordinator::new(GroupSettings {
             min_session_timeout_ms: config.get_i64("group.min.session.timeout.ms") as i32,
             max_session_timeout_ms: config.get_i64("group.max.session.timeout.ms") as i32,
@@ -479,6 +483,37 @@ impl Broker {
             }
         }
         tracing::info!(topic = name, configs = ?topic.configs, "topic configs changed");
+        Ok(())
+    }
+
+    /// Replaces the runtime-changed broker settings of `resource` ("" for the cluster
+    /// default, or this node's id), durably, and applies them to every partition at once.
+    pub fn set_broker_configs(
+        &self,
+        resource: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
+        let image = self.commit_metadata(|_| {
+            Ok(vec![MetadataRecord::BrokerConfig {
+                resource: resource.to_string(),
+                configs,
+            }])
+        })?;
+        self.config
+            .set_dynamic(crate::config::DynamicBrokerConfigs {
+                node: image.broker_configs(&self.config.node_id.to_string()),
+                default: image.broker_configs(""),
+            });
+        for topic in image.topics() {
+            let (log_config, settings) = self.log_config(&topic.configs);
+            for index in 0..topic.partitions.len() as i32 {
+                if let Some(p) = self.partition(&topic.name, index) {
+                    p.log().set_config(log_config.clone());
+                    *p.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+                }
+            }
+        }
+        tracing::info!(resource, "dynamic broker configs changed");
         Ok(())
     }
 

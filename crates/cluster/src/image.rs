@@ -26,6 +26,12 @@ pub enum MetadataRecord {
     },
     /// A topic and all its partitions are gone.
     RemoveTopic { topic_id: Uuid },
+    /// Dynamic broker configs for `resource` ("" for the cluster-wide default, or a node id),
+    /// replaced as a whole.
+    BrokerConfig {
+        resource: String,
+        configs: BTreeMap<String, String>,
+    },
     /// A topic's dynamic configs, replaced as a whole.
     TopicConfig {
         topic_id: Uuid,
@@ -58,6 +64,7 @@ pub struct MetadataImage {
     topics: BTreeMap<String, TopicMeta>,
     names_by_id: HashMap<Uuid, String>,
     next_producer_id_block: i64,
+    broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
@@ -125,10 +132,22 @@ impl MetadataImage {
                     None => tracing::warn!(%topic_id, "config record for an unknown topic ignored"),
                 }
             }
+            MetadataRecord::BrokerConfig { resource, configs } => {
+                self.broker_configs
+                    .insert(resource.clone(), configs.clone());
+            }
             MetadataRecord::ProducerIds { next_block_start } => {
                 self.next_producer_id_block = self.next_producer_id_block.max(*next_block_start);
             }
         }
+    }
+
+    /// Dynamic broker configs of `resource` ("" for the cluster default, or a node id).
+    pub fn broker_configs(&self, resource: &str) -> BTreeMap<String, String> {
+        self.broker_configs
+            .get(resource)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The first producer id not yet handed out in any block.

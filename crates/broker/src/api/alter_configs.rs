@@ -45,12 +45,39 @@ pub fn apply_topic(
         .map_err(|e| (ResponseError::UnknownServerError, e.to_string()))
 }
 
+/// Applies or (with `validate_only`) checks a new full set of runtime broker settings for
+/// `resource` ("" for the cluster default, or this broker's id).
+pub fn apply_broker(
+    ctx: &RequestContext,
+    resource: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    let node = ctx.broker.config.node_id.to_string();
+    if !resource.is_empty() && resource != node {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!("this is broker {node}, not '{resource}'"),
+        ));
+    }
+    for (k, v) in &configs {
+        crate::config::validate_dynamic_broker(k, v)
+            .map_err(|m| (ResponseError::InvalidConfig, m))?;
+    }
+    if validate_only {
+        return Ok(());
+    }
+    ctx.broker
+        .set_broker_configs(resource, configs)
+        .map_err(|e| (ResponseError::UnknownServerError, e.to_string()))
+}
+
 /// The answer for a resource type Gregor cannot alter.
 pub fn unsupported(resource_type: i8) -> (ResponseError, String) {
-    match resource_type {
-        BROKER => (ResponseError::InvalidRequest, "dynamic broker configs are not supported yet; set broker settings in the --config file and restart".into()),
-        other => (ResponseError::InvalidRequest, format!("resource type {other} cannot be altered; use 2 (topic)")),
-    }
+    (
+        ResponseError::InvalidRequest,
+        format!("resource type {resource_type} cannot be altered; use 2 (topic) or 4 (broker)"),
+    )
 }
 
 /// Error code and message of one resource's outcome.
@@ -66,7 +93,7 @@ pub fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> AlterConfig
         .resources
         .into_iter()
         .map(|res| {
-            let result = if res.resource_type == TOPIC {
+            let result = if res.resource_type == TOPIC || res.resource_type == BROKER {
                 let mut configs = BTreeMap::new();
                 let mut nulls = Vec::new();
                 for c in &res.configs {
@@ -82,8 +109,10 @@ pub fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> AlterConfig
                         ResponseError::InvalidConfig,
                         format!("topic config '{k}' has a null value"),
                     ))
-                } else {
+                } else if res.resource_type == TOPIC {
                     apply_topic(ctx, &res.resource_name, configs, request.validate_only)
+                } else {
+                    apply_broker(ctx, &res.resource_name, configs, request.validate_only)
                 }
             } else {
                 Err(unsupported(res.resource_type))

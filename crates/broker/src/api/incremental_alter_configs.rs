@@ -8,9 +8,9 @@ use kafka_protocol::messages::{
     ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 
-use super::alter_configs::{apply_topic, outcome, unsupported, TOPIC};
+use super::alter_configs::{apply_broker, apply_topic, outcome, unsupported, BROKER, TOPIC};
 use super::{ApiSpec, RequestContext};
-use crate::config::{topic_def, ConfigType};
+use crate::config::{topic_def, ConfigType, TOPIC_CONFIGS};
 
 pub const API: ApiSpec = ApiSpec {
     key: ApiKey::IncrementalAlterConfigs,
@@ -31,16 +31,23 @@ pub fn handle(
         .resources
         .into_iter()
         .map(|res| {
-            let result = if res.resource_type != TOPIC {
+            let broker = res.resource_type == BROKER;
+            let result = if res.resource_type != TOPIC && !broker {
                 Err(unsupported(res.resource_type))
             } else {
-                let current = ctx.broker.image().topic(&res.resource_name).map(|t| t.configs.clone()).unwrap_or_default();
+                let current = if broker {
+                    ctx.broker.image().broker_configs(&res.resource_name)
+                } else {
+                    ctx.broker.image().topic(&res.resource_name).map(|t| t.configs.clone()).unwrap_or_default()
+                };
+                // Broker settings are the broker-level names of topic settings.
+                let def_of = |key: &str| if broker { TOPIC_CONFIGS.iter().find(|d| d.broker_synonym == Some(key)) } else { topic_def(key) };
                 let mut configs = current;
                 let mut error = None;
                 for c in &res.configs {
                     let key = c.name.to_string();
                     let value = c.value.as_ref().map(|v| v.to_string());
-                    let list = topic_def(&key).is_some_and(|d| d.kind == ConfigType::List);
+                    let list = def_of(&key).is_some_and(|d| d.kind == ConfigType::List);
                     match (c.config_operation, value) {
                         (SET, Some(v)) => {
                             configs.insert(key, v);
@@ -49,7 +56,7 @@ pub fn handle(
                             configs.remove(&key);
                         }
                         (APPEND | SUBTRACT, Some(v)) if list => {
-                            let default = topic_def(&key).map_or("", |d| d.default);
+                            let default = def_of(&key).map_or("", |d| d.default);
                             let mut items: Vec<String> = configs.get(&key).map_or(default, String::as_str).split(',').filter(|s| !s.is_empty()).map(String::from).collect();
                             for item in v.split(',').filter(|s| !s.is_empty()) {
                                 if c.config_operation == APPEND && !items.iter().any(|i| i == item) {
@@ -67,6 +74,7 @@ pub fn handle(
                 }
                 match error {
                     Some(e) => Err(e),
+                    None if broker => apply_broker(ctx, &res.resource_name, configs, request.validate_only),
                     None => apply_topic(ctx, &res.resource_name, configs, request.validate_only),
                 }
             };
