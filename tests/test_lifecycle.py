@@ -291,3 +291,22 @@ def test_dynamic_broker_configs_apply_at_once_and_survive_restart(make_broker):
     assert "log.retention.ms" in e.value.args[0].str()
     alter([("message.max.bytes", None, "DELETE")])
     assert produce_size(b, "plain", 5000) is None
+
+
+def test_consumer_offsets_is_compacted_and_commits_survive(make_broker):
+    from test_groups import commit_v2, fetch_offset_v1
+    b = make_broker(FAST_CLEANER + '"offsets.topic.segment.bytes" = 2048\n"offsets.topic.num.partitions" = 1\n')
+    admin(b).create_topics([NewTopic("tracked", 1, 1)])["tracked"].result(30)
+    c = raw.Conn(b.bootstrap)
+    for i in range(1, 301):
+        assert commit_v2(c, "busy", -1, "", "tracked", 0, i) == 0
+    deadline = time.monotonic() + 30
+    while "__consumer_offsets" not in "".join(l for l in b.log_text().splitlines() if "log cleaned" in l) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cleaned = [l for l in b.log_text().splitlines() if "log cleaned" in l and "__consumer_offsets" in l]
+    assert cleaned, "the cleaner never compacted __consumer_offsets"
+    size = sum(f.stat().st_size for f in b.data_dir.glob("__consumer_offsets-0/*.log"))
+    assert size < 300 * 60, f"__consumer_offsets still holds {size} bytes for 300 commits of one partition"
+    assert fetch_offset_v1(c, "busy", "tracked", 0) == (300, 0)
+    b.restart()
+    assert fetch_offset_v1(raw.Conn(b.bootstrap), "busy", "tracked", 0) == (300, 0)
