@@ -41,6 +41,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--partitions", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--fill-gb", type=float, default=0, help="also write this many GB (256 KiB records over 100 partitions)")
     args = ap.parse_args()
     binary = os.environ.get("GREGOR_BIN", str(Path(__file__).resolve().parent.parent / "target/release/gregor"))
     data = tempfile.mkdtemp(prefix="gregor-startup-")
@@ -56,7 +57,23 @@ def main():
         if i % 1000 == 0:
             p.poll(0)
     assert p.flush(120) == 0
-    print(f"wrote one record to each partition", flush=True)
+    print("wrote one record to each partition", flush=True)
+    if args.fill_gb > 0:
+        t0 = time.perf_counter()
+        big = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 1 << 20, "queue.buffering.max.kbytes": 1 << 20})
+        chunk = os.urandom(256 * 1024)
+        count = int(args.fill_gb * 1e9 / len(chunk))
+        for i in range(count):
+            while True:
+                try:
+                    big.produce("many", chunk, partition=i % 100)
+                    break
+                except BufferError:
+                    big.poll(0.05)
+            if i % 4000 == 0:
+                print(f"  filled {i * len(chunk) / 1e9:.1f} GB", flush=True)
+        assert big.flush(600) == 0
+        print(f"wrote {args.fill_gb} GB in {time.perf_counter() - t0:.0f} s", flush=True)
     for mode in ("clean", "kill -9"):
         took = []
         for run in range(args.runs):
