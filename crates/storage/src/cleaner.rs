@@ -393,6 +393,25 @@ mod tests {
     }
 
     #[test]
+    fn records_younger_than_min_compaction_lag_are_not_cleaned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            min_compaction_lag_ms: 1000,
+            ..compacting(150)
+        };
+        let mut log = PartitionLog::open(Arc::new(OsDisk), dir.path().to_path_buf(), config, 0)
+            .expect("open");
+        for _ in 0..6 {
+            put(&mut log, "k", Some("v"), 10_000);
+        }
+        assert!(
+            log.cleanable(10_500).is_none(),
+            "500 ms old: too young to compact"
+        );
+        assert!(log.cleanable(11_000).is_some(), "1000 ms old: cleanable");
+    }
+
+    #[test]
     fn a_crash_mid_swap_leaves_the_old_or_the_new_segment() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = compacting(150);

@@ -73,6 +73,9 @@ pub fn handle(ctx: &RequestContext, request: DescribeConfigsRequest) -> Describe
                             synonyms.push(synonym(def.name, v, ConfigSource::DynamicTopic));
                         }
                         if let Some(syn) = def.broker_synonym {
+                            if let Some((v, source)) = broker.config.dynamic_value(syn) {
+                                synonyms.push(synonym(syn, &v, source));
+                            }
                             if broker.config.is_set(syn) {
                                 synonyms.push(synonym(
                                     syn,
