@@ -48,9 +48,25 @@ pub async fn run(
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
-    let coordinator = tokio::spawn(group_tick_loop(broker.clone(), stop_rx.clone()));
-    let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
-    let cleaner = tokio::spawn(cleaner_loop(broker.clone(), stop_rx.clone()));
+    // Group session and rebalance timeouts; retention; compaction.
+    let coordinator = tokio::spawn(periodic(
+        broker.clone(),
+        "group.coordinator.tick.ms",
+        stop_rx.clone(),
+        |b| b.groups.tick(b),
+    ));
+    let retention = tokio::spawn(periodic(
+        broker.clone(),
+        "log.retention.check.interval.ms",
+        stop_rx.clone(),
+        Broker::apply_retention,
+    ));
+    let cleaner = tokio::spawn(periodic(
+        broker.clone(),
+        "log.cleaner.backoff.ms",
+        stop_rx.clone(),
+        Broker::clean_compacted_paced,
+    ));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -114,62 +130,21 @@ async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Deletes segments past retention, on `log.retention.check.interval.ms`.
-async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let every = Duration::from_millis(
-        broker
-            .config
-            .get_i64("log.retention.check.interval.ms")
-            .max(1) as u64,
-    );
+/// Runs `tick` on the blocking pool every `interval_key` milliseconds (a broker setting)
+/// until the broker stops.
+async fn periodic(
+    broker: Arc<Broker>,
+    interval_key: &'static str,
+    mut stop: watch::Receiver<bool>,
+    tick: fn(&Broker),
+) {
+    let every = Duration::from_millis(broker.config.get_i64(interval_key).max(1) as u64);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {
                 let b = broker.clone();
-                let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
+                let _ = tokio::task::spawn_blocking(move || tick(&b)).await;
             }
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Compacts partitions with `cleanup.policy=compact`, every `log.cleaner.backoff.ms`,
-/// reading at most `log.cleaner.io.max.bytes.per.second`.
-async fn cleaner_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let every =
-        Duration::from_millis(broker.config.get_i64("log.cleaner.backoff.ms").max(1) as u64);
-    let rate = broker
-        .config
-        .get_i64("log.cleaner.io.max.bytes.per.second")
-        .max(1) as f64;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {
-                let b = broker.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    let started = std::time::Instant::now();
-                    let mut pace = |bytes: u64| {
-                        let due = Duration::from_secs_f64(bytes as f64 / rate);
-                        if let Some(wait) = due.checked_sub(started.elapsed()) {
-                            std::thread::sleep(wait.min(Duration::from_secs(10)));
-                        }
-                    };
-                    b.clean_compacted(&mut pace);
-                })
-                .await;
-            }
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Enforces group session and rebalance timeouts.
-async fn group_tick_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let every =
-        Duration::from_millis(broker.config.get_i64("group.coordinator.tick.ms").max(1) as u64);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => broker.groups.tick(broker.as_ref()),
             _ = stop.changed() => return,
         }
     }

@@ -647,6 +647,22 @@ impl Broker {
         }
     }
 
+    /// One cleaner pass, reading at most `log.cleaner.io.max.bytes.per.second`.
+    pub fn clean_compacted_paced(&self) {
+        let rate = self
+            .config
+            .get_i64("log.cleaner.io.max.bytes.per.second")
+            .max(1) as f64;
+        let started = std::time::Instant::now();
+        let mut pace = |bytes: u64| {
+            let due = std::time::Duration::from_secs_f64(bytes as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait.min(std::time::Duration::from_secs(10)));
+            }
+        };
+        self.clean_compacted(&mut pace);
+    }
+
     /// One pass of the log cleaner over every compacted partition. The partition lock is
     /// held only to pick the segments and to swap the cleaned ones in; `pace` is called
     /// with the bytes processed so far so the caller can throttle.
