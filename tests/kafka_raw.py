@@ -6,10 +6,11 @@ import struct
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 
-def batch(records, base_ts=1000, compression=0):
+def batch(records, base_ts=1000, compression=0, producer_id=-1, producer_epoch=-1, base_sequence=-1):
     """A v2 record batch. `records` is a list of (key, value, headers)."""
     b = DefaultRecordBatchBuilder(magic=2, compression_type=compression, is_transactional=False,
-                                  producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 30)
+                                  producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=base_sequence,
+                                  batch_size=1 << 30)
     for i, (k, v, h) in enumerate(records):
         b.append(i, timestamp=base_ts + i, key=k, value=v, headers=h)
     return bytes(b.build())

@@ -231,6 +231,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "How often segments past retention.ms or retention.bytes are deleted."
     ),
     def!("log.cleaner.backoff.ms", None, "15000", Long, [], 1, "How often the log cleaner looks for compacted partitions due for cleaning."),
+    def!("producer.id.expiration.ms", None, "86400000", Int, [], 1, "An idempotent producer idle this long is forgotten; its next batch must start a new sequence."),
     def!("log.cleaner.io.max.bytes.per.second", None, "9223372036854775807", Long, [], 1, "Bytes per second the log cleaner may read, so producers keep their throughput (Kafka takes a double; Gregor an integer)."),
 ];
 

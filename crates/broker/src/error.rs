@@ -21,6 +21,20 @@ pub enum BrokerError {
 pub fn storage_error_code(e: &StorageError) -> i16 {
     match e {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
+        StorageError::Sequence(s) => match s {
+            gregor_storage::producer::SequenceError::OutOfOrder { .. } => {
+                ResponseError::OutOfOrderSequenceNumber.code()
+            }
+            gregor_storage::producer::SequenceError::InvalidEpoch { .. } => {
+                ResponseError::InvalidProducerEpoch.code()
+            }
+            gregor_storage::producer::SequenceError::UnknownProducer(_) => {
+                ResponseError::UnknownProducerId.code()
+            }
+            gregor_storage::producer::SequenceError::MultipleBatches => {
+                ResponseError::InvalidRecord.code()
+            }
+        },
         StorageError::Io { .. } | StorageError::Offline(_) | StorageError::Corrupt { .. } => {
             ResponseError::KafkaStorageError.code()
         }

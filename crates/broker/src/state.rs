@@ -639,7 +639,12 @@ impl Broker {
     /// Applies retention to every partition (`log.retention.check.interval.ms`).
     pub fn apply_retention(&self) {
         let now = now_ms();
+        let producer_idle_ms = self.config.get_i64("producer.id.expiration.ms");
         for partition in self.all_partitions() {
+            let expired = partition.log().expire_producers(now, producer_idle_ms);
+            if expired > 0 {
+                tracing::info!(topic = %partition.topic, partition = partition.index, producers = expired, "expired idle producer ids");
+            }
             let result = partition.log().apply_retention(now);
             if let Err(e) = result {
                 tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed");

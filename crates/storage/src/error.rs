@@ -21,6 +21,8 @@ pub enum StorageError {
     Offline(PathBuf),
     #[error("corrupt data in {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Sequence(#[from] crate::producer::SequenceError),
 }
 
 impl StorageError {

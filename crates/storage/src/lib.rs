@@ -7,6 +7,7 @@ pub mod cleaner;
 pub mod disk;
 pub mod error;
 pub mod log;
+pub mod producer;
 pub mod segment;
 
 pub use disk::{Disk, DiskFile, FaultyDisk, OsDisk};

@@ -13,11 +13,14 @@ use gregor_protocol::batch::{self, BatchHeader};
 
 use crate::disk::{Disk, DiskFile};
 use crate::error::{Result, StorageError};
+use crate::producer::{Check, ProducerStates, SequenceError};
 use crate::segment::Segment;
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// The log start offset, when DeleteRecords or retention moved it inside a segment.
 const LOG_START_FILE: &str = "log-start-offset";
+/// Idempotent-producer state and the offset it covers.
+const PRODUCER_SNAPSHOT_FILE: &str = "producer-snapshot";
 /// Offsets below this have been compacted (Kafka's cleaner-offset-checkpoint).
 const CLEANER_CHECKPOINT_FILE: &str = "cleaner-checkpoint";
 
@@ -101,6 +104,9 @@ pub struct AppendInfo {
     pub records: u64,
     /// The flush policy asks for an fsync before this append is acknowledged.
     pub flush_due: bool,
+    /// A retried idempotent batch already in the log: nothing was appended, and the
+    /// offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// Bytes to serve for a fetch: whole batches in one segment file, read outside any lock.
@@ -148,6 +154,8 @@ pub struct PartitionLog {
     /// Set by a failed write or fsync: the log refuses reads and appends until the broker
     /// restarts and recovers it, so nothing that may not be on disk is served or acknowledged.
     offline: Option<String>,
+    /// Idempotent producers' last batches (see `producer.rs`).
+    producers: ProducerStates,
 }
 
 impl PartitionLog {
@@ -267,9 +275,56 @@ impl PartitionLog {
             oldest_unflushed_ms: None,
             flushed_offset: 0,
             offline: None,
+            producers: ProducerStates::default(),
         };
         log.flushed_offset = log.log_end();
+        log.rebuild_producer_state()?;
         Ok(log)
+    }
+
+    /// Loads the producer snapshot when it fits the recovered log, then replays the batch
+    /// headers after it (from the log start when there is no usable snapshot).
+    fn rebuild_producer_state(&mut self) -> Result<()> {
+        let snapshot = self
+            .disk
+            .read_file(&self.dir.join(PRODUCER_SNAPSHOT_FILE))
+            .ok()
+            .and_then(|raw| ProducerStates::decode(&raw));
+        let (from, states) = match snapshot {
+            Some((offset, states)) if offset >= self.log_start && offset <= self.log_end() => {
+                (offset, states)
+            }
+            _ => (self.log_start, ProducerStates::default()),
+        };
+        self.producers = states;
+        let mut headers = Vec::new();
+        for segment in self.segments.values().filter(|s| s.next_offset > from) {
+            let Some((pos, _)) = segment.position_of(from)? else {
+                continue;
+            };
+            segment.walk_headers(pos, |_, h| {
+                if h.base_offset >= from && h.producer_id >= 0 {
+                    headers.push(*h);
+                }
+                true
+            })?;
+        }
+        for h in &headers {
+            self.producers.record(h, h.max_timestamp);
+        }
+        Ok(())
+    }
+
+    fn write_producer_snapshot(&self) -> Result<()> {
+        let path = self.dir.join(PRODUCER_SNAPSHOT_FILE);
+        self.disk
+            .write_file_atomic(&path, &self.producers.encode(self.log_end()))
+            .map_err(|e| StorageError::io("write", &path, e))
+    }
+
+    /// Forgets producers idle for longer than `max_idle_ms`; returns how many.
+    pub fn expire_producers(&mut self, now_ms: i64, max_idle_ms: i64) -> usize {
+        self.producers.expire(now_ms, max_idle_ms)
     }
 
     pub fn dir(&self) -> &Path {
@@ -328,6 +383,23 @@ impl PartitionLog {
         log_append_time_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<AppendInfo> {
+        self.check_online()?;
+        // Idempotent producers: a retry of a recent batch is answered with its offsets, and
+        // a gap or a stale epoch is refused, before anything is written.
+        for (_, h) in headers {
+            if h.producer_id >= 0 && headers.len() > 1 {
+                return Err(SequenceError::MultipleBatches.into());
+            }
+            if let Check::Duplicate(meta) = self.producers.check(h)? {
+                return Ok(AppendInfo {
+                    base_offset: meta.first_offset,
+                    last_offset: meta.last_offset,
+                    records: 0,
+                    flush_due: false,
+                    duplicate: true,
+                });
+            }
+        }
         let base_offset = self.log_end();
         let mut next = base_offset;
         let mut stamped = Vec::with_capacity(headers.len());
@@ -353,7 +425,6 @@ impl PartitionLog {
             records += h.records_count as u64;
             stamped.push((at, h));
         }
-        self.check_online()?;
         if let Err(e) = self
             .maybe_roll(bytes.len() as u64, next, now_ms)
             .and_then(|_| self.active_mut().append(bytes, &stamped))
@@ -365,6 +436,9 @@ impl PartitionLog {
             next,
             "log end must follow the appended batches"
         );
+        for (_, h) in &stamped {
+            self.producers.record(h, now_ms);
+        }
         self.unflushed_records += records;
         self.oldest_unflushed_ms.get_or_insert(now_ms);
         Ok(AppendInfo {
@@ -372,6 +446,7 @@ impl PartitionLog {
             last_offset: next - 1,
             records,
             flush_due: self.flush_due(now_ms),
+            duplicate: false,
         })
     }
 
@@ -420,6 +495,7 @@ impl PartitionLog {
             .sync_dir(&self.dir)
             .map_err(|e| StorageError::io("fsync", &self.dir, e))?;
         self.write_recovery_point(base)?;
+        self.write_producer_snapshot()?;
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
         Ok(())
     }
@@ -796,6 +872,7 @@ impl PartitionLog {
     pub fn close(&mut self) -> Result<()> {
         self.flush()?;
         self.active().write_indexes(self.disk.as_ref(), &self.dir)?;
+        self.write_producer_snapshot()?;
         self.write_recovery_point(self.log_end())
     }
 }
@@ -1328,6 +1405,76 @@ mod tests {
             .expect("cut");
         let log = open(dir.path(), LogConfig::default());
         assert_eq!(log.log_end(), 1);
+    }
+
+    fn idempotent_batch(pid: i64, epoch: i16, seq: i32, values: &[&[u8]]) -> Vec<u8> {
+        // build_batch has no producer fields: set them and recompute the CRC.
+        let mut b = build_batch(0, 1, &values.iter().map(|v| v.to_vec()).collect::<Vec<_>>());
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    fn append_raw(log: &mut PartitionLog, mut b: Vec<u8>) -> Result<AppendInfo> {
+        let h = check_batch(&b).expect("valid");
+        log.append(&mut b, &[(0, h)], 0, None, 1)
+    }
+
+    #[test]
+    fn retried_idempotent_batches_are_stored_once_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            segment_bytes: 300,
+            ..LogConfig::default()
+        };
+        let mut log = open(dir.path(), config.clone());
+        let first = idempotent_batch(9, 0, 0, &[b"a", b"b"]);
+        let info = append_raw(&mut log, first.clone()).expect("append");
+        assert_eq!((info.base_offset, info.duplicate), (0, false));
+        let again = append_raw(&mut log, first.clone()).expect("retry");
+        assert_eq!(
+            (again.base_offset, again.last_offset, again.duplicate),
+            (0, 1, true)
+        );
+        assert_eq!(log.log_end(), 2, "the retry was not appended");
+        assert!(matches!(
+            append_raw(&mut log, idempotent_batch(9, 0, 5, &[b"c"])),
+            Err(StorageError::Sequence(SequenceError::OutOfOrder {
+                expected: 2,
+                ..
+            }))
+        ));
+        for seq in 2..8 {
+            append_raw(&mut log, idempotent_batch(9, 0, seq, &[&[b'x'; 60]])).expect("append");
+        }
+        let end = log.log_end();
+        log.close().expect("close"); // snapshot written
+        let mut log = open(dir.path(), config.clone());
+        assert!(
+            append_raw(&mut log, idempotent_batch(9, 0, 7, &[&[b'x'; 60]]))
+                .expect("retry")
+                .duplicate
+        );
+        drop(log); // crash: no snapshot of what follows
+        let mut log = open(dir.path(), config.clone());
+        append_raw(&mut log, idempotent_batch(9, 0, 8, &[b"y"])).expect("append");
+        drop(log);
+        std::fs::remove_file(dir.path().join(PRODUCER_SNAPSHOT_FILE)).expect("remove snapshot");
+        let mut log = open(dir.path(), config);
+        let retry =
+            append_raw(&mut log, idempotent_batch(9, 0, 8, &[b"y"])).expect("retry after rebuild");
+        assert_eq!(
+            (retry.base_offset, retry.duplicate),
+            (end, true),
+            "state rebuilt from the log"
+        );
+        assert!(matches!(
+            append_raw(&mut log, idempotent_batch(9, -1, 9, &[b"z"])),
+            Err(StorageError::Sequence(SequenceError::InvalidEpoch { .. }))
+        ));
     }
 
     /// Found by the segment_recovery fuzz target: a CRC-valid batch whose last offset delta

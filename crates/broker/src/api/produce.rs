@@ -98,6 +98,11 @@ async fn produce_to(
         result
     };
     match appended {
+        Ok(info) if info.duplicate => {
+            // A retry of a batch already stored: its original offsets, nothing appended.
+            tracing::debug!(topic = %partition.topic, partition = partition.index, base_offset = info.base_offset, "duplicate idempotent batch answered with its original offset");
+            r.base_offset = info.base_offset;
+        }
         Ok(info) => {
             if info.flush_due {
                 if let Err(e) = partition.make_durable(info.last_offset + 1).await {
@@ -110,6 +115,11 @@ async fn produce_to(
             partition.wake_waiters();
             r.base_offset = info.base_offset;
             r.log_append_time_ms = stamp.unwrap_or(-1);
+        }
+        Err(e @ gregor_storage::StorageError::Sequence(_)) => {
+            tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "idempotent batch refused");
+            r.error_code = storage_error_code(&e);
+            r.error_message = Some(StrBytes::from_string(e.to_string()));
         }
         Err(e) => {
             tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
