@@ -895,6 +895,14 @@ mod tests {
     use gregor_protocol::batch::{batches, build_batch, check_batch};
     use proptest::prelude::*;
 
+    /// A log on a [`FaultyDisk`], with the disk to inject faults through.
+    fn open_faulty(dir: &Path, config: LogConfig) -> (FaultyDisk, PartitionLog) {
+        let disk = FaultyDisk::new();
+        let log =
+            PartitionLog::open(Arc::new(disk.clone()), dir.to_path_buf(), config, 0).expect("open");
+        (disk, log)
+    }
+
     fn open(dir: &Path, config: LogConfig) -> PartitionLog {
         PartitionLog::open(Arc::new(OsDisk), dir.to_path_buf(), config, 0).expect("open")
     }
@@ -1121,14 +1129,7 @@ mod tests {
     #[test]
     fn failed_write_leaves_no_partial_batch() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let disk = FaultyDisk::new();
-        let mut log = PartitionLog::open(
-            Arc::new(disk.clone()),
-            dir.path().to_path_buf(),
-            LogConfig::default(),
-            0,
-        )
-        .expect("open");
+        let (disk, mut log) = open_faulty(dir.path(), LogConfig::default());
         append_values(&mut log, &[b"ok".to_vec()], 1);
         disk.set(|f| f.torn_write_bytes = Some(20));
         let mut b = build_batch(0, 2, &[b"torn".to_vec()]);
@@ -1152,14 +1153,7 @@ mod tests {
     #[test]
     fn failed_write_takes_the_log_offline_until_recovery() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let disk = FaultyDisk::new();
-        let mut log = PartitionLog::open(
-            Arc::new(disk.clone()),
-            dir.path().to_path_buf(),
-            LogConfig::default(),
-            0,
-        )
-        .expect("open");
+        let (disk, mut log) = open_faulty(dir.path(), LogConfig::default());
         append_values(&mut log, &[b"kept".to_vec()], 1);
         disk.set(|f| f.fail_writes = true);
         let mut b = build_batch(0, 2, &[b"lost".to_vec()]);
@@ -1188,14 +1182,7 @@ mod tests {
     #[test]
     fn full_disk_refuses_appends_without_going_offline_and_resumes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let disk = FaultyDisk::new();
-        let mut log = PartitionLog::open(
-            Arc::new(disk.clone()),
-            dir.path().to_path_buf(),
-            LogConfig::default(),
-            0,
-        )
-        .expect("open");
+        let (disk, mut log) = open_faulty(dir.path(), LogConfig::default());
         append_values(&mut log, &[b"a".to_vec()], 1);
         disk.set(|f| f.space_left = Some(10));
         let mut b = build_batch(0, 2, &[vec![7u8; 100]]);
@@ -1222,17 +1209,13 @@ mod tests {
     #[test]
     fn failed_fsync_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let disk = FaultyDisk::new();
-        let mut log = PartitionLog::open(
-            Arc::new(disk.clone()),
-            dir.path().to_path_buf(),
+        let (disk, mut log) = open_faulty(
+            dir.path(),
             LogConfig {
                 flush_messages: 1,
                 ..LogConfig::default()
             },
-            0,
-        )
-        .expect("open");
+        );
         let info = append_values(&mut log, &[b"x".to_vec()], 1);
         assert!(info.flush_due);
         disk.set(|f| f.fail_syncs = true);
