@@ -148,6 +148,14 @@ pub struct Broker {
     pub groups: GroupCoordinator,
 }
 
+/// Takes this node's and the cluster-wide runtime broker configs from the metadata image.
+fn load_dynamic_configs(config: &BrokerConfig, image: &MetadataImage) {
+    config.set_dynamic(crate::config::DynamicBrokerConfigs {
+        node: image.broker_configs(&config.node_id.to_string()),
+        default: image.broker_configs(""),
+    });
+}
+
 /// The data directory's clean-shutdown marker.
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 
@@ -176,10 +184,7 @@ impl Broker {
         let metadata = MetadataLog::open(disk.clone(), &dir)
             .map_err(|e| BrokerError::Metadata(e.to_string()))?;
         let image = Arc::new(metadata.image().clone());
-        config.set_dynamic(crate::config::DynamicBrokerConfigs {
-            node: image.broker_configs(&config.node_id.to_string()),
-            default: image.broker_configs(""),
-        });
+        load_dynamic_configs(&config, &image);
         let groups = GroupCoordinator::new(GroupSettings {
             min_session_timeout_ms: config.get_i64("group.min.session.timeout.ms") as i32,
             max_session_timeout_ms: config.get_i64("group.max.session.timeout.ms") as i32,
@@ -324,6 +329,7 @@ impl Broker {
         let get = |name: &str| c.topic_i64(name, overrides);
         let policy_def =
             crate::config::topic_def("cleanup.policy").expect("cleanup.policy is in the table");
+        let (policy, _) = c.topic_value(policy_def, overrides);
         let log = LogConfig {
             segment_bytes: get("segment.bytes").max(14) as u64,
             segment_ms: get("segment.ms"),
@@ -332,8 +338,8 @@ impl Broker {
             flush_ms: get("flush.ms"),
             retention_ms: get("retention.ms"),
             retention_bytes: get("retention.bytes"),
-            retention_enabled: c.topic_value(policy_def, overrides).0.contains("delete"),
-            compact: c.topic_value(policy_def, overrides).0.contains("compact"),
+            retention_enabled: policy.contains("delete"),
+            compact: policy.contains("compact"),
             min_cleanable_dirty_ratio: crate::config::topic_def("min.cleanable.dirty.ratio")
                 .and_then(|d| c.topic_value(d, overrides).0.parse().ok())
                 .unwrap_or(0.5),
@@ -475,13 +481,7 @@ impl Broker {
             Ok(vec![MetadataRecord::TopicConfig { topic_id, configs }])
         })?;
         let topic = image.topic(name).ok_or(BrokerError::UnknownTopic)?;
-        let (log_config, settings) = self.log_config(&topic.configs);
-        for index in 0..topic.partitions.len() as i32 {
-            if let Some(p) = self.partition(name, index) {
-                p.log().set_config(log_config.clone());
-                *p.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
-            }
-        }
+        self.reconfigure(topic);
         tracing::info!(topic = name, configs = ?topic.configs, "topic configs changed");
         Ok(())
     }
@@ -499,22 +499,23 @@ impl Broker {
                 configs,
             }])
         })?;
-        self.config
-            .set_dynamic(crate::config::DynamicBrokerConfigs {
-                node: image.broker_configs(&self.config.node_id.to_string()),
-                default: image.broker_configs(""),
-            });
+        load_dynamic_configs(&self.config, &image);
         for topic in image.topics() {
-            let (log_config, settings) = self.log_config(&topic.configs);
-            for index in 0..topic.partitions.len() as i32 {
-                if let Some(p) = self.partition(&topic.name, index) {
-                    p.log().set_config(log_config.clone());
-                    *p.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
-                }
-            }
+            self.reconfigure(topic);
         }
         tracing::info!(resource, "dynamic broker configs changed");
         Ok(())
+    }
+
+    /// Applies a topic's effective configs to its open partitions.
+    fn reconfigure(&self, topic: &TopicMeta) {
+        let (log_config, settings) = self.log_config(&topic.configs);
+        for index in 0..topic.partitions.len() as i32 {
+            if let Some(p) = self.partition(&topic.name, index) {
+                p.log().set_config(log_config.clone());
+                *p.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+            }
+        }
     }
 
     /// Hands out a producer id never given before, reserving a new block durably when the
