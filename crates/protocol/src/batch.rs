@@ -345,6 +345,62 @@ pub fn build_record_batch(base_ts: i64, records: &[KeyValue], spread_timestamps:
     b
 }
 
+/// Sets a built batch's producer fields and its transactional bit, and recomputes the CRC.
+/// The broker uses it for the records it writes on a producer's behalf (transactional
+/// offset commits).
+pub fn set_producer(batch: &mut [u8], producer_id: i64, epoch: i16, transactional: bool) {
+    let mut attributes = be_i16(batch, 21) & !TRANSACTIONAL_BIT;
+    if transactional {
+        attributes |= TRANSACTIONAL_BIT;
+    }
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A transaction marker (control batch): one record whose key is (version 0, type: 0 abort,
+/// 1 commit) and whose value is (version 0, coordinator epoch), as Kafka writes them.
+pub fn build_control_batch(
+    timestamp: i64,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&i16::from(commit).to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut b = build_record_batch(timestamp, &[(Some(&key), Some(&value))], false);
+    let attributes = TRANSACTIONAL_BIT | CONTROL_BIT;
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// The kind of a control batch: `Some(true)` for a commit marker, `Some(false)` for an
+/// abort, `None` when the batch is no transaction marker (or cannot be read).
+pub fn marker_kind(batch: &[u8]) -> Option<bool> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if !header.is_control() {
+        return None;
+    }
+    let records = decode_records(batch).ok()?;
+    let key = records.first()?.key.as_ref()?;
+    match key.get(2..4)? {
+        [0, 0] => Some(false),
+        [0, 1] => Some(true),
+        _ => None,
+    }
+}
+
 /// Every record of one batch as (offset, timestamp, key, value), decompressing if needed.
 /// Off the hot path: used to replay the broker's internal topics.
 pub fn decode_records(batch: &[u8]) -> Result<Vec<DecodedRecord>, BatchError> {
@@ -381,6 +437,23 @@ mod tests {
             record_timestamps(&b).expect("decodes"),
             vec![(0, 1000), (1, 1001), (2, 1002)]
         );
+    }
+
+    #[test]
+    fn markers_and_producer_fields_round_trip() {
+        for commit in [true, false] {
+            let b = build_control_batch(5, 42, 3, commit, 7);
+            let h = check_batch(&b).expect("valid marker");
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!((h.producer_id, h.producer_epoch), (42, 3));
+            assert_eq!(marker_kind(&b), Some(commit));
+        }
+        let mut b = build_record_batch(1, &[(Some(b"k"), Some(b"v"))], false);
+        assert_eq!(marker_kind(&b), None);
+        set_producer(&mut b, 9, 2, true);
+        let h = check_batch(&b).expect("CRC recomputed");
+        assert!(h.is_transactional() && !h.is_control());
+        assert_eq!((h.producer_id, h.producer_epoch), (9, 2));
     }
 
     #[test]

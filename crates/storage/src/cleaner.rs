@@ -117,6 +117,11 @@ pub fn clean(
     for seg in &c.segments {
         let data = read_all(seg, &c.dir)?;
         for (at, h) in batch::batches(&data) {
+            // Transactional batches and their markers are kept whole and do not supersede
+            // older values: an aborted record must not hide the committed one before it.
+            if h.is_transactional() {
+                continue;
+            }
             let (_, records) =
                 raw_records(&data[at..at + h.total_bytes()]).map_err(|e| corrupt(&c.dir, e))?;
             for r in records {
@@ -137,7 +142,7 @@ pub fn clean(
         let mut changed = false;
         for (at, h) in batch::batches(&data) {
             let original = &data[at..at + h.total_bytes()];
-            if h.is_control() {
+            if h.is_transactional() {
                 rewritten.extend_from_slice(original);
                 continue;
             }

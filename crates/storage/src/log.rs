@@ -79,15 +79,21 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOffsets {
     pub log_start: i64,
+    /// The last stable offset: below it no transaction is open; `read_committed` readers
+    /// see nothing at or above it.
+    pub last_stable: i64,
     pub high_watermark: i64,
     pub log_end: i64,
 }
 
 impl LogOffsets {
-    /// Checks `log_start <= high_watermark <= log_end`; stays on in release builds.
+    /// Checks `log_start <= last_stable <= high_watermark <= log_end`; stays on in
+    /// release builds.
     pub fn checked(self) -> Self {
         assert!(
             0 <= self.log_start
+                && self.log_start <= self.last_stable
+                && self.last_stable <= self.high_watermark
                 && self.log_start <= self.high_watermark
                 && self.high_watermark <= self.log_end,
             "log offsets out of order: {self:?}"
@@ -302,16 +308,38 @@ impl PartitionLog {
             let Some((pos, _)) = segment.position_of(from)? else {
                 continue;
             };
-            segment.walk_headers(pos, |_, h| {
+            let mut markers = Vec::new();
+            segment.walk_headers(pos, |at, h| {
                 if h.base_offset >= from && h.producer_id >= 0 {
-                    headers.push(*h);
+                    headers.push((*h, None));
+                    if h.is_control() {
+                        markers.push((headers.len() - 1, at));
+                    }
                 }
                 true
             })?;
+            for (i, at) in markers {
+                let h = headers[i].0;
+                let bytes = segment.read_bytes(at, h.total_bytes())?;
+                headers[i].1 = batch::marker_kind(&bytes);
+            }
         }
-        for h in &headers {
-            self.producers.record(h, h.max_timestamp);
+        for (h, marker) in &headers {
+            match (h.is_control(), marker) {
+                (false, _) => self.producers.record(h, h.max_timestamp),
+                (true, Some(commit)) => self.producers.record_marker(
+                    h.producer_id,
+                    h.producer_epoch,
+                    *commit,
+                    h.base_offset,
+                    h.max_timestamp,
+                ),
+                (true, None) => {
+                    tracing::warn!(dir = %self.dir.display(), offset = h.base_offset, "skipping a control batch that is no transaction marker")
+                }
+            }
         }
+        self.producers.truncate_aborted(self.log_start);
         Ok(())
     }
 
@@ -359,9 +387,14 @@ impl PartitionLog {
     /// On a single node every appended record is committed, so the high watermark is the
     /// log end; replication will hold it back.
     pub fn offsets(&self) -> LogOffsets {
+        let high_watermark = self.log_end();
         LogOffsets {
             log_start: self.log_start,
-            high_watermark: self.log_end(),
+            last_stable: self
+                .producers
+                .first_unstable_offset()
+                .map_or(high_watermark, |o| o.clamp(self.log_start, high_watermark)),
+            high_watermark,
             log_end: self.log_end(),
         }
         .checked()
@@ -450,6 +483,56 @@ impl PartitionLog {
         })
     }
 
+    /// Appends a transaction marker (commit or abort) for `producer_id`, ending its open
+    /// transaction here; an abort joins the aborted-transaction index. A marker from an
+    /// epoch older than the producer's is refused.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        self.check_online()?;
+        self.producers.check_marker(producer_id, epoch)?;
+        let mut bytes =
+            batch::build_control_batch(now_ms, producer_id, epoch, commit, coordinator_epoch);
+        let offset = self.log_end();
+        batch::set_base_offset(&mut bytes, offset);
+        let h = BatchHeader::parse(&bytes).map_err(|e| StorageError::Corrupt {
+            path: self.dir.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Err(e) = self
+            .maybe_roll(bytes.len() as u64, offset + 1, now_ms)
+            .and_then(|_| self.active_mut().append(&bytes, &[(0, h)]))
+        {
+            return Err(self.fail(e));
+        }
+        self.producers
+            .record_marker(producer_id, epoch, commit, offset, now_ms);
+        self.unflushed_records += 1;
+        self.oldest_unflushed_ms.get_or_insert(now_ms);
+        Ok(AppendInfo {
+            base_offset: offset,
+            last_offset: offset,
+            records: 1,
+            flush_due: self.flush_due(now_ms),
+            duplicate: false,
+        })
+    }
+
+    /// Aborted transactions overlapping `[from, to)`, for a `read_committed` fetch.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<crate::producer::AbortedTxn> {
+        self.producers.aborted_between(from, to)
+    }
+
+    /// Open transactions: (producer id, epoch, first offset, last activity in ms).
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64, i64)> {
+        self.producers.open_transactions()
+    }
+
     fn flush_due(&self, now_ms: i64) -> bool {
         self.unflushed_records >= self.config.flush_messages
             || self
@@ -508,6 +591,18 @@ impl PartitionLog {
     /// `max_bytes`, but always at least one whole batch when `min_one_batch` (KIP-74).
     /// Reads stay within one segment; the next fetch continues in the next.
     pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<ReadPlan> {
+        self.read_below(offset, max_bytes, min_one_batch, i64::MAX)
+    }
+
+    /// As [`read`](Self::read), but only batches that start below `end` (the last stable
+    /// offset for `read_committed`).
+    pub fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        end: i64,
+    ) -> Result<ReadPlan> {
         self.check_online()?;
         let log_end = self.log_end();
         if offset < self.log_start || offset > log_end {
@@ -531,7 +626,9 @@ impl PartitionLog {
             let mut len = 0usize;
             segment.walk_headers(position, |_, h| {
                 let total = h.total_bytes();
-                if len + total <= max_bytes || (len == 0 && min_one_batch) {
+                if h.base_offset >= end {
+                    false
+                } else if len + total <= max_bytes || (len == 0 && min_one_batch) {
                     len += total;
                     true
                 } else {
@@ -622,6 +719,7 @@ impl PartitionLog {
             self.log_start = offset;
             self.write_offset_file(LOG_START_FILE, offset)?;
             self.delete_segments_below_start(now_ms)?;
+            self.producers.truncate_aborted(self.log_start);
         }
         Ok(self.log_start)
     }
@@ -676,6 +774,7 @@ impl PartitionLog {
                 .log_start
                 .max(self.segments.values().next().map_or(0, |s| s.base_offset));
             self.write_offset_file(LOG_START_FILE, self.log_start)?;
+            self.producers.truncate_aborted(self.log_start);
         }
         Ok(deleted)
     }
@@ -1458,6 +1557,88 @@ mod tests {
             append_raw(&mut log, idempotent_batch(9, -1, 9, &[b"z"])),
             Err(StorageError::Sequence(SequenceError::InvalidEpoch { .. }))
         ));
+    }
+
+    fn txn_batch(pid: i64, epoch: i16, seq: i32, values: &[&[u8]]) -> Vec<u8> {
+        let mut b = idempotent_batch(pid, epoch, seq, values);
+        b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn transactions_hold_the_lso_and_aborts_are_indexed_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            segment_bytes: 400,
+            ..LogConfig::default()
+        };
+        let mut log = open(dir.path(), config.clone());
+        append_values(&mut log, &[b"plain".to_vec()], 1); // 0
+        append_raw(&mut log, txn_batch(1, 0, 0, &[b"a1", b"a2"])).expect("txn 1"); // 1-2
+        append_raw(&mut log, txn_batch(2, 0, 0, &[b"b1"])).expect("txn 2"); // 3
+        assert_eq!(log.offsets().last_stable, 1, "held at txn 1's first offset");
+        let plan = log.read_below(0, 1 << 20, true, 1).expect("read");
+        assert_eq!(
+            plan.len,
+            read_all_bytes(&log, 0, 1),
+            "read_committed stops at the LSO"
+        );
+        let abort = log.append_marker(1, 0, false, 0, 5).expect("abort 1"); // 4
+        assert_eq!(abort.base_offset, 4);
+        assert_eq!(log.offsets().last_stable, 3, "now held by txn 2");
+        log.append_marker(2, 0, true, 0, 5).expect("commit 2"); // 5
+        assert_eq!(log.offsets().last_stable, 6);
+        let aborted = log.aborted_between(0, 6);
+        assert_eq!(
+            aborted,
+            vec![crate::producer::AbortedTxn {
+                producer_id: 1,
+                first_offset: 1,
+                last_offset: 4
+            }]
+        );
+        assert!(log.aborted_between(5, 6).is_empty(), "marker before 5");
+        // A stale epoch's marker is refused; a fresh open transaction holds the LSO again.
+        log.append_marker(1, 1, false, 0, 6).expect("epoch bump"); // 6
+        assert!(matches!(
+            log.append_marker(1, 0, true, 0, 6),
+            Err(StorageError::Sequence(SequenceError::InvalidEpoch { .. }))
+        ));
+        append_raw(&mut log, txn_batch(2, 0, 1, &[b"b2"])).expect("txn 2 again"); // 7
+        let expected = (log.offsets(), log.aborted_between(0, 100));
+        assert_eq!(expected.0.last_stable, 7);
+        log.close().expect("close");
+        let log = open(dir.path(), config.clone());
+        assert_eq!((log.offsets(), log.aborted_between(0, 100)), expected);
+        drop(log);
+        std::fs::remove_file(dir.path().join(PRODUCER_SNAPSHOT_FILE)).expect("remove snapshot");
+        let mut log = open(dir.path(), config);
+        assert_eq!(
+            (log.offsets(), log.aborted_between(0, 100)),
+            expected,
+            "rebuilt from the log"
+        );
+        assert_eq!(log.open_transactions().len(), 1);
+        log.delete_records(5, 9).expect("delete");
+        assert!(
+            log.aborted_between(0, 100).is_empty(),
+            "aborts below the start go"
+        );
+    }
+
+    fn read_all_bytes(log: &PartitionLog, from: i64, below: i64) -> usize {
+        let mut n = 0;
+        let mut offset = from;
+        while offset < below {
+            let plan = log.read(offset, 1, true).expect("read");
+            let bytes = plan.read().expect("bytes");
+            let h = check_batch(&bytes).expect("batch");
+            n += bytes.len();
+            offset = h.last_offset() + 1;
+        }
+        n
     }
 
     /// Found by the segment_recovery fuzz target: a CRC-valid batch whose last offset delta

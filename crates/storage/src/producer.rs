@@ -6,10 +6,17 @@
 //! The state is snapshotted beside the segments (`producer-snapshot`, with the log offset
 //! it covers) at every roll and clean close, and rebuilt on open by replaying batch headers
 //! from the snapshot's offset (or the log start when the snapshot is missing or stale).
+//!
+//! Transactions live here too: each producer's open transaction (the offset of its first
+//! batch), which holds back the last stable offset, and the index of aborted transactions
+//! that `read_committed` fetches hand to clients so they drop aborted records.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use gregor_protocol::batch::BatchHeader;
+
+/// Leads every snapshot; older snapshots without it are rebuilt from the log.
+const SNAPSHOT_MAGIC: &[u8] = b"GPS2";
 
 /// Batches remembered per producer.
 pub const BATCHES_KEPT: usize = 5;
@@ -27,7 +34,20 @@ pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMeta>,
     pub last_timestamp_ms: i64,
+    /// The first offset of the producer's open transaction in this partition.
+    pub txn_first_offset: Option<i64>,
 }
+
+/// An aborted transaction: its producer, its first offset and the offset of its marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// Batches written by the broker on a producer's behalf carry no sequence number.
+pub const NO_SEQUENCE: i32 = -1;
 
 /// Why a batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +87,10 @@ fn last_seq(h: &BatchHeader) -> i32 {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerStates {
     map: HashMap<i64, ProducerEntry>,
+    /// Open transactions as (first offset, producer id); the smallest bounds the LSO.
+    ongoing: BTreeSet<(i64, i64)>,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTxn>,
 }
 
 impl ProducerStates {
@@ -83,7 +107,7 @@ impl ProducerStates {
             return Ok(Check::Append);
         }
         let Some(entry) = self.map.get(&h.producer_id) else {
-            return if h.base_sequence == 0 {
+            return if h.base_sequence == 0 || h.base_sequence == NO_SEQUENCE {
                 Ok(Check::Append)
             } else {
                 Err(SequenceError::UnknownProducer(h.producer_id))
@@ -95,6 +119,9 @@ impl ProducerStates {
                 current: entry.epoch,
                 got: h.producer_epoch,
             });
+        }
+        if h.base_sequence == NO_SEQUENCE {
+            return Ok(Check::Append);
         }
         if h.producer_epoch > entry.epoch {
             return if h.base_sequence == 0 {
@@ -142,6 +169,14 @@ impl ProducerStates {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
+        entry.last_timestamp_ms = entry.last_timestamp_ms.max(timestamp_ms);
+        if h.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(h.base_offset);
+            self.ongoing.insert((h.base_offset, h.producer_id));
+        }
+        if h.base_sequence == NO_SEQUENCE {
+            return;
+        }
         entry.batches.push_back(BatchMeta {
             first_seq: h.base_sequence,
             last_seq: last_seq(h),
@@ -151,20 +186,99 @@ impl ProducerStates {
         while entry.batches.len() > BATCHES_KEPT {
             entry.batches.pop_front();
         }
+    }
+
+    /// Checks a transaction marker's epoch: a marker from an older epoch than the
+    /// producer's is refused.
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), SequenceError> {
+        match self.map.get(&producer_id) {
+            Some(e) if epoch < e.epoch => Err(SequenceError::InvalidEpoch {
+                producer_id,
+                current: e.epoch,
+                got: epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a transaction marker written at `offset`: the producer's open transaction
+    /// (if any) ends, and an abort is added to the aborted index.
+    pub fn record_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        offset: i64,
+        timestamp_ms: i64,
+    ) {
+        let entry = self.map.entry(producer_id).or_default();
+        if epoch != entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
         entry.last_timestamp_ms = entry.last_timestamp_ms.max(timestamp_ms);
+        if let Some(first) = entry.txn_first_offset.take() {
+            self.ongoing.remove(&(first, producer_id));
+            if !commit {
+                self.aborted.push(AbortedTxn {
+                    producer_id,
+                    first_offset: first,
+                    last_offset: offset,
+                });
+            }
+        }
+    }
+
+    /// The first offset of the oldest open transaction.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.iter().next().map(|&(offset, _)| offset)
+    }
+
+    /// Open transactions as (producer id, epoch, first offset, last activity in ms).
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64, i64)> {
+        self.ongoing
+            .iter()
+            .filter_map(|&(first, id)| {
+                self.map
+                    .get(&id)
+                    .map(|e| (id, e.epoch, first, e.last_timestamp_ms))
+            })
+            .collect()
+    }
+
+    /// Aborted transactions that overlap `[from, to)`: those whose marker is at or after
+    /// `from` and that started before `to`.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions whose marker lies below the log start.
+    pub fn truncate_aborted(&mut self, log_start: i64) {
+        let below = self.aborted.partition_point(|a| a.last_offset < log_start);
+        self.aborted.drain(..below);
     }
 
     /// Forgets producers idle for longer than `max_idle_ms` (`producer.id.expiration.ms`).
     pub fn expire(&mut self, now_ms: i64, max_idle_ms: i64) -> usize {
         let before = self.map.len();
-        self.map
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp_ms) <= max_idle_ms);
+        // A producer with an open transaction is kept: it still holds back the LSO, and the
+        // transaction coordinator will end it (at the latest on its timeout).
+        self.map.retain(|_, e| {
+            e.txn_first_offset.is_some()
+                || now_ms.saturating_sub(e.last_timestamp_ms) <= max_idle_ms
+        });
         before - self.map.len()
     }
 
     /// The snapshot file's bytes: the offset it covers, then every producer.
     pub fn encode(&self, offset: i64) -> Vec<u8> {
         let mut out = Vec::new();
+        out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&offset.to_be_bytes());
         out.extend_from_slice(&(self.map.len() as u32).to_be_bytes());
         let mut ids: Vec<&i64> = self.map.keys().collect();
@@ -174,6 +288,7 @@ impl ProducerStates {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&e.epoch.to_be_bytes());
             out.extend_from_slice(&e.last_timestamp_ms.to_be_bytes());
+            out.extend_from_slice(&e.txn_first_offset.unwrap_or(-1).to_be_bytes());
             out.push(e.batches.len() as u8);
             for b in &e.batches {
                 out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -181,6 +296,12 @@ impl ProducerStates {
                 out.extend_from_slice(&b.first_offset.to_be_bytes());
                 out.extend_from_slice(&b.last_offset.to_be_bytes());
             }
+        }
+        out.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            out.extend_from_slice(&a.producer_id.to_be_bytes());
+            out.extend_from_slice(&a.first_offset.to_be_bytes());
+            out.extend_from_slice(&a.last_offset.to_be_bytes());
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
@@ -199,13 +320,22 @@ impl ProducerStates {
             pos += n;
             Some(s)
         };
+        if take(SNAPSHOT_MAGIC.len())? != SNAPSHOT_MAGIC {
+            return None;
+        }
         let offset = i64::from_be_bytes(take(8)?.try_into().ok()?);
         let count = u32::from_be_bytes(take(4)?.try_into().ok()?);
         let mut map = HashMap::new();
+        let mut ongoing = BTreeSet::new();
         for _ in 0..count {
             let id = i64::from_be_bytes(take(8)?.try_into().ok()?);
             let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
             let last_timestamp_ms = i64::from_be_bytes(take(8)?.try_into().ok()?);
+            let txn_first_offset =
+                Some(i64::from_be_bytes(take(8)?.try_into().ok()?)).filter(|&o| o >= 0);
+            if let Some(first) = txn_first_offset {
+                ongoing.insert((first, id));
+            }
             let n = take(1)?[0] as usize;
             let mut batches = VecDeque::new();
             for _ in 0..n.min(BATCHES_KEPT) {
@@ -222,10 +352,27 @@ impl ProducerStates {
                     epoch,
                     batches,
                     last_timestamp_ms,
+                    txn_first_offset,
                 },
             );
         }
-        Some((offset, ProducerStates { map }))
+        let aborted_count = u32::from_be_bytes(take(4)?.try_into().ok()?);
+        let mut aborted = Vec::new();
+        for _ in 0..aborted_count {
+            aborted.push(AbortedTxn {
+                producer_id: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                first_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                last_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
+            });
+        }
+        Some((
+            offset,
+            ProducerStates {
+                map,
+                ongoing,
+                aborted,
+            },
+        ))
     }
 }
 
@@ -315,6 +462,29 @@ mod tests {
         assert_eq!(ProducerStates::decode(&bad), None);
         assert_eq!(s.expire(1_000_000, 1000), 1);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn open_transactions_bound_the_lso_and_broker_batches_skip_sequences() {
+        let mut s = ProducerStates::default();
+        let mut t = header(3, 0, NO_SEQUENCE, 2, 10);
+        t.attributes = 0x10;
+        assert_eq!(s.check(&t), Ok(Check::Append), "no sequence to check");
+        s.record(&t, 1);
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        assert!(s.map[&3].batches.is_empty());
+        s.record_marker(3, 0, false, 12, 2);
+        assert_eq!(s.first_unstable_offset(), None);
+        assert_eq!(s.aborted_between(0, 13).len(), 1);
+        assert_eq!(s.expire(1_000_000, 1), 1);
+        s.record(&t, 1);
+        assert_eq!(
+            s.expire(1_000_000, 1),
+            0,
+            "an open transaction keeps its producer"
+        );
+        let raw = s.encode(13);
+        assert_eq!(ProducerStates::decode(&raw), Some((13, s.clone())));
     }
 
     #[test]
