@@ -232,6 +232,10 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     ),
     def!("log.cleaner.backoff.ms", None, "15000", Long, [], 1, "How often the log cleaner looks for compacted partitions due for cleaning."),
     def!("producer.id.expiration.ms", None, "86400000", Int, [], 1, "An idempotent producer idle this long is forgotten; its next batch must start a new sequence."),
+    def!("transaction.state.log.num.partitions", None, "50", Int, [], 1, "Partitions of __transaction_state, fixed once it exists."),
+    def!("transaction.state.log.segment.bytes", None, "104857600", Int, [], 14, "Segment size of __transaction_state."),
+    def!("transaction.max.timeout.ms", None, "900000", Int, [], 1, "The longest transaction.timeout.ms a producer may ask for."),
+    def!("transaction.abort.timed.out.transaction.cleanup.interval.ms", None, "10000", Int, [], 1, "How often transactions past their timeout are aborted."),
     def!("log.cleaner.io.max.bytes.per.second", None, "9223372036854775807", Long, [], 1, "Bytes per second the log cleaner may read, so producers keep their throughput (Kafka takes a double; Gregor an integer)."),
 ];
 

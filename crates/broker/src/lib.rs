@@ -7,6 +7,7 @@ pub mod error;
 pub mod group;
 pub mod server;
 pub mod state;
+pub mod txn;
 
 pub use config::BrokerConfig;
 pub use server::run;

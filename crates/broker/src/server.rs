@@ -55,6 +55,12 @@ pub async fn run(
         stop_rx.clone(),
         |b| b.groups.tick(b),
     ));
+    let transactions = tokio::spawn(periodic(
+        broker.clone(),
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        stop_rx.clone(),
+        |b| b.txns.tick(b, crate::state::now_ms()),
+    ));
     let retention = tokio::spawn(periodic(
         broker.clone(),
         "log.retention.check.interval.ms",
@@ -105,6 +111,7 @@ pub async fn run(
     }
     let _ = flusher.await;
     let _ = coordinator.await;
+    let _ = transactions.await;
     let _ = retention.await;
     let _ = cleaner.await;
     let b = broker.clone();

@@ -18,8 +18,12 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::group::store::GroupRecord;
 use crate::group::store::{self as group_store, OFFSETS_TOPIC};
 use crate::group::{GroupCoordinator, GroupLog, GroupSettings};
+use crate::txn::{store as txn_store, TxnCoordinator, TxnHost, TxnMeta, TXN_TOPIC};
+use gregor_protocol::batch::BatchHeader;
+use kafka_protocol::error::ResponseError;
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -146,6 +150,8 @@ pub struct Broker {
     producer_ids: Mutex<(i64, i64)>,
     /// The classic consumer-group coordinator; its state lives in `__consumer_offsets`.
     pub groups: GroupCoordinator,
+    /// The transaction coordinator; its state lives in `__transaction_state`.
+    pub txns: TxnCoordinator,
 }
 
 /// Takes this node's and the cluster-wide runtime broker configs from the metadata image.
@@ -194,7 +200,9 @@ impl Broker {
                 .saturating_mul(60_000),
             offset_metadata_max_bytes: config.get_i64("offset.metadata.max.bytes").max(0) as usize,
         });
+        let txns = TxnCoordinator::new(config.get_i64("transaction.max.timeout.ms") as i32);
         let broker = Arc::new(Broker {
+            txns,
             config,
             cluster_id,
             disk,
@@ -220,17 +228,23 @@ impl Broker {
             "partition logs opened"
         );
         broker.load_groups()?;
+        broker.load_txns()?;
+        // Finish any transaction whose outcome was stored but whose markers may not all be.
+        broker.txns.tick(broker.as_ref(), now_ms());
         Ok(broker)
     }
 
-    /// Replays every `__consumer_offsets` partition into the group coordinator.
-    fn load_groups(&self) -> Result<(), BrokerError> {
-        let Some(topic) = self.image().topic(OFFSETS_TOPIC).cloned() else {
+    /// Calls `f` with every batch of every partition of an internal topic, in log order.
+    fn replay_internal(
+        &self,
+        topic: &str,
+        mut f: impl FnMut(i32, &BatchHeader, &[u8]),
+    ) -> Result<(), BrokerError> {
+        let Some(meta) = self.image().topic(topic).cloned() else {
             return Ok(());
         };
-        let mut records = Vec::new();
-        for index in 0..topic.partitions.len() as i32 {
-            let Some(partition) = self.partition(OFFSETS_TOPIC, index) else {
+        for index in 0..meta.partitions.len() as i32 {
+            let Some(partition) = self.partition(topic, index) else {
                 continue;
             };
             let log = partition.log();
@@ -242,56 +256,132 @@ impl Broker {
                 }
                 for (at, header) in gregor_protocol::batch::batches(&bytes) {
                     offset = header.last_offset() + 1;
-                    match gregor_protocol::batch::decode_records(
-                        &bytes[at..at + header.total_bytes()],
-                    ) {
-                        Ok(decoded) => {
-                            for record in decoded {
-                                match record
-                                    .key
-                                    .as_deref()
-                                    .and_then(|k| group_store::decode(k, record.value.as_deref()))
-                                {
-                                    Some(r) => records.push(r),
-                                    None => tracing::warn!(
-                                        partition = index,
-                                        "skipping a __consumer_offsets record Gregor does not know"
-                                    ),
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(partition = index, offset = header.base_offset, error = %e, "skipping an undecodable __consumer_offsets batch")
-                        }
-                    }
+                    f(index, &header, &bytes[at..at + header.total_bytes()]);
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Replays every `__transaction_state` partition into the transaction coordinator.
+    fn load_txns(&self) -> Result<(), BrokerError> {
+        let mut records = Vec::new();
+        self.replay_internal(TXN_TOPIC, |index, header, batch| {
+            match gregor_protocol::batch::decode_records(batch) {
+                Ok(decoded) => {
+                    for r in decoded {
+                        match r
+                            .key
+                            .as_deref()
+                            .and_then(|k| txn_store::decode(k, r.value.as_deref()))
+                        {
+                            Some(rec) => records.push(rec),
+                            None => tracing::warn!(
+                                partition = index,
+                                offset = r.offset,
+                                "skipping a __transaction_state record Gregor does not know"
+                            ),
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(partition = index, offset = header.base_offset, error = %e, "skipping an undecodable __transaction_state batch")
+                }
+            }
+        })?;
+        self.txns.load(records);
+        Ok(())
+    }
+
+    /// Replays every `__consumer_offsets` partition into the group coordinator. Offsets
+    /// committed in a transaction count from its commit marker on; an abort drops them;
+    /// those of transactions still open are handed over as pending.
+    fn load_groups(&self) -> Result<(), BrokerError> {
+        let mut records = Vec::new();
+        let mut open: HashMap<(i32, i64), Vec<GroupRecord>> = HashMap::new();
+        self.replay_internal(OFFSETS_TOPIC, |index, header, batch| {
+            if header.is_control() {
+                let pending = open.remove(&(index, header.producer_id));
+                if gregor_protocol::batch::marker_kind(batch) == Some(true) {
+                    records.extend(pending.unwrap_or_default());
+                }
+                return;
+            }
+            let decoded = match gregor_protocol::batch::decode_records(batch) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(partition = index, offset = header.base_offset, error = %e, "skipping an undecodable __consumer_offsets batch");
+                    return;
+                }
+            };
+            let target = if header.is_transactional() {
+                open.entry((index, header.producer_id)).or_default()
+            } else {
+                &mut records
+            };
+            for record in decoded {
+                match record
+                    .key
+                    .as_deref()
+                    .and_then(|k| group_store::decode(k, record.value.as_deref()))
+                {
+                    Some(r) => target.push(r),
+                    None => tracing::warn!(
+                        partition = index,
+                        "skipping a __consumer_offsets record Gregor does not know"
+                    ),
+                }
+            }
+        })?;
         self.groups.load(records);
+        self.groups.load_txn_offsets(
+            open.into_iter()
+                .flat_map(|((_, pid), rs)| rs.into_iter().map(move |r| (pid, r)))
+                .collect(),
+        );
         Ok(())
     }
 
     /// Creates `__consumer_offsets` (compacted, `offsets.topic.num.partitions`) if missing.
     pub fn ensure_offsets_topic(&self) -> Result<TopicMeta, BrokerError> {
-        if let Some(t) = self.image().topic(OFFSETS_TOPIC) {
+        self.ensure_internal_topic(
+            OFFSETS_TOPIC,
+            "offsets.topic.num.partitions",
+            "offsets.topic.segment.bytes",
+        )
+    }
+
+    /// Creates `__transaction_state` (compacted, `transaction.state.log.num.partitions`)
+    /// if missing.
+    pub fn ensure_txn_topic(&self) -> Result<TopicMeta, BrokerError> {
+        self.ensure_internal_topic(
+            TXN_TOPIC,
+            "transaction.state.log.num.partitions",
+            "transaction.state.log.segment.bytes",
+        )
+    }
+
+    fn ensure_internal_topic(
+        &self,
+        name: &str,
+        partitions_key: &str,
+        segment_key: &str,
+    ) -> Result<TopicMeta, BrokerError> {
+        if let Some(t) = self.image().topic(name) {
             return Ok(t.clone());
         }
         let configs = BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),
             (
                 "segment.bytes".to_string(),
-                self.config.get("offsets.topic.segment.bytes").to_string(),
+                self.config.get(segment_key).to_string(),
             ),
         ]);
-        match self.create_topic(
-            OFFSETS_TOPIC,
-            self.config.get_i64("offsets.topic.num.partitions") as i32,
-            configs,
-        ) {
+        match self.create_topic(name, self.config.get_i64(partitions_key) as i32, configs) {
             Ok(t) => Ok(t),
             Err(BrokerError::TopicExists) => self
                 .image()
-                .topic(OFFSETS_TOPIC)
+                .topic(name)
                 .cloned()
                 .ok_or(BrokerError::UnknownTopic),
             Err(e) => Err(e),
@@ -752,6 +842,121 @@ impl GroupLog for Broker {
             .map_err(|e| e.to_string())?;
         partition.wake_waiters();
         Ok(())
+    }
+
+    fn append_txn(
+        &self,
+        group: &str,
+        producer_id: i64,
+        epoch: i16,
+        records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), (ResponseError, String)> {
+        let unavailable = |e: String| (ResponseError::CoordinatorNotAvailable, e);
+        let topic = self
+            .ensure_offsets_topic()
+            .map_err(|e| unavailable(e.to_string()))?;
+        let index = group_store::partition_for(group, topic.partitions.len() as i32);
+        let partition = self
+            .partition(OFFSETS_TOPIC, index)
+            .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC}-{index} is not open")))?;
+        let refs: Vec<gregor_protocol::batch::KeyValue> = records
+            .iter()
+            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+            .collect();
+        let now = now_ms();
+        let mut batch = gregor_protocol::batch::build_record_batch(now, &refs, false);
+        gregor_protocol::batch::set_producer(&mut batch, producer_id, epoch, true);
+        let header = gregor_protocol::batch::check_batch(&batch)
+            .map_err(|e| (ResponseError::UnknownServerError, e.to_string()))?;
+        let appended = partition
+            .log()
+            .append(&mut batch, &[(0, header)], 0, None, now);
+        match appended {
+            Ok(_) => {
+                partition.wake_waiters();
+                Ok(())
+            }
+            Err(e @ StorageError::Sequence(_)) => {
+                Err((ResponseError::ProducerFenced, e.to_string()))
+            }
+            Err(e) => Err((
+                ResponseError::try_from_code(crate::error::storage_error_code(&e))
+                    .unwrap_or(ResponseError::UnknownServerError),
+                e.to_string(),
+            )),
+        }
+    }
+}
+
+impl TxnHost for Broker {
+    fn persist_txn(&self, transactional_id: &str, meta: Option<&TxnMeta>) -> Result<(), String> {
+        let topic = self.ensure_txn_topic().map_err(|e| e.to_string())?;
+        let index = group_store::partition_for(transactional_id, topic.partitions.len() as i32);
+        let partition = self
+            .partition(TXN_TOPIC, index)
+            .ok_or_else(|| format!("{TXN_TOPIC}-{index} is not open"))?;
+        let key = txn_store::key(transactional_id);
+        let value = meta.map(txn_store::value);
+        let now = now_ms();
+        let mut batch = gregor_protocol::batch::build_record_batch(
+            now,
+            &[(Some(key.as_slice()), value.as_deref())],
+            false,
+        );
+        let header = gregor_protocol::batch::check_batch(&batch).map_err(|e| e.to_string())?;
+        let mut log = partition.log();
+        let info = log
+            .append(&mut batch, &[(0, header)], 0, None, now)
+            .map_err(|e| e.to_string())?;
+        if info.flush_due {
+            log.flush().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn write_markers(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        partitions: &std::collections::BTreeSet<(String, i32)>,
+    ) -> Result<(), String> {
+        let now = now_ms();
+        for (topic, index) in partitions {
+            let Some(partition) = self.partition(topic, *index) else {
+                tracing::warn!(topic = %topic, partition = index, producer_id, "no marker for a partition that no longer exists");
+                continue;
+            };
+            {
+                let mut log = partition.log();
+                match log.append_marker(producer_id, epoch, commit, 0, now) {
+                    Ok(info) => {
+                        if info.flush_due {
+                            log.flush().map_err(|e| format!("{topic}-{index}: {e}"))?;
+                        }
+                    }
+                    Err(e @ StorageError::Sequence(_)) => {
+                        // A newer epoch of this producer already wrote here: nothing of
+                        // this transaction can be open any more.
+                        tracing::warn!(topic = %topic, partition = index, producer_id, error = %e, "marker from an older epoch skipped");
+                    }
+                    Err(e) => return Err(format!("{topic}-{index}: {e}")),
+                }
+            }
+            if topic == OFFSETS_TOPIC {
+                self.groups.complete_txn(producer_id, commit);
+            }
+            partition.wake_waiters();
+        }
+        Ok(())
+    }
+
+    fn new_producer_id(&self) -> Result<i64, String> {
+        self.allocate_producer_id().map_err(|e| e.to_string())
+    }
+
+    fn partition_exists(&self, topic: &str, partition: i32) -> bool {
+        self.partition(topic, partition).is_some()
     }
 }
 

@@ -80,7 +80,14 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
         }
         ApiKey::CreatePartitions => CreatePartitionsRequest::default().into(),
         ApiKey::DescribeCluster => DescribeClusterRequest::default().into(),
-        ApiKey::InitProducerId => InitProducerIdRequest::default().into(),
+        ApiKey::InitProducerId => {
+            let mut r = InitProducerIdRequest::default();
+            r.transactional_id = Some(TransactionalId(StrBytes::from_static_str("tx")));
+            r.transaction_timeout_ms = 60_000;
+            r.producer_id = ProducerId(-1);
+            r.producer_epoch = -1;
+            r.into()
+        }
         ApiKey::FindCoordinator => {
             let mut r = FindCoordinatorRequest::default();
             if version >= 4 {
@@ -172,6 +179,47 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             r.group_id = GroupId(StrBytes::from_static_str("g"));
             r.into()
         }
+        ApiKey::AddPartitionsToTxn => {
+            let mut t = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+            t.name = name;
+            t.partitions = vec![0];
+            let mut r = AddPartitionsToTxnRequest::default();
+            r.v3_and_below_transactional_id = TransactionalId(StrBytes::from_static_str("tx"));
+            r.v3_and_below_topics = vec![t];
+            r.into()
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let mut r = AddOffsetsToTxnRequest::default();
+            r.transactional_id = TransactionalId(StrBytes::from_static_str("tx"));
+            r.group_id = GroupId(StrBytes::from_static_str("g"));
+            r.into()
+        }
+        ApiKey::EndTxn => {
+            let mut r = EndTxnRequest::default();
+            r.transactional_id = TransactionalId(StrBytes::from_static_str("tx"));
+            r.into()
+        }
+        ApiKey::TxnOffsetCommit => {
+            let mut p = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default();
+            p.committed_offset = 1;
+            let mut t = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default();
+            t.name = name;
+            t.partitions = vec![p];
+            let mut r = TxnOffsetCommitRequest::default();
+            r.transactional_id = TransactionalId(StrBytes::from_static_str("tx"));
+            r.group_id = GroupId(StrBytes::from_static_str("g"));
+            r.topics = vec![t];
+            r.into()
+        }
+        ApiKey::DescribeTransactions => {
+            let mut r = DescribeTransactionsRequest::default();
+            r.transactional_ids = vec![
+                TransactionalId(StrBytes::from_static_str("tx")),
+                TransactionalId(StrBytes::from_static_str("unknown")),
+            ];
+            r.into()
+        }
+        ApiKey::ListTransactions => ListTransactionsRequest::default().into(),
         other => panic!("add a request for {other:?} to this test"),
     }
 }

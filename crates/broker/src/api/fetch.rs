@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -22,6 +24,8 @@ pub const API: ApiSpec = ApiSpec {
     min: 4,
     max: 16,
 };
+
+const READ_COMMITTED: i8 = 1;
 
 /// Kafka's cap on how long a fetch may wait, whatever the client asks.
 const MAX_WAIT_CAP_MS: u64 = 30_000;
@@ -102,6 +106,7 @@ fn read_once(
                     match read_partition(
                         &partition,
                         ctx.version,
+                        request.isolation_level == READ_COMMITTED,
                         p.fetch_offset,
                         limit,
                         total == 0,
@@ -140,6 +145,7 @@ fn read_once(
 fn read_partition(
     partition: &Partition,
     version: i16,
+    read_committed: bool,
     offset: i64,
     limit: usize,
     first: bool,
@@ -149,11 +155,29 @@ fn read_partition(
         let log = partition.log();
         let offsets = log.offsets();
         data.high_watermark = offsets.high_watermark;
-        data.last_stable_offset = offsets.high_watermark;
+        data.last_stable_offset = offsets.last_stable;
         if version >= 5 {
             data.log_start_offset = offsets.log_start;
         }
-        (log.read(offset, limit, first)?, offsets)
+        if read_committed {
+            // Only what lies below the LSO, with the aborted transactions in that range
+            // so the client drops their records.
+            let plan = log.read_below(offset, limit, first, offsets.last_stable)?;
+            data.aborted_transactions = Some(
+                log.aborted_between(offset, offsets.last_stable)
+                    .into_iter()
+                    .map(|a| {
+                        build!(AbortedTransaction {
+                            producer_id: ProducerId(a.producer_id),
+                            first_offset: a.first_offset
+                        })
+                    })
+                    .collect(),
+            );
+            (plan, offsets)
+        } else {
+            (log.read(offset, limit, first)?, offsets)
+        }
     };
     debug_assert!(offset <= offsets.log_end);
     let bytes = plan.read()?;

@@ -1,5 +1,5 @@
-//! FindCoordinator (key 10): this broker coordinates every group (single node). Batched
-//! keys from v4. Transaction coordinators are not built yet.
+//! FindCoordinator (key 10): this broker coordinates every group and every transactional
+//! id (single node). Batched keys from v4.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -15,26 +15,35 @@ pub const API: ApiSpec = ApiSpec {
 };
 
 const GROUP: i8 = 0;
+const TRANSACTION: i8 = 1;
 
 pub fn handle(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let c = &ctx.broker.config;
     let answer = |key: &StrBytes| -> (i16, Option<String>) {
-        if request.key_type != GROUP {
+        if request.key_type != GROUP && request.key_type != TRANSACTION {
             return (
-                ResponseError::CoordinatorNotAvailable.code(),
-                Some("transaction coordinators are not supported yet".into()),
+                ResponseError::InvalidRequest.code(),
+                Some(format!(
+                    "unknown coordinator key type {}: 0 is a group, 1 a transactional id",
+                    request.key_type
+                )),
             );
         }
         if key.is_empty() {
             return (
                 ResponseError::InvalidRequest.code(),
-                Some("empty group id".into()),
+                Some("empty coordinator key".into()),
             );
         }
-        match ctx.broker.ensure_offsets_topic() {
+        let created = if request.key_type == GROUP {
+            ctx.broker.ensure_offsets_topic()
+        } else {
+            ctx.broker.ensure_txn_topic()
+        };
+        match created {
             Ok(_) => (0, None),
             Err(e) => {
-                tracing::error!(error = %e, "could not create __consumer_offsets");
+                tracing::error!(error = %e, "could not create the coordinator's internal topic");
                 (
                     ResponseError::CoordinatorNotAvailable.code(),
                     Some(e.to_string()),

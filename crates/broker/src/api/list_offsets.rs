@@ -21,6 +21,7 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
 pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let request_isolation = request.isolation_level;
     let topics = request
         .topics
         .into_iter()
@@ -37,6 +38,8 @@ pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsR
                     let log = partition.log();
                     let offsets = log.offsets();
                     let found = match p.timestamp {
+                        // read_committed consumers start at the last stable offset.
+                        LATEST if request_isolation == 1 => Ok(Some((offsets.last_stable, -1))),
                         LATEST => Ok(Some((offsets.high_watermark, -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((offsets.log_start, -1))),
                         MAX_TIMESTAMP => log.max_timestamp_record(),

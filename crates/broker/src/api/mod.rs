@@ -26,6 +26,8 @@ macro_rules! build {
     (@set $v:ident; $f:ident $(, $($rest:tt)*)?) => { $v.$f = $f; build!(@set $v; $($($rest)*)?); };
 }
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
@@ -36,6 +38,8 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -45,12 +49,14 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 /// The versions of one API that Gregor serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +93,12 @@ pub const APIS: &[ApiSpec] = &[
     delete_records::API,
     alter_configs::API,
     incremental_alter_configs::API,
+    add_partitions_to_txn::API,
+    add_offsets_to_txn::API,
+    end_txn::API,
+    txn_offset_commit::API,
+    describe_transactions::API,
+    list_transactions::API,
 ];
 
 /// The handler's spec for an API key, if Gregor serves it at all.
@@ -163,6 +175,22 @@ pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<Resp
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs::handle(ctx, r)),
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(ctx, r))
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(ctx, r))
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(ctx, r))
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(ctx, r)),
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(ctx, r))
+        }
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(describe_transactions::handle(ctx, r))
+        }
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(list_transactions::handle(ctx, r))
         }
         other => {
             // The connection checks the registry before decoding, so this is a bug.

@@ -1,5 +1,6 @@
 //! OffsetFetch (key 9): committed offsets of one group (v0-7) or several (v8+).
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -52,6 +53,16 @@ fn fields(o: &Option<CommittedOffset>, version: i16) -> (i64, i32, Option<StrByt
 
 pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
     let v = ctx.version;
+    // With require_stable (v7+), an offset that waits on an open transaction is not
+    // answered yet: UNSTABLE_OFFSET_COMMIT, and the client retries.
+    let require_stable = v >= 7 && request.require_stable;
+    let unstable = |group: &str, topic: &str, partition: i32| {
+        require_stable
+            && ctx
+                .broker
+                .groups
+                .has_pending_txn_offset(group, topic, partition)
+    };
     if v >= 8 {
         let groups = request
             .groups
@@ -62,7 +73,8 @@ pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchR
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let topics = rows(ctx, &g.group_id.0, wanted)
+                let group = g.group_id.0.to_string();
+                let topics = rows(ctx, &group, wanted)
                     .into_iter()
                     .map(|(t, ps)| {
                         build!(OffsetFetchResponseTopics {
@@ -70,6 +82,14 @@ pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchR
                             partitions: ps
                                 .iter()
                                 .map(|(p, o)| {
+                                    if unstable(&group, &t, *p) {
+                                        return build!(OffsetFetchResponsePartitions {
+                                            partition_index: *p,
+                                            committed_offset: -1,
+                                            committed_leader_epoch: -1,
+                                            error_code: ResponseError::UnstableOffsetCommit.code()
+                                        });
+                                    }
                                     let (committed_offset, committed_leader_epoch, metadata) =
                                         fields(o, v);
                                     build!(OffsetFetchResponsePartitions {
@@ -96,7 +116,8 @@ pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchR
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let topics = rows(ctx, &request.group_id.0, wanted)
+    let group = request.group_id.0.to_string();
+    let topics = rows(ctx, &group, wanted)
         .into_iter()
         .map(|(t, ps)| {
             build!(OffsetFetchResponseTopic {
@@ -104,6 +125,14 @@ pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchR
                 partitions: ps
                     .iter()
                     .map(|(p, o)| {
+                        if unstable(&group, &t, *p) {
+                            return build!(OffsetFetchResponsePartition {
+                                partition_index: *p,
+                                committed_offset: -1,
+                                committed_leader_epoch: -1,
+                                error_code: ResponseError::UnstableOffsetCommit.code()
+                            });
+                        }
                         let (committed_offset, committed_leader_epoch, metadata) = fields(o, v);
                         build!(OffsetFetchResponsePartition {
                             partition_index: *p,

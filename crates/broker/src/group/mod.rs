@@ -49,6 +49,15 @@ impl GroupState {
 pub trait GroupLog {
     /// Appends (key, value-or-tombstone) records for `group` durably enough to acknowledge.
     fn append(&self, group: &str, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), String>;
+    /// Appends records as part of a producer's transaction (TxnOffsetCommit): a
+    /// transactional batch with the producer's id and epoch. Errors carry a Kafka code.
+    fn append_txn(
+        &self,
+        group: &str,
+        producer_id: i64,
+        epoch: i16,
+        records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), (ResponseError, String)>;
 }
 
 /// Coordinator settings, from the broker config (Kafka's names and defaults).
@@ -181,6 +190,9 @@ struct Group {
     /// more members instead of completing as soon as everyone known has joined.
     initial_delay: bool,
     offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Offsets committed inside open transactions, by producer id: they become committed
+    /// offsets when the transaction commits, and vanish when it aborts.
+    txn_offsets: HashMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
     state_timestamp_ms: i64,
 }
 
@@ -199,6 +211,7 @@ impl Group {
             rebalance_deadline: None,
             initial_delay: false,
             offsets: BTreeMap::new(),
+            txn_offsets: HashMap::new(),
             state_timestamp_ms: crate::state::now_ms(),
         }
     }
@@ -1081,6 +1094,122 @@ impl GroupCoordinator {
         codes
     }
 
+    /// TxnOffsetCommit: stores offsets as part of the producer's transaction. They are
+    /// written now (transactional records) but count only once the transaction commits.
+    pub fn txn_commit(
+        &self,
+        log: &dyn GroupLog,
+        by: Committer<'_>,
+        producer: (i64, i16),
+        offsets: &[(String, i32, CommittedOffset)],
+        valid_partition: impl Fn(&str, i32) -> bool,
+    ) -> Vec<i16> {
+        let Committer {
+            group_id,
+            generation,
+            member_id,
+            instance_id,
+        } = by;
+        let fail_all = |e: ResponseError| vec![e.code(); offsets.len()];
+        if group_id.is_empty() {
+            return fail_all(ResponseError::InvalidGroupId);
+        }
+        let mut groups = self.lock();
+        let g = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id));
+        if g.state == GroupState::Dead {
+            return fail_all(ResponseError::CoordinatorNotAvailable);
+        }
+        // Older clients send no generation: Kafka then skips the member check.
+        if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+            if let Err(e) = Self::check_member(g, member_id, instance_id) {
+                return fail_all(e);
+            }
+            if generation != g.generation {
+                return fail_all(ResponseError::IllegalGeneration);
+            }
+        }
+        let mut codes = Vec::with_capacity(offsets.len());
+        let mut records = Vec::new();
+        for (topic, partition, o) in offsets {
+            let code = if !valid_partition(topic, *partition) {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else if o.metadata.len() > self.settings.offset_metadata_max_bytes {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else {
+                records.push((
+                    store::offset_key(group_id, topic, *partition),
+                    Some(store::offset_value(o)),
+                ));
+                0
+            };
+            codes.push(code);
+        }
+        if records.is_empty() {
+            return codes;
+        }
+        if let Err((code, e)) = log.append_txn(group_id, producer.0, producer.1, records) {
+            tracing::warn!(group = group_id, producer_id = producer.0, error = %e, "transactional offset commit refused");
+            return codes
+                .iter()
+                .map(|&c| if c == 0 { code.code() } else { c })
+                .collect();
+        }
+        let pending = g.txn_offsets.entry(producer.0).or_default();
+        for ((topic, partition, o), code) in offsets.iter().zip(&codes) {
+            if *code == 0 {
+                pending.insert((topic.clone(), *partition), o.clone());
+            }
+        }
+        codes
+    }
+
+    /// A transaction marker reached `__consumer_offsets`: the producer's pending offsets
+    /// become committed (commit) or are dropped (abort).
+    pub fn complete_txn(&self, producer_id: i64, commit: bool) {
+        let mut groups = self.lock();
+        for g in groups.values_mut() {
+            if let Some(pending) = g.txn_offsets.remove(&producer_id) {
+                if commit {
+                    g.offsets.extend(pending);
+                }
+            }
+        }
+    }
+
+    /// Restores offsets of transactions still open at start-up (their markers come later).
+    pub fn load_txn_offsets(&self, records: Vec<(i64, GroupRecord)>) {
+        let mut groups = self.lock();
+        for (producer_id, r) in records {
+            if let GroupRecord::Offset {
+                group,
+                topic,
+                partition,
+                value: Some(v),
+            } = r
+            {
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group))
+                    .txn_offsets
+                    .entry(producer_id)
+                    .or_default()
+                    .insert((topic, partition), v);
+            }
+        }
+    }
+
+    /// Whether a partition's offset in the group waits on an open transaction
+    /// (OffsetFetch with `require_stable` then answers `UNSTABLE_OFFSET_COMMIT`).
+    pub fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        let groups = self.lock();
+        groups.get(group_id).is_some_and(|g| {
+            let key = (topic.to_string(), partition);
+            g.txn_offsets.values().any(|p| p.contains_key(&key))
+        })
+    }
+
     /// Committed offsets of a group: the partitions asked for, or all with `None`.
     pub fn fetch_offsets(
         &self,
@@ -1250,6 +1379,67 @@ mod tests {
             a.extend(records.into_iter().map(|(k, v)| (group.to_string(), k, v)));
             Ok(())
         }
+        fn append_txn(
+            &self,
+            group: &str,
+            _producer_id: i64,
+            epoch: i16,
+            records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        ) -> Result<(), (ResponseError, String)> {
+            if epoch < 0 {
+                return Err((ResponseError::InvalidProducerEpoch, "stale epoch".into()));
+            }
+            self.append(group, records)
+                .map_err(|e| (ResponseError::KafkaStorageError, e))
+        }
+    }
+
+    #[test]
+    fn transactional_offsets_count_only_once_committed() {
+        let log = MemLog::default();
+        let c = coordinator(0, 60_000);
+        let by = Committer {
+            group_id: "g",
+            generation: -1,
+            member_id: "",
+            instance_id: None,
+        };
+        let offset = |o: i64| CommittedOffset {
+            offset: o,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        };
+        let codes = c.txn_commit(&log, by, (5, 0), &[("t".into(), 0, offset(10))], |_, _| {
+            true
+        });
+        assert_eq!(codes, vec![0]);
+        assert!(c.has_pending_txn_offset("g", "t", 0));
+        assert_eq!(
+            c.fetch_offsets("g", None).len(),
+            0,
+            "invisible until committed"
+        );
+        c.complete_txn(5, true);
+        assert!(!c.has_pending_txn_offset("g", "t", 0));
+        assert_eq!(
+            c.fetch_offsets("g", None)[0].2.as_ref().map(|o| o.offset),
+            Some(10)
+        );
+        c.txn_commit(&log, by, (6, 0), &[("t".into(), 0, offset(20))], |_, _| {
+            true
+        });
+        c.complete_txn(6, false);
+        assert_eq!(
+            c.fetch_offsets("g", None)[0].2.as_ref().map(|o| o.offset),
+            Some(10),
+            "an aborted commit leaves the old offset"
+        );
+        let refused = c.txn_commit(&log, by, (7, -1), &[("t".into(), 0, offset(30))], |_, _| {
+            true
+        });
+        assert_eq!(refused, vec![ResponseError::InvalidProducerEpoch.code()]);
+        assert!(!c.has_pending_txn_offset("g", "t", 0));
     }
 
     fn coordinator(initial_delay_ms: i32, retention_ms: i64) -> GroupCoordinator {

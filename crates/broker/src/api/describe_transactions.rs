@@ -1,0 +1,62 @@
+//! DescribeTransactions (key 65): the state of transactional ids: producer id and epoch,
+//! state, timeout, start time and partitions.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+use kafka_protocol::messages::{
+    ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId,
+};
+
+use super::{str_bytes, topic_name, ApiSpec, RequestContext};
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::DescribeTransactions,
+    min: 0,
+    max: 0,
+};
+
+pub fn handle(
+    ctx: &RequestContext,
+    request: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let transaction_states = request
+        .transactional_ids
+        .into_iter()
+        .map(|id| match ctx.broker.txns.describe(&id.0) {
+            None => build!(TransactionState {
+                error_code: ResponseError::TransactionalIdNotFound.code(),
+                transactional_id: id,
+                producer_id: ProducerId(-1),
+                producer_epoch: -1,
+                transaction_start_time_ms: -1
+            }),
+            Some(m) => {
+                let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+                for (t, p) in &m.partitions {
+                    by_topic.entry(t).or_default().push(*p);
+                }
+                let topics = by_topic
+                    .into_iter()
+                    .map(|(t, partitions)| {
+                        build!(TopicData {
+                            topic: topic_name(t),
+                            partitions
+                        })
+                    })
+                    .collect();
+                build!(TransactionState {
+                    transactional_id: id,
+                    transaction_state: str_bytes(m.state.name()),
+                    transaction_timeout_ms: m.timeout_ms,
+                    transaction_start_time_ms: m.start_ms,
+                    producer_id: ProducerId(m.producer_id),
+                    producer_epoch: m.epoch,
+                    topics
+                })
+            }
+        })
+        .collect();
+    build!(DescribeTransactionsResponse { transaction_states })
+}

@@ -1,0 +1,65 @@
+//! ListTransactions (key 66): transactional ids with their producer id and state,
+//! filtered by state, producer id, and (v1, KIP-994) by how long the transaction has run.
+
+use kafka_protocol::messages::list_transactions_response::TransactionState;
+use kafka_protocol::messages::{
+    ApiKey, ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
+};
+
+use super::{str_bytes, ApiSpec, RequestContext};
+use crate::state::now_ms;
+use crate::txn::TxnState;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::ListTransactions,
+    min: 0,
+    max: 1,
+};
+
+const STATES: [TxnState; 8] = [
+    TxnState::Empty,
+    TxnState::Ongoing,
+    TxnState::PrepareCommit,
+    TxnState::PrepareAbort,
+    TxnState::CompleteCommit,
+    TxnState::CompleteAbort,
+    TxnState::Dead,
+    TxnState::PrepareEpochFence,
+];
+
+pub fn handle(ctx: &RequestContext, request: ListTransactionsRequest) -> ListTransactionsResponse {
+    let states: Vec<String> = request
+        .state_filters
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let unknown_state_filters = request
+        .state_filters
+        .iter()
+        .filter(|s| !STATES.iter().any(|k| k.name() == s.as_str()))
+        .cloned()
+        .collect();
+    let pids: Vec<i64> = request.producer_id_filters.iter().map(|p| p.0).collect();
+    let duration = if ctx.version >= 1 {
+        request.duration_filter
+    } else {
+        -1
+    };
+    let transaction_states = ctx
+        .broker
+        .txns
+        .list(&states, &pids, duration, now_ms())
+        .into_iter()
+        .map(|v| {
+            build!(TransactionState {
+                transactional_id: TransactionalId(str_bytes(&v.transactional_id)),
+                producer_id: ProducerId(v.meta.producer_id),
+                transaction_state: str_bytes(v.meta.state.name())
+            })
+        })
+        .collect();
+    build!(ListTransactionsResponse {
+        unknown_state_filters,
+        transaction_states
+    })
+}

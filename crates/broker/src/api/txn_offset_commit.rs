@@ -1,0 +1,110 @@
+//! TxnOffsetCommit (key 28): offsets committed inside a transaction. They are written to
+//! `__consumer_offsets` as part of the producer's transaction and count only once it
+//! commits.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+
+use super::{ApiSpec, RequestContext};
+use crate::group::store::CommittedOffset;
+use crate::group::Committer;
+use crate::state::now_ms;
+use crate::txn::fenced_code;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::TxnOffsetCommit,
+    min: 0,
+    max: 3,
+};
+
+pub fn handle(ctx: &RequestContext, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+    let now = now_ms();
+    let mut flat = Vec::new();
+    for t in &request.topics {
+        for p in &t.partitions {
+            flat.push((
+                t.name.0.to_string(),
+                p.partition_index,
+                CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                    commit_timestamp_ms: now,
+                },
+            ));
+        }
+    }
+    let codes = match ctx.broker.txns.check(
+        &request.transactional_id.0,
+        request.producer_id.0,
+        request.producer_epoch,
+    ) {
+        Err(e) => vec![e.code(); flat.len()],
+        Ok(()) => {
+            let image = ctx.broker.image();
+            let valid = |topic: &str, partition: i32| {
+                image
+                    .topic(topic)
+                    .is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len())
+            };
+            let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
+            let by = Committer {
+                group_id: &request.group_id.0,
+                generation: if ctx.version >= 3 {
+                    request.generation_id
+                } else {
+                    -1
+                },
+                member_id: if ctx.version >= 3 {
+                    &request.member_id
+                } else {
+                    ""
+                },
+                instance_id: instance.as_deref(),
+            };
+            ctx.broker.groups.txn_commit(
+                ctx.broker.as_ref(),
+                by,
+                (request.producer_id.0, request.producer_epoch),
+                &flat,
+                valid,
+            )
+        }
+    };
+    let mut codes = codes.into_iter();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let code = codes.next().unwrap_or(0);
+                    let code = if code == ResponseError::InvalidProducerIdMapping.code() {
+                        // Kafka's group coordinator names an unknown producer this way.
+                        ResponseError::UnknownProducerId.code()
+                    } else {
+                        code
+                    };
+                    build!(TxnOffsetCommitResponsePartition {
+                        partition_index: p.partition_index,
+                        error_code: fenced_code(code, ctx.version, 3)
+                    })
+                })
+                .collect();
+            build!(TxnOffsetCommitResponseTopic {
+                name: t.name,
+                partitions
+            })
+        })
+        .collect();
+    build!(TxnOffsetCommitResponse { topics })
+}

@@ -1,0 +1,537 @@
+//! The transaction coordinator: one state machine per `transactional.id`, kept in the
+//! internal compacted topic `__transaction_state` (see `store.rs`).
+//!
+//! A transaction moves Empty → Ongoing (AddPartitionsToTxn / AddOffsetsToTxn) →
+//! PrepareCommit or PrepareAbort (EndTxn, stored before any marker is written) →
+//! CompleteCommit or CompleteAbort (stored once every partition has its marker). On a single
+//! node the markers are appended in-process; a Prepare state found at start-up, or left by
+//! a failed marker write, is finished by [`TxnCoordinator::tick`].
+//!
+//! Architecture invariant: a transaction's outcome is stored before its first marker, so
+//! every partition of a transaction gets the same marker, even across a crash.
+
+pub mod store;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use kafka_protocol::error::ResponseError;
+
+pub use store::{TxnMeta, TxnState, TXN_TOPIC};
+
+/// What the coordinator needs from the broker.
+pub trait TxnHost {
+    /// Stores a transactional id's state (`None` forgets it).
+    fn persist_txn(&self, transactional_id: &str, meta: Option<&TxnMeta>) -> Result<(), String>;
+    /// Appends a commit or abort marker for the producer to each partition.
+    fn write_markers(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        partitions: &BTreeSet<(String, i32)>,
+    ) -> Result<(), String>;
+    fn new_producer_id(&self) -> Result<i64, String>;
+    /// Whether a topic-partition exists.
+    fn partition_exists(&self, topic: &str, partition: i32) -> bool;
+}
+
+/// A transaction as DescribeTransactions and `gregor txn` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnView {
+    pub transactional_id: String,
+    pub meta: TxnMeta,
+}
+
+#[derive(Debug)]
+pub struct TxnCoordinator {
+    txns: Mutex<HashMap<String, TxnMeta>>,
+    max_timeout_ms: i32,
+}
+
+type Result<T, E = ResponseError> = std::result::Result<T, E>;
+
+impl TxnCoordinator {
+    pub fn new(max_timeout_ms: i32) -> Self {
+        TxnCoordinator {
+            txns: Mutex::new(HashMap::new()),
+            max_timeout_ms,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TxnMeta>> {
+        self.txns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds state from replayed `__transaction_state` records, in log order.
+    pub fn load(&self, records: impl IntoIterator<Item = (String, Option<TxnMeta>)>) {
+        let mut txns = self.lock();
+        for (id, meta) in records {
+            match meta {
+                Some(m) => txns.insert(id, m),
+                None => txns.remove(&id),
+            };
+        }
+        let open = txns
+            .values()
+            .filter(|m| m.state == TxnState::Ongoing)
+            .count();
+        tracing::info!(transactional_ids = txns.len(), open, "transactions loaded");
+    }
+
+    fn store(host: &dyn TxnHost, id: &str, meta: &TxnMeta) -> Result<()> {
+        host.persist_txn(id, Some(meta)).map_err(|e| {
+            tracing::error!(transactional_id = id, error = %e, "could not store transaction state");
+            ResponseError::CoordinatorNotAvailable
+        })
+    }
+
+    /// InitProducerId with a transactional id: the first call allocates a producer id;
+    /// every later one bumps the epoch, fencing the previous producer, and aborts the
+    /// transaction it left open. `expected` (KIP-360) is the caller's current id and epoch.
+    pub fn init_producer(
+        &self,
+        host: &dyn TxnHost,
+        id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+        now: i64,
+    ) -> Result<(i64, i16)> {
+        if id.is_empty() {
+            return Err(ResponseError::InvalidRequest);
+        }
+        if timeout_ms <= 0 || timeout_ms > self.max_timeout_ms {
+            return Err(ResponseError::InvalidTransactionTimeout);
+        }
+        let mut txns = self.lock();
+        let Some(current) = txns.get(id).cloned() else {
+            let producer_id = host.new_producer_id().map_err(|e| {
+                tracing::error!(error = %e, "could not allocate a producer id");
+                ResponseError::CoordinatorNotAvailable
+            })?;
+            let meta = TxnMeta {
+                producer_id,
+                epoch: 0,
+                timeout_ms,
+                state: TxnState::Empty,
+                partitions: BTreeSet::new(),
+                last_update_ms: now,
+                start_ms: -1,
+            };
+            Self::store(host, id, &meta)?;
+            txns.insert(id.to_string(), meta);
+            return Ok((producer_id, 0));
+        };
+        if let Some((pid, epoch)) = expected {
+            if pid != current.producer_id || epoch != current.epoch {
+                return Err(ResponseError::ProducerFenced);
+            }
+        }
+        let mut meta = current;
+        match meta.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
+                return Err(ResponseError::ConcurrentTransactions)
+            }
+            TxnState::Ongoing => {
+                // Fence the old producer: abort its transaction under a new epoch.
+                bump(host, &mut meta)?;
+                tracing::info!(
+                    transactional_id = id,
+                    producer_id = meta.producer_id,
+                    epoch = meta.epoch,
+                    "a new producer fences the old one; its open transaction is aborted"
+                );
+                if let Err(e) = complete(host, id, &mut meta, false, now) {
+                    txns.insert(id.to_string(), meta);
+                    return Err(e);
+                }
+            }
+            TxnState::Dead => return Err(ResponseError::InvalidTxnState),
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                bump(host, &mut meta)?;
+            }
+        }
+        meta.state = TxnState::Empty;
+        meta.partitions.clear();
+        meta.timeout_ms = timeout_ms;
+        meta.start_ms = -1;
+        meta.last_update_ms = now;
+        Self::store(host, id, &meta)?;
+        let answer = (meta.producer_id, meta.epoch);
+        txns.insert(id.to_string(), meta);
+        Ok(answer)
+    }
+
+    /// AddPartitionsToTxn (and AddOffsetsToTxn with the group's offsets partition): adds
+    /// partitions to the producer's transaction, beginning one if none is open. Returns
+    /// one code per partition.
+    pub fn add_partitions(
+        &self,
+        host: &dyn TxnHost,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+        now: i64,
+    ) -> Vec<i16> {
+        let fail = |e: ResponseError| vec![e.code(); partitions.len()];
+        let unknown: Vec<bool> = partitions
+            .iter()
+            .map(|(t, p)| !host.partition_exists(t, *p))
+            .collect();
+        if unknown.iter().any(|&u| u) {
+            return unknown
+                .iter()
+                .map(|&u| {
+                    if u {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    } else {
+                        ResponseError::OperationNotAttempted.code()
+                    }
+                })
+                .collect();
+        }
+        let mut txns = self.lock();
+        let meta = match check_producer(txns.get(id), producer_id, epoch) {
+            Ok(m) => m,
+            Err(e) => return fail(e),
+        };
+        let mut meta = meta.clone();
+        match meta.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
+                return fail(ResponseError::ConcurrentTransactions)
+            }
+            TxnState::Dead => return fail(ResponseError::InvalidTxnState),
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                meta.partitions.clear();
+                meta.start_ms = now;
+            }
+            TxnState::Ongoing => {
+                if partitions.iter().all(|p| meta.partitions.contains(p)) {
+                    return vec![0; partitions.len()];
+                }
+            }
+        }
+        meta.state = TxnState::Ongoing;
+        meta.partitions.extend(partitions.iter().cloned());
+        meta.last_update_ms = now;
+        if let Err(e) = Self::store(host, id, &meta) {
+            return fail(e);
+        }
+        txns.insert(id.to_string(), meta);
+        vec![0; partitions.len()]
+    }
+
+    /// Checks that the producer may add to its transaction (TxnOffsetCommit is sent to the
+    /// group coordinator after AddOffsetsToTxn; this is the same producer check).
+    pub fn check(&self, id: &str, producer_id: i64, epoch: i16) -> Result<()> {
+        let txns = self.lock();
+        check_producer(txns.get(id), producer_id, epoch).map(|_| ())
+    }
+
+    /// EndTxn: commits or aborts the producer's open transaction. A retry of a completed
+    /// EndTxn succeeds; ending a transaction the other way, or one never begun, is
+    /// `INVALID_TXN_STATE`.
+    pub fn end(
+        &self,
+        host: &dyn TxnHost,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        now: i64,
+    ) -> Result<()> {
+        let mut txns = self.lock();
+        let mut meta = check_producer(txns.get(id), producer_id, epoch)?.clone();
+        match (meta.state, commit) {
+            (TxnState::Ongoing, _) => {
+                let result = complete(host, id, &mut meta, commit, now);
+                txns.insert(id.to_string(), meta);
+                result
+            }
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
+            (TxnState::PrepareCommit | TxnState::PrepareAbort, _) => {
+                Err(ResponseError::ConcurrentTransactions)
+            }
+            _ => Err(ResponseError::InvalidTxnState),
+        }
+    }
+
+    /// Aborts transactions past their timeout (bumping the epoch, so the abandoned
+    /// producer is fenced), and finishes transactions left in a Prepare state.
+    pub fn tick(&self, host: &dyn TxnHost, now: i64) {
+        let mut txns = self.lock();
+        for (id, meta) in txns.iter_mut() {
+            let result = match meta.state {
+                TxnState::Ongoing
+                    if now.saturating_sub(meta.start_ms) > i64::from(meta.timeout_ms) =>
+                {
+                    tracing::warn!(
+                        transactional_id = %id,
+                        producer_id = meta.producer_id,
+                        age_ms = now.saturating_sub(meta.start_ms),
+                        timeout_ms = meta.timeout_ms,
+                        "aborting a transaction past transaction.timeout.ms"
+                    );
+                    let mut m = meta.clone();
+                    let r = bump(host, &mut m).and_then(|_| complete(host, id, &mut m, false, now));
+                    *meta = m;
+                    r
+                }
+                TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                    let commit = meta.state == TxnState::PrepareCommit;
+                    complete(host, id, meta, commit, now)
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(transactional_id = %id, error = %e, "ending a transaction failed; retrying on the next check");
+            }
+        }
+    }
+
+    pub fn describe(&self, id: &str) -> Option<TxnMeta> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Every transactional id with its state, optionally filtered (ListTransactions):
+    /// by state names, by producer ids, and by a minimum age of the open transaction.
+    pub fn list(
+        &self,
+        states: &[String],
+        producer_ids: &[i64],
+        min_duration_ms: i64,
+        now: i64,
+    ) -> Vec<TxnView> {
+        let txns = self.lock();
+        let mut out: Vec<TxnView> = txns
+            .iter()
+            .filter(|(_, m)| states.is_empty() || states.iter().any(|s| s == m.state.name()))
+            .filter(|(_, m)| producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
+            .filter(|(_, m)| {
+                min_duration_ms < 0 || (m.start_ms >= 0 && now - m.start_ms >= min_duration_ms)
+            })
+            .map(|(id, m)| TxnView {
+                transactional_id: id.clone(),
+                meta: m.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        out
+    }
+}
+
+/// `PRODUCER_FENCED` exists for clients from a version of each API on (KIP-588); older
+/// ones are told `INVALID_PRODUCER_EPOCH`, as Kafka does.
+pub fn fenced_code(code: i16, version: i16, since: i16) -> i16 {
+    if code == ResponseError::ProducerFenced.code() && version < since {
+        ResponseError::InvalidProducerEpoch.code()
+    } else {
+        code
+    }
+}
+
+fn check_producer(meta: Option<&TxnMeta>, producer_id: i64, epoch: i16) -> Result<&TxnMeta> {
+    let Some(meta) = meta else {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    };
+    if meta.producer_id != producer_id {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    }
+    if meta.epoch != epoch {
+        return Err(ResponseError::ProducerFenced);
+    }
+    Ok(meta)
+}
+
+/// The next epoch, or a new producer id when the epoch is exhausted (as Kafka does).
+fn bump(host: &dyn TxnHost, meta: &mut TxnMeta) -> Result<()> {
+    if meta.epoch >= i16::MAX - 1 {
+        meta.producer_id = host
+            .new_producer_id()
+            .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+        meta.epoch = 0;
+    } else {
+        meta.epoch += 1;
+    }
+    Ok(())
+}
+
+/// Stores the outcome, writes the markers, then stores the completion. On a marker
+/// failure the Prepare state stays (stored) and `tick` retries.
+fn complete(
+    host: &dyn TxnHost,
+    id: &str,
+    meta: &mut TxnMeta,
+    commit: bool,
+    now: i64,
+) -> Result<()> {
+    let (prepare, done) = if commit {
+        (TxnState::PrepareCommit, TxnState::CompleteCommit)
+    } else {
+        (TxnState::PrepareAbort, TxnState::CompleteAbort)
+    };
+    if meta.state != prepare {
+        meta.state = prepare;
+        meta.last_update_ms = now;
+        TxnCoordinator::store(host, id, meta)?;
+    }
+    if let Err(e) = host.write_markers(meta.producer_id, meta.epoch, commit, &meta.partitions) {
+        tracing::warn!(transactional_id = id, error = %e, "writing transaction markers failed; retrying on the next check");
+        return Err(ResponseError::CoordinatorNotAvailable);
+    }
+    meta.state = done;
+    meta.partitions.clear();
+    meta.start_ms = -1;
+    meta.last_update_ms = now;
+    TxnCoordinator::store(host, id, meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    #[derive(Default)]
+    struct Host {
+        stored: RefCell<Vec<(String, Option<TxnMeta>)>>,
+        markers: RefCell<Vec<(i64, i16, bool, Vec<(String, i32)>)>>,
+        next_id: RefCell<i64>,
+        fail_markers: RefCell<bool>,
+    }
+
+    impl TxnHost for Host {
+        fn persist_txn(&self, id: &str, meta: Option<&TxnMeta>) -> std::result::Result<(), String> {
+            self.stored.borrow_mut().push((id.into(), meta.cloned()));
+            Ok(())
+        }
+        fn write_markers(
+            &self,
+            pid: i64,
+            epoch: i16,
+            commit: bool,
+            partitions: &BTreeSet<(String, i32)>,
+        ) -> std::result::Result<(), String> {
+            if *self.fail_markers.borrow() {
+                return Err("disk".into());
+            }
+            self.markers.borrow_mut().push((
+                pid,
+                epoch,
+                commit,
+                partitions.iter().cloned().collect(),
+            ));
+            Ok(())
+        }
+        fn new_producer_id(&self) -> std::result::Result<i64, String> {
+            *self.next_id.borrow_mut() += 1;
+            Ok(*self.next_id.borrow())
+        }
+        fn partition_exists(&self, topic: &str, _: i32) -> bool {
+            topic != "missing"
+        }
+    }
+
+    fn tp(t: &str, p: i32) -> (String, i32) {
+        (t.to_string(), p)
+    }
+
+    #[test]
+    fn commit_abort_fencing_and_replay() {
+        let host = Host::default();
+        let c = TxnCoordinator::new(60_000);
+        assert_eq!(
+            c.init_producer(&host, "t", 90_000, None, 0),
+            Err(ResponseError::InvalidTransactionTimeout)
+        );
+        let (pid, epoch) = c.init_producer(&host, "t", 10_000, None, 0).expect("init");
+        assert_eq!((pid, epoch), (1, 0));
+        assert_eq!(
+            c.end(&host, "t", pid, epoch, true, 1),
+            Err(ResponseError::InvalidTxnState),
+            "nothing to commit"
+        );
+        assert_eq!(
+            c.add_partitions(&host, "t", pid, epoch, &[tp("a", 0), tp("missing", 0)], 1),
+            vec![
+                ResponseError::OperationNotAttempted.code(),
+                ResponseError::UnknownTopicOrPartition.code()
+            ]
+        );
+        assert_eq!(
+            c.add_partitions(&host, "t", pid, epoch, &[tp("a", 0), tp("a", 1)], 1),
+            vec![0, 0]
+        );
+        assert_eq!(c.describe("t").expect("known").state, TxnState::Ongoing);
+        c.end(&host, "t", pid, epoch, true, 2).expect("commit");
+        c.end(&host, "t", pid, epoch, true, 2)
+            .expect("a retry succeeds");
+        assert_eq!(
+            c.end(&host, "t", pid, epoch, false, 2),
+            Err(ResponseError::InvalidTxnState)
+        );
+        assert_eq!(
+            host.markers.borrow().last().cloned(),
+            Some((pid, 0, true, vec![tp("a", 0), tp("a", 1)]))
+        );
+        // A second producer with the same id fences the first and aborts its transaction.
+        c.add_partitions(&host, "t", pid, epoch, &[tp("b", 0)], 3);
+        let (pid2, epoch2) = c.init_producer(&host, "t", 10_000, None, 4).expect("fence");
+        assert_eq!((pid2, epoch2), (pid, 1));
+        assert_eq!(
+            host.markers.borrow().last().cloned(),
+            Some((pid, 1, false, vec![tp("b", 0)]))
+        );
+        assert_eq!(
+            c.add_partitions(&host, "t", pid, 0, &[tp("a", 0)], 5),
+            vec![ResponseError::ProducerFenced.code()]
+        );
+        assert_eq!(
+            c.init_producer(&host, "t", 10_000, Some((pid, 0)), 5),
+            Err(ResponseError::ProducerFenced)
+        );
+        // Replaying what was stored gives the same state.
+        let replayed = TxnCoordinator::new(60_000);
+        replayed.load(host.stored.borrow().iter().cloned());
+        assert_eq!(replayed.describe("t"), c.describe("t"));
+    }
+
+    #[test]
+    fn timeouts_abort_with_a_new_epoch_and_prepared_outcomes_are_finished() {
+        let host = Host::default();
+        let c = TxnCoordinator::new(60_000);
+        let (pid, epoch) = c.init_producer(&host, "t", 100, None, 0).expect("init");
+        c.add_partitions(&host, "t", pid, epoch, &[tp("a", 0)], 1000);
+        c.tick(&host, 1050);
+        assert_eq!(c.describe("t").expect("known").state, TxnState::Ongoing);
+        assert_eq!(c.list(&[], &[], 40, 1050).len(), 1);
+        assert!(c.list(&[], &[], 60, 1050).is_empty());
+        c.tick(&host, 1101);
+        let m = c.describe("t").expect("known");
+        assert_eq!((m.state, m.epoch), (TxnState::CompleteAbort, 1));
+        assert_eq!(
+            c.end(&host, "t", pid, 0, true, 1102),
+            Err(ResponseError::ProducerFenced)
+        );
+        // A marker failure leaves PrepareCommit; the next tick finishes it.
+        c.add_partitions(&host, "t", pid, 1, &[tp("a", 0)], 1200);
+        *host.fail_markers.borrow_mut() = true;
+        assert!(c.end(&host, "t", pid, 1, true, 1201).is_err());
+        assert_eq!(
+            c.describe("t").expect("known").state,
+            TxnState::PrepareCommit
+        );
+        *host.fail_markers.borrow_mut() = false;
+        c.tick(&host, 1202);
+        assert_eq!(
+            c.describe("t").expect("known").state,
+            TxnState::CompleteCommit
+        );
+        assert_eq!(
+            c.list(&["CompleteCommit".into()], &[pid], -1, 0)
+                .first()
+                .map(|v| v.transactional_id.as_str()),
+            Some("t")
+        );
+    }
+}
