@@ -392,10 +392,13 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
+    /// (producer id, epoch, commit, partitions) of one marker write.
+    type Marker = (i64, i16, bool, Vec<(String, i32)>);
+
     #[derive(Default)]
     struct Host {
         stored: RefCell<Vec<(String, Option<TxnMeta>)>>,
-        markers: RefCell<Vec<(i64, i16, bool, Vec<(String, i32)>)>>,
+        markers: RefCell<Vec<Marker>>,
         next_id: RefCell<i64>,
         fail_markers: RefCell<bool>,
     }
