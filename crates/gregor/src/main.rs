@@ -10,6 +10,7 @@ use gregor_broker::BrokerConfig;
 mod broker;
 mod client;
 mod group;
+mod txn;
 
 /// Gregor: a Kafka-compatible event streaming platform in one binary.
 ///
@@ -30,6 +31,33 @@ enum Command {
     Group {
         #[command(subcommand)]
         command: GroupCommand,
+    },
+    /// Transactions: list them with their age, describe one, or abort a hanging one.
+    Txn {
+        #[command(subcommand)]
+        command: TxnCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TxnCommand {
+    /// Every transactional id with its state, producer, age of its open transaction
+    /// (OVERDUE past its timeout) and partition count.
+    List(ClientArgs),
+    /// One transactional id: state, producer id and epoch, timeout, age, partitions.
+    Describe {
+        /// The transactional id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Aborts the open transaction of a transactional id and fences the producer holding
+    /// it (as a new producer with that id would).
+    Abort {
+        /// The transactional id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -132,18 +160,30 @@ fn show<T: serde::Serialize + ?Sized>(
     Ok(())
 }
 
-fn run_group(command: GroupCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("gregor: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+fn run_txn(command: TxnCommand) -> ExitCode {
+    run_client(async {
+        match command {
+            TxnCommand::List(a) => {
+                let mut c = client::Client::connect(&a.bootstrap).await?;
+                let txns = txn::list(&mut c).await?;
+                show(a.json, &txns, |t| txn::print_list(t))
+            }
+            TxnCommand::Describe { id, client: a } => {
+                let mut c = client::Client::connect(&a.bootstrap).await?;
+                let d = txn::describe(&mut c, &id).await?;
+                show(a.json, &d, txn::print_describe)
+            }
+            TxnCommand::Abort { id, client: a } => {
+                let mut c = client::Client::connect(&a.bootstrap).await?;
+                let d = txn::abort(&mut c, &id).await?;
+                show(a.json, &d, txn::print_aborted)
+            }
         }
-    };
-    let result: Result<(), String> = runtime.block_on(async {
+    })
+}
+
+fn run_group(command: GroupCommand) -> ExitCode {
+    run_client(async {
         match command {
             GroupCommand::List(a) => {
                 let mut c = client::Client::connect(&a.bootstrap).await?;
@@ -159,7 +199,22 @@ fn run_group(command: GroupCommand) -> ExitCode {
                 show(a.json, &d, group::print_describe)
             }
         }
-    });
+    })
+}
+
+/// Runs a command that talks to a broker; prints its error and fails.
+fn run_client(work: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gregor: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), String> = runtime.block_on(work);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -180,6 +235,7 @@ fn main() -> ExitCode {
         .init();
     let args = match cli.command {
         Some(Command::Group { command }) => return run_group(command),
+        Some(Command::Txn { command }) => return run_txn(command),
         Some(Command::Broker(args)) => args,
         None => match Cli::parse_from(["gregor", "broker"]).command {
             Some(Command::Broker(args)) => args,
