@@ -267,27 +267,13 @@ impl Broker {
     fn load_txns(&self) -> Result<(), BrokerError> {
         let mut records = Vec::new();
         self.replay_internal(TXN_TOPIC, |index, header, batch| {
-            match gregor_protocol::batch::decode_records(batch) {
-                Ok(decoded) => {
-                    for r in decoded {
-                        match r
-                            .key
-                            .as_deref()
-                            .and_then(|k| txn_store::decode(k, r.value.as_deref()))
-                        {
-                            Some(rec) => records.push(rec),
-                            None => tracing::warn!(
-                                partition = index,
-                                offset = r.offset,
-                                "skipping a __transaction_state record Gregor does not know"
-                            ),
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(partition = index, offset = header.base_offset, error = %e, "skipping an undecodable __transaction_state batch")
-                }
-            }
+            records.extend(decode_internal(
+                TXN_TOPIC,
+                index,
+                header,
+                batch,
+                txn_store::decode,
+            ));
         })?;
         self.txns.load(records);
         Ok(())
@@ -307,30 +293,13 @@ impl Broker {
                 }
                 return;
             }
-            let decoded = match gregor_protocol::batch::decode_records(batch) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(partition = index, offset = header.base_offset, error = %e, "skipping an undecodable __consumer_offsets batch");
-                    return;
-                }
-            };
-            let target = if header.is_transactional() {
-                open.entry((index, header.producer_id)).or_default()
+            let decoded = decode_internal(OFFSETS_TOPIC, index, header, batch, group_store::decode);
+            if header.is_transactional() {
+                open.entry((index, header.producer_id))
+                    .or_default()
+                    .extend(decoded);
             } else {
-                &mut records
-            };
-            for record in decoded {
-                match record
-                    .key
-                    .as_deref()
-                    .and_then(|k| group_store::decode(k, record.value.as_deref()))
-                {
-                    Some(r) => target.push(r),
-                    None => tracing::warn!(
-                        partition = index,
-                        "skipping a __consumer_offsets record Gregor does not know"
-                    ),
-                }
+                records.extend(decoded);
             }
         })?;
         self.groups.load(records);
@@ -824,24 +793,8 @@ impl Broker {
 
 impl GroupLog for Broker {
     fn append(&self, group: &str, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), String> {
-        let topic = self.ensure_offsets_topic().map_err(|e| e.to_string())?;
-        let index = group_store::partition_for(group, topic.partitions.len() as i32);
-        let partition = self
-            .partition(OFFSETS_TOPIC, index)
-            .ok_or_else(|| format!("{OFFSETS_TOPIC}-{index} is not open"))?;
-        let refs: Vec<gregor_protocol::batch::KeyValue> = records
-            .iter()
-            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
-            .collect();
-        let now = now_ms();
-        let mut batch = gregor_protocol::batch::build_record_batch(now, &refs, false);
-        let header = gregor_protocol::batch::check_batch(&batch).map_err(|e| e.to_string())?;
-        partition
-            .log()
-            .append(&mut batch, &[(0, header)], 0, None, now)
-            .map_err(|e| e.to_string())?;
-        partition.wake_waiters();
-        Ok(())
+        let partition = self.offsets_partition(group).map_err(|e| e.to_string())?;
+        append_internal(&partition, &records, None).map_err(|e| e.to_string())
     }
 
     fn append_txn(
@@ -851,31 +804,11 @@ impl GroupLog for Broker {
         epoch: i16,
         records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<(), (ResponseError, String)> {
-        let unavailable = |e: String| (ResponseError::CoordinatorNotAvailable, e);
-        let topic = self
-            .ensure_offsets_topic()
-            .map_err(|e| unavailable(e.to_string()))?;
-        let index = group_store::partition_for(group, topic.partitions.len() as i32);
         let partition = self
-            .partition(OFFSETS_TOPIC, index)
-            .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC}-{index} is not open")))?;
-        let refs: Vec<gregor_protocol::batch::KeyValue> = records
-            .iter()
-            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
-            .collect();
-        let now = now_ms();
-        let mut batch = gregor_protocol::batch::build_record_batch(now, &refs, false);
-        gregor_protocol::batch::set_producer(&mut batch, producer_id, epoch, true);
-        let header = gregor_protocol::batch::check_batch(&batch)
-            .map_err(|e| (ResponseError::UnknownServerError, e.to_string()))?;
-        let appended = partition
-            .log()
-            .append(&mut batch, &[(0, header)], 0, None, now);
-        match appended {
-            Ok(_) => {
-                partition.wake_waiters();
-                Ok(())
-            }
+            .offsets_partition(group)
+            .map_err(|e| (ResponseError::CoordinatorNotAvailable, e.to_string()))?;
+        match append_internal(&partition, &records, Some((producer_id, epoch))) {
+            Ok(()) => Ok(()),
             Err(e @ StorageError::Sequence(_)) => {
                 Err((ResponseError::ProducerFenced, e.to_string()))
             }
@@ -888,6 +821,81 @@ impl GroupLog for Broker {
     }
 }
 
+impl Broker {
+    /// The `__consumer_offsets` partition that holds a group (created with the topic).
+    fn offsets_partition(&self, group: &str) -> Result<Arc<Partition>, BrokerError> {
+        let topic = self.ensure_offsets_topic()?;
+        let index = group_store::partition_for(group, topic.partitions.len() as i32);
+        self.partition(OFFSETS_TOPIC, index)
+            .ok_or(BrokerError::UnknownTopic)
+    }
+}
+
+/// Decodes the records of one batch of an internal topic with `decode`, skipping (with a
+/// warning) what it does not recognise.
+fn decode_internal<T>(
+    topic: &str,
+    index: i32,
+    header: &BatchHeader,
+    batch: &[u8],
+    decode: impl Fn(&[u8], Option<&[u8]>) -> Option<T>,
+) -> Vec<T> {
+    let decoded = match gregor_protocol::batch::decode_records(batch) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(topic, partition = index, offset = header.base_offset, error = %e, "skipping an undecodable batch of an internal topic");
+            return Vec::new();
+        }
+    };
+    decoded
+        .into_iter()
+        .filter_map(|r| {
+            let found = r.key.as_deref().and_then(|k| decode(k, r.value.as_deref()));
+            if found.is_none() {
+                tracing::warn!(
+                    topic,
+                    partition = index,
+                    offset = r.offset,
+                    "skipping an internal record Gregor does not know"
+                );
+            }
+            found
+        })
+        .collect()
+}
+
+/// Appends the broker's own (key, value) records to an internal partition as one batch,
+/// transactional for `producer` when given, fsynced when the flush policy says so.
+fn append_internal(
+    partition: &Partition,
+    records: &[(Vec<u8>, Option<Vec<u8>>)],
+    producer: Option<(i64, i16)>,
+) -> Result<(), StorageError> {
+    let refs: Vec<gregor_protocol::batch::KeyValue> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+        .collect();
+    let now = now_ms();
+    let mut batch = gregor_protocol::batch::build_record_batch(now, &refs, false);
+    if let Some((id, epoch)) = producer {
+        gregor_protocol::batch::set_producer(&mut batch, id, epoch, true);
+    }
+    let header =
+        gregor_protocol::batch::check_batch(&batch).map_err(|e| StorageError::Corrupt {
+            path: PathBuf::from(format!("{}-{}", partition.topic, partition.index)),
+            reason: e.to_string(),
+        })?;
+    {
+        let mut log = partition.log();
+        let info = log.append(&mut batch, &[(0, header)], 0, None, now)?;
+        if info.flush_due {
+            log.flush()?;
+        }
+    }
+    partition.wake_waiters();
+    Ok(())
+}
+
 impl TxnHost for Broker {
     fn persist_txn(&self, transactional_id: &str, meta: Option<&TxnMeta>) -> Result<(), String> {
         let topic = self.ensure_txn_topic().map_err(|e| e.to_string())?;
@@ -895,23 +903,8 @@ impl TxnHost for Broker {
         let partition = self
             .partition(TXN_TOPIC, index)
             .ok_or_else(|| format!("{TXN_TOPIC}-{index} is not open"))?;
-        let key = txn_store::key(transactional_id);
-        let value = meta.map(txn_store::value);
-        let now = now_ms();
-        let mut batch = gregor_protocol::batch::build_record_batch(
-            now,
-            &[(Some(key.as_slice()), value.as_deref())],
-            false,
-        );
-        let header = gregor_protocol::batch::check_batch(&batch).map_err(|e| e.to_string())?;
-        let mut log = partition.log();
-        let info = log
-            .append(&mut batch, &[(0, header)], 0, None, now)
-            .map_err(|e| e.to_string())?;
-        if info.flush_due {
-            log.flush().map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        let record = (txn_store::key(transactional_id), meta.map(txn_store::value));
+        append_internal(&partition, &[record], None).map_err(|e| e.to_string())
     }
 
     fn write_markers(

@@ -200,6 +200,17 @@ pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<Resp
     })
 }
 
+/// Whether the metadata image has this topic-partition.
+pub fn partition_exists(
+    image: &gregor_cluster::MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> bool {
+    image
+        .topic(topic)
+        .is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len())
+}
+
 pub fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }

@@ -39,11 +39,7 @@ pub fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> OffsetCommi
         }
     }
     let image = ctx.broker.image();
-    let valid = |topic: &str, partition: i32| {
-        image
-            .topic(topic)
-            .is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len())
-    };
+    let valid = |topic: &str, partition: i32| super::partition_exists(&image, topic, partition);
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
     let by = Committer {
         group_id: &request.group_id.0,

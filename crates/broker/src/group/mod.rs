@@ -45,10 +45,13 @@ impl GroupState {
     }
 }
 
+/// A (key, value-or-tombstone) record of `__consumer_offsets`.
+pub type Record = (Vec<u8>, Option<Vec<u8>>);
+
 /// Where the coordinator writes its records: the group's `__consumer_offsets` partition.
 pub trait GroupLog {
     /// Appends (key, value-or-tombstone) records for `group` durably enough to acknowledge.
-    fn append(&self, group: &str, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), String>;
+    fn append(&self, group: &str, records: Vec<Record>) -> Result<(), String>;
     /// Appends records as part of a producer's transaction (TxnOffsetCommit): a
     /// transactional batch with the producer's id and epoch. Errors carry a Kafka code.
     fn append_txn(
@@ -56,7 +59,7 @@ pub trait GroupLog {
         group: &str,
         producer_id: i64,
         epoch: i16,
-        records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        records: Vec<Record>,
     ) -> Result<(), (ResponseError, String)>;
 }
 
@@ -1013,6 +1016,33 @@ impl GroupCoordinator {
         }
     }
 
+    /// Checks each offset (known partition, metadata size) and builds the records of the
+    /// valid ones: one code per offset, and the records to append.
+    fn offset_records(
+        &self,
+        group_id: &str,
+        offsets: &[(String, i32, CommittedOffset)],
+        valid_partition: impl Fn(&str, i32) -> bool,
+    ) -> (Vec<i16>, Vec<Record>) {
+        let mut codes = Vec::with_capacity(offsets.len());
+        let mut records = Vec::new();
+        for (topic, partition, o) in offsets {
+            let code = if !valid_partition(topic, *partition) {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else if o.metadata.len() > self.settings.offset_metadata_max_bytes {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else {
+                records.push((
+                    store::offset_key(group_id, topic, *partition),
+                    Some(store::offset_value(o)),
+                ));
+                0
+            };
+            codes.push(code);
+        }
+        (codes, records)
+    }
+
     /// Validates and stores commits. `valid_partition` says whether a topic-partition
     /// exists. Returns one error code per requested partition, in order.
     pub fn commit(
@@ -1054,22 +1084,7 @@ impl GroupCoordinator {
                 m.last_seen = Instant::now();
             }
         }
-        let mut codes = Vec::with_capacity(offsets.len());
-        let mut records = Vec::new();
-        for (topic, partition, o) in offsets {
-            let code = if !valid_partition(topic, *partition) {
-                ResponseError::UnknownTopicOrPartition.code()
-            } else if o.metadata.len() > self.settings.offset_metadata_max_bytes {
-                ResponseError::OffsetMetadataTooLarge.code()
-            } else {
-                records.push((
-                    store::offset_key(group_id, topic, *partition),
-                    Some(store::offset_value(o)),
-                ));
-                0
-            };
-            codes.push(code);
-        }
+        let (codes, records) = self.offset_records(group_id, offsets, valid_partition);
         if records.is_empty() {
             return codes;
         }
@@ -1130,22 +1145,7 @@ impl GroupCoordinator {
                 return fail_all(ResponseError::IllegalGeneration);
             }
         }
-        let mut codes = Vec::with_capacity(offsets.len());
-        let mut records = Vec::new();
-        for (topic, partition, o) in offsets {
-            let code = if !valid_partition(topic, *partition) {
-                ResponseError::UnknownTopicOrPartition.code()
-            } else if o.metadata.len() > self.settings.offset_metadata_max_bytes {
-                ResponseError::OffsetMetadataTooLarge.code()
-            } else {
-                records.push((
-                    store::offset_key(group_id, topic, *partition),
-                    Some(store::offset_value(o)),
-                ));
-                0
-            };
-            codes.push(code);
-        }
+        let (codes, records) = self.offset_records(group_id, offsets, valid_partition);
         if records.is_empty() {
             return codes;
         }
@@ -1288,7 +1288,7 @@ impl GroupCoordinator {
         if g.state != GroupState::Empty {
             return ResponseError::NonEmptyGroup.code();
         }
-        let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = g
+        let mut records: Vec<Record> = g
             .offsets
             .keys()
             .map(|(t, p)| (store::offset_key(group_id, t, *p), None))
@@ -1367,11 +1367,7 @@ mod tests {
     }
 
     impl GroupLog for MemLog {
-        fn append(
-            &self,
-            group: &str,
-            records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-        ) -> Result<(), String> {
+        fn append(&self, group: &str, records: Vec<Record>) -> Result<(), String> {
             if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err("injected".into());
             }
@@ -1384,7 +1380,7 @@ mod tests {
             group: &str,
             _producer_id: i64,
             epoch: i16,
-            records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+            records: Vec<Record>,
         ) -> Result<(), (ResponseError, String)> {
             if epoch < 0 {
                 return Err((ResponseError::InvalidProducerEpoch, "stale epoch".into()));
