@@ -53,3 +53,64 @@ def test_the_same_produce_request_twice_is_stored_once(broker):
     stranger = raw.batch([(b"k", b"who", [])], producer_id=pid + 1000, producer_epoch=0, base_sequence=5)
     assert raw.produce_v3(c, "idem", 0, stranger)[0] == UNKNOWN_PRODUCER_ID
     assert records_in_log(c, "idem")[0] == 4, "refused batches left no trace"
+
+
+def test_confluent_idempotent_producer_through_broker_restarts_stores_each_record_once_in_order(broker):
+    import threading
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("idem-restart", 3, 1)])["idem-restart"].result(30)
+    n = 30000
+    p = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True, "linger.ms": 2,
+                  "retry.backoff.ms": 50, "message.timeout.ms": 120000})
+    failures = []
+    sent = threading.Event()
+    progress = [0]
+
+    def produce_all():
+        for i in range(n):
+            while True:
+                try:
+                    p.produce("idem-restart", value=str(i).encode(), partition=i % 3,
+                              on_delivery=lambda err, _m: err and failures.append(err))
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            progress[0] = i
+            if i % 500 == 0:
+                p.poll(0)
+                time.sleep(0.1)  # spread the records over the restarts
+        sent.set()
+
+    t = threading.Thread(target=produce_all)
+    t.start()
+    time.sleep(1.0)
+    at_restart = progress[0]
+    broker.restart()  # clean stop and start while records are in flight
+    time.sleep(1.0)
+    at_kill = progress[0]
+    broker.kill9()
+    broker.start()
+    assert 0 < at_restart < at_kill < n - 1, (at_restart, at_kill)
+    t.join(120)
+    assert sent.is_set()
+    assert p.flush(120) == 0 and not failures, failures[:3]
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "check", "enable.auto.commit": False})
+    c.assign([TopicPartition("idem-restart", q, OFFSET_BEGINNING) for q in range(3)])
+    got = {0: [], 1: [], 2: []}
+    deadline = time.monotonic() + 60
+    while sum(map(len, got.values())) < n and time.monotonic() < deadline:
+        for m in c.consume(1000, 0.5):
+            if m.error() is None:
+                got[m.partition()].append(int(m.value()))
+    time.sleep(0.5)
+    for m in c.consume(1000, 0.5):  # anything further would be a duplicate
+        if m.error() is None:
+            got[m.partition()].append(int(m.value()))
+    c.close()
+    for q in range(3):
+        assert got[q] == list(range(q, n, 3)), f"partition {q}: {len(got[q])} records, not each once in order"
