@@ -30,6 +30,8 @@ class Broker:
         self.data_dir = Path(data_dir)
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.config = None
         if config_text is not None:
             self.config = self.data_dir.parent / f"gregor-{self.port}.toml"
@@ -38,7 +40,8 @@ class Broker:
         self.proc = None
 
     def start(self):
-        args = [str(BIN), "broker", "--data-dir", str(self.data_dir), "--listen", self.bootstrap]
+        args = [str(BIN), "broker", "--data-dir", str(self.data_dir), "--listen", self.bootstrap,
+                "--metrics", f"127.0.0.1:{self.metrics_port}"]
         if self.config:
             args += ["--config", str(self.config)]
         self.log = open(self.log_path, "ab")

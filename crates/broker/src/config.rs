@@ -303,6 +303,8 @@ pub struct BrokerConfig {
     pub advertised_host: String,
     pub advertised_port: u16,
     pub node_id: i32,
+    /// Where Prometheus metrics are served; `None` serves none.
+    pub metrics: Option<SocketAddr>,
     /// Settings from the config file, by Kafka name, already validated.
     settings: BTreeMap<String, String>,
     /// Settings changed at runtime (AlterConfigs on the broker), shared by every clone.
@@ -349,6 +351,7 @@ impl BrokerConfig {
             advertised_host,
             advertised_port,
             node_id,
+            metrics: None,
             settings: BTreeMap::new(),
             dynamic: Default::default(),
         }

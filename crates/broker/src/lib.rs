@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod group;
+pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod txn;

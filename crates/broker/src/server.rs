@@ -32,6 +32,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BrokerError> {
     let listen = config.listen;
+    if let Some(addr) = config.metrics {
+        // Before the partitions open, so their metric handles register with the recorder.
+        if let Err(e) = crate::metrics::start(addr) {
+            tracing::warn!("metrics are off: {e}");
+        }
+    }
     let broker = tokio::task::spawn_blocking(move || Broker::open(config, Arc::new(OsDisk)))
         .await
         .map_err(|e| BrokerError::Metadata(format!("start-up task failed: {e}")))??;
@@ -47,6 +53,7 @@ pub async fn run(
         "broker ready"
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    let gauges = tokio::spawn(gauge_loop(broker.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
     // Group session and rebalance timeouts; retention; compaction.
     let coordinator = tokio::spawn(periodic(
@@ -111,6 +118,7 @@ pub async fn run(
     }
     let _ = flusher.await;
     let _ = coordinator.await;
+    let _ = gauges.await;
     let _ = transactions.await;
     let _ = retention.await;
     let _ = cleaner.await;
@@ -157,6 +165,19 @@ async fn periodic(
     }
 }
 
+/// Recomputes the metrics gauges until the broker stops.
+async fn gauge_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(crate::metrics::GAUGE_INTERVAL) => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || crate::metrics::update_gauges(&b)).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// Why a connection ended.
 enum Close {
     /// The client closed it, or the broker is stopping.
@@ -176,10 +197,15 @@ async fn serve_connection(
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::with_capacity(64 * 1024, read);
     let max_frame = broker.config.get_i64("socket.request.max.bytes").max(1) as usize;
+    crate::metrics::connection_opened();
     let outcome = connection_loop(&broker, &mut read, &mut write, max_frame, peer, stop).await;
+    crate::metrics::connection_closed();
     match outcome {
         Close::Normal => tracing::debug!(%peer, "connection closed"),
-        Close::Refused(reason) => tracing::warn!(%peer, reason, "closing connection"),
+        Close::Refused(reason) => {
+            crate::metrics::error("connection", "refused");
+            tracing::warn!(%peer, reason, "closing connection")
+        }
         Close::Io(e) => tracing::debug!(%peer, error = %e, "connection error"),
     }
     let _ = write.shutdown().await;
@@ -262,6 +288,7 @@ async fn handle_frame(
             raw.api_version, spec.min, spec.max
         ));
     }
+    let started = std::time::Instant::now();
     let (header, request) = frame::decode_request(frame).map_err(|e| e.to_string())?;
     let version = header.request_api_version;
     let ctx = RequestContext {
@@ -272,10 +299,14 @@ async fn handle_frame(
         peer,
     };
     let Some(body) = api::dispatch(&ctx, request).await else {
+        crate::metrics::request_done(api, started.elapsed());
         return Ok(None);
     };
     match frame::encode_response(api, version, raw.correlation_id, &body) {
-        Ok(bytes) => Ok(Some(bytes)),
+        Ok(bytes) => {
+            crate::metrics::request_done(api, started.elapsed());
+            Ok(Some(bytes))
+        }
         Err(e) => {
             tracing::error!(api = ?api, version, error = %e, "could not encode a response");
             Err(e.to_string())

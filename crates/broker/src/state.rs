@@ -77,6 +77,7 @@ pub struct Partition {
     /// Serializes fsyncs so concurrent producers share one (group commit).
     flush_lock: tokio::sync::Mutex<()>,
     flushed_offset: AtomicI64,
+    pub metrics: crate::metrics::PartitionMetrics,
 }
 
 impl Partition {
@@ -435,6 +436,7 @@ impl Broker {
             waiters: Mutex::new(Vec::new()),
             flush_lock: tokio::sync::Mutex::new(()),
             flushed_offset: AtomicI64::new(flushed),
+            metrics: crate::metrics::PartitionMetrics::new(&topic.name, index),
         });
         self.partitions
             .write()

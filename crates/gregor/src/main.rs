@@ -103,6 +103,9 @@ pub struct BrokerArgs {
     /// TOML file of Kafka-named settings as flat quoted keys, e.g. `"num.partitions" = 3`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Address to serve Prometheus metrics on (HTTP, any path), or `off`.
+    #[arg(long, value_name = "HOST:PORT|off", default_value = "127.0.0.1:9644")]
+    pub metrics: String,
 }
 
 fn parse_host_port(flag: &str, value: &str) -> Result<(String, u16), String> {
@@ -137,6 +140,9 @@ fn broker_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
         .map(|a| parse_host_port("advertised", a))
         .transpose()?;
     let mut config = BrokerConfig::new(args.data_dir.clone(), listen, advertised, args.node_id);
+    if args.metrics != "off" {
+        config.metrics = Some(resolve("metrics", &args.metrics)?);
+    }
     if let Some(path) = &args.config {
         config.load_file(path)?;
     }

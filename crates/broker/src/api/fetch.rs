@@ -121,6 +121,7 @@ fn read_once(
                                 tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fetch read failed");
                             }
                             data.error_code = storage_error_code(&e);
+                            crate::metrics::error_code(ApiKey::Fetch, data.error_code);
                             any_error = true;
                         }
                     }
@@ -182,6 +183,14 @@ fn read_partition(
     debug_assert!(offset <= offsets.log_end);
     let bytes = plan.read()?;
     let n = bytes.len();
+    if n > 0 {
+        // Counted by batch header: no per-record work.
+        let records: i64 = gregor_protocol::batch::batches(&bytes)
+            .map(|(_, h)| i64::from(h.records_count.max(0)))
+            .sum();
+        partition.metrics.fetch_records.increment(records as u64);
+        partition.metrics.fetch_bytes.increment(n as u64);
+    }
     data.records = Some(Bytes::from(bytes));
     Ok(n)
 }

@@ -54,6 +54,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                 r.error_code = ResponseError::UnknownTopicOrPartition.code();
             }
             if r.error_code != 0 {
+                crate::metrics::error_code(ApiKey::Produce, r.error_code);
                 tracing::debug!(topic = %name, partition = data.index, error_code = r.error_code, message = ?r.error_message, "produce refused");
             }
             partition_responses.push(r);
@@ -113,6 +114,11 @@ async fn produce_to(
                 }
             }
             partition.wake_waiters();
+            partition.metrics.produce_records.increment(info.records);
+            partition
+                .metrics
+                .produce_bytes
+                .increment(bytes.len() as u64);
             r.base_offset = info.base_offset;
             r.log_append_time_ms = stamp.unwrap_or(-1);
         }

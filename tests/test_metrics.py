@@ -1,0 +1,123 @@
+"""Prometheus metrics: the counters move by exactly what was produced and consumed, a
+group's lag is its partition's log end offset minus its committed offset, and requests,
+errors, latency, log sizes, connections and memory are all there to scrape."""
+
+import re
+import time
+import urllib.request
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(broker):
+    """{(name, frozenset(labels)): value} from the broker's /metrics."""
+    text = urllib.request.urlopen(broker.metrics_url, timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = LINE.match(line)
+        assert m, f"not Prometheus text: {line!r}"
+        labels = frozenset(LABEL.findall(m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def value(metrics, name, **labels):
+    return metrics.get((name, frozenset((k, str(v)) for k, v in labels.items())), 0.0)
+
+
+def wait_until(check, what, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_counters_follow_produce_and_fetch_and_lag_is_end_minus_committed(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("metered", 3, 1)])["metered"].result(30)
+    counts = {0: 1200, 1: 700, 2: 100}
+    before = scrape(broker)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    mid_scrapes = []
+    for part, n in counts.items():
+        for i in range(n):
+            p.produce("metered", value=b"v" * 50, partition=part)
+        p.flush(30)
+        mid_scrapes.append(scrape(broker))  # during the load
+    after = scrape(broker)
+    for part, n in counts.items():
+        moved = value(after, "gregor_produce_records_total", topic="metered", partition=part) - \
+            value(before, "gregor_produce_records_total", topic="metered", partition=part)
+        assert moved == n, f"partition {part}: produce counter moved {moved}, {n} produced"
+    produced = [sum(value(s, "gregor_produce_records_total", topic="metered", partition=q) for q in counts)
+                for s in mid_scrapes]
+    assert produced == sorted(produced) and produced[0] == counts[0], produced
+    assert value(after, "gregor_produce_bytes_total", topic="metered", partition=0) > 1200 * 50
+
+    # Consume everything once, by assignment, and commit part of it for a group.
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "metered-group",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition("metered", q, OFFSET_BEGINNING) for q in counts])
+    got = 0
+    deadline = time.monotonic() + 30
+    while got < sum(counts.values()) and time.monotonic() < deadline:
+        got += sum(1 for m in c.consume(1000, 0.5) if m.error() is None)
+    assert got == sum(counts.values())
+    c.commit(offsets=[TopicPartition("metered", 0, 1000), TopicPartition("metered", 1, 700)], asynchronous=False)
+    fetched = scrape(broker)
+    for part, n in counts.items():
+        moved = value(fetched, "gregor_fetch_records_total", topic="metered", partition=part) - \
+            value(before, "gregor_fetch_records_total", topic="metered", partition=part)
+        assert moved == n, f"partition {part}: fetch counter moved {moved}, {n} consumed"
+
+    def lag_settled():
+        m = scrape(broker)
+        return value(m, "gregor_consumer_group_lag", group="metered-group", topic="metered", partition=0) == 200
+    wait_until(lag_settled, "the lag gauge")
+    m = scrape(broker)
+    for part, committed in ((0, 1000), (1, 700)):
+        end = value(m, "gregor_log_end_offset", topic="metered", partition=part)
+        low, high = c.get_watermark_offsets(TopicPartition("metered", part), timeout=10)
+        assert end == high == counts[part]
+        assert value(m, "gregor_consumer_group_committed_offset", group="metered-group", topic="metered", partition=part) == committed
+        assert value(m, "gregor_consumer_group_lag", group="metered-group", topic="metered", partition=part) == end - committed
+    c.close()
+    assert value(m, "gregor_log_size_bytes", topic="metered", partition=0) > 1200 * 50
+    assert value(m, "gregor_log_segments", topic="metered", partition=0) == 1
+    assert value(m, "process_resident_memory_bytes") > 1e6
+    assert value(m, "gregor_requests_total", api="Produce") >= 3
+    assert value(m, "gregor_request_duration_seconds_count", api="Produce") >= 3
+    assert value(m, "gregor_request_duration_seconds_bucket", api="Produce", le="+Inf") >= 3
+    assert value(m, "gregor_connections_accepted_total") >= 2
+
+
+def test_group_members_and_errors_are_counted(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("watched", 1, 1)])["watched"].result(30)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "watchers", "session.timeout.ms": 6000})
+    c.subscribe(["watched"])
+    try:
+        deadline = time.monotonic() + 20
+        while not c.assignment() and time.monotonic() < deadline:
+            c.poll(0.2)
+        wait_until(lambda: value(scrape(broker), "gregor_consumer_group_members", group="watchers") == 1,
+                   "one member in the gauge")
+        assert value(scrape(broker), "gregor_connections") >= 1
+    finally:
+        c.close()
+    wait_until(lambda: value(scrape(broker), "gregor_consumer_group_members", group="watchers") == 0,
+               "the member to leave the gauge")
+    # A fetch from an offset past the end is an error answered per partition.
+    import kafka_raw as raw
+    conn = raw.Conn(broker.bootstrap)
+    err, _, _ = raw.fetch_v4(conn, "watched", 0, 10_000)
+    assert err == 1  # OFFSET_OUT_OF_RANGE
+    assert value(scrape(broker), "gregor_request_errors_total", api="Fetch", error="OffsetOutOfRange") == 1
