@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use gregor_broker::BrokerConfig;
 
+#[cfg(feature = "bench")]
+mod bench;
 mod broker;
 mod client;
 mod group;
@@ -31,6 +33,16 @@ enum Command {
     Group {
         #[command(subcommand)]
         command: GroupCommand,
+    },
+    /// Load generator through librdkafka: produce, consume or end-to-end, with rates and
+    /// latency percentiles.
+    #[cfg(feature = "bench")]
+    Bench(bench::BenchArgs),
+    /// Load generator (this build has none: rebuild with `--features bench`).
+    #[cfg(not(feature = "bench"))]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
     },
     /// Transactions: list them with their age, describe one, or abort a hanging one.
     Txn {
@@ -242,6 +254,28 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Group { command }) => return run_group(command),
         Some(Command::Txn { command }) => return run_txn(command),
+        #[cfg(feature = "bench")]
+        Some(Command::Bench(args)) => {
+            let json = args.json;
+            return match bench::run(args) {
+                Ok(r) => match show(json, &r, bench::print) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("gregor: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Err(e) => {
+                    eprintln!("gregor bench: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        #[cfg(not(feature = "bench"))]
+        Some(Command::Bench { .. }) => {
+            eprintln!("gregor: this build has no load generator; build it with `cargo build --release --features bench` (it compiles librdkafka, which needs cmake and a C++ compiler: `apt-get install cmake g++`)");
+            return ExitCode::from(2);
+        }
         Some(Command::Broker(args)) => args,
         None => match Cli::parse_from(["gregor", "broker"]).command {
             Some(Command::Broker(args)) => args,
