@@ -378,7 +378,7 @@ fn consume_loop(
     deadline: Instant,
     done: Arc<AtomicU64>,
     ready: Option<&AtomicBool>,
-) -> Result<(u64, u64, Histogram<u64>), String> {
+) -> Result<(u64, u64, Histogram<u64>, Duration), String> {
     let e2e = ready.is_some();
     let mut config = base_config(args);
     config
@@ -414,6 +414,9 @@ fn consume_loop(
     }
     let mut h = new_histogram();
     let (mut records, mut bytes) = (0u64, 0u64);
+    // Timed from the first record to the last, so connecting is not counted.
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
     while Instant::now() < deadline {
         let want = expected();
         if want > 0 && records >= want {
@@ -421,6 +424,8 @@ fn consume_loop(
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
+                last = Instant::now();
+                first.get_or_insert(last);
                 records += 1;
                 done.fetch_add(1, Ordering::Relaxed);
                 let payload = m.payload().unwrap_or_default();
@@ -434,7 +439,8 @@ fn consume_loop(
             None => {}
         }
     }
-    Ok((records, bytes, h))
+    let took = first.map_or(Duration::ZERO, |f| last.duration_since(f));
+    Ok((records, bytes, h, took))
 }
 
 pub fn run(mut args: BenchArgs) -> Result<BenchResult, String> {
@@ -550,7 +556,7 @@ pub fn run(mut args: BenchArgs) -> Result<BenchResult, String> {
                     producing.store(false, Ordering::Relaxed);
                     let mut e2e_h = None;
                     if let Some(c) = consumer {
-                        let (_, _, h) = c
+                        let (_, _, h, _) = c
                             .join()
                             .map_err(|_| "the consumer thread panicked".to_string())??;
                         e2e_h = Some(h);
@@ -576,15 +582,16 @@ pub fn run(mut args: BenchArgs) -> Result<BenchResult, String> {
                 stop: stop.clone(),
             };
             let (total, seconds, rb) = (args.records, args.seconds, args.record_bytes);
-            let (records, bytes) = std::thread::scope(|s| -> Result<_, String> {
+            let (records, bytes, took) = std::thread::scope(|s| -> Result<_, String> {
                 s.spawn(move || show_progress(progress, total, seconds, rb, "consume"));
                 let want = args.records;
                 let r = consume_loop(&args, &topic, &move || want, start + limit, done, None);
                 stop.store(true, Ordering::Relaxed);
-                let (records, bytes, _) = r?;
-                Ok((records, bytes))
+                let (records, bytes, _, took) = r?;
+                Ok((records, bytes, took))
             })?;
-            (records, bytes, start.elapsed(), None, None, None)
+            let took = if records > 1 { took } else { start.elapsed() };
+            (records, bytes, took, None, None, None)
         }
     };
     let secs = elapsed.as_secs_f64().max(1e-9);
