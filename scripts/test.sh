@@ -12,12 +12,20 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing test dependencies"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+# `gregor bench` compiles librdkafka, which needs cmake and a C++ compiler.
+if ! command -v cmake >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq >/dev/null 2>&1 || true) && apt-get install -y -qq cmake g++ >/dev/null || { echo "could not install cmake and g++: install them and rerun"; exit 1; }
+  else
+    echo "cmake and g++ are needed to build gregor bench (librdkafka): install them and rerun"; exit 1
+  fi
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check || { echo "formatting differs: run 'cargo fmt --all'"; exit 1; }
 
 step "cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
 step "Rust tests (unit, proptest, integration)"
 cargo build --workspace --quiet
@@ -25,6 +33,10 @@ cargo nextest run --workspace --no-fail-fast
 
 step "real-client suites (pytest: kafka-python, confluent-kafka, aiokafka)"
 GREGOR_BIN="$PWD/target/debug/gregor" python3 -m pytest tests -q -p no:cacheprovider
+
+step "benchmark harness smoke run (gregor bench against Gregor and Tansu)"
+cargo build --release --quiet --features gregor/bench
+python3 bench/side_by_side.py --smoke
 
 fuzz_seconds="${GREGOR_FUZZ_SECONDS:-30}"
 if [ "$fuzz_seconds" -gt 0 ]; then

@@ -21,7 +21,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Serialize;
@@ -82,8 +82,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// librdkafka's linger.ms (the OpenMessaging Benchmark's Kafka driver uses 1).
-    #[arg(long, default_value_t = 1)]
-    pub linger_ms: u64,
+    #[arg(long, default_value_t = 1.0)]
+    pub linger_ms: f64,
     /// librdkafka's fetch sizes for consume and e2e (fetch.max.bytes and
     /// max.partition.fetch.bytes).
     #[arg(long, default_value_t = 1 << 20)]
@@ -228,6 +228,15 @@ fn create_topic(args: &BenchArgs, topic: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Sets `stop` when dropped, so the progress thread ends on every path out of a run.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Live counters shown while the run goes.
 struct Progress {
     sent: Arc<AtomicU64>,
@@ -316,7 +325,9 @@ fn produce_thread(
         .set("batch.size", (1 << 20).to_string())
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", (1 << 21).to_string());
-    let producer: BaseProducer<Reports> = config
+    // A threaded producer serves delivery reports as they arrive, so the latency measured
+    // is the broker's and the network's, not how often this loop polls.
+    let producer: ThreadedProducer<Reports> = config
         .create_with_context(reports)
         .map_err(|e| format!("cannot create a producer for {}: {e}", args.bootstrap))?;
     let mut payload = vec![b'x'; args.record_bytes.max(8)];
@@ -328,7 +339,6 @@ fn produce_thread(
             let due = start + Duration::from_secs_f64(n as f64 / rate as f64);
             let now = Instant::now();
             if due > now {
-                producer.poll(Duration::ZERO);
                 std::thread::sleep((due - now).min(Duration::from_millis(1)));
                 continue;
             }
@@ -342,19 +352,26 @@ fn produce_thread(
             Ok(()) => {
                 n += 1;
                 sent.fetch_add(1, Ordering::Relaxed);
-                if n.is_multiple_of(1024) {
-                    producer.poll(Duration::ZERO);
-                }
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                producer.poll(Duration::from_millis(1));
+                std::thread::sleep(Duration::from_millis(1));
             }
             Err((e, _)) => return Err(format!("send failed: {e}")),
         }
     }
-    producer
-        .flush(Duration::from_secs(120))
-        .map_err(|e| format!("flush failed: {e}"))?;
+    // Wait for every delivery report. (rdkafka's `flush` charges its timeout per poll,
+    // not per elapsed time, so with many reports queued it gives up early.)
+    let flush_deadline = Instant::now() + Duration::from_secs(120);
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= flush_deadline {
+            return Err(format!(
+                "{} records still undelivered after 120 s; is the broker at {} answering?",
+                producer.in_flight_count(),
+                args.bootstrap
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let ctx = producer.context();
     let h = ctx
         .latency
@@ -490,6 +507,7 @@ pub fn run(mut args: BenchArgs) -> Result<BenchResult, String> {
             };
             let (records, bytes, elapsed, produce_h, e2e_h, first_error) =
                 std::thread::scope(|s| -> Result<_, String> {
+                    let _stop = StopOnDrop(stop.clone());
                     let label = if e2e { "e2e" } else { "produce" };
                     let total = args.records;
                     let seconds = args.seconds;
@@ -583,6 +601,7 @@ pub fn run(mut args: BenchArgs) -> Result<BenchResult, String> {
             };
             let (total, seconds, rb) = (args.records, args.seconds, args.record_bytes);
             let (records, bytes, took) = std::thread::scope(|s| -> Result<_, String> {
+                let _stop = StopOnDrop(stop.clone());
                 s.spawn(move || show_progress(progress, total, seconds, rb, "consume"));
                 let want = args.records;
                 let r = consume_loop(&args, &topic, &move || want, start + limit, done, None);
