@@ -1,8 +1,18 @@
-//! A small Kafka client for the command-line tools: one connection, one request at a time,
-//! messages from `kafka-protocol`. Speaks to any Kafka-compatible broker.
+//! A small Kafka client for the command-line tools, with messages from `kafka-protocol`.
+//!
+//! [`Client`] is one connection, one request at a time, that negotiates each API's version
+//! with the broker (ApiVersions) so the tools work against any Kafka-compatible broker,
+//! Apache Kafka included. [`Cluster`] adds the rest of a client's routing: the brokers from
+//! Metadata, a connection per broker, partition leaders and group coordinators.
+
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse,
+    RequestHeader, ResponseHeader, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -10,22 +20,82 @@ use tokio::net::TcpStream;
 /// Largest response the tools accept.
 const RESPONSE_MAX_BYTES: usize = 256 << 20;
 
+/// A Kafka error code as its name and number, e.g. `UnknownTopicOrPartition (3)`.
+pub fn code(c: i16) -> String {
+    kafka_protocol::error::ResponseError::try_from_code(c)
+        .map_or_else(|| format!("error code {c}"), |e| format!("{e:?} ({c})"))
+}
+
 pub struct Client {
     stream: TcpStream,
-    bootstrap: String,
+    address: String,
     correlation_id: i32,
+    /// The broker's (min, max) version per API key.
+    versions: HashMap<i16, (i16, i16)>,
 }
 
 impl Client {
-    pub async fn connect(bootstrap: &str) -> Result<Self, String> {
-        let stream = TcpStream::connect(bootstrap)
+    pub async fn connect(address: &str) -> Result<Self, String> {
+        let stream = TcpStream::connect(address)
             .await
-            .map_err(|e| format!("cannot connect to {bootstrap}: {e}; is a broker running there? pass --bootstrap HOST:PORT"))?;
-        Ok(Client {
+            .map_err(|e| format!("cannot connect to {address}: {e}; is a broker running there? pass --bootstrap HOST:PORT"))?;
+        let _ = stream.set_nodelay(true);
+        let mut client = Client {
             stream,
-            bootstrap: bootstrap.to_string(),
+            address: address.to_string(),
             correlation_id: 0,
-        })
+            versions: HashMap::new(),
+        };
+        // v0 is the version every broker answers (and answers in) whatever it supports.
+        let versions = client.send(ApiVersionsRequest::default(), 0).await?;
+        if versions.error_code != 0 {
+            return Err(format!(
+                "{address}: ApiVersions failed: {}",
+                code(versions.error_code)
+            ));
+        }
+        client.versions = versions
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        Ok(client)
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The highest version of `R` both sides speak, up to `max` (what the tool was written
+    /// against), and at least `min`.
+    pub fn version<R: Request>(&self, min: i16, max: i16) -> Result<i16, String> {
+        let api =
+            ApiKey::try_from(R::KEY).map_or_else(|_| format!("{}", R::KEY), |a| format!("{a:?}"));
+        let Some(&(lo, hi)) = self.versions.get(&R::KEY) else {
+            return Err(format!(
+                "the broker at {} does not support {api}; this command needs it",
+                self.address
+            ));
+        };
+        let v = hi.min(max);
+        if v < min || v < lo {
+            return Err(format!(
+                "the broker at {} speaks {api} v{lo}-v{hi}; this command needs v{min}-v{max}: upgrade the broker or use a matching gregor",
+                self.address
+            ));
+        }
+        Ok(v)
+    }
+
+    /// Sends `request` at the best common version in `min..=max` and reads its response.
+    pub async fn call<R: Request>(
+        &mut self,
+        request: R,
+        min: i16,
+        max: i16,
+    ) -> Result<R::Response, String> {
+        let v = self.version::<R>(min, max)?;
+        self.send(request, v).await
     }
 
     /// Sends `request` at `version` and reads its response.
@@ -34,6 +104,20 @@ impl Client {
         request: R,
         version: i16,
     ) -> Result<R::Response, String> {
+        let api = self.write(&request, version).await?;
+        self.read::<R>(api, version).await
+    }
+
+    /// Sends a request the broker does not answer (Produce with acks=0).
+    pub async fn send_no_response<R: Request>(
+        &mut self,
+        request: R,
+        version: i16,
+    ) -> Result<(), String> {
+        self.write(&request, version).await.map(|_| ())
+    }
+
+    async fn write<R: Request>(&mut self, request: &R, version: i16) -> Result<ApiKey, String> {
         self.correlation_id += 1;
         let api = ApiKey::try_from(R::KEY).map_err(|_| format!("unknown API key {}", R::KEY))?;
         let header = RequestHeader::default()
@@ -51,13 +135,28 @@ impl Client {
             .map_err(|e| format!("cannot encode {api:?} v{version}: {e}"))?;
         let size = (buf.len() - 4) as i32;
         buf[0..4].copy_from_slice(&size.to_be_bytes());
-        let io = |e: std::io::Error| format!("{}: {api:?} failed: {e}", self.bootstrap);
+        let io = |e: std::io::Error| {
+            format!(
+                "{}: {api:?} failed: {e}; check the broker's log",
+                self.address
+            )
+        };
         self.stream.write_all(&buf).await.map_err(io)?;
+        Ok(api)
+    }
+
+    async fn read<R: Request>(&mut self, api: ApiKey, version: i16) -> Result<R::Response, String> {
+        let io = |e: std::io::Error| {
+            format!(
+                "{}: {api:?} failed: {e}; check the broker's log",
+                self.address
+            )
+        };
         let size = self.stream.read_i32().await.map_err(io)?;
         if size < 0 || size as usize > RESPONSE_MAX_BYTES {
             return Err(format!(
                 "{}: response of {size} bytes to {api:?} refused",
-                self.bootstrap
+                self.address
             ));
         }
         let mut body = vec![0u8; size as usize];
@@ -75,5 +174,132 @@ impl Client {
         let response = R::Response::decode(&mut body, version)
             .map_err(|e| format!("bad {api:?} v{version} response: {e}"))?;
         Ok(response)
+    }
+}
+
+/// A connection to a cluster: the bootstrap broker, and the others as they are needed.
+pub struct Cluster {
+    bootstrap: Client,
+    /// Broker id -> "host:port", from the last Metadata.
+    pub brokers: BTreeMap<i32, String>,
+    pub controller: i32,
+    pub cluster_id: Option<String>,
+    conns: HashMap<i32, Client>,
+}
+
+impl Cluster {
+    pub async fn connect(bootstrap: &str) -> Result<Self, String> {
+        let client = Client::connect(bootstrap).await?;
+        let mut cluster = Cluster {
+            bootstrap: client,
+            brokers: BTreeMap::new(),
+            controller: -1,
+            cluster_id: None,
+            conns: HashMap::new(),
+        };
+        cluster.metadata(Some(&[])).await?;
+        Ok(cluster)
+    }
+
+    /// The bootstrap broker's connection, for requests any broker answers.
+    pub fn any(&mut self) -> &mut Client {
+        &mut self.bootstrap
+    }
+
+    /// Metadata for `topics` (all of them with `None`); also refreshes the broker list.
+    pub async fn metadata(
+        &mut self,
+        topics: Option<&[String]>,
+    ) -> Result<MetadataResponse, String> {
+        let mut req = MetadataRequest::default();
+        req.topics = topics.map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    let mut mt = MetadataRequestTopic::default();
+                    mt.name = Some(TopicName(StrBytes::from_string(t.clone())));
+                    mt
+                })
+                .collect()
+        });
+        req.allow_auto_topic_creation = false;
+        let resp = self.bootstrap.call(req, 4, 12).await?;
+        self.brokers = resp
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+            .collect();
+        self.controller = resp.controller_id.0;
+        self.cluster_id = resp.cluster_id.as_ref().map(|c| c.to_string());
+        Ok(resp)
+    }
+
+    /// One topic's metadata; `doing` names the command in the error ("cannot {doing} 'T'").
+    pub async fn topic(
+        &mut self,
+        topic: &str,
+        doing: &str,
+    ) -> Result<kafka_protocol::messages::metadata_response::MetadataResponseTopic, String> {
+        let md = self.metadata(Some(&[topic.to_string()])).await?;
+        let t = md
+            .topics
+            .into_iter()
+            .next()
+            .ok_or("Metadata returned no topic")?;
+        if t.error_code != 0 {
+            let hint = if t.error_code == 3 {
+                "; `gregor topic list` shows the topics there are, `gregor topic create` makes one"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "cannot {doing} '{topic}': {}{hint}",
+                code(t.error_code)
+            ));
+        }
+        Ok(t)
+    }
+
+    /// The connection to broker `node`, opened on first use.
+    pub async fn broker(&mut self, node: i32) -> Result<&mut Client, String> {
+        if !self.conns.contains_key(&node) {
+            let address = self.brokers.get(&node).cloned().ok_or_else(|| {
+                format!(
+                    "broker {node} is not in the cluster's metadata; run `gregor cluster status`"
+                )
+            })?;
+            let client = Client::connect(&address).await?;
+            self.conns.insert(node, client);
+        }
+        Ok(self.conns.get_mut(&node).expect("inserted above"))
+    }
+
+    /// The broker coordinating `group` (key type 0) or a transactional id (key type 1).
+    pub async fn coordinator(&mut self, key: &str, key_type: i8) -> Result<&mut Client, String> {
+        let mut req = FindCoordinatorRequest::default();
+        let v = self.bootstrap.version::<FindCoordinatorRequest>(1, 4)?;
+        if v >= 4 {
+            req.coordinator_keys = vec![StrBytes::from_string(key.to_string())];
+        } else {
+            req.key = StrBytes::from_string(key.to_string());
+        }
+        req.key_type = key_type;
+        let mut last = String::new();
+        for attempt in 0..20 {
+            let resp = self.bootstrap.send(req.clone(), v).await?;
+            let (err, node) = match resp.coordinators.first() {
+                Some(c) if v >= 4 => (c.error_code, c.node_id.0),
+                _ => (resp.error_code, resp.node_id.0),
+            };
+            if err == 0 {
+                return self.broker(node).await;
+            }
+            last = code(err);
+            // COORDINATOR_NOT_AVAILABLE / COORDINATOR_LOAD_IN_PROGRESS: it is being elected.
+            if err != 15 && err != 14 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100 * (attempt + 1).min(5))).await;
+        }
+        Err(format!("cannot find the coordinator of '{key}': {last}"))
     }
 }

@@ -1,6 +1,5 @@
 //! `gregor`: one binary for the broker and, later, the tools that talk to it.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,13 +10,26 @@ use gregor_broker::BrokerConfig;
 mod bench;
 mod broker;
 mod client;
+mod cluster;
+mod consume;
 mod group;
+mod produce;
+mod progress;
+mod table;
+mod topic;
 mod txn;
+
+use client::Cluster;
 
 /// Gregor: a Kafka-compatible event streaming platform in one binary.
 ///
 /// With no subcommand, runs `gregor broker` with its defaults: a single-node broker on
 /// 127.0.0.1:9092 with its data under ./gregor-data.
+///
+/// The commands that talk to a broker speak the Kafka protocol to any Kafka-compatible
+/// broker (`--bootstrap HOST:PORT`, default 127.0.0.1:9092). Exit codes: 0 success; 1 the
+/// operation failed (the broker refused it, or what it names does not exist); 2 bad usage;
+/// 3 no broker reachable; 4 `cluster status` found partitions that need attention.
 #[derive(Parser, Debug)]
 #[command(name = "gregor", version, propagate_version = true)]
 struct Cli {
@@ -29,10 +41,29 @@ struct Cli {
 enum Command {
     /// Run a broker (the default).
     Broker(BrokerArgs),
-    /// Consumer groups: list them, or describe one with its members and lag.
+    /// Topics: create, list, describe, delete, change settings, add partitions.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+    /// Consumer groups: list, describe with lag, delete, reset offsets.
     Group {
         #[command(subcommand)]
         command: GroupCommand,
+    },
+    /// Produce lines from stdin (or --file) as records.
+    Produce(ProduceCmd),
+    /// Consume records and print them (kcat-style --format, or --json lines).
+    Consume(ConsumeCmd),
+    /// The cluster: brokers, controller, partitions without a leader or under-replicated.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Transactions: list them with their age, describe one, or abort a hanging one.
+    Txn {
+        #[command(subcommand)]
+        command: TxnCommand,
     },
     /// Load generator through librdkafka: produce, consume or end-to-end, with rates and
     /// latency percentiles.
@@ -44,11 +75,87 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
     },
-    /// Transactions: list them with their age, describe one, or abort a hanging one.
-    Txn {
-        #[command(subcommand)]
-        command: TxnCommand,
+    /// Print a shell completion script: `source <(gregor completions bash)`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
+    /// Print the configuration reference (docs/configuration.md is this output).
+    #[command(hide = true)]
+    ConfigReference,
+}
+
+#[derive(Subcommand, Debug)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        topic: String,
+        /// Partitions (default: the broker's num.partitions).
+        #[arg(long, short = 'p')]
+        partitions: Option<i32>,
+        /// Replicas of each partition (default: the broker's default.replication.factor).
+        #[arg(long, short = 'r')]
+        replication_factor: Option<i16>,
+        /// A topic setting, KEY=VALUE (repeatable), e.g. --config retention.ms=86400000.
+        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Succeed if the topic exists already.
+        #[arg(long)]
+        if_not_exists: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List topics with their partition count and replication factor.
+    List {
+        /// Include internal topics (__consumer_offsets, __transaction_state).
+        #[arg(long)]
+        internal: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One topic: partitions with leader, replicas, in-sync replicas and offsets, and the
+    /// settings that differ from the defaults.
+    Describe {
+        topic: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete topics and their data.
+    Delete {
+        #[arg(required = true)]
+        topics: Vec<String>,
+        /// Succeed if a topic does not exist.
+        #[arg(long)]
+        if_exists: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Change a topic's settings: --set KEY=VALUE, --delete KEY (back to the default).
+    AlterConfig {
+        topic: String,
+        #[arg(long, value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long, value_name = "KEY")]
+        delete: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Grow a topic to --total partitions (keyed records may then map elsewhere).
+    AddPartitions {
+        topic: String,
+        /// The partition count after the change.
+        #[arg(long)]
+        total: i32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Brokers, the controller, and partitions without a leader or under-replicated;
+    /// exits 4 when there are any.
+    Status(ClientArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,13 +191,112 @@ enum GroupCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Delete groups (with no active members) and their committed offsets.
+    Delete {
+        #[arg(required = true)]
+        groups: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move a group's committed offsets on a topic; the group must have no active members.
+    #[command(group(clap::ArgGroup::new("to").required(true).args(["to_earliest", "to_latest", "to_offset", "to_datetime", "shift_by"])))]
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Only these partitions (repeatable); default all.
+        #[arg(long)]
+        partition: Vec<i32>,
+        #[arg(long)]
+        to_earliest: bool,
+        #[arg(long)]
+        to_latest: bool,
+        #[arg(long, value_name = "OFFSET")]
+        to_offset: Option<i64>,
+        /// ISO 8601, e.g. 2026-11-24T10:00:00Z: the first offset at or after that time.
+        #[arg(long, value_name = "TIME")]
+        to_datetime: Option<String>,
+        /// Move each committed offset by N (negative: back).
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
+        shift_by: Option<i64>,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ProduceCmd {
+    topic: String,
+    /// Read lines from this file instead of stdin.
+    #[arg(long, short = 'f')]
+    file: Option<PathBuf>,
+    /// Split each line at the first SEP into key and value.
+    #[arg(long, short = 'K', value_name = "SEP")]
+    key_separator: Option<String>,
+    /// A header on every record, KEY=VALUE (repeatable).
+    #[arg(long, short = 'H', value_name = "KEY=VALUE")]
+    header: Vec<String>,
+    /// Send every record to this partition (default: by key, else spread).
+    #[arg(long, short = 'p')]
+    partition: Option<i32>,
+    /// none, gzip, snappy, lz4 or zstd.
+    #[arg(long, short = 'z', default_value = "none")]
+    compression: String,
+    /// 0, 1 or all.
+    #[arg(long, default_value = "all")]
+    acks: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+struct ConsumeCmd {
+    topic: String,
+    /// Start at the earliest offset (default: the end, or the group's committed offsets).
+    #[arg(long)]
+    from_beginning: bool,
+    /// Join this consumer group, start from its committed offsets and commit progress.
+    #[arg(long, short = 'g')]
+    group: Option<String>,
+    /// Read only these partitions (repeatable).
+    #[arg(long, short = 'p')]
+    partition: Vec<i32>,
+    /// Where to start: beginning, end, an offset, or -N for N records before the end.
+    #[arg(long, short = 'o', allow_hyphen_values = true)]
+    offset: Option<String>,
+    /// Stop after N records.
+    #[arg(long, short = 'c')]
+    count: Option<u64>,
+    /// Output format: %t topic, %p partition, %o offset, %k key, %s value, %K/%S their
+    /// lengths, %T timestamp, %h headers; \n \t escapes. Default "%s\n".
+    #[arg(long, short = 'F')]
+    format: Option<String>,
+    /// read_uncommitted or read_committed (skip aborted transactions).
+    #[arg(long, default_value = "read_uncommitted")]
+    isolation: String,
+    /// Exit at the end of the partitions instead of waiting for more (kcat -e).
+    #[arg(long, short = 'e')]
+    exit: bool,
+    /// Exit after this many milliseconds without a record.
+    #[arg(long, value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 /// Options shared by the commands that talk to a broker.
 #[derive(Args, Debug)]
 struct ClientArgs {
     /// A broker to talk to (any Kafka-compatible broker).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        short = 'b',
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:9092"
+    )]
     bootstrap: String,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -98,67 +304,85 @@ struct ClientArgs {
 }
 
 /// Runs a Kafka-compatible broker that stores every partition in a durable, segmented log.
+///
+/// Settings come from the defaults, then the --config file, then GREGOR_* environment
+/// variables (GREGOR_NUM_PARTITIONS=3 sets num.partitions), then these flags.
 #[derive(Args, Debug)]
 pub struct BrokerArgs {
-    /// Directory for partition logs and cluster metadata; created if missing.
-    #[arg(long, value_name = "DIR", default_value = "./gregor-data")]
-    pub data_dir: PathBuf,
-    /// Address to accept Kafka clients on.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
-    pub listen: String,
-    /// Address clients are told to connect to (in Metadata); defaults to --listen.
+    /// Directory for partition logs and cluster metadata; created if missing [log.dirs;
+    /// default ./gregor-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to accept Kafka clients on [listeners; default 127.0.0.1:9092].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Address clients are told to connect to, in Metadata [advertised.listeners; default
+    /// the --listen address].
     #[arg(long, value_name = "HOST:PORT")]
     pub advertised: Option<String>,
-    /// This broker's id in the cluster; a data directory keeps the id it was created with.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub node_id: i32,
-    /// TOML file of Kafka-named settings as flat quoted keys, e.g. `"num.partitions" = 3`.
+    /// This broker's id; a data directory keeps the id it was created with [node.id;
+    /// default 0].
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<i32>,
+    /// TOML file of Kafka-named settings, e.g. `num.partitions = 3`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to serve Prometheus metrics on (HTTP, any path), or `off`.
-    #[arg(long, value_name = "HOST:PORT|off", default_value = "127.0.0.1:9644")]
-    pub metrics: String,
-}
-
-fn parse_host_port(flag: &str, value: &str) -> Result<(String, u16), String> {
-    let (host, port) = value
-        .rsplit_once(':')
-        .ok_or_else(|| format!("--{flag} {value}: expected HOST:PORT, e.g. 127.0.0.1:9092"))?;
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| format!("--{flag} {value}: '{port}' is not a port number"))?;
-    Ok((
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        port,
-    ))
-}
-
-fn resolve(flag: &str, value: &str) -> Result<SocketAddr, String> {
-    parse_host_port(flag, value)?;
-    value
-        .to_socket_addrs()
-        .map_err(|e| format!("--{flag} {value}: cannot resolve: {e}"))?
-        .next()
-        .ok_or_else(|| format!("--{flag} {value}: resolves to no address"))
+    /// Address to serve Prometheus metrics on (HTTP, any path), or `off`
+    /// [metrics.listener; default 127.0.0.1:9644].
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub metrics: Option<String>,
+    /// Print the effective configuration, with where each value came from, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// With --print-config: JSON.
+    #[arg(long, requires = "print_config")]
+    pub json: bool,
 }
 
 fn broker_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
-    let listen = resolve("listen", &args.listen)?;
-    let advertised = args
-        .advertised
-        .as_deref()
-        .map(|a| parse_host_port("advertised", a))
-        .transpose()?;
-    let mut config = BrokerConfig::new(args.data_dir.clone(), listen, advertised, args.node_id);
-    if args.metrics != "off" {
-        config.metrics = Some(resolve("metrics", &args.metrics)?);
+    let mut flags: Vec<(&str, String, &str)> = Vec::new();
+    if let Some(d) = &args.data_dir {
+        flags.push(("log.dirs", d.display().to_string(), "--data-dir"));
     }
-    if let Some(path) = &args.config {
-        config.load_file(path)?;
+    if let Some(l) = &args.listen {
+        flags.push(("listeners", l.clone(), "--listen"));
     }
-    Ok(config)
+    if let Some(a) = &args.advertised {
+        flags.push(("advertised.listeners", a.clone(), "--advertised"));
+    }
+    if let Some(n) = args.node_id {
+        flags.push(("node.id", n.to_string(), "--node-id"));
+    }
+    if let Some(m) = &args.metrics {
+        flags.push(("metrics.listener", m.clone(), "--metrics"));
+    }
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    BrokerConfig::from_layers(args.config.as_deref(), &env, &flags)
+}
+
+fn print_config(config: &BrokerConfig, json: bool) -> Result<(), String> {
+    #[derive(serde::Serialize)]
+    struct Row {
+        name: &'static str,
+        value: String,
+        source: String,
+    }
+    let rows: Vec<Row> = config
+        .effective()
+        .into_iter()
+        .map(|(name, value, source)| Row {
+            name,
+            value,
+            source,
+        })
+        .collect();
+    show(json, &rows, |rows| {
+        let t: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| vec![r.name.to_string(), r.value.clone(), r.source.clone()])
+            .collect();
+        println!("{}", table::table(&["SETTING", "VALUE", "SOURCE"], &t));
+    })
 }
 
 /// Prints `value` as JSON with `--json`, else as the command's table.
@@ -178,50 +402,30 @@ fn show<T: serde::Serialize + ?Sized>(
     Ok(())
 }
 
-fn run_txn(command: TxnCommand) -> ExitCode {
-    run_client(async {
-        match command {
-            TxnCommand::List(a) => {
-                let mut c = client::Client::connect(&a.bootstrap).await?;
-                let txns = txn::list(&mut c).await?;
-                show(a.json, &txns, |t| txn::print_list(t))
-            }
-            TxnCommand::Describe { id, client: a } => {
-                let mut c = client::Client::connect(&a.bootstrap).await?;
-                let d = txn::describe(&mut c, &id).await?;
-                show(a.json, &d, txn::print_describe)
-            }
-            TxnCommand::Abort { id, client: a } => {
-                let mut c = client::Client::connect(&a.bootstrap).await?;
-                let d = txn::abort(&mut c, &id).await?;
-                show(a.json, &d, txn::print_aborted)
-            }
-        }
-    })
+/// How a tool command ended: its exit code.
+enum Fail {
+    /// The operation failed: exit 1.
+    Failed(String),
+    /// Bad usage: exit 2.
+    Usage(String),
 }
 
-fn run_group(command: GroupCommand) -> ExitCode {
-    run_client(async {
-        match command {
-            GroupCommand::List(a) => {
-                let mut c = client::Client::connect(&a.bootstrap).await?;
-                let groups = group::list(&mut c).await?;
-                show(a.json, &groups, |g| group::print_list(g))
-            }
-            GroupCommand::Describe {
-                group: id,
-                client: a,
-            } => {
-                let mut c = client::Client::connect(&a.bootstrap).await?;
-                let d = group::describe(&mut c, &id).await?;
-                show(a.json, &d, group::print_describe)
-            }
-        }
-    })
+impl From<String> for Fail {
+    fn from(e: String) -> Self {
+        Fail::Failed(e)
+    }
 }
 
-/// Runs a command that talks to a broker; prints its error and fails.
-fn run_client(work: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+fn usage(e: String) -> Fail {
+    Fail::Usage(e)
+}
+
+/// Connects to `bootstrap` (exit 3 if no broker answers), runs `work`, and maps its
+/// result to an exit code.
+fn with_cluster<F>(bootstrap: &str, work: F) -> ExitCode
+where
+    F: AsyncFnOnce(&mut Cluster) -> Result<u8, Fail>,
+{
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -232,13 +436,273 @@ fn run_client(work: impl std::future::Future<Output = Result<(), String>>) -> Ex
             return ExitCode::FAILURE;
         }
     };
-    let result: Result<(), String> = runtime.block_on(work);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    runtime.block_on(async {
+        let mut cluster = match Cluster::connect(bootstrap).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("gregor: {e}");
+                return ExitCode::from(3);
+            }
+        };
+        match work(&mut cluster).await {
+            Ok(code) => ExitCode::from(code),
+            Err(Fail::Failed(e)) => {
+                eprintln!("gregor: {e}");
+                ExitCode::FAILURE
+            }
+            Err(Fail::Usage(e)) => {
+                eprintln!("gregor: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
+}
+
+fn run_topic(command: TopicCommand) -> ExitCode {
+    match command {
+        TopicCommand::Create {
+            topic,
+            partitions,
+            replication_factor,
+            configs,
+            if_not_exists,
+            client: a,
+        } => with_cluster(&a.bootstrap, async |c| {
+            let configs = topic::parse_settings(&configs, "--config").map_err(usage)?;
+            let r = topic::create(
+                c,
+                &topic,
+                partitions,
+                replication_factor,
+                &configs,
+                if_not_exists,
+            )
+            .await?;
+            show(a.json, &r, |r| {
+                if r.created {
+                    println!(
+                        "created topic {} ({} partitions, replication factor {})",
+                        r.topic, r.partitions, r.replication_factor
+                    );
+                } else {
+                    println!(
+                        "topic {} exists already ({} partitions)",
+                        r.topic, r.partitions
+                    );
+                }
+            })?;
+            Ok(0)
+        }),
+        TopicCommand::List {
+            internal,
+            client: a,
+        } => with_cluster(&a.bootstrap, async |c| {
+            let r = topic::list(c, internal).await?;
+            show(a.json, &r, |r| topic::print_list(r))?;
+            Ok(0)
+        }),
+        TopicCommand::Describe { topic, client: a } => with_cluster(&a.bootstrap, async |c| {
+            let r = topic::describe(c, &topic).await?;
+            show(a.json, &r, topic::print_describe)?;
+            Ok(0)
+        }),
+        TopicCommand::Delete {
+            topics,
+            if_exists,
+            client: a,
+        } => with_cluster(&a.bootstrap, async |c| {
+            let r = topic::delete(c, &topics, if_exists).await?;
+            show(a.json, &r, |r| {
+                for d in r {
+                    if d.deleted {
+                        println!("deleted topic {}", d.topic);
+                    } else {
+                        println!("topic {} does not exist", d.topic);
+                    }
+                }
+            })?;
+            Ok(0)
+        }),
+        TopicCommand::AlterConfig {
+            topic,
+            set,
+            delete,
+            client: a,
+        } => with_cluster(&a.bootstrap, async |c| {
+            let set = topic::parse_settings(&set, "--set").map_err(usage)?;
+            if set.is_empty() && delete.is_empty() {
+                return Err(usage(
+                    "nothing to change: give --set KEY=VALUE or --delete KEY".into(),
+                ));
+            }
+            let r = topic::alter_config(c, &topic, &set, &delete).await?;
+            show(a.json, &r, |r| {
+                for (k, v) in &r.set {
+                    println!("{}: {k} = {v}", r.topic);
+                }
+                for k in &r.deleted {
+                    println!("{}: {k} back to its default", r.topic);
+                }
+            })?;
+            Ok(0)
+        }),
+        TopicCommand::AddPartitions {
+            topic,
+            total,
+            client: a,
+        } => with_cluster(&a.bootstrap, async |c| {
+            let r = topic::add_partitions(c, &topic, total).await?;
+            show(a.json, &r, |r| {
+                println!("topic {} now has {} partitions", r.topic, r.partitions)
+            })?;
+            Ok(0)
+        }),
+    }
+}
+
+fn run_txn(command: TxnCommand) -> ExitCode {
+    match command {
+        TxnCommand::List(a) => with_cluster(&a.bootstrap, async |c| {
+            let txns = txn::list(c.any()).await?;
+            show(a.json, &txns, |t| txn::print_list(t))?;
+            Ok(0)
+        }),
+        TxnCommand::Describe { id, client: a } => with_cluster(&a.bootstrap, async |c| {
+            let d = txn::describe(c.coordinator(&id, 1).await?, &id).await?;
+            show(a.json, &d, txn::print_describe)?;
+            Ok(0)
+        }),
+        TxnCommand::Abort { id, client: a } => with_cluster(&a.bootstrap, async |c| {
+            let d = txn::abort(c.coordinator(&id, 1).await?, &id).await?;
+            show(a.json, &d, txn::print_aborted)?;
+            Ok(0)
+        }),
+    }
+}
+
+fn run_group(command: GroupCommand) -> ExitCode {
+    match command {
+        GroupCommand::List(a) => with_cluster(&a.bootstrap, async |c| {
+            let groups = group::list(c).await?;
+            show(a.json, &groups, |g| group::print_list(g))?;
+            Ok(0)
+        }),
+        GroupCommand::Describe {
+            group: id,
+            client: a,
+        } => with_cluster(&a.bootstrap, async |c| {
+            let d = group::describe(c, &id).await?;
+            show(a.json, &d, group::print_describe)?;
+            Ok(0)
+        }),
+        GroupCommand::Delete { groups, client: a } => with_cluster(&a.bootstrap, async |c| {
+            let d = group::delete(c, &groups).await?;
+            show(a.json, &d, |d| {
+                for g in d {
+                    println!("deleted group {}", g.group);
+                }
+            })?;
+            Ok(0)
+        }),
+        GroupCommand::ResetOffsets {
+            group: id,
+            topic,
+            partition,
+            to_earliest,
+            to_latest,
+            to_offset,
+            to_datetime,
+            shift_by,
+            dry_run,
+            client: a,
+        } => with_cluster(&a.bootstrap, async |c| {
+            let to = if to_earliest {
+                group::ResetTo::Earliest
+            } else if to_latest {
+                group::ResetTo::Latest
+            } else if let Some(o) = to_offset {
+                group::ResetTo::Offset(o)
+            } else if let Some(t) = &to_datetime {
+                group::ResetTo::Datetime(group::parse_datetime(t).map_err(usage)?)
+            } else if let Some(n) = shift_by {
+                group::ResetTo::ShiftBy(n)
+            } else {
+                return Err(usage(
+                    "give one of --to-earliest, --to-latest, --to-offset, --to-datetime, --shift-by"
+                        .into(),
+                ));
+            };
+            let plan = group::reset_offsets(c, &id, &topic, &partition, to, dry_run).await?;
+            show(a.json, &plan, group::print_reset)?;
+            Ok(0)
+        }),
+    }
+}
+
+fn run_produce(cmd: ProduceCmd) -> ExitCode {
+    let headers = match topic::parse_settings(&cmd.header, "--header") {
+        Ok(h) => h,
         Err(e) => {
             eprintln!("gregor: {e}");
-            ExitCode::FAILURE
+            return ExitCode::from(2);
         }
+    };
+    if let Err(e) = produce::compression(&cmd.compression).and(produce::acks(&cmd.acks)) {
+        eprintln!("gregor: {e}");
+        return ExitCode::from(2);
+    }
+    let args = produce::ProduceArgs {
+        topic: cmd.topic,
+        file: cmd.file,
+        key_separator: cmd.key_separator,
+        headers,
+        partition: cmd.partition,
+        compression: cmd.compression,
+        acks: cmd.acks,
+    };
+    let json = cmd.client.json;
+    with_cluster(&cmd.client.bootstrap, async |c| {
+        let r = produce::run(c, &args).await?;
+        show(json, &r, produce::print)?;
+        Ok(0)
+    })
+}
+
+fn run_consume(cmd: ConsumeCmd) -> ExitCode {
+    let read_committed = match cmd.isolation.as_str() {
+        "read_committed" => true,
+        "read_uncommitted" => false,
+        other => {
+            eprintln!("gregor: --isolation {other}: expected read_committed or read_uncommitted");
+            return ExitCode::from(2);
+        }
+    };
+    let args = consume::ConsumeArgs {
+        topic: cmd.topic,
+        from_beginning: cmd.from_beginning,
+        group: cmd.group,
+        partitions: cmd.partition,
+        offset: cmd.offset,
+        count: cmd.count,
+        format: cmd.format,
+        read_committed,
+        exit_at_end: cmd.exit,
+        json: cmd.client.json,
+        idle_timeout: cmd.idle_timeout_ms.map(std::time::Duration::from_millis),
+    };
+    with_cluster(&cmd.client.bootstrap, async |c| {
+        consume::run(c, &args).await?;
+        Ok(0)
+    })
+}
+
+fn run_cluster(command: ClusterCommand) -> ExitCode {
+    match command {
+        ClusterCommand::Status(a) => with_cluster(&a.bootstrap, async |c| {
+            let s = cluster::status(c).await?;
+            show(a.json, &s, cluster::print)?;
+            Ok(if s.healthy() { 0 } else { 4 })
+        }),
     }
 }
 
@@ -252,8 +716,21 @@ fn main() -> ExitCode {
         )
         .init();
     let args = match cli.command {
+        Some(Command::Topic { command }) => return run_topic(command),
         Some(Command::Group { command }) => return run_group(command),
         Some(Command::Txn { command }) => return run_txn(command),
+        Some(Command::Produce(cmd)) => return run_produce(cmd),
+        Some(Command::Consume(cmd)) => return run_consume(cmd),
+        Some(Command::Cluster { command }) => return run_cluster(command),
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "gregor", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::ConfigReference) => {
+            print!("{}", gregor_broker::config::reference_markdown());
+            return ExitCode::SUCCESS;
+        }
         #[cfg(feature = "bench")]
         Some(Command::Bench(args)) => {
             let json = args.json;
@@ -289,6 +766,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.print_config {
+        return match print_config(&config, args.json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gregor: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match broker::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

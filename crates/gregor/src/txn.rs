@@ -10,8 +10,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
 
-use crate::client::Client;
-use crate::group::table;
+use crate::client::{code, Client};
+use crate::table::table;
 
 #[derive(Debug, Serialize)]
 pub struct TxnDescription {
@@ -26,11 +26,6 @@ pub struct TxnDescription {
     pub overdue: bool,
     /// "topic-partition" of every partition in the open transaction.
     pub partitions: Vec<String>,
-}
-
-fn code(c: i16) -> String {
-    kafka_protocol::error::ResponseError::try_from_code(c)
-        .map_or_else(|| format!("error code {c}"), |e| format!("{e:?} ({c})"))
 }
 
 fn now_ms() -> i64 {

@@ -1,0 +1,757 @@
+//! `gregor consume TOPIC`: records from any Kafka-compatible broker, printed in a format in
+//! the style of `kcat -f`, or as JSON lines. Without `--group` it reads the partitions
+//! directly; with `--group` it joins the group as a consumer (range assignment), starts
+//! from the group's committed offsets and commits what it printed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::{
+    BrokerId, ConsumerProtocolAssignment, ConsumerProtocolSubscription, FetchRequest, GroupId,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{Record, RecordBatchDecoder};
+use serde::Serialize;
+
+use crate::client::{code, Cluster};
+use crate::group;
+
+pub struct ConsumeArgs {
+    pub topic: String,
+    pub from_beginning: bool,
+    pub group: Option<String>,
+    pub partitions: Vec<i32>,
+    /// `beginning`, `end`, an offset, or -N for N before the end.
+    pub offset: Option<String>,
+    pub count: Option<u64>,
+    pub format: Option<String>,
+    pub read_committed: bool,
+    pub exit_at_end: bool,
+    pub json: bool,
+    /// Stop after this long without a record.
+    pub idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonRecord<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    timestamp: i64,
+    key: Option<String>,
+    value: Option<String>,
+    headers: BTreeMap<String, Option<String>>,
+}
+
+/// Where to start a partition.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    Earliest,
+    Latest,
+    Offset(i64),
+    FromEnd(i64),
+}
+
+fn parse_start(args: &ConsumeArgs) -> Result<Start, String> {
+    Ok(match args.offset.as_deref() {
+        None if args.from_beginning => Start::Earliest,
+        None => Start::Latest,
+        Some("beginning") | Some("earliest") => Start::Earliest,
+        Some("end") | Some("latest") => Start::Latest,
+        Some(s) => {
+            let v: i64 = s.parse().map_err(|_| {
+                format!("--offset {s}: expected beginning, end, an offset, or -N for N records before the end")
+            })?;
+            if v < 0 {
+                Start::FromEnd(-v)
+            } else {
+                Start::Offset(v)
+            }
+        }
+    })
+}
+
+/// Renders `fmt` for one record: %t topic, %p partition, %o offset, %k key, %s value,
+/// %K key length, %S value length, %T timestamp (ms), %h headers (k=v,...), %% a percent;
+/// \n, \t, \r and \\ escapes.
+pub fn render(fmt: &str, topic: &str, partition: i32, r: &Record, out: &mut Vec<u8>) {
+    let mut chars = fmt.bytes().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            b'%' => match chars.next() {
+                Some(b't') => out.extend_from_slice(topic.as_bytes()),
+                Some(b'p') => out.extend_from_slice(partition.to_string().as_bytes()),
+                Some(b'o') => out.extend_from_slice(r.offset.to_string().as_bytes()),
+                Some(b'k') => out.extend_from_slice(r.key.as_deref().unwrap_or_default()),
+                Some(b's') => out.extend_from_slice(r.value.as_deref().unwrap_or_default()),
+                Some(b'K') => out.extend_from_slice(
+                    r.key
+                        .as_ref()
+                        .map_or(-1, |k| k.len() as i64)
+                        .to_string()
+                        .as_bytes(),
+                ),
+                Some(b'S') => out.extend_from_slice(
+                    r.value
+                        .as_ref()
+                        .map_or(-1, |v| v.len() as i64)
+                        .to_string()
+                        .as_bytes(),
+                ),
+                Some(b'T') => out.extend_from_slice(r.timestamp.to_string().as_bytes()),
+                Some(b'h') => {
+                    let mut first = true;
+                    for (k, v) in &r.headers {
+                        if !first {
+                            out.push(b',');
+                        }
+                        first = false;
+                        out.extend_from_slice(k.as_bytes());
+                        out.push(b'=');
+                        out.extend_from_slice(v.as_deref().unwrap_or_default());
+                    }
+                }
+                Some(b'%') => out.push(b'%'),
+                Some(other) => {
+                    out.push(b'%');
+                    out.push(other);
+                }
+                None => out.push(b'%'),
+            },
+            b'\\' => match chars.next() {
+                Some(b'n') => out.push(b'\n'),
+                Some(b't') => out.push(b'\t'),
+                Some(b'r') => out.push(b'\r'),
+                Some(b'\\') => out.push(b'\\'),
+                Some(other) => {
+                    out.push(b'\\');
+                    out.push(other);
+                }
+                None => out.push(b'\\'),
+            },
+            c => out.push(c),
+        }
+    }
+}
+
+fn json_line(topic: &str, partition: i32, r: &Record, out: &mut Vec<u8>) {
+    let s = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+    let rec = JsonRecord {
+        topic,
+        partition,
+        offset: r.offset,
+        timestamp: r.timestamp,
+        key: s(&r.key),
+        value: s(&r.value),
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), s(v)))
+            .collect(),
+    };
+    if serde_json::to_writer(&mut *out, &rec).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+/// This member's state in a group it joined.
+struct Membership {
+    group: String,
+    member_id: String,
+    generation: i32,
+    coordinator: i32,
+    last_heartbeat: Instant,
+}
+
+const SESSION_TIMEOUT_MS: i32 = 10_000;
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
+
+async fn coordinator_id(cluster: &mut Cluster, group: &str) -> Result<i32, String> {
+    let address = cluster.coordinator(group, 0).await?.address().to_string();
+    cluster
+        .brokers
+        .iter()
+        .find(|(_, a)| **a == address)
+        .map(|(id, _)| *id)
+        .ok_or_else(|| format!("the coordinator of '{group}' at {address} is not in the metadata"))
+}
+
+fn versioned<T: Encodable>(value: &T, version: i16) -> Result<Bytes, String> {
+    let mut buf = BytesMut::new();
+    buf.put_i16(version);
+    value
+        .encode(&mut buf, version)
+        .map_err(|e| format!("cannot encode group metadata: {e}"))?;
+    Ok(buf.freeze())
+}
+
+/// Joins `group` subscribed to `topic`; returns the membership and the partitions assigned.
+async fn join(
+    cluster: &mut Cluster,
+    group: &str,
+    topic: &str,
+    member_id: String,
+) -> Result<(Membership, Vec<i32>), String> {
+    let coordinator = coordinator_id(cluster, group).await?;
+    let mut sub = ConsumerProtocolSubscription::default();
+    sub.topics = vec![StrBytes::from_string(topic.to_string())];
+    let metadata = versioned(&sub, 0)?;
+    let mut member_id = member_id;
+    for _attempt in 0..10 {
+        let mut req = JoinGroupRequest::default();
+        req.group_id = GroupId(StrBytes::from_string(group.to_string()));
+        req.session_timeout_ms = SESSION_TIMEOUT_MS;
+        req.rebalance_timeout_ms = 30_000;
+        req.member_id = StrBytes::from_string(member_id.clone());
+        req.protocol_type = StrBytes::from_static_str("consumer");
+        let mut p = JoinGroupRequestProtocol::default();
+        p.name = StrBytes::from_static_str("range");
+        p.metadata = metadata.clone();
+        req.protocols = vec![p];
+        let resp = cluster.broker(coordinator).await?.call(req, 1, 7).await?;
+        match resp.error_code {
+            0 => {}
+            79 => {
+                // MEMBER_ID_REQUIRED: join again with the id the coordinator gave.
+                member_id = resp.member_id.to_string();
+                continue;
+            }
+            25 => {
+                member_id.clear();
+                continue;
+            }
+            27 => continue,
+            e => return Err(format!("cannot join group '{group}': {}", code(e))),
+        }
+        member_id = resp.member_id.to_string();
+        let generation = resp.generation_id;
+        let mut assignments = Vec::new();
+        if resp.leader == resp.member_id {
+            assignments = assign(cluster, &resp.members).await?;
+        }
+        let mut sync = SyncGroupRequest::default();
+        sync.group_id = GroupId(StrBytes::from_string(group.to_string()));
+        sync.generation_id = generation;
+        sync.member_id = StrBytes::from_string(member_id.clone());
+        sync.protocol_type = Some(StrBytes::from_static_str("consumer"));
+        sync.protocol_name = Some(StrBytes::from_static_str("range"));
+        sync.assignments = assignments;
+        let synced = cluster.broker(coordinator).await?.call(sync, 1, 5).await?;
+        if synced.error_code == 27 {
+            continue;
+        }
+        if synced.error_code != 0 {
+            return Err(format!(
+                "cannot join group '{group}': SyncGroup: {}",
+                code(synced.error_code)
+            ));
+        }
+        let mut mine = Vec::new();
+        let mut buf = synced.assignment.clone();
+        if buf.len() >= 2 {
+            let version = i16::from_be_bytes([buf[0], buf[1]]);
+            let _ = bytes::Buf::get_i16(&mut buf);
+            let a = ConsumerProtocolAssignment::decode(&mut buf, version.clamp(0, 3))
+                .map_err(|e| format!("group '{group}': bad assignment from the leader: {e}"))?;
+            for tp in a.assigned_partitions {
+                if tp.topic.0.as_str() == topic {
+                    mine.extend(tp.partitions);
+                }
+            }
+        }
+        mine.sort_unstable();
+        return Ok((
+            Membership {
+                group: group.to_string(),
+                member_id,
+                generation,
+                coordinator,
+                last_heartbeat: Instant::now(),
+            },
+            mine,
+        ));
+    }
+    Err(format!(
+        "cannot join group '{group}': it kept rebalancing; try again"
+    ))
+}
+
+/// The range assignor: each subscribed topic's partitions split in contiguous ranges over
+/// the members subscribed to it, in member id order.
+async fn assign(
+    cluster: &mut Cluster,
+    members: &[kafka_protocol::messages::join_group_response::JoinGroupResponseMember],
+) -> Result<Vec<SyncGroupRequestAssignment>, String> {
+    let mut subscribers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in members {
+        let mut buf = m.metadata.clone();
+        if buf.len() < 2 {
+            continue;
+        }
+        let version = bytes::Buf::get_i16(&mut buf);
+        if let Ok(s) = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)) {
+            for t in s.topics {
+                subscribers
+                    .entry(t.to_string())
+                    .or_default()
+                    .push(m.member_id.to_string());
+            }
+        }
+    }
+    let topics: Vec<String> = subscribers.keys().cloned().collect();
+    let md = cluster.metadata(Some(&topics)).await?;
+    let mut plan: BTreeMap<String, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
+    for t in md.topics {
+        let name = t.name.map(|n| n.0.to_string()).unwrap_or_default();
+        let Some(subs) = subscribers.get_mut(&name) else {
+            continue;
+        };
+        subs.sort();
+        let mut parts: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+        parts.sort_unstable();
+        let (n, m) = (parts.len(), subs.len());
+        let mut at = 0;
+        for (i, member) in subs.iter().enumerate() {
+            let take = n / m + usize::from(i < n % m);
+            plan.entry(member.clone())
+                .or_default()
+                .insert(name.clone(), parts[at..at + take].to_vec());
+            at += take;
+        }
+    }
+    let mut out = Vec::new();
+    for m in members {
+        let mut a = ConsumerProtocolAssignment::default();
+        for (topic, parts) in plan.remove(m.member_id.as_str()).unwrap_or_default() {
+            let mut tp = AssignedTopic::default();
+            tp.topic = TopicName(StrBytes::from_string(topic));
+            tp.partitions = parts;
+            a.assigned_partitions.push(tp);
+        }
+        let mut s = SyncGroupRequestAssignment::default();
+        s.member_id = m.member_id.clone();
+        s.assignment = versioned(&a, 0)?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Heartbeats when due; returns false when the group is rebalancing (join again).
+async fn heartbeat(cluster: &mut Cluster, m: &mut Membership) -> Result<bool, String> {
+    if m.last_heartbeat.elapsed() < HEARTBEAT_EVERY {
+        return Ok(true);
+    }
+    m.last_heartbeat = Instant::now();
+    let mut req = HeartbeatRequest::default();
+    req.group_id = GroupId(StrBytes::from_string(m.group.clone()));
+    req.generation_id = m.generation;
+    req.member_id = StrBytes::from_string(m.member_id.clone());
+    let resp = cluster.broker(m.coordinator).await?.call(req, 0, 4).await?;
+    match resp.error_code {
+        0 => Ok(true),
+        27 | 22 | 25 => Ok(false),
+        e => Err(format!(
+            "heartbeat to group '{}' failed: {}",
+            m.group,
+            code(e)
+        )),
+    }
+}
+
+async fn leave(cluster: &mut Cluster, m: &Membership) -> Result<(), String> {
+    let mut req = LeaveGroupRequest::default();
+    req.group_id = GroupId(StrBytes::from_string(m.group.clone()));
+    let v = cluster
+        .broker(m.coordinator)
+        .await?
+        .version::<LeaveGroupRequest>(0, 4)?;
+    if v >= 3 {
+        let mut id = kafka_protocol::messages::leave_group_request::MemberIdentity::default();
+        id.member_id = StrBytes::from_string(m.member_id.clone());
+        req.members = vec![id];
+    } else {
+        req.member_id = StrBytes::from_string(m.member_id.clone());
+    }
+    cluster.broker(m.coordinator).await?.send(req, v).await?;
+    Ok(())
+}
+
+/// Resolves each partition's starting offset.
+async fn start_offsets(
+    cluster: &mut Cluster,
+    topic: &str,
+    leaders: &BTreeMap<i32, i32>,
+    partitions: &[i32],
+    start: Start,
+    committed: &BTreeMap<i32, i64>,
+) -> Result<BTreeMap<i32, i64>, String> {
+    let mut out = BTreeMap::new();
+    let mut need: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for &p in partitions {
+        if let Some(&o) = committed.get(&p) {
+            out.insert(p, o);
+        } else if let Start::Offset(o) = start {
+            out.insert(p, o);
+        } else {
+            need.entry(leaders.get(&p).copied().unwrap_or(-1))
+                .or_default()
+                .push(p);
+        }
+    }
+    for (leader, ps) in need {
+        if leader < 0 {
+            return Err(format!(
+                "partitions {ps:?} of '{topic}' have no leader; `gregor cluster status` shows why"
+            ));
+        }
+        let client = cluster.broker(leader).await?;
+        match start {
+            Start::Earliest => {
+                out.extend(crate::topic::list_offsets(client, topic, &ps, -2).await?);
+            }
+            Start::Latest | Start::Offset(_) => {
+                out.extend(crate::topic::list_offsets(client, topic, &ps, -1).await?);
+            }
+            Start::FromEnd(n) => {
+                let ends = crate::topic::list_offsets(client, topic, &ps, -1).await?;
+                let starts: BTreeMap<i32, i64> = crate::topic::list_offsets(client, topic, &ps, -2)
+                    .await?
+                    .into_iter()
+                    .collect();
+                for (p, end) in ends {
+                    out.insert(p, (end - n).max(starts.get(&p).copied().unwrap_or(0)));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Consumes until `--count` records, the end with `--exit`, the idle timeout, or Ctrl-C.
+/// Returns the number of records printed.
+pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, String> {
+    let start = parse_start(args)?;
+    let isolation = i8::from(args.read_committed);
+    let t = cluster.topic(&args.topic, "consume").await?;
+    let mut leaders: BTreeMap<i32, i32> = t
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect();
+    for p in &args.partitions {
+        if !leaders.contains_key(p) {
+            return Err(format!(
+                "--partition {p}: '{}' has partitions 0 to {}",
+                args.topic,
+                leaders.len() as i32 - 1
+            ));
+        }
+    }
+    // With a group and no --partition, join it; else read the partitions given (or all).
+    let mut membership = None;
+    let mut assigned: Vec<i32> = if args.partitions.is_empty() {
+        leaders.keys().copied().collect()
+    } else {
+        args.partitions.clone()
+    };
+    if let (Some(g), true) = (&args.group, args.partitions.is_empty()) {
+        let (m, parts) = join(cluster, g, &args.topic, String::new()).await?;
+        membership = Some(m);
+        assigned = parts;
+    }
+    let committed = match &args.group {
+        Some(g) if args.offset.is_none() => group::committed(cluster, g, &args.topic).await?,
+        _ => BTreeMap::new(),
+    };
+    let mut positions =
+        start_offsets(cluster, &args.topic, &leaders, &assigned, start, &committed).await?;
+    let mut last_committed = committed.clone();
+    let mut at_end: BTreeSet<i32> = BTreeSet::new();
+    let format = args.format.clone().unwrap_or_else(|| "%s\\n".to_string());
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed = 0u64;
+    let mut last_record = Instant::now();
+    let mut buf = Vec::with_capacity(1 << 16);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    'outer: loop {
+        if let Some(m) = membership.as_mut() {
+            if !heartbeat(cluster, m).await? {
+                // Rebalance: commit what was printed, join again.
+                if let Some(g) = &args.group {
+                    commit(
+                        cluster,
+                        g,
+                        &args.topic,
+                        &positions,
+                        &mut last_committed,
+                        Some(m),
+                    )
+                    .await?;
+                }
+                let (nm, parts) =
+                    join(cluster, &m.group.clone(), &args.topic, m.member_id.clone()).await?;
+                *m = nm;
+                assigned = parts;
+                let committed = group::committed(cluster, &m.group, &args.topic).await?;
+                positions =
+                    start_offsets(cluster, &args.topic, &leaders, &assigned, start, &committed)
+                        .await?;
+                at_end.clear();
+            }
+        }
+        if args.exit_at_end && !assigned.is_empty() && at_end.len() >= assigned.len() {
+            break;
+        }
+        if let Some(limit) = args.idle_timeout {
+            if last_record.elapsed() >= limit {
+                break;
+            }
+        }
+        if assigned.is_empty() {
+            if args.exit_at_end {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = &mut ctrl_c => break 'outer,
+            }
+            continue;
+        }
+        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for p in &assigned {
+            by_leader
+                .entry(leaders.get(p).copied().unwrap_or(-1))
+                .or_default()
+                .push(*p);
+        }
+        let mut refresh = false;
+        for (leader, parts) in by_leader {
+            if leader < 0 {
+                refresh = true;
+                continue;
+            }
+            let mut ft = FetchTopic::default();
+            ft.topic = TopicName(StrBytes::from_string(args.topic.clone()));
+            ft.partitions = parts
+                .iter()
+                .map(|p| {
+                    let mut fp = FetchPartition::default();
+                    fp.partition = *p;
+                    fp.fetch_offset = positions.get(p).copied().unwrap_or(0);
+                    fp.partition_max_bytes = 1 << 20;
+                    fp.log_start_offset = -1;
+                    fp.current_leader_epoch = -1;
+                    fp
+                })
+                .collect();
+            let mut req = FetchRequest::default();
+            req.replica_id = BrokerId(-1);
+            req.max_wait_ms = 500;
+            req.min_bytes = 1;
+            req.max_bytes = 16 << 20;
+            req.isolation_level = isolation;
+            req.session_epoch = -1;
+            req.topics = vec![ft];
+            let client = cluster.broker(leader).await?;
+            let resp = tokio::select! {
+                r = client.call(req, 4, 12) => r?,
+                _ = &mut ctrl_c => break 'outer,
+            };
+            if resp.error_code != 0 {
+                return Err(format!(
+                    "fetch from broker {leader} failed: {}",
+                    code(resp.error_code)
+                ));
+            }
+            for tr in resp.responses {
+                for pd in tr.partitions {
+                    let p = pd.partition_index;
+                    match pd.error_code {
+                        0 => {}
+                        1 => {
+                            // OFFSET_OUT_OF_RANGE: the records were deleted (retention); start
+                            // again from the earliest (or the end).
+                            let reset = if args.from_beginning {
+                                Start::Earliest
+                            } else {
+                                Start::Latest
+                            };
+                            let fresh = start_offsets(
+                                cluster,
+                                &args.topic,
+                                &leaders,
+                                &[p],
+                                reset,
+                                &BTreeMap::new(),
+                            )
+                            .await?;
+                            eprintln!(
+                                "gregor: offset {} of {}-{p} is out of range; continuing from {}",
+                                positions.get(&p).copied().unwrap_or(0),
+                                args.topic,
+                                fresh.get(&p).copied().unwrap_or(0)
+                            );
+                            positions.extend(fresh);
+                            continue;
+                        }
+                        3 | 6 | 5 | 74 | 75 => {
+                            refresh = true;
+                            continue;
+                        }
+                        e => {
+                            return Err(format!("fetch of {}-{p} failed: {}", args.topic, code(e)))
+                        }
+                    }
+                    let mut position = positions.get(&p).copied().unwrap_or(0);
+                    let end = if args.read_committed && pd.last_stable_offset >= 0 {
+                        pd.last_stable_offset
+                    } else {
+                        pd.high_watermark
+                    };
+                    let mut aborted: Vec<(i64, i64)> = pd
+                        .aborted_transactions
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|a| (a.first_offset, a.producer_id.0))
+                        .collect();
+                    aborted.sort_unstable();
+                    let mut aborted = aborted.into_iter().peekable();
+                    let mut aborting: BTreeSet<i64> = BTreeSet::new();
+                    if let Some(mut records) = pd.records {
+                        let sets = RecordBatchDecoder::decode_all(&mut records)
+                            .map_err(|e| format!("bad records from {}-{p}: {e}", args.topic))?;
+                        for set in sets {
+                            for r in set.records {
+                                while let Some(&(first, pid)) = aborted.peek() {
+                                    if first > r.offset {
+                                        break;
+                                    }
+                                    aborting.insert(pid);
+                                    aborted.next();
+                                }
+                                if r.offset < position {
+                                    continue;
+                                }
+                                position = r.offset + 1;
+                                if r.control {
+                                    aborting.remove(&r.producer_id);
+                                    continue;
+                                }
+                                if r.transactional && aborting.contains(&r.producer_id) {
+                                    continue;
+                                }
+                                buf.clear();
+                                if args.json {
+                                    json_line(&args.topic, p, &r, &mut buf);
+                                } else {
+                                    render(&format, &args.topic, p, &r, &mut buf);
+                                }
+                                if let Err(e) = out.write_all(&buf) {
+                                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                                        break 'outer;
+                                    }
+                                    return Err(format!("cannot write output: {e}"));
+                                }
+                                printed += 1;
+                                last_record = Instant::now();
+                                if args.count.is_some_and(|c| printed >= c) {
+                                    positions.insert(p, position);
+                                    break 'outer;
+                                }
+                            }
+                        }
+                    }
+                    positions.insert(p, position);
+                    if position >= end {
+                        at_end.insert(p);
+                    } else {
+                        at_end.remove(&p);
+                    }
+                }
+            }
+        }
+        if let Err(e) = out.flush() {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                break;
+            }
+            return Err(format!("cannot write output: {e}"));
+        }
+        if let Some(g) = &args.group {
+            commit(
+                cluster,
+                g,
+                &args.topic,
+                &positions,
+                &mut last_committed,
+                membership.as_ref(),
+            )
+            .await?;
+        }
+        if refresh {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let md = cluster
+                .metadata(Some(std::slice::from_ref(&args.topic)))
+                .await?;
+            if let Some(t) = md.topics.into_iter().next() {
+                leaders = t
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition_index, p.leader_id.0))
+                    .collect();
+            }
+        }
+    }
+    let _ = out.flush();
+    if let Some(g) = &args.group {
+        commit(
+            cluster,
+            g,
+            &args.topic,
+            &positions,
+            &mut last_committed,
+            membership.as_ref(),
+        )
+        .await?;
+    }
+    if let Some(m) = &membership {
+        leave(cluster, m).await?;
+    }
+    Ok(printed)
+}
+
+/// Commits the positions that moved since the last commit.
+async fn commit(
+    cluster: &mut Cluster,
+    group: &str,
+    topic: &str,
+    positions: &BTreeMap<i32, i64>,
+    last: &mut BTreeMap<i32, i64>,
+    membership: Option<&Membership>,
+) -> Result<(), String> {
+    let moved: BTreeMap<i32, i64> = positions
+        .iter()
+        .filter(|(p, o)| last.get(p) != Some(o))
+        .map(|(p, o)| (*p, *o))
+        .collect();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let (generation, member) =
+        membership.map_or((-1, String::new()), |m| (m.generation, m.member_id.clone()));
+    let offsets: BTreeMap<(String, i32), i64> = moved
+        .iter()
+        .map(|(p, o)| ((topic.to_string(), *p), *o))
+        .collect();
+    group::commit(cluster, group, generation, &member, &offsets).await?;
+    last.extend(moved);
+    Ok(())
+}
