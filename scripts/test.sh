@@ -12,12 +12,17 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing test dependencies"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
-# `gregor bench` compiles librdkafka, which needs cmake and a C++ compiler.
-if ! command -v cmake >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1; then
+# `gregor bench` compiles librdkafka, which needs cmake and a C++ compiler; the suite also
+# drives Debian's kcat, and the newcomer test uses git and unshare.
+missing=""
+for tool in cmake:cmake g++:g++ kcat:kcat git:git unshare:util-linux ip:iproute2; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
+done
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq >/dev/null 2>&1 || true) && apt-get install -y -qq cmake g++ >/dev/null || { echo "could not install cmake and g++: install them and rerun"; exit 1; }
+    (apt-get update -qq >/dev/null 2>&1 || true) && apt-get install -y -qq $missing >/dev/null || { echo "could not install$missing: install them and rerun"; exit 1; }
   else
-    echo "cmake and g++ are needed to build gregor bench (librdkafka): install them and rerun"; exit 1
+    echo "these packages are needed:$missing; install them and rerun"; exit 1
   fi
 fi
 
