@@ -338,4 +338,4 @@ def test_gregor_group_list_and_describe_show_lag(make_broker):
     assert listed == [{"group": "watchers", "state": "Empty", "members": 0, "lag": 7}]
     assert "watchers" in gregor("group", "list", "--bootstrap", b.bootstrap).stdout
     bad = gregor("group", "list", "--bootstrap", "127.0.0.1:1")
-    assert bad.returncode == 1 and "--bootstrap" in bad.stderr
+    assert bad.returncode == 3 and "--bootstrap" in bad.stderr
