@@ -408,3 +408,22 @@ def test_newcomer_path_from_the_readme_on_a_fresh_clone(tmp_path):
     alice = java_partition(b"alice", 3)
     assert [p["partition"] for p in d["partitions"] if p["lag"] == 1] == [alice]
     assert (clone / "gregor-data").is_dir()
+
+
+def test_progress_bar_on_a_terminal_only_after_a_second(broker, tmp_path):
+    b = ("--bootstrap", broker.bootstrap)
+    ok("topic", "create", "bulk", *b)
+    slow_input = "(seq 1 60000; sleep 1.5; seq 1 10)"
+    cmd = f"{slow_input} | {BIN} produce bulk --bootstrap {broker.bootstrap}"
+    # Piped (as in scripts): no progress output at all, only the summary.
+    piped = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0 and piped.stderr == "" and "produced 60010 records" in piped.stdout
+    # On a terminal (`script` gives it one), a line with the records and their rate once
+    # the command has run for a second.
+    tty = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60)
+    assert tty.returncode == 0
+    assert re.search(r"produce \S+ 60010 records \(\d+/s\)", tty.stdout), tty.stdout[-500:]
+    # A quick command shows none, even on a terminal.
+    quick = subprocess.run(["script", "-qec", f"seq 1 10 | {BIN} produce bulk --bootstrap {broker.bootstrap}",
+                            "/dev/null"], capture_output=True, text=True, timeout=60)
+    assert quick.returncode == 0 and not re.search(r"records \(\d+/s\)", quick.stdout) and "produced 10 records" in quick.stdout

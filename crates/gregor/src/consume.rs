@@ -467,7 +467,9 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
         assigned = parts;
     }
     let committed = match &args.group {
-        Some(g) if args.offset.is_none() => group::committed(cluster, g, &args.topic).await?,
+        Some(g) if args.offset.is_none() => {
+            group::committed(cluster, g, &args.topic, &assigned).await?
+        }
         _ => BTreeMap::new(),
     };
     let mut positions =
@@ -478,6 +480,11 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut printed = 0u64;
+    let mut printed_bytes = 0u64;
+    // Counts and rate on stderr when the records go to a file or a pipe (a terminal shows
+    // the records themselves).
+    let progress = (!std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .then(|| crate::progress::Progress::new("consume", None));
     let mut last_record = Instant::now();
     let mut buf = Vec::with_capacity(1 << 16);
     let ctrl_c = tokio::signal::ctrl_c();
@@ -501,7 +508,7 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
                     join(cluster, &m.group.clone(), &args.topic, m.member_id.clone()).await?;
                 *m = nm;
                 assigned = parts;
-                let committed = group::committed(cluster, &m.group, &args.topic).await?;
+                let committed = group::committed(cluster, &m.group, &args.topic, &assigned).await?;
                 positions =
                     start_offsets(cluster, &args.topic, &leaders, &assigned, start, &committed)
                         .await?;
@@ -662,6 +669,7 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
                                     return Err(format!("cannot write output: {e}"));
                                 }
                                 printed += 1;
+                                printed_bytes += buf.len() as u64;
                                 last_record = Instant::now();
                                 if args.count.is_some_and(|c| printed >= c) {
                                     positions.insert(p, position);
@@ -678,6 +686,9 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
                     }
                 }
             }
+        }
+        if let Some(p) = &progress {
+            p.set(printed_bytes, printed);
         }
         if let Err(e) = out.flush() {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -711,6 +722,9 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
         }
     }
     let _ = out.flush();
+    if let Some(p) = &progress {
+        p.finish(printed_bytes, printed);
+    }
     if let Some(g) = &args.group {
         commit(
             cluster,

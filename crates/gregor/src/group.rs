@@ -8,6 +8,7 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
     BrokerId, ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
     ListGroupsRequest, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
@@ -304,9 +305,36 @@ pub async fn all_committed(
     cluster: &mut Cluster,
     group: &str,
 ) -> Result<BTreeMap<(String, i32), i64>, String> {
+    fetch_committed(cluster, group, None).await
+}
+
+/// The offsets `group` has committed for these `partitions` of `topic`.
+pub async fn committed(
+    cluster: &mut Cluster,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, i64>, String> {
+    let mut t = OffsetFetchRequestTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partition_indexes = partitions.to_vec();
+    Ok(fetch_committed(cluster, group, Some(vec![t]))
+        .await?
+        .into_iter()
+        .filter(|((t, _), _)| t == topic)
+        .map(|((_, p), o)| (p, o))
+        .collect())
+}
+
+/// OffsetFetch for `topics` (all with `None`).
+async fn fetch_committed(
+    cluster: &mut Cluster,
+    group: &str,
+    topics: Option<Vec<OffsetFetchRequestTopic>>,
+) -> Result<BTreeMap<(String, i32), i64>, String> {
     let mut fetch = OffsetFetchRequest::default();
     fetch.group_id = GroupId(StrBytes::from_string(group.to_string()));
-    fetch.topics = None;
+    fetch.topics = topics;
     let fetched = cluster
         .coordinator(group, 0)
         .await?
@@ -330,20 +358,6 @@ pub async fn all_committed(
         }
     }
     Ok(out)
-}
-
-/// The offsets `group` has committed for `topic`, by partition.
-pub async fn committed(
-    cluster: &mut Cluster,
-    group: &str,
-    topic: &str,
-) -> Result<BTreeMap<i32, i64>, String> {
-    Ok(all_committed(cluster, group)
-        .await?
-        .into_iter()
-        .filter(|((t, _), _)| t == topic)
-        .map(|((_, p), o)| (p, o))
-        .collect())
 }
 
 /// Commits `offsets` for `group`: as a member (generation and member id) or, with
@@ -495,7 +509,8 @@ pub async fn reset_offsets(
             ));
         }
     }
-    let current = committed(cluster, group, topic).await?;
+    let wanted: Vec<i32> = leaders.keys().copied().collect();
+    let current = committed(cluster, group, topic, &wanted).await?;
     let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
     for (p, l) in &leaders {
         by_leader.entry(*l).or_default().push(*p);

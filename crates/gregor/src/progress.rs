@@ -59,6 +59,7 @@ impl Progress {
     }
 
     pub fn finish(&self, position: u64, records: u64) {
+        self.show_if_slow();
         if self.shown.get() {
             self.set(position, records);
             self.bar.finish();
