@@ -163,6 +163,18 @@ def test_produce_and_consume(broker):
     out = ok("consume", "events", "--partition", 2, "--offset", "-1", "--exit", "--format", "%s|%K\\n", *b)
     assert out == "from-python|-1\n"
 
+    # acks=0: no answer comes; the records still land.
+    assert ok_json("produce", "events", "--partition", 1, "--acks", "0", *b, input="fire\nforget\n")["records"] == 2
+    deadline = time.monotonic() + 10
+    while True:
+        tail = ok("consume", "events", "--partition", 1, "--offset", -2, "--exit", *b).splitlines()
+        if tail == ["fire", "forget"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert tail == ["fire", "forget"]
+
+    code, _, err = gregor("topic", "create", "wide", "--replication-factor", 2, *b)
+    assert code == 1 and "InvalidReplicationFactor" in err and "number of brokers" in err
     code, _, err = gregor("produce", "nope", *b, input="x\n")
     assert code == 1 and "gregor topic create" in err
     code, _, err = gregor("produce", "events", "--key-separator", "|", *b, input="no separator here\n")

@@ -142,6 +142,9 @@ pub struct BenchResult {
     pub produce_latency: Option<Latency>,
     /// e2e: send to the consumer seeing the record.
     pub e2e_latency: Option<Latency>,
+    /// End-to-end only: records the consumer received per second, from its first record
+    /// to its last: the rate the whole pipeline sustained (the consumer keeping up).
+    pub consumed_records_per_sec: Option<f64>,
     pub errors: u64,
 }
 
@@ -574,10 +577,10 @@ pub fn run(mut args: BenchArgs) -> Result<BenchResult, String> {
                     producing.store(false, Ordering::Relaxed);
                     let mut e2e_h = None;
                     if let Some(c) = consumer {
-                        let (_, _, h, _) = c
+                        let (got, _, h, took) = c
                             .join()
                             .map_err(|_| "the consumer thread panicked".to_string())??;
-                        e2e_h = Some(h);
+                        e2e_h = Some((h, got, took));
                     }
                     stop.store(true, Ordering::Relaxed);
                     let records = sent.load(Ordering::Relaxed);
@@ -634,7 +637,10 @@ pub fn run(mut args: BenchArgs) -> Result<BenchResult, String> {
         records_per_sec: records as f64 / secs,
         mb_per_sec: bytes as f64 / secs / 1e6,
         produce_latency: produce_h.as_ref().and_then(Latency::of),
-        e2e_latency: e2e_h.as_ref().and_then(Latency::of),
+        e2e_latency: e2e_h.as_ref().and_then(|(h, _, _)| Latency::of(h)),
+        consumed_records_per_sec: e2e_h
+            .as_ref()
+            .map(|(_, got, took)| *got as f64 / took.as_secs_f64().max(1e-9)),
         errors,
     })
 }
@@ -668,6 +674,9 @@ pub fn print(r: &BenchResult) {
             String::new()
         }
     );
+    if let Some(c) = r.consumed_records_per_sec {
+        println!("  consumed {c:.0} records/s (first to last record seen)");
+    }
     for (name, l) in [
         ("produce latency", &r.produce_latency),
         ("end-to-end latency", &r.e2e_latency),
