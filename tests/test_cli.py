@@ -439,3 +439,32 @@ def test_progress_bar_on_a_terminal_only_after_a_second(broker, tmp_path):
     quick = subprocess.run(["script", "-qec", f"seq 1 10 | {BIN} produce bulk --bootstrap {broker.bootstrap}",
                             "/dev/null"], capture_output=True, text=True, timeout=60)
     assert quick.returncode == 0 and not re.search(r"records \(\d+/s\)", quick.stdout) and "produced 10 records" in quick.stdout
+
+
+def test_ctrl_c_stops_a_group_consumer_cleanly(broker):
+    b = ("--bootstrap", broker.bootstrap)
+    ok("topic", "create", "live", "--partitions", 2, *b)
+    proc = subprocess.Popen([str(BIN), "consume", "live", "--group", "tail", "--format", "%s\\n", *b],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        # Joined, and its starting positions (the end: no --from-beginning) committed.
+        while [p["committed_offset"] for p in ok_json("group", "describe", "tail", *b)["partitions"]] != [0, 0]:
+            assert time.monotonic() < deadline, "the consumer never joined"
+            time.sleep(0.2)
+        ok("produce", "live", "--partition", 0, *b, input="x\ny\n")
+        ok("produce", "live", "--partition", 1, *b, input="z\n")
+        deadline = time.monotonic() + 20
+        while sum(p["lag"] for p in ok_json("group", "describe", "tail", *b)["partitions"]) != 0 or \
+                len(ok_json("group", "describe", "tail", *b)["partitions"]) < 2:
+            assert time.monotonic() < deadline, "the consumer never committed"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    # Exit 0, every record printed, and the member left at once (no session timeout wait).
+    assert proc.returncode == 0, err
+    assert sorted(out.split()) == ["x", "y", "z"]
+    d = ok_json("group", "describe", "tail", *b)
+    assert d["members"] == 0 and d["state"] == "Empty"
+    assert {p["partition"]: p["committed_offset"] for p in d["partitions"]} == {0: 2, 1: 1}

@@ -30,6 +30,10 @@ pub struct Client {
     stream: TcpStream,
     address: String,
     correlation_id: i32,
+    /// A request was sent and its response not (wholly) read: the call was cancelled (for
+    /// example by Ctrl-C during a long-poll Fetch), so the stream is out of step and the
+    /// next request opens a fresh connection.
+    in_flight: bool,
     /// The broker's (min, max) version per API key.
     versions: HashMap<i16, (i16, i16)>,
 }
@@ -44,6 +48,7 @@ impl Client {
             stream,
             address: address.to_string(),
             correlation_id: 0,
+            in_flight: false,
             versions: HashMap::new(),
         };
         // v0 is the version every broker answers (and answers in) whatever it supports.
@@ -105,7 +110,10 @@ impl Client {
         version: i16,
     ) -> Result<R::Response, String> {
         let api = self.write(&request, version).await?;
-        self.read::<R>(api, version).await
+        self.in_flight = true;
+        let response = self.read::<R>(api, version).await;
+        self.in_flight = false;
+        response
     }
 
     /// Sends a request the broker does not answer (Produce with acks=0).
@@ -118,6 +126,16 @@ impl Client {
     }
 
     async fn write<R: Request>(&mut self, request: &R, version: i16) -> Result<ApiKey, String> {
+        if self.in_flight {
+            self.stream = TcpStream::connect(&self.address).await.map_err(|e| {
+                format!(
+                    "cannot reconnect to {}: {e}; is the broker still running?",
+                    self.address
+                )
+            })?;
+            let _ = self.stream.set_nodelay(true);
+            self.in_flight = false;
+        }
         self.correlation_id += 1;
         let api = ApiKey::try_from(R::KEY).map_err(|_| format!("unknown API key {}", R::KEY))?;
         let header = RequestHeader::default()
