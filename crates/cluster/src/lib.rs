@@ -1,12 +1,13 @@
 //! Cluster metadata as a replicated state machine, as in KRaft: brokers, topics, partitions,
 //! replica assignments, leaders and configs are [`MetadataRecord`]s applied in order to a
 //! [`MetadataImage`]. On one node the log of those records is the local [`MetadataLog`];
-//! in a cluster the same records will be replicated with openraft.
+//! in a cluster the same records are replicated with openraft ([`raft`]).
 //!
 //! Architecture invariant: metadata records never enter a partition's offset space.
 
 pub mod image;
 pub mod metadata_log;
+pub mod raft;
 
 pub use image::{MetadataImage, MetadataRecord, PartitionMeta, TopicMeta};
 pub use metadata_log::{MetadataLog, MetadataLogError};
