@@ -8,6 +8,7 @@
 pub mod image;
 pub mod metadata_log;
 pub mod raft;
+pub mod raft_net;
 
 pub use image::{MetadataImage, MetadataRecord, PartitionMeta, TopicMeta};
 pub use metadata_log::{MetadataLog, MetadataLogError};

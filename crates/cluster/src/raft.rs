@@ -84,6 +84,15 @@ fn unframe<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> (Vec<T>, usize) {
     (out, pos)
 }
 
+/// Decodes a Raft log file's bytes as start-up does; returns how many frames were good and
+/// where the good prefix ends. For the fuzz target: never panics on any input.
+pub fn decode_log_file(raw: &[u8]) -> (usize, usize) {
+    let (frames, good) = unframe::<LogFrame>(raw);
+    let _ = unframe::<Vote<NodeId>>(raw);
+    let _ = unframe::<SavedSnapshot>(raw);
+    (frames.len(), good)
+}
+
 fn read_all(disk: &dyn Disk, path: &Path) -> std::io::Result<Vec<u8>> {
     let file = disk.open(path, true)?;
     let len = file.len()? as usize;

@@ -1,0 +1,399 @@
+//! The metadata log's Raft RPCs between controllers over TCP: each message is a frame
+//! `[length u32][JSON]`, one request then its response, on a connection the sender keeps
+//! open. Input from the network is bounded and checked: a bad frame closes the connection
+//! with a log line, and the node keeps serving.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::raft::{NodeId, Raft, TypeConfig};
+
+/// Largest frame accepted either way (snapshots of the metadata image included).
+const FRAME_MAX_BYTES: usize = 64 << 20;
+
+#[derive(Serialize, Deserialize)]
+enum Request {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+#[derive(Serialize, Deserialize)]
+enum Response {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+}
+
+async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io::Result<()> {
+    let json = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    if json.len() > FRAME_MAX_BYTES {
+        return Err(std::io::Error::other(format!(
+            "frame of {} bytes is too large",
+            json.len()
+        )));
+    }
+    let mut buf = Vec::with_capacity(json.len() + 4);
+    buf.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&json);
+    stream.write_all(&buf).await
+}
+
+async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut TcpStream) -> std::io::Result<T> {
+    let len = stream.read_u32().await? as usize;
+    if len > FRAME_MAX_BYTES {
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes refused"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    serde_json::from_slice(&body).map_err(|e| std::io::Error::other(format!("bad frame: {e}")))
+}
+
+/// Decodes one request frame's body as the server does; for the fuzz target.
+pub fn decode_request(body: &[u8]) -> bool {
+    serde_json::from_slice::<Request>(body).is_ok()
+}
+
+/// Serves Raft RPCs for `raft` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, raft: Raft) {
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "raft listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            loop {
+                let request: Request = match read_frame(&mut stream).await {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "raft connection closed");
+                        return;
+                    }
+                };
+                let response = match request {
+                    Request::Append(r) => Response::Append(raft.append_entries(r).await),
+                    Request::Vote(r) => Response::Vote(raft.vote(r).await),
+                    Request::Snapshot(r) => Response::Snapshot(raft.install_snapshot(r).await),
+                };
+                if let Err(e) = write_frame(&mut stream, &response).await {
+                    tracing::debug!(%peer, error = %e, "raft connection closed");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Opens connections to the other controllers, at the address in their [`BasicNode`].
+#[derive(Debug, Clone, Default)]
+pub struct TcpNetwork;
+
+pub struct TcpConn {
+    target: NodeId,
+    address: String,
+    stream: Option<TcpStream>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
+    type Network = TcpConn;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> TcpConn {
+        TcpConn {
+            target,
+            address: node.addr.clone(),
+            stream: None,
+        }
+    }
+}
+
+/// Why a call failed before the peer answered.
+enum CallError {
+    Unreachable(std::io::Error),
+    Network(std::io::Error),
+}
+
+impl CallError {
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, BasicNode, E> {
+        match self {
+            CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+}
+
+impl TcpConn {
+    async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Response, CallError> {
+        if self.stream.is_none() {
+            let connect = TcpStream::connect(&self.address);
+            let stream = tokio::time::timeout(ttl, connect)
+                .await
+                .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
+                .map_err(CallError::Unreachable)?;
+            let _ = stream.set_nodelay(true);
+            self.stream = Some(stream);
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(CallError::Unreachable(
+                std::io::ErrorKind::NotConnected.into(),
+            ));
+        };
+        let exchange = async {
+            write_frame(stream, request).await?;
+            read_frame::<Response>(stream).await
+        };
+        match tokio::time::timeout(ttl, exchange).await {
+            Ok(Ok(r)) => Ok(r),
+            // A failed or timed-out exchange leaves the stream out of step: drop it.
+            Ok(Err(e)) => {
+                self.stream = None;
+                Err(CallError::Network(e))
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(CallError::Network(std::io::ErrorKind::TimedOut.into()))
+            }
+        }
+    }
+
+    fn mismatch<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+        RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+            "controller {} at {} answered another RPC",
+            self.target, self.address
+        ))))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for TcpConn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self.call(&Request::Append(rpc), option.hard_ttl()).await {
+            Ok(Response::Append(r)) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.mismatch()),
+            Err(e) => Err(e.into_rpc()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self.call(&Request::Snapshot(rpc), option.hard_ttl()).await {
+            Ok(Response::Snapshot(r)) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.mismatch()),
+            Err(e) => Err(e.into_rpc()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self.call(&Request::Vote(rpc), option.hard_ttl()).await {
+            Ok(Response::Vote(r)) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.mismatch()),
+            Err(e) => Err(e.into_rpc()),
+        }
+    }
+}
+
+/// The address a controller's Raft listener is bound to, for its [`BasicNode`].
+pub fn node(addr: SocketAddr) -> BasicNode {
+    BasicNode::new(addr.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use gregor_storage::{Disk, OsDisk};
+
+    use super::*;
+    use crate::image::MetadataRecord;
+    use crate::raft::{LogStore, StateMachine};
+
+    struct Controller {
+        raft: Raft,
+        machine: StateMachine,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start(id: NodeId, dir: &Path, listener: TcpListener) -> Controller {
+        let config = openraft::Config {
+            heartbeat_interval: 50,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            ..Default::default()
+        };
+        let disk: Arc<dyn Disk> = Arc::new(OsDisk);
+        let log = LogStore::open(disk.clone(), dir).expect("log opens");
+        let machine = StateMachine::open(disk, dir).expect("state machine opens");
+        let raft = Raft::new(
+            id,
+            Arc::new(config.validate().expect("valid")),
+            TcpNetwork,
+            log,
+            machine.clone(),
+        )
+        .await
+        .expect("raft starts");
+        let server = tokio::spawn(serve(listener, raft.clone()));
+        Controller {
+            raft,
+            machine,
+            server,
+        }
+    }
+
+    fn topic(name: &str) -> MetadataRecord {
+        MetadataRecord::Topic {
+            name: name.to_string(),
+            topic_id: uuid::Uuid::new_v4(),
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_controllers_over_loopback_tcp_agree_and_fail_over() {
+        let dirs: Vec<tempfile::TempDir> =
+            (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+        let mut listeners = Vec::new();
+        let mut members = BTreeMap::new();
+        for id in 1..=3u64 {
+            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            members.insert(id, node(l.local_addr().expect("addr")));
+            listeners.push(l);
+        }
+        let mut nodes = BTreeMap::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            nodes.insert(id, start(id, dirs[i].path(), l).await);
+        }
+        nodes[&1]
+            .raft
+            .initialize(members.clone())
+            .await
+            .expect("initialize");
+        let wait = |n: &Controller| n.raft.wait(Some(Duration::from_secs(15)));
+        let leader = wait(&nodes[&1])
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .expect("elected")
+            .current_leader
+            .expect("checked");
+        let mut last = 0;
+        for i in 0..3 {
+            last = nodes[&leader]
+                .raft
+                .client_write(topic(&format!("t{i}")))
+                .await
+                .expect("committed")
+                .log_id
+                .index;
+        }
+        for n in nodes.values() {
+            wait(n)
+                .applied_index_at_least(Some(last), "applied")
+                .await
+                .expect("applied");
+            assert_eq!(n.machine.image().topics().count(), 3);
+        }
+
+        // The leader's process goes away: listener and Raft both.
+        let old = nodes.remove(&leader).expect("leader");
+        old.server.abort();
+        old.raft.shutdown().await.expect("shut down");
+        let any = nodes.values().next().expect("a survivor");
+        let next = wait(any)
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != leader),
+                "a new leader",
+            )
+            .await
+            .expect("failover")
+            .current_leader
+            .expect("checked");
+        last = nodes[&next]
+            .raft
+            .client_write(topic("after"))
+            .await
+            .expect("committed")
+            .log_id
+            .index;
+        for n in nodes.values() {
+            wait(n)
+                .applied_index_at_least(Some(last), "applied")
+                .await
+                .expect("applied");
+            assert_eq!(n.machine.image().topics().count(), 4);
+        }
+        for n in nodes.values() {
+            n.server.abort();
+            n.raft.shutdown().await.expect("shut down");
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_on_the_raft_port_closes_that_connection_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let c = start(1, dir.path(), l).await;
+        for garbage in [&b"\xff\xff\xff\xff"[..], &b"\x00\x00\x00\x05nope!"[..]] {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(garbage).await.expect("write");
+            let mut buf = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("closed in time")
+                .unwrap_or(0);
+            assert_eq!(n, 0, "the connection is closed");
+        }
+        // Still serving: a well-formed vote request gets an answer.
+        let mut conn = TcpNetwork.new_client(1, &node(addr)).await;
+        let vote = VoteRequest::new(openraft::Vote::new(1, 2), None);
+        let r = conn
+            .vote(vote, RPCOption::new(Duration::from_secs(5)))
+            .await;
+        assert!(r.is_ok(), "{:?}", r.err());
+        c.server.abort();
+        c.raft.shutdown().await.expect("shut down");
+    }
+}
