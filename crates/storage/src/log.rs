@@ -162,6 +162,13 @@ pub struct PartitionLog {
     offline: Option<String>,
     /// Idempotent producers' last batches (see `producer.rs`).
     producers: ProducerStates,
+    /// `None` while every appended record counts as committed (a single node, or a
+    /// partition with one replica); set when replication holds the high watermark back.
+    high_watermark: Option<i64>,
+    /// The leader-epoch cache: `(epoch, first offset written in it)`, ascending. Built
+    /// from the batch headers the first time replication asks for it, then kept up to date
+    /// by appends and truncation.
+    epochs: Option<Vec<(i32, i64)>>,
 }
 
 impl PartitionLog {
@@ -282,6 +289,8 @@ impl PartitionLog {
             flushed_offset: 0,
             offline: None,
             producers: ProducerStates::default(),
+            high_watermark: None,
+            epochs: None,
         };
         log.flushed_offset = log.log_end();
         log.rebuild_producer_state()?;
@@ -384,10 +393,10 @@ impl PartitionLog {
     pub fn log_end(&self) -> i64 {
         self.active().next_offset
     }
-    /// On a single node every appended record is committed, so the high watermark is the
-    /// log end; replication will hold it back.
+    /// Unless replication tracks it, every appended record is committed and the high
+    /// watermark is the log end.
     pub fn offsets(&self) -> LogOffsets {
-        let high_watermark = self.log_end();
+        let high_watermark = self.high_watermark();
         LogOffsets {
             log_start: self.log_start,
             last_stable: self
@@ -399,6 +408,247 @@ impl PartitionLog {
         }
         .checked()
     }
+    /// The end of what readers may see: the log end unless replication holds it back.
+    pub fn high_watermark(&self) -> i64 {
+        match self.high_watermark {
+            Some(hw) => hw.clamp(self.log_start, self.log_end()),
+            None => self.log_end(),
+        }
+    }
+
+    /// Lets replication track the high watermark from here on (`Some`), starting at `hw`,
+    /// or stops tracking it (`None`: every record appended is committed).
+    pub fn track_high_watermark(&mut self, hw: Option<i64>) {
+        self.high_watermark = hw.map(|h| h.clamp(self.log_start, self.log_end()));
+    }
+
+    /// Moves the tracked high watermark to `hw` (clamped to the log); returns whether it
+    /// changed. Only ever forward, except that truncation may pull it back.
+    pub fn advance_high_watermark(&mut self, hw: i64) -> bool {
+        let Some(current) = self.high_watermark else {
+            return false;
+        };
+        let hw = hw.clamp(self.log_start, self.log_end());
+        if hw > current {
+            self.high_watermark = Some(hw);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The leader-epoch cache, built from the batch headers on first use.
+    fn epochs_mut(&mut self) -> Result<&mut Vec<(i32, i64)>> {
+        if self.epochs.is_none() {
+            let mut epochs: Vec<(i32, i64)> = Vec::new();
+            for segment in self.segments.values() {
+                segment.walk_headers(0, |_, h| {
+                    if h.last_offset() >= self.log_start
+                        && epochs
+                            .last()
+                            .is_none_or(|&(e, _)| h.partition_leader_epoch > e)
+                    {
+                        epochs.push((h.partition_leader_epoch, h.base_offset));
+                    }
+                    true
+                })?;
+            }
+            self.epochs = Some(epochs);
+        }
+        Ok(self.epochs.get_or_insert_with(Vec::new))
+    }
+
+    fn note_epoch(&mut self, epoch: i32, offset: i64) {
+        if let Some(epochs) = self.epochs.as_mut() {
+            if epochs.last().is_none_or(|&(e, _)| epoch > e) {
+                epochs.push((epoch, offset));
+            }
+        }
+    }
+
+    /// The latest leader epoch written in this log, if any.
+    pub fn latest_epoch(&mut self) -> Result<Option<i32>> {
+        Ok(self.epochs_mut()?.last().map(|&(e, _)| e))
+    }
+
+    /// OffsetForLeaderEpoch (KIP-101, KIP-279): the largest epoch at or below `epoch` and
+    /// the offset where it ended here (the start of the next epoch, or the log end for the
+    /// latest). `None` when the log has no epoch at or below it.
+    pub fn end_offset_for_epoch(&mut self, epoch: i32) -> Result<Option<(i32, i64)>> {
+        let log_end = self.log_end();
+        let epochs = self.epochs_mut()?;
+        let i = epochs.partition_point(|&(e, _)| e <= epoch);
+        if i == 0 {
+            return Ok(None);
+        }
+        let found = epochs[i - 1].0;
+        let end = epochs.get(i).map_or(log_end, |&(_, start)| start);
+        Ok(Some((found, end)))
+    }
+
+    /// Appends batches copied from the leader, which already carry their offsets and leader
+    /// epochs: a follower's append. The batches must start at the log end; a partial batch
+    /// at the end of `bytes` (a fetch cut short) is left for the next fetch. Returns the
+    /// appended range, or `None` when there was nothing whole to append.
+    pub fn append_replicated(&mut self, bytes: &[u8], now_ms: i64) -> Result<Option<AppendInfo>> {
+        self.check_online()?;
+        let log_end = self.log_end();
+        let mut headers = Vec::new();
+        let mut at = 0usize;
+        let mut next = log_end;
+        while at < bytes.len() {
+            let Ok(h) = BatchHeader::parse(&bytes[at..]) else {
+                break;
+            };
+            if at + h.total_bytes() > bytes.len() {
+                break;
+            }
+            if !h.offsets_sane() || h.base_offset < next {
+                return Err(StorageError::Corrupt {
+                    path: self.dir.clone(),
+                    reason: format!(
+                        "replicated batch at offset {} does not follow {next}",
+                        h.base_offset
+                    ),
+                });
+            }
+            batch::verify_crc(&h, &bytes[at..at + h.total_bytes()]).map_err(|e| {
+                StorageError::Corrupt {
+                    path: self.dir.clone(),
+                    reason: format!("replicated batch at offset {}: {e}", h.base_offset),
+                }
+            })?;
+            next = h.last_offset() + 1;
+            headers.push((at, h));
+            at += h.total_bytes();
+        }
+        if headers.is_empty() {
+            return Ok(None);
+        }
+        let bytes = &bytes[..at];
+        if headers[0].1.base_offset != log_end {
+            return Err(StorageError::Corrupt {
+                path: self.dir.clone(),
+                reason: format!(
+                    "replicated batches start at {}, the log ends at {log_end}",
+                    headers[0].1.base_offset
+                ),
+            });
+        }
+        let mut records = 0u64;
+        for (_, h) in &headers {
+            records += h.records_count.max(0) as u64;
+        }
+        // Roll per batch boundary as a leader would, so offsets stay within a segment's range.
+        let mut start = 0usize;
+        let mut group: Vec<(usize, BatchHeader)> = Vec::new();
+        for &(pos, h) in &headers {
+            let fits = self.active().fits(&h)
+                && h.last_offset() - self.active().base_offset
+                    < crate::segment::MAX_RELATIVE_OFFSET;
+            if !group.is_empty() && !fits {
+                self.append_group(&bytes[start..pos], &group, start, now_ms)?;
+                start = pos;
+                group.clear();
+            }
+            group.push((pos, h));
+        }
+        self.append_group(&bytes[start..], &group, start, now_ms)?;
+        for &(at, ref h) in &headers {
+            self.note_epoch(h.partition_leader_epoch, h.base_offset);
+            if h.producer_id >= 0 && !h.is_control() {
+                self.producers.record(h, now_ms);
+            } else if h.is_control() && h.producer_id >= 0 {
+                if let Some(commit) = batch::marker_kind(&bytes[at..at + h.total_bytes()]) {
+                    self.producers.record_marker(
+                        h.producer_id,
+                        h.producer_epoch,
+                        commit,
+                        h.base_offset,
+                        now_ms,
+                    );
+                }
+            }
+        }
+        self.unflushed_records += records;
+        self.oldest_unflushed_ms.get_or_insert(now_ms);
+        Ok(Some(AppendInfo {
+            base_offset: log_end,
+            last_offset: next - 1,
+            records,
+            flush_due: self.flush_due(now_ms),
+            duplicate: false,
+        }))
+    }
+
+    /// Appends one run of replicated batches that fits the active segment (after a roll if
+    /// needed). `group` positions are relative to the whole request; `offset` is where
+    /// `bytes` starts in it.
+    fn append_group(
+        &mut self,
+        bytes: &[u8],
+        group: &[(usize, BatchHeader)],
+        offset: usize,
+        now_ms: i64,
+    ) -> Result<()> {
+        let Some(last) = group.last() else {
+            return Ok(());
+        };
+        let relative: Vec<(usize, BatchHeader)> =
+            group.iter().map(|&(p, h)| (p - offset, h)).collect();
+        if let Err(e) = self
+            .maybe_roll(bytes.len() as u64, last.1.last_offset() + 1, now_ms)
+            .and_then(|_| self.active_mut().append(bytes, &relative))
+        {
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+
+    /// Removes everything at and after `offset` (a follower cutting a log that diverged
+    /// from its leader's, KIP-101). Truncation happens at batch boundaries: the batch
+    /// holding `offset` goes too. Producer state is rebuilt from what remains.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        self.check_online()?;
+        if offset >= self.log_end() {
+            return Ok(());
+        }
+        let offset = offset.max(self.log_start);
+        // Whole segments at or after `offset` go, but the first one always stays (cut
+        // empty if need be) so the log keeps an active segment.
+        let first = self.segments.keys().next().copied().unwrap_or(0);
+        let doomed: Vec<i64> = self
+            .segments
+            .range(offset..)
+            .map(|(&b, _)| b)
+            .filter(|&b| b != first)
+            .collect();
+        for base in doomed {
+            if let Some(segment) = self.segments.remove(&base) {
+                segment.delete_files(self.disk.as_ref(), &self.dir);
+            }
+        }
+        let dir = self.dir.clone();
+        if let Err(e) = self.active_mut().truncate_to(offset) {
+            return Err(self.fail(e));
+        }
+        let _ = self.disk.remove_file(&dir.join(PRODUCER_SNAPSHOT_FILE));
+        self.disk
+            .sync_dir(&dir)
+            .map_err(|e| StorageError::io("fsync", &dir, e))?;
+        let end = self.log_end();
+        self.flushed_offset = self.flushed_offset.min(end);
+        if let Some(hw) = self.high_watermark.as_mut() {
+            *hw = (*hw).min(end);
+        }
+        if let Some(epochs) = self.epochs.as_mut() {
+            epochs.retain(|&(_, start)| start < end);
+        }
+        self.rebuild_producer_state()?;
+        tracing::info!(dir = %self.dir.display(), log_end = end, "log truncated to match the leader");
+        Ok(())
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size).sum()
     }
@@ -472,6 +722,7 @@ impl PartitionLog {
         for (_, h) in &stamped {
             self.producers.record(h, now_ms);
         }
+        self.note_epoch(leader_epoch, base_offset);
         self.unflushed_records += records;
         self.oldest_unflushed_ms.get_or_insert(now_ms);
         Ok(AppendInfo {
@@ -1033,6 +1284,126 @@ mod tests {
             }
         }
         out
+    }
+
+    fn append_at_epoch(log: &mut PartitionLog, values: &[Vec<u8>], epoch: i32) -> AppendInfo {
+        let mut b = build_batch(0, 5, values);
+        let h = check_batch(&b).expect("valid");
+        log.append(&mut b, &[(0, h)], epoch, None, 5)
+            .expect("append")
+    }
+
+    /// Copies `leader`'s batches from `follower`'s log end on, as a follower's fetch does.
+    fn replicate(leader: &PartitionLog, follower: &mut PartitionLog) {
+        while follower.log_end() < leader.log_end() {
+            let bytes = leader
+                .read(follower.log_end(), 300, true)
+                .expect("plan")
+                .read()
+                .expect("read");
+            follower
+                .append_replicated(&bytes, 5)
+                .expect("append replicated")
+                .expect("something appended");
+        }
+    }
+
+    #[test]
+    fn a_follower_copies_batches_whole_and_truncates_where_it_diverged() {
+        let dirs = [
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+        ];
+        let small = LogConfig {
+            segment_bytes: 400,
+            ..LogConfig::default()
+        };
+        let mut leader = open(dirs[0].path(), small.clone());
+        let mut follower = open(dirs[1].path(), small.clone());
+        for i in 0..10u8 {
+            append_at_epoch(&mut leader, &[vec![i; 50], vec![i; 20]], 1);
+        }
+        replicate(&leader, &mut follower);
+        assert_eq!(read_all(&follower, 0), read_all(&leader, 0));
+        assert!(
+            follower.segment_count() > 1,
+            "the follower rolled its segments"
+        );
+
+        // The follower becomes leader at epoch 2 and writes two batches nobody copies; the
+        // old leader, back at epoch 3, writes others. The follower asks where its epoch 2
+        // ended on the new leader (it never existed there: epoch 1's end) and cuts there.
+        let common_end = leader.log_end();
+        append_at_epoch(&mut follower, &[b"lost".to_vec()], 2);
+        append_at_epoch(&mut follower, &[b"lost".to_vec()], 2);
+        append_at_epoch(&mut leader, &vec![b"kept".to_vec(); 3], 3);
+        let mine = follower.latest_epoch().expect("epochs").expect("an epoch");
+        assert_eq!(mine, 2);
+        let (epoch, end) = leader
+            .end_offset_for_epoch(mine)
+            .expect("epochs")
+            .expect("epoch 1 is at or below 2");
+        assert_eq!((epoch, end), (1, common_end));
+        follower.truncate_to(end).expect("truncate");
+        assert_eq!(follower.log_end(), common_end);
+        replicate(&leader, &mut follower);
+        assert_eq!(read_all(&follower, 0), read_all(&leader, 0));
+        assert_eq!(
+            follower.end_offset_for_epoch(3).expect("e"),
+            Some((3, leader.log_end()))
+        );
+        assert_eq!(follower.end_offset_for_epoch(0).expect("e"), None);
+
+        // Truncation survives a restart, and the rebuilt epoch cache agrees.
+        drop(follower);
+        let mut reopened = open(dirs[1].path(), small);
+        assert_eq!(read_all(&reopened, 0), read_all(&leader, 0));
+        assert_eq!(
+            reopened.end_offset_for_epoch(1).expect("e"),
+            Some((1, common_end))
+        );
+    }
+
+    #[test]
+    fn a_tracked_high_watermark_bounds_what_readers_see() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut log = open(dir.path(), LogConfig::default());
+        append_values(&mut log, &[b"a".to_vec()], 1);
+        log.track_high_watermark(Some(0));
+        append_values(&mut log, &[b"b".to_vec()], 2);
+        assert_eq!((log.offsets().high_watermark, log.log_end()), (0, 2));
+        assert!(log.advance_high_watermark(1));
+        assert!(!log.advance_high_watermark(0), "never backwards");
+        assert!(log.advance_high_watermark(99));
+        assert_eq!(log.offsets().high_watermark, 2, "clamped to the log end");
+        log.truncate_to(1).expect("truncate");
+        assert_eq!(log.offsets().high_watermark, 1);
+        log.track_high_watermark(None);
+        assert_eq!(log.offsets().high_watermark, log.log_end());
+    }
+
+    #[test]
+    fn a_replicated_batch_that_does_not_follow_or_fails_its_crc_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut log = open(dir.path(), LogConfig::default());
+        let gap = build_batch(5, 1, &[b"x".to_vec()]);
+        assert!(log.append_replicated(&gap, 1).is_err());
+        let mut bad = build_batch(0, 1, &[b"x".to_vec()]);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert!(log.append_replicated(&bad, 1).is_err());
+        let good = build_batch(0, 1, &[b"x".to_vec()]);
+        assert_eq!(
+            log.append_replicated(&good[..good.len() - 1], 1)
+                .expect("partial"),
+            None
+        );
+        assert!(log.append_replicated(&good, 1).expect("ok").is_some());
+        assert_eq!(log.log_end(), 1);
+        assert!(
+            log.offline_reason().is_none(),
+            "refused input does not take the log offline"
+        );
     }
 
     #[test]

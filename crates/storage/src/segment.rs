@@ -338,6 +338,37 @@ impl Segment {
         Ok(())
     }
 
+    /// Cuts the segment before the batch holding `offset` (a replica truncating to its
+    /// leader's log): the file is shortened and the in-memory indexes rebuilt from the
+    /// headers that remain. Returns the new next offset.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<i64> {
+        let cut = match self.position_of(offset)? {
+            Some((pos, _)) => pos,
+            None => return Ok(self.next_offset),
+        };
+        self.file
+            .set_len(cut)
+            .map_err(|e| StorageError::io("truncate", &self.path, e))?;
+        let mut kept = Vec::new();
+        self.size = cut;
+        self.walk_headers(0, |at, h| {
+            kept.push((at, *h));
+            true
+        })?;
+        self.next_offset = self.base_offset;
+        self.size = 0;
+        self.max_timestamp = -1;
+        self.max_timestamp_batch_offset = -1;
+        self.index.clear();
+        self.time_index.clear();
+        self.bytes_since_index = 0;
+        for (at, h) in kept {
+            self.note_batch(&h, at);
+        }
+        self.size = cut;
+        Ok(self.next_offset)
+    }
+
     /// Position of the batch holding `offset`, or `None` if the segment ends before it.
     pub fn position_of(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
         if offset >= self.next_offset {
