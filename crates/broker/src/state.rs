@@ -485,6 +485,7 @@ impl Broker {
                 replicas: vec![node],
                 leader: node,
                 leader_epoch: 0,
+                isr: None,
             }));
             Ok(records)
         })?;
@@ -616,6 +617,7 @@ impl Broker {
                     replicas: vec![node],
                     leader: node,
                     leader_epoch: 0,
+                    isr: None,
                 })
                 .collect())
         })?;

@@ -16,14 +16,31 @@ pub enum MetadataRecord {
         topic_id: Uuid,
         configs: BTreeMap<String, String>,
     },
-    /// A partition of a topic, with its replicas and leader.
+    /// A partition of a topic, with its replicas, leader and in-sync replicas (absent in
+    /// logs written before replication: then every replica is in sync). A leader of -1
+    /// means none is available.
     Partition {
         topic_id: Uuid,
         partition: i32,
         replicas: Vec<i32>,
         leader: i32,
         leader_epoch: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        isr: Option<Vec<i32>>,
     },
+    /// A broker joined (or changed its address): where clients and peers reach it.
+    RegisterBroker {
+        node_id: i32,
+        host: String,
+        port: i32,
+        #[serde(default)]
+        rack: Option<String>,
+    },
+    /// A broker stopped heartbeating (`fenced`) or came back. A fenced broker leads
+    /// nothing and is listed nowhere.
+    FenceBroker { node_id: i32, fenced: bool },
+    /// Several records applied as one: all of them or, on a torn write, none.
+    Batch { records: Vec<MetadataRecord> },
     /// A topic and all its partitions are gone.
     RemoveTopic { topic_id: Uuid },
     /// Dynamic broker configs for `resource` ("" for the cluster-wide default, or a node id),
@@ -47,6 +64,17 @@ pub struct PartitionMeta {
     pub replicas: Vec<i32>,
     pub leader: i32,
     pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// A broker as registered with the controllers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerMeta {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +93,8 @@ pub struct MetadataImage {
     names_by_id: HashMap<Uuid, String>,
     next_producer_id_block: i64,
     broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    brokers: BTreeMap<i32, BrokerMeta>,
 }
 
 impl MetadataImage {
@@ -77,6 +107,15 @@ impl MetadataImage {
                 topic_id,
                 configs,
             } => {
+                if self
+                    .topics
+                    .get(name)
+                    .is_some_and(|t| t.topic_id != *topic_id)
+                {
+                    // Two creators raced through different controllers: the first wins.
+                    tracing::warn!(topic = %name, "second creation of a topic ignored");
+                    return;
+                }
                 self.names_by_id.insert(*topic_id, name.clone());
                 self.topics.insert(
                     name.clone(),
@@ -94,6 +133,7 @@ impl MetadataImage {
                 replicas,
                 leader,
                 leader_epoch,
+                isr,
             } => {
                 let Some(topic) = self
                     .names_by_id
@@ -107,6 +147,7 @@ impl MetadataImage {
                     replicas: replicas.clone(),
                     leader: *leader,
                     leader_epoch: *leader_epoch,
+                    isr: isr.clone().unwrap_or_else(|| replicas.clone()),
                 };
                 let index = *partition as usize;
                 if index < topic.partitions.len() {
@@ -139,7 +180,48 @@ impl MetadataImage {
             MetadataRecord::ProducerIds { next_block_start } => {
                 self.next_producer_id_block = self.next_producer_id_block.max(*next_block_start);
             }
+            MetadataRecord::RegisterBroker {
+                node_id,
+                host,
+                port,
+                rack,
+            } => {
+                self.brokers.insert(
+                    *node_id,
+                    BrokerMeta {
+                        node_id: *node_id,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                        fenced: false,
+                    },
+                );
+            }
+            MetadataRecord::FenceBroker { node_id, fenced } => {
+                if let Some(b) = self.brokers.get_mut(node_id) {
+                    b.fenced = *fenced;
+                }
+            }
+            MetadataRecord::Batch { records } => {
+                for r in records {
+                    self.apply(r);
+                }
+            }
         }
+    }
+
+    /// Every registered broker, fenced or not, by id.
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
+        self.brokers.values()
+    }
+
+    pub fn broker(&self, node_id: i32) -> Option<&BrokerMeta> {
+        self.brokers.get(&node_id)
+    }
+
+    /// Whether `node_id` is registered and not fenced.
+    pub fn broker_alive(&self, node_id: i32) -> bool {
+        self.brokers.get(&node_id).is_some_and(|b| !b.fenced)
     }
 
     /// Dynamic broker configs of `resource` ("" for the cluster default, or a node id).
@@ -186,6 +268,7 @@ mod tests {
                 replicas: vec![0],
                 leader: 0,
                 leader_epoch: 0,
+                isr: None,
             });
         }
         assert_eq!(image.topic("t").map(|t| t.partitions.len()), Some(3));
@@ -196,6 +279,7 @@ mod tests {
             replicas: vec![0],
             leader: 0,
             leader_epoch: 0,
+            isr: None,
         });
         assert_eq!(image.topic("t").map(|t| t.partitions.len()), Some(3));
         image.apply(&MetadataRecord::RemoveTopic { topic_id: id });

@@ -5,10 +5,12 @@
 //!
 //! Architecture invariant: metadata records never enter a partition's offset space.
 
+pub mod controller;
 pub mod image;
 pub mod metadata_log;
 pub mod raft;
 pub mod raft_net;
 
-pub use image::{MetadataImage, MetadataRecord, PartitionMeta, TopicMeta};
+pub use controller::{ClusterNode, ControlError, ControllerSettings, Registration};
+pub use image::{BrokerMeta, MetadataImage, MetadataRecord, PartitionMeta, TopicMeta};
 pub use metadata_log::{MetadataLog, MetadataLogError};

@@ -155,6 +155,7 @@ mod tests {
                 replicas: vec![0],
                 leader: 0,
                 leader_epoch: 0,
+                isr: None,
             },
         ])
         .expect("append");

@@ -319,6 +319,8 @@ type SavedSnapshot = (SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>);
 #[derive(Debug, Clone)]
 pub struct StateMachine {
     state: Arc<Mutex<MachineState>>,
+    /// Every newly applied image, for the broker to reconcile its partitions with.
+    publish: Arc<tokio::sync::watch::Sender<Arc<MetadataImage>>>,
     snapshot: Arc<Mutex<Option<SavedSnapshot>>>,
     snapshot_path: PathBuf,
     disk: Arc<dyn Disk>,
@@ -336,7 +338,9 @@ impl StateMachine {
             .as_ref()
             .and_then(|(_, data)| serde_json::from_slice::<MachineState>(data).ok())
             .unwrap_or_default();
+        let (publish, _) = tokio::sync::watch::channel(Arc::new(state.image.clone()));
         Ok(StateMachine {
+            publish: Arc::new(publish),
             state: Arc::new(Mutex::new(state)),
             snapshot: Arc::new(Mutex::new(saved)),
             snapshot_path,
@@ -351,6 +355,11 @@ impl StateMachine {
             .unwrap_or_else(|p| p.into_inner())
             .image
             .clone()
+    }
+
+    /// Images as they are applied, the current one first.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<MetadataImage>> {
+        self.publish.subscribe()
     }
 
     /// The index of the last record applied.
@@ -430,6 +439,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             out.push(());
         }
+        self.publish.send_replace(Arc::new(s.image.clone()));
         Ok(out)
     }
 
@@ -451,7 +461,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let state: MachineState = serde_json::from_slice(&data).map_err(io_err)?;
         self.save(meta, &data).map_err(io_err)?;
+        let image = Arc::new(state.image.clone());
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        self.publish.send_replace(image);
         Ok(())
     }
 

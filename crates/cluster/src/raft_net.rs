@@ -19,26 +19,36 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use std::sync::Arc;
+
+use crate::controller::{ClusterNode, ControlError, ControlRequest};
 use crate::raft::{NodeId, Raft, TypeConfig};
 
 /// Largest frame accepted either way (snapshots of the metadata image included).
 const FRAME_MAX_BYTES: usize = 64 << 20;
 
 #[derive(Serialize, Deserialize)]
-enum Request {
+pub(crate) enum Request {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A request to the active controller (see `controller.rs`).
+    Control(ControlRequest),
 }
 
 #[derive(Serialize, Deserialize)]
-enum Response {
+pub(crate) enum Response {
     Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// The committed log index, or why not (`NotLeader` and the leader to ask instead).
+    Control(Result<u64, ControlError>),
 }
 
-async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io::Result<()> {
+pub(crate) async fn write_frame<T: Serialize>(
+    stream: &mut TcpStream,
+    value: &T,
+) -> std::io::Result<()> {
     let json = serde_json::to_vec(value).map_err(std::io::Error::other)?;
     if json.len() > FRAME_MAX_BYTES {
         return Err(std::io::Error::other(format!(
@@ -52,7 +62,9 @@ async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io
     stream.write_all(&buf).await
 }
 
-async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut TcpStream) -> std::io::Result<T> {
+pub(crate) async fn read_frame<T: for<'de> Deserialize<'de>>(
+    stream: &mut TcpStream,
+) -> std::io::Result<T> {
     let len = stream.read_u32().await? as usize;
     if len > FRAME_MAX_BYTES {
         return Err(std::io::Error::other(format!(
@@ -69,8 +81,9 @@ pub fn decode_request(body: &[u8]) -> bool {
     serde_json::from_slice::<Request>(body).is_ok()
 }
 
-/// Serves Raft RPCs for `raft` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, raft: Raft) {
+/// Serves Raft RPCs for `raft` on `listener` until the task is dropped, and, with `node`,
+/// the requests brokers send the active controller.
+pub async fn serve(listener: TcpListener, raft: Raft, node: Option<Arc<ClusterNode>>) {
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -82,6 +95,7 @@ pub async fn serve(listener: TcpListener, raft: Raft) {
         };
         let _ = stream.set_nodelay(true);
         let raft = raft.clone();
+        let node = node.clone();
         tokio::spawn(async move {
             loop {
                 let request: Request = match read_frame(&mut stream).await {
@@ -96,6 +110,13 @@ pub async fn serve(listener: TcpListener, raft: Raft) {
                     Request::Append(r) => Response::Append(raft.append_entries(r).await),
                     Request::Vote(r) => Response::Vote(raft.vote(r).await),
                     Request::Snapshot(r) => Response::Snapshot(raft.install_snapshot(r).await),
+                    Request::Control(r) => match &node {
+                        Some(node) => Response::Control(node.handle(r).await),
+                        None => {
+                            tracing::warn!(%peer, "control request on a node without a controller; closing");
+                            return;
+                        }
+                    },
                 };
                 if let Err(e) = write_frame(&mut stream, &response).await {
                     tracing::debug!(%peer, error = %e, "raft connection closed");
@@ -274,7 +295,7 @@ mod tests {
         )
         .await
         .expect("raft starts");
-        let server = tokio::spawn(serve(listener, raft.clone()));
+        let server = tokio::spawn(serve(listener, raft.clone(), None));
         Controller {
             raft,
             machine,

@@ -1,0 +1,865 @@
+//! The controller: the Raft leader of the metadata log decides, everyone else asks it.
+//!
+//! Every broker in a cluster runs a [`ClusterNode`]: its copy of the metadata log (a voter
+//! when its id is among `--controllers`, a learner otherwise) and a loop that heartbeats
+//! the active controller. The active controller (whichever voter Raft elected) keeps the
+//! last heartbeat time of every broker in memory, fences a broker that missed its session
+//! timeout, moves that broker's leaderships to other in-sync replicas with a bumped leader
+//! epoch, takes ISR changes from partition leaders (checked against their leader epoch),
+//! and restores preferred leaders. All of its decisions are metadata records, so every
+//! broker applies them in the same order.
+//!
+//! Architecture invariant: decisions are made one at a time (`decide`), each from the image
+//! that all earlier decisions were applied to; a leader is only ever chosen from the
+//! in-sync replicas of a live broker, unless the topic allows unclean election.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gregor_storage::Disk;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use uuid::Uuid;
+
+use crate::image::{MetadataImage, MetadataRecord};
+use crate::raft::{LogStore, NodeId, Raft, StateMachine};
+use crate::raft_net::{self, Request, Response, TcpNetwork};
+
+/// How the active controller judges brokers.
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    /// A broker silent for longer than this is fenced (`broker.session.timeout.ms`).
+    pub session_timeout_ms: u64,
+    /// How often brokers heartbeat (`broker.heartbeat.interval.ms`).
+    pub heartbeat_interval_ms: u64,
+    /// Whether preferred leaders are restored (`auto.leader.rebalance.enable`), and how
+    /// often that is checked (`leader.imbalance.check.interval.seconds`).
+    pub auto_leader_rebalance: bool,
+    pub leader_imbalance_check_ms: u64,
+    /// The cluster default of `unclean.leader.election.enable`; a topic config overrides it.
+    pub unclean_leader_election: bool,
+}
+
+/// What a broker tells the controller about itself with every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// Where its Raft listener is, so the controller can add it as a learner.
+    pub raft_addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// Commit these records as one (topic creation, configs, ...).
+    Write(Vec<MetadataRecord>),
+    Heartbeat(Registration),
+    /// A partition leader asks to change the in-sync replicas (Kafka's AlterPartition).
+    AlterIsr {
+        node_id: i32,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// A broker about to stop asks that its leaderships move elsewhere first.
+    ControlledShutdown {
+        node_id: i32,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum ControlError {
+    #[error("this node is not the active controller (the active one is {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("no active controller answered: {0}; check that a majority of the controllers in --controllers are running and reachable")]
+    Unavailable(String),
+}
+
+/// One node's part in the cluster: its Raft instance over the metadata log, and the
+/// controller duties it performs while it is the Raft leader.
+pub struct ClusterNode {
+    pub node_id: i32,
+    pub raft: Raft,
+    machine: StateMachine,
+    voters: BTreeMap<NodeId, String>,
+    settings: ControllerSettings,
+    /// Last heartbeat of every broker, as seen by this node while it leads.
+    last_seen: Mutex<HashMap<i32, Instant>>,
+    /// Since when this node has been the active controller.
+    leading_since: Mutex<Option<Instant>>,
+    last_rebalance: Mutex<Option<Instant>>,
+    /// Brokers that asked for a controlled shutdown: they get no new leaderships.
+    shutting_down: Mutex<HashMap<i32, Instant>>,
+    decide: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("node_id", &self.node_id)
+            .field("voters", &self.voters)
+            .finish_non_exhaustive()
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Parses `--controllers`: `1@host:port,2@host:port,...`.
+pub fn parse_voters(spec: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| format!("'{part}' is not ID@HOST:PORT"))?;
+        let id: NodeId = id
+            .parse()
+            .map_err(|_| format!("'{id}' in '{part}' is not a node id"))?;
+        if !addr.contains(':') {
+            return Err(format!("'{addr}' in '{part}' has no port"));
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(format!("node id {id} appears twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err("no controller given".into());
+    }
+    Ok(out)
+}
+
+impl ClusterNode {
+    /// Opens this node's Raft state in `data_dir`, serves Raft and controller requests on
+    /// `listener`, and, when this node is a voter and the log is new, initializes the
+    /// cluster with the voters (every voter does; Raft settles on one membership).
+    pub async fn start(
+        disk: Arc<dyn Disk>,
+        data_dir: &Path,
+        node_id: i32,
+        listener: TcpListener,
+        voters: BTreeMap<NodeId, String>,
+        settings: ControllerSettings,
+    ) -> std::io::Result<Arc<Self>> {
+        let config = openraft::Config {
+            cluster_name: "gregor".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 600,
+            election_timeout_max: 1200,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().map_err(other)?);
+        let log = LogStore::open(disk.clone(), data_dir)?;
+        let machine = StateMachine::open(disk, data_dir)?;
+        let raft = Raft::new(node_id as NodeId, config, TcpNetwork, log, machine.clone())
+            .await
+            .map_err(other)?;
+        let node = Arc::new(ClusterNode {
+            node_id,
+            raft: raft.clone(),
+            machine,
+            voters: voters.clone(),
+            settings,
+            last_seen: Mutex::new(HashMap::new()),
+            leading_since: Mutex::new(None),
+            last_rebalance: Mutex::new(None),
+            shutting_down: Mutex::new(HashMap::new()),
+            decide: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(raft_net::serve(listener, raft.clone(), Some(node.clone())));
+        if voters.contains_key(&(node_id as NodeId))
+            && !raft.is_initialized().await.map_err(other)?
+        {
+            let members: BTreeMap<NodeId, BasicNode> = voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(error = %e, "metadata log already initialized");
+            }
+        }
+        tracing::info!(
+            node_id,
+            voter = voters.contains_key(&(node_id as NodeId)),
+            controllers = ?voters,
+            "metadata quorum started"
+        );
+        Ok(node)
+    }
+
+    /// The image as last applied here.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.machine.subscribe().borrow().clone()
+    }
+
+    /// Every image as it is applied, the current one first.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<MetadataImage>> {
+        self.machine.subscribe()
+    }
+
+    /// The active controller's id, as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id as NodeId)
+    }
+
+    fn address_of(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+            .or_else(|| self.voters.get(&id).cloned())
+    }
+
+    /// Commits `records` through the active controller and waits until they are applied
+    /// here too, so the caller reads its own write.
+    pub async fn write(&self, records: Vec<MetadataRecord>) -> Result<(), ControlError> {
+        let index = self.call_leader(ControlRequest::Write(records)).await?;
+        self.await_applied(index).await
+    }
+
+    /// Asks the active controller to change a partition's in-sync replicas.
+    pub async fn alter_isr(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    ) -> Result<(), ControlError> {
+        let index = self
+            .call_leader(ControlRequest::AlterIsr {
+                node_id: self.node_id,
+                topic_id,
+                partition,
+                leader_epoch,
+                isr,
+            })
+            .await?;
+        self.await_applied(index).await
+    }
+
+    /// Moves this broker's leaderships to other in-sync replicas before it stops.
+    pub async fn controlled_shutdown(&self) -> Result<(), ControlError> {
+        let index = self
+            .call_leader(ControlRequest::ControlledShutdown {
+                node_id: self.node_id,
+            })
+            .await?;
+        self.await_applied(index).await
+    }
+
+    async fn await_applied(&self, index: u64) -> Result<(), ControlError> {
+        self.raft
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(Some(index), "own write applied")
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                ControlError::Unavailable(format!("waiting for the write to apply here: {e}"))
+            })
+    }
+
+    /// Sends `request` to the active controller, following redirects; tries every voter
+    /// before giving up.
+    async fn call_leader(&self, request: ControlRequest) -> Result<u64, ControlError> {
+        let voters: Vec<NodeId> = self.voters.keys().copied().collect();
+        let mut target = self.leader();
+        let mut last = String::from("no controller known yet");
+        for attempt in 0..(voters.len() * 3 + 2) {
+            let id = match target.take() {
+                Some(id) => id,
+                None => voters[attempt % voters.len()],
+            };
+            let result = if id == self.node_id as NodeId {
+                self.handle(request.clone()).await
+            } else {
+                match self.address_of(id) {
+                    Some(addr) => rpc(&addr, &request).await,
+                    None => Err(ControlError::Unavailable(format!(
+                        "no address for node {id}"
+                    ))),
+                }
+            };
+            match result {
+                Err(ControlError::NotLeader { leader }) => {
+                    last = format!("node {id} is not the active controller");
+                    target = leader.filter(|&l| l != id);
+                    if target.is_none() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                Err(ControlError::Unavailable(e)) => {
+                    last = format!("node {id}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+        Err(ControlError::Unavailable(last))
+    }
+
+    /// Serves one request as the active controller (or says who is).
+    pub(crate) async fn handle(&self, request: ControlRequest) -> Result<u64, ControlError> {
+        if !self.is_leader() {
+            return Err(ControlError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        match request {
+            ControlRequest::Write(records) => self.propose(records).await,
+            ControlRequest::Heartbeat(reg) => self.on_heartbeat(reg).await,
+            ControlRequest::AlterIsr {
+                node_id,
+                topic_id,
+                partition,
+                leader_epoch,
+                isr,
+            } => {
+                self.on_alter_isr(node_id, topic_id, partition, leader_epoch, isr)
+                    .await
+            }
+            ControlRequest::ControlledShutdown { node_id } => {
+                self.shutting_down
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(node_id, Instant::now());
+                let _turn = self.decide.lock().await;
+                let image = self.machine.image();
+                let records = elect(
+                    &image,
+                    self.settings.unclean_leader_election,
+                    false,
+                    &[node_id],
+                );
+                self.propose(records).await
+            }
+        }
+    }
+
+    /// Commits records as one entry; returns its index (or the applied index when there
+    /// is nothing to commit).
+    async fn propose(&self, mut records: Vec<MetadataRecord>) -> Result<u64, ControlError> {
+        let record = match records.len() {
+            0 => return Ok(self.machine.applied_index().unwrap_or(0)),
+            1 => records.remove(0),
+            _ => MetadataRecord::Batch { records },
+        };
+        match self.raft.client_write(record).await {
+            Ok(r) => Ok(r.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ControlError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(ControlError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn on_heartbeat(&self, reg: Registration) -> Result<u64, ControlError> {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(reg.node_id, Instant::now());
+        let id = reg.node_id as NodeId;
+        if !self.voters.contains_key(&id) {
+            let known = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .is_some_and(|n| n.addr == reg.raft_addr);
+            if !known {
+                tracing::info!(node_id = reg.node_id, addr = %reg.raft_addr, "adding broker as a learner of the metadata log");
+                let raft = self.raft.clone();
+                let node = BasicNode::new(&reg.raft_addr);
+                tokio::spawn(async move {
+                    if let Err(e) = raft.add_learner(id, node, false).await {
+                        tracing::warn!(node_id = id, error = %e, "could not add learner");
+                    }
+                });
+            }
+        }
+        let _turn = self.decide.lock().await;
+        let mut image = (*self.image()).clone();
+        let mut records = Vec::new();
+        let stopping = self
+            .shutting_down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&reg.node_id)
+            .is_some_and(|at| {
+                at.elapsed() < Duration::from_millis(self.settings.session_timeout_ms)
+            });
+        if stopping {
+            // Still stopping: keep it registered but give it nothing.
+            self.shutting_down
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(reg.node_id, Instant::now());
+        }
+        match image.broker(reg.node_id) {
+            Some(b) if b.host == reg.host && b.port == reg.port && b.rack == reg.rack => {
+                if b.fenced && !stopping {
+                    records.push(MetadataRecord::FenceBroker {
+                        node_id: reg.node_id,
+                        fenced: false,
+                    });
+                }
+            }
+            _ => records.push(MetadataRecord::RegisterBroker {
+                node_id: reg.node_id,
+                host: reg.host.clone(),
+                port: reg.port,
+                rack: reg.rack.clone(),
+            }),
+        }
+        if records.is_empty() {
+            return Ok(self.machine.applied_index().unwrap_or(0));
+        }
+        tracing::info!(node_id = reg.node_id, host = %reg.host, port = reg.port, "broker registered or back");
+        for r in &records {
+            image.apply(r);
+        }
+        records.extend(elect(
+            &image,
+            self.settings.unclean_leader_election,
+            false,
+            &[],
+        ));
+        self.propose(records).await
+    }
+
+    async fn on_alter_isr(
+        &self,
+        node_id: i32,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    ) -> Result<u64, ControlError> {
+        let _turn = self.decide.lock().await;
+        let image = self.image();
+        let Some(p) = image
+            .topic_by_id(&topic_id)
+            .and_then(|t| t.partitions.get(partition.max(0) as usize))
+        else {
+            return Err(ControlError::Refused(format!(
+                "unknown partition {topic_id}-{partition}"
+            )));
+        };
+        if p.leader != node_id || p.leader_epoch != leader_epoch {
+            return Err(ControlError::Refused(format!(
+                "node {node_id} at epoch {leader_epoch} does not lead partition {partition} (leader {} at epoch {})",
+                p.leader, p.leader_epoch
+            )));
+        }
+        let mut isr: Vec<i32> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| isr.contains(r) && (p.isr.contains(r) || image.broker_alive(*r)))
+            .collect();
+        if !isr.contains(&node_id) {
+            isr.insert(0, node_id);
+        }
+        if isr == p.isr {
+            return Ok(self.machine.applied_index().unwrap_or(0));
+        }
+        tracing::info!(%topic_id, partition, from = ?p.isr, to = ?isr, "in-sync replicas changed");
+        self.propose(vec![MetadataRecord::Partition {
+            topic_id,
+            partition,
+            replicas: p.replicas.clone(),
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            isr: Some(isr),
+        }])
+        .await
+    }
+
+    /// The active controller's periodic duties: fence silent brokers, elect leaders where
+    /// there are none, and restore preferred leaders.
+    async fn tick(&self) {
+        if !self.is_leader() {
+            *self.leading_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            return;
+        }
+        let now = Instant::now();
+        let since = *self
+            .leading_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(now);
+        let rebalance = self.settings.auto_leader_rebalance && {
+            let mut last = self
+                .last_rebalance
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| {
+                t.elapsed() >= Duration::from_millis(self.settings.leader_imbalance_check_ms)
+            });
+            if due {
+                *last = Some(now);
+            }
+            due
+        };
+        let _turn = self.decide.lock().await;
+        let mut image = (*self.image()).clone();
+        let timeout = Duration::from_millis(self.settings.session_timeout_ms);
+        let mut records = Vec::new();
+        {
+            let seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+            for b in image.brokers().filter(|b| !b.fenced) {
+                // A new controller gives every broker a full session from its election.
+                let last = seen.get(&b.node_id).copied().unwrap_or(since).max(since);
+                if now.duration_since(last) > timeout {
+                    tracing::warn!(
+                        node_id = b.node_id,
+                        silent_ms = now.duration_since(last).as_millis() as u64,
+                        "broker missed its session timeout; fencing it"
+                    );
+                    records.push(MetadataRecord::FenceBroker {
+                        node_id: b.node_id,
+                        fenced: true,
+                    });
+                }
+            }
+        }
+        for r in &records {
+            image.apply(r);
+        }
+        let avoid: Vec<i32> = self
+            .shutting_down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        records.extend(elect(
+            &image,
+            self.settings.unclean_leader_election,
+            rebalance,
+            &avoid,
+        ));
+        if records.is_empty() {
+            return;
+        }
+        if let Err(e) = self.propose(records).await {
+            tracing::warn!(error = %e, "controller decision not committed");
+        }
+    }
+
+    /// Runs this node's loop until `stop`: heartbeats to the active controller, and the
+    /// controller's duties while this node is it.
+    pub async fn run(
+        self: Arc<Self>,
+        registration: Registration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let heartbeat = Duration::from_millis(self.settings.heartbeat_interval_ms.max(10));
+        let tick = Duration::from_millis(200).min(heartbeat);
+        let mut next_heartbeat = tokio::time::Instant::now();
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            self.tick().await;
+            if tokio::time::Instant::now() >= next_heartbeat {
+                next_heartbeat = tokio::time::Instant::now() + heartbeat;
+                match self
+                    .call_leader(ControlRequest::Heartbeat(registration.clone()))
+                    .await
+                {
+                    Ok(_) => {
+                        if failures > 0 {
+                            tracing::info!(
+                                failures,
+                                "heartbeats reach the active controller again"
+                            );
+                        }
+                        failures = 0;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures == 1 || failures.is_power_of_two() {
+                            tracing::warn!(failures, error = %e, "heartbeat failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "metadata quorum did not stop cleanly");
+        }
+    }
+}
+
+/// Leadership and ISR changes that `image` calls for: partitions whose leader is gone get
+/// one from their live in-sync replicas (in assignment order) with the next leader epoch;
+/// fenced brokers leave the ISR of partitions that keep a leader; with `rebalance`, the
+/// preferred (first) replica takes back leadership when it is alive and in sync. Brokers
+/// in `avoid` (stopping) lead nothing.
+pub fn elect(
+    image: &MetadataImage,
+    unclean_default: bool,
+    rebalance: bool,
+    avoid: &[i32],
+) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    let usable = |b: i32| image.broker_alive(b) && !avoid.contains(&b);
+    for topic in image.topics() {
+        let unclean = topic
+            .configs
+            .get("unclean.leader.election.enable")
+            .map_or(unclean_default, |v| v == "true");
+        for (index, p) in topic.partitions.iter().enumerate() {
+            let alive_isr: Vec<i32> = p
+                .isr
+                .iter()
+                .copied()
+                .filter(|&b| image.broker_alive(b))
+                .collect();
+            let (leader, isr) = if p.leader < 0 || !usable(p.leader) {
+                match p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|&r| usable(r) && alive_isr.contains(&r))
+                {
+                    Some(l) => (l, alive_isr),
+                    None => match p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|&r| usable(r))
+                        .filter(|_| unclean)
+                    {
+                        Some(l) => {
+                            tracing::warn!(topic = %topic.name, partition = index, leader = l, "unclean leader election: records may be lost");
+                            (l, vec![l])
+                        }
+                        None if p.leader >= 0 && image.broker_alive(p.leader) => {
+                            // Stopping, but nobody else can take over: it keeps leading.
+                            (p.leader, p.isr.clone())
+                        }
+                        // Nobody to lead: keep the last in-sync replicas, so one of them
+                        // can lead when it returns.
+                        None => (-1, p.isr.clone()),
+                    },
+                }
+            } else if rebalance
+                && p.replicas.first().is_some_and(|&pref| {
+                    pref != p.leader && usable(pref) && alive_isr.contains(&pref)
+                })
+            {
+                (p.replicas[0], alive_isr)
+            } else if !alive_isr.is_empty() && alive_isr.len() < p.isr.len() {
+                (p.leader, alive_isr)
+            } else {
+                continue;
+            };
+            let epoch = if leader != p.leader {
+                p.leader_epoch + 1
+            } else {
+                p.leader_epoch
+            };
+            if leader == p.leader && isr == p.isr {
+                continue;
+            }
+            if leader != p.leader {
+                tracing::info!(topic = %topic.name, partition = index, from = p.leader, to = leader, leader_epoch = epoch, "partition leader elected");
+            }
+            out.push(MetadataRecord::Partition {
+                topic_id: topic.topic_id,
+                partition: index as i32,
+                replicas: p.replicas.clone(),
+                leader,
+                leader_epoch: epoch,
+                isr: Some(isr),
+            });
+        }
+    }
+    out
+}
+
+async fn rpc(addr: &str, request: &ControlRequest) -> Result<u64, ControlError> {
+    let unavailable = |e: std::io::Error| ControlError::Unavailable(format!("{addr}: {e}"));
+    let mut stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+        .await
+        .map_err(|_| unavailable(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(unavailable)?;
+    let _ = stream.set_nodelay(true);
+    let exchange = async {
+        raft_net::write_frame(&mut stream, &Request::Control(request.clone())).await?;
+        raft_net::read_frame::<Response>(&mut stream).await
+    };
+    match tokio::time::timeout(Duration::from_secs(15), exchange).await {
+        Ok(Ok(Response::Control(r))) => r,
+        Ok(Ok(_)) => Err(ControlError::Unavailable(format!(
+            "{addr} answered another RPC"
+        ))),
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => Err(unavailable(std::io::ErrorKind::TimedOut.into())),
+    }
+}
+
+/// The address this node's Raft listener should bind: its own entry in the voters, or
+/// the configured one.
+pub fn raft_listen_addr(
+    node_id: i32,
+    voters: &BTreeMap<NodeId, String>,
+    configured: Option<SocketAddr>,
+) -> Result<String, String> {
+    if let Some(addr) = configured {
+        return Ok(addr.to_string());
+    }
+    voters.get(&(node_id as NodeId)).cloned().ok_or_else(|| {
+        format!("node {node_id} is not among --controllers, so it needs its own address for the metadata log: give it with --controller-listener HOST:PORT")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::MetadataRecord as R;
+
+    fn image_with(
+        brokers: &[(i32, bool)],
+        replicas: Vec<i32>,
+        leader: i32,
+        isr: Vec<i32>,
+    ) -> (MetadataImage, Uuid) {
+        let mut image = MetadataImage::default();
+        for &(id, fenced) in brokers {
+            image.apply(&R::RegisterBroker {
+                node_id: id,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+            });
+            image.apply(&R::FenceBroker {
+                node_id: id,
+                fenced,
+            });
+        }
+        let topic_id = Uuid::new_v4();
+        image.apply(&R::Topic {
+            name: "t".into(),
+            topic_id,
+            configs: BTreeMap::new(),
+        });
+        image.apply(&R::Partition {
+            topic_id,
+            partition: 0,
+            replicas,
+            leader,
+            leader_epoch: 4,
+            isr: Some(isr),
+        });
+        (image, topic_id)
+    }
+
+    fn decided(records: &[MetadataRecord]) -> Option<(i32, i32, Vec<i32>)> {
+        records.iter().find_map(|r| match r {
+            R::Partition {
+                leader,
+                leader_epoch,
+                isr,
+                ..
+            } => Some((*leader, *leader_epoch, isr.clone().unwrap_or_default())),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_fenced_leader_is_replaced_by_the_first_live_in_sync_replica() {
+        let (image, _) = image_with(
+            &[(1, true), (2, false), (3, false)],
+            vec![1, 2, 3],
+            1,
+            vec![1, 3],
+        );
+        assert_eq!(
+            decided(&elect(&image, false, false, &[])),
+            Some((3, 5, vec![3]))
+        );
+    }
+
+    #[test]
+    fn no_unclean_election_unless_allowed() {
+        let (image, _) = image_with(&[(1, true), (2, false)], vec![1, 2], 1, vec![1]);
+        assert_eq!(
+            decided(&elect(&image, false, false, &[])),
+            Some((-1, 5, vec![1]))
+        );
+        assert_eq!(
+            decided(&elect(&image, true, false, &[])),
+            Some((2, 5, vec![2]))
+        );
+    }
+
+    #[test]
+    fn the_preferred_leader_comes_back_only_when_in_sync() {
+        let (image, _) = image_with(&[(1, false), (2, false)], vec![1, 2], 2, vec![2]);
+        assert_eq!(decided(&elect(&image, false, true, &[])), None);
+        let (image, _) = image_with(&[(1, false), (2, false)], vec![1, 2], 2, vec![2, 1]);
+        assert_eq!(
+            decided(&elect(&image, false, true, &[])),
+            Some((1, 5, vec![2, 1]))
+        );
+        assert_eq!(decided(&elect(&image, false, false, &[])), None);
+    }
+
+    #[test]
+    fn a_stopping_broker_hands_its_leadership_over() {
+        let (image, _) = image_with(&[(1, false), (2, false)], vec![1, 2], 1, vec![1, 2]);
+        assert_eq!(
+            decided(&elect(&image, false, false, &[1])),
+            Some((2, 5, vec![1, 2]))
+        );
+        let (image, _) = image_with(&[(1, false), (2, false)], vec![1, 2], 1, vec![1]);
+        assert_eq!(
+            decided(&elect(&image, false, false, &[1])),
+            None,
+            "nobody else in sync"
+        );
+    }
+
+    #[test]
+    fn controllers_parse_and_bad_specs_say_why() {
+        let v = parse_voters("1@127.0.0.1:9001, 2@127.0.0.1:9002").expect("parses");
+        assert_eq!(v.get(&2).map(String::as_str), Some("127.0.0.1:9002"));
+        assert!(parse_voters("1@a:1,1@b:2")
+            .expect_err("dup")
+            .contains("twice"));
+        assert!(parse_voters("x@a:1")
+            .expect_err("id")
+            .contains("not a node id"));
+        assert!(parse_voters("1@a").expect_err("port").contains("no port"));
+    }
+}
