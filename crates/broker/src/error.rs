@@ -15,6 +15,10 @@ pub enum BrokerError {
     UnknownTopic,
     #[error("topic already exists")]
     TopicExists,
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("cluster metadata cannot change now: {0}")]
+    NoController(String),
 }
 
 /// The Kafka error code for a storage failure.
@@ -47,6 +51,8 @@ pub fn error_code(e: &BrokerError) -> i16 {
         BrokerError::Storage(s) => storage_error_code(s),
         BrokerError::UnknownTopic => ResponseError::UnknownTopicOrPartition.code(),
         BrokerError::TopicExists => ResponseError::TopicAlreadyExists.code(),
+        BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor.code(),
+        BrokerError::NoController(_) => ResponseError::NotController.code(),
         BrokerError::Metadata(_) | BrokerError::Config(_) => {
             ResponseError::UnknownServerError.code()
         }

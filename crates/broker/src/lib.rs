@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod group;
 pub mod metrics;
+pub mod replica;
 pub mod server;
 pub mod state;
 pub mod txn;

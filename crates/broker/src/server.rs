@@ -49,10 +49,11 @@ pub async fn run(
         advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
         node_id = broker.config.node_id,
         data_dir = %broker.config.data_dir.display(),
-        cluster_id = %broker.cluster_id,
+        cluster_id = %broker.cluster_id(),
         "broker ready"
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    let cluster_tasks = start_cluster(&broker, stop_rx.clone()).await?;
     let gauges = tokio::spawn(gauge_loop(broker.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
     // Group session and rebalance timeouts; retention; compaction.
@@ -97,6 +98,17 @@ pub async fn run(
             _ = &mut shutdown => break,
         }
     }
+    if let Some(node) = broker.clustered() {
+        // Kafka's controlled shutdown: leaderships move to other in-sync replicas before
+        // this broker stops answering, so producers see one quick NOT_LEADER_OR_FOLLOWER.
+        match tokio::time::timeout(Duration::from_secs(5), node.controlled_shutdown()).await {
+            Ok(Ok(())) => tracing::info!("leaderships moved to other replicas"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "controlled shutdown refused; stopping anyway")
+            }
+            Err(_) => tracing::warn!("controlled shutdown timed out; stopping anyway"),
+        }
+    }
     tracing::info!(
         connections = connections.len(),
         "shutting down: answering in-flight requests"
@@ -122,12 +134,112 @@ pub async fn run(
     let _ = transactions.await;
     let _ = retention.await;
     let _ = cleaner.await;
+    for task in cluster_tasks {
+        let _ = task.await;
+    }
+    if let Some(node) = broker.clustered() {
+        node.shutdown().await;
+    }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close())
         .await
         .map_err(|e| BrokerError::Metadata(format!("close task failed: {e}")))?;
     tracing::info!("broker stopped cleanly");
     Ok(())
+}
+
+/// Joins the cluster when `controller.quorum.voters` is set: starts this node's part of the
+/// metadata quorum, applies its images to the partitions, heartbeats, and replicates.
+async fn start_cluster(
+    broker: &Arc<Broker>,
+    stop: watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, BrokerError> {
+    use gregor_cluster::controller::{parse_voters, raft_listen_addr};
+    use gregor_cluster::{ClusterNode, ControllerSettings, Registration};
+    let c = &broker.config;
+    let spec = c.get("controller.quorum.voters").trim().to_string();
+    if spec.is_empty() {
+        return Ok(Vec::new());
+    }
+    let voters = parse_voters(&spec).map_err(|e| {
+        BrokerError::Config(format!(
+            "controller.quorum.voters '{spec}': {e}; write it as 1@HOST:PORT,2@HOST:PORT,3@HOST:PORT"
+        ))
+    })?;
+    let configured = c.get("controller.listener").trim();
+    let configured = if configured.is_empty() {
+        None
+    } else {
+        Some(configured.parse().map_err(|_| {
+            BrokerError::Config(format!(
+                "controller.listener '{configured}' is not HOST:PORT with an IP address"
+            ))
+        })?)
+    };
+    let addr = raft_listen_addr(c.node_id, &voters, configured).map_err(BrokerError::Config)?;
+    let listener = TcpListener::bind(&addr).await.map_err(|e| {
+        BrokerError::Config(format!(
+            "cannot listen for the metadata log on {addr}: {e}; is another broker using it? check --controllers and --controller-listener"
+        ))
+    })?;
+    let settings = ControllerSettings {
+        session_timeout_ms: c.get_i64("broker.session.timeout.ms").max(1) as u64,
+        heartbeat_interval_ms: c.get_i64("broker.heartbeat.interval.ms").max(1) as u64,
+        auto_leader_rebalance: c.get_bool("auto.leader.rebalance.enable"),
+        leader_imbalance_check_ms: (c.get_i64("leader.imbalance.check.interval.seconds").max(1)
+            as u64)
+            .saturating_mul(1000),
+        unclean_leader_election: c.get_bool("unclean.leader.election.enable"),
+    };
+    let node = ClusterNode::start(
+        Arc::new(OsDisk),
+        &c.data_dir,
+        c.node_id,
+        listener,
+        voters,
+        settings,
+    )
+    .await
+    .map_err(|e| BrokerError::Metadata(format!("starting the metadata quorum: {e}")))?;
+    {
+        let b = broker.clone();
+        let n = node.clone();
+        tokio::task::spawn_blocking(move || b.attach_cluster(n))
+            .await
+            .map_err(|e| BrokerError::Metadata(format!("start-up task failed: {e}")))?;
+    }
+    let rack = c.get("broker.rack").trim().to_string();
+    let registration = Registration {
+        node_id: c.node_id,
+        host: c.advertised_host.clone(),
+        port: i32::from(c.advertised_port),
+        rack: (!rack.is_empty()).then_some(rack),
+        raft_addr: addr,
+    };
+    Ok(vec![
+        tokio::spawn(node.clone().run(registration, stop.clone())),
+        tokio::spawn(follow_images(broker.clone(), node, stop.clone())),
+        tokio::spawn(crate::replica::run_fetchers(broker.clone(), stop.clone())),
+        tokio::spawn(crate::replica::run_isr_upkeep(broker.clone(), stop)),
+    ])
+}
+
+/// Applies every new metadata image to the partitions, until the broker stops.
+async fn follow_images(
+    broker: Arc<Broker>,
+    node: Arc<gregor_cluster::ClusterNode>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut images = node.subscribe();
+    loop {
+        tokio::select! {
+            changed = images.changed() => if changed.is_err() { return; },
+            _ = stop.changed() => return,
+        }
+        let image = images.borrow_and_update().clone();
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.reconcile(image)).await;
+    }
 }
 
 async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {

@@ -8,10 +8,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gregor_cluster::{MetadataImage, MetadataLog, MetadataRecord, TopicMeta};
+use gregor_cluster::{
+    ClusterNode, MetadataImage, MetadataLog, MetadataRecord, PartitionMeta, TopicMeta,
+};
 use gregor_storage::{Disk, LogConfig, PartitionLog, StorageError};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -63,6 +65,62 @@ pub struct ProduceSettings {
     pub log_append_time: bool,
     /// Compacted topics refuse records without a key.
     pub compacted: bool,
+    /// `acks=all` needs at least this many in-sync replicas.
+    pub min_insync_replicas: usize,
+}
+
+/// A partition's place in replication, from the metadata image (and, on the leader, its
+/// followers' progress).
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaState {
+    /// The leader's node id; -1 when no replica can lead.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// On the leader: each follower's progress.
+    pub followers: HashMap<i32, FollowerProgress>,
+    /// On a follower: its log must be cut to where it diverged from the new leader's
+    /// before it fetches (OffsetForLeaderEpoch).
+    pub needs_truncation: bool,
+    /// On the leader: an ISR change was asked of the controller and not yet applied.
+    pub isr_change_pending: bool,
+}
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerProgress {
+    /// The offset of its last fetch: it holds everything below. -1 until it fetched.
+    pub log_end: i64,
+    /// When it was last known to hold everything the leader had (KIP-? `lastCaughtUpTime`).
+    pub caught_up_ms: i64,
+    /// The leader's log end and the time at its previous fetch.
+    pub previous_fetch: (i64, i64),
+}
+
+/// Progress for a new leader's followers: unknown, with a full lag allowance from `now`.
+fn fresh_followers(replicas: &[i32], me: i32, now: i64) -> HashMap<i32, FollowerProgress> {
+    replicas
+        .iter()
+        .filter(|&&b| b != me)
+        .map(|&b| {
+            (
+                b,
+                FollowerProgress {
+                    log_end: -1,
+                    caught_up_ms: now,
+                    previous_fetch: (-1, now),
+                },
+            )
+        })
+        .collect()
+}
+
+impl ReplicaState {
+    /// Whether more than one replica holds the partition (the high watermark is tracked).
+    pub fn replicated(&self) -> bool {
+        self.replicas.len() > 1
+    }
 }
 
 #[derive(Debug)]
@@ -78,6 +136,11 @@ pub struct Partition {
     flush_lock: tokio::sync::Mutex<()>,
     flushed_offset: AtomicI64,
     pub metrics: crate::metrics::PartitionMetrics,
+    /// This broker's id.
+    pub node_id: i32,
+    pub replica: Mutex<ReplicaState>,
+    /// The high watermark, for `acks=all` producers waiting for it to pass their batch.
+    pub hw_watch: tokio::sync::watch::Sender<i64>,
 }
 
 impl Partition {
@@ -89,6 +152,132 @@ impl Partition {
 
     pub fn settings(&self) -> ProduceSettings {
         *self.settings.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn replica(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
+        self.replica.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// (whether this broker leads, leader epoch, in-sync replica count, replicated).
+    pub fn leadership(&self) -> (bool, i32, usize, bool) {
+        let r = self.replica();
+        (
+            r.leader == self.node_id,
+            r.leader_epoch,
+            r.isr.len(),
+            r.replicated(),
+        )
+    }
+
+    /// Takes the partition's replicas, leader and ISR from the image. A new leader or
+    /// epoch resets followers' progress (they get a fresh lag allowance) and makes a
+    /// follower truncate before it fetches again.
+    pub fn set_role(&self, meta: &PartitionMeta, now: i64) {
+        let mut r = self.replica();
+        let new_epoch = r.leader != meta.leader || r.leader_epoch != meta.leader_epoch;
+        r.replicas = meta.replicas.clone();
+        r.isr = meta.isr.clone();
+        r.isr_change_pending = false;
+        if new_epoch {
+            if meta.leader == self.node_id || r.leader == self.node_id {
+                tracing::info!(topic = %self.topic, partition = self.index, leader = meta.leader, leader_epoch = meta.leader_epoch, "partition leadership changed");
+            }
+            r.leader = meta.leader;
+            r.leader_epoch = meta.leader_epoch;
+            r.followers = fresh_followers(&meta.replicas, self.node_id, now);
+            r.needs_truncation = meta.leader >= 0 && meta.leader != self.node_id;
+        }
+        let replicated = r.replicated();
+        drop(r);
+        {
+            // A replica that starts tracking knows nothing committed yet: the leader's
+            // fetch responses (or, on the leader, its followers' fetches) move it up.
+            let mut log = self.log();
+            if !replicated {
+                log.track_high_watermark(None);
+            } else if !log.high_watermark_tracked() {
+                let start = log.log_start();
+                log.track_high_watermark(Some(start));
+            }
+        }
+        self.update_high_watermark();
+    }
+
+    /// On the leader: moves the high watermark to the smallest log end in the ISR. Wakes
+    /// `acks=all` producers and fetches when it moves.
+    pub fn update_high_watermark(&self) -> bool {
+        let r = self.replica();
+        if r.leader != self.node_id {
+            return false;
+        }
+        let mut log = self.log();
+        let mut hw = log.log_end();
+        if r.replicated() {
+            for member in r.isr.iter().filter(|&&m| m != self.node_id) {
+                match r.followers.get(member) {
+                    Some(f) if f.log_end >= 0 => hw = hw.min(f.log_end),
+                    _ => return false,
+                }
+            }
+        }
+        let moved = log.advance_high_watermark(hw);
+        let now_hw = log.high_watermark();
+        drop(log);
+        drop(r);
+        self.hw_watch.send_replace(now_hw);
+        if moved {
+            self.wake_waiters();
+        }
+        moved
+    }
+
+    /// On the leader: a follower fetched at `fetch_offset`, so it holds everything below.
+    pub fn follower_fetched(&self, follower: i32, fetch_offset: i64, now: i64) {
+        let log_end = self.log().log_end();
+        {
+            let mut r = self.replica();
+            let Some(f) = r.followers.get_mut(&follower) else {
+                return;
+            };
+            if fetch_offset >= log_end {
+                f.caught_up_ms = now;
+            } else if fetch_offset >= f.previous_fetch.0 && f.previous_fetch.0 >= 0 {
+                f.caught_up_ms = f.caught_up_ms.max(f.previous_fetch.1);
+            }
+            f.log_end = fetch_offset;
+            f.previous_fetch = (log_end, now);
+        }
+        self.update_high_watermark();
+    }
+
+    /// On the leader: the ISR this partition should have now, if it differs: followers
+    /// that fell behind for longer than `lag_max_ms` leave, caught-up ones join.
+    pub fn wanted_isr(&self, now: i64, lag_max_ms: i64) -> Option<(i32, Vec<i32>)> {
+        let r = self.replica();
+        if r.leader != self.node_id || r.isr_change_pending || !r.replicated() {
+            return None;
+        }
+        let hw = self.log().high_watermark();
+        let mut isr = vec![self.node_id];
+        for &b in r.replicas.iter().filter(|&&b| b != self.node_id) {
+            let Some(f) = r.followers.get(&b) else {
+                continue;
+            };
+            let lagging = now - f.caught_up_ms > lag_max_ms;
+            let keep = if r.isr.contains(&b) {
+                !lagging
+            } else {
+                f.log_end >= hw && f.log_end >= 0 && !lagging
+            };
+            if keep {
+                isr.push(b);
+            }
+        }
+        let mut sorted_now = r.isr.clone();
+        sorted_now.sort_unstable();
+        let mut sorted_new = isr.clone();
+        sorted_new.sort_unstable();
+        (sorted_now != sorted_new).then_some((r.leader_epoch, isr))
     }
 
     /// Registers a fetch to be woken by the next append.
@@ -153,6 +342,11 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// The transaction coordinator; its state lives in `__transaction_state`.
     pub txns: TxnCoordinator,
+    /// Set when this broker is part of a cluster (`controller.quorum.voters`): metadata
+    /// changes go through the controller and the image comes from the replicated log.
+    cluster: OnceLock<Arc<ClusterNode>>,
+    /// Serializes applying images to the partitions.
+    reconcile_lock: Mutex<Option<Arc<MetadataImage>>>,
 }
 
 /// Takes this node's and the cluster-wide runtime broker configs from the metadata image.
@@ -213,6 +407,8 @@ impl Broker {
             producer_ids: Mutex::new((0, 0)),
             groups,
             clean_start,
+            cluster: OnceLock::new(),
+            reconcile_lock: Mutex::new(None),
         });
         broker.remove_deleted_dirs();
         let started = std::time::Instant::now();
@@ -413,6 +609,7 @@ impl Broker {
             max_message_bytes: get("max.message.bytes").max(0) as usize,
             log_append_time: c.topic_value(ts_def, overrides).0 == "LogAppendTime",
             compacted: log.compact,
+            min_insync_replicas: get("min.insync.replicas").max(1) as usize,
         };
         (log, settings)
     }
@@ -427,7 +624,24 @@ impl Broker {
             self.clean_start,
         )?;
         let flushed = log.flushed_offset();
+        let hw = log.high_watermark();
+        let meta = topic.partitions.get(index as usize);
         let partition = Arc::new(Partition {
+            node_id: self.config.node_id,
+            replica: Mutex::new(ReplicaState {
+                leader: meta.map_or(self.config.node_id, |m| m.leader),
+                leader_epoch: meta.map_or(0, |m| m.leader_epoch),
+                replicas: meta.map_or_else(|| vec![self.config.node_id], |m| m.replicas.clone()),
+                isr: meta.map_or_else(|| vec![self.config.node_id], |m| m.isr.clone()),
+                followers: meta.map_or_else(HashMap::new, |m| {
+                    fresh_followers(&m.replicas, self.config.node_id, now_ms())
+                }),
+                // A replica opened as a follower first checks its log against the leader's.
+                needs_truncation: meta
+                    .is_some_and(|m| m.leader >= 0 && m.leader != self.config.node_id),
+                ..ReplicaState::default()
+            }),
+            hw_watch: tokio::sync::watch::Sender::new(hw),
             topic: topic.name.clone(),
             topic_id: topic.topic_id,
             index,
@@ -452,6 +666,19 @@ impl Broker {
         &self,
         build: impl FnOnce(&MetadataImage) -> Result<Vec<MetadataRecord>, BrokerError>,
     ) -> Result<Arc<MetadataImage>, BrokerError> {
+        if let Some(node) = self.cluster.get() {
+            // Through the active controller; `write` returns once the records are applied
+            // here, and the image is then reconciled with the partitions at once.
+            let records = build(&self.image())?;
+            let node = node.clone();
+            let handle = tokio::runtime::Handle::try_current()
+                .map_err(|e| BrokerError::NoController(e.to_string()))?;
+            tokio::task::block_in_place(|| handle.block_on(node.write(records)))
+                .map_err(|e| BrokerError::NoController(e.to_string()))?;
+            let image = node.image();
+            self.reconcile(image.clone());
+            return Ok(image);
+        }
         let mut log = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
         let records = build(log.image())?;
         log.append(&records)
@@ -468,8 +695,98 @@ impl Broker {
         partitions: i32,
         configs: BTreeMap<String, String>,
     ) -> Result<TopicMeta, BrokerError> {
+        let rf = self.config.get_i64("default.replication.factor") as i32;
+        let assignment = self.assign_replicas(name, partitions, rf, 0)?;
+        self.create_topic_assigned(name, assignment, configs)
+    }
+
+    /// The brokers that can take replicas now: this one alone on a single node, every
+    /// registered and unfenced broker in a cluster.
+    pub fn live_brokers(&self) -> Vec<gregor_cluster::BrokerMeta> {
+        if self.cluster.get().is_none() {
+            return vec![gregor_cluster::BrokerMeta {
+                node_id: self.config.node_id,
+                host: self.config.advertised_host.clone(),
+                port: i32::from(self.config.advertised_port),
+                rack: None,
+                fenced: false,
+            }];
+        }
+        self.image()
+            .brokers()
+            .filter(|b| !b.fenced)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether this broker is part of a cluster.
+    pub fn clustered(&self) -> Option<&Arc<ClusterNode>> {
+        self.cluster.get()
+    }
+
+    /// Replicas for partitions `first..first+count` of a topic, `rf` each (-1: the
+    /// default), spread as Kafka does: brokers ordered so that racks alternate, each
+    /// partition's replicas consecutive in that order from a start that moves by one per
+    /// partition, so leaders (the first replica) spread evenly.
+    pub fn assign_replicas(
+        &self,
+        name: &str,
+        count: i32,
+        rf: i32,
+        first: i32,
+    ) -> Result<Vec<Vec<i32>>, BrokerError> {
+        let rf = if rf == -1 {
+            self.config.get_i64("default.replication.factor") as i32
+        } else {
+            rf
+        };
+        let mut live = self.live_brokers();
+        if rf < 1 || rf as usize > live.len() {
+            return Err(BrokerError::InvalidReplicationFactor(format!(
+                "replication factor {rf} is not between 1 and the {} live broker(s)",
+                live.len()
+            )));
+        }
+        live.sort_by_key(|b| b.node_id);
+        let mut by_rack: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for b in &live {
+            by_rack
+                .entry(b.rack.clone().unwrap_or_default())
+                .or_default()
+                .push(b.node_id);
+        }
+        let mut order = Vec::with_capacity(live.len());
+        for i in 0..live.len() {
+            for ids in by_rack.values() {
+                if let Some(&id) = ids.get(i) {
+                    order.push(id);
+                }
+            }
+        }
+        let n = order.len();
+        let start = name
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+            % n;
+        Ok((first..first + count)
+            .map(|p| {
+                (0..rf as usize)
+                    .map(|j| order[(start + p as usize + j) % n])
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Creates a topic whose partition `i` has the replicas `assignment[i]` (the first
+    /// one leads).
+    pub fn create_topic_assigned(
+        &self,
+        name: &str,
+        assignment: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, BrokerError> {
         let topic_id = Uuid::new_v4();
-        let node = self.config.node_id;
+        let partitions = assignment.len() as i32;
         let image = self.commit_metadata(|image| {
             if image.topic(name).is_some() {
                 return Err(BrokerError::TopicExists);
@@ -479,13 +796,15 @@ impl Broker {
                 topic_id,
                 configs,
             }];
-            records.extend((0..partitions).map(|p| MetadataRecord::Partition {
-                topic_id,
-                partition: p,
-                replicas: vec![node],
-                leader: node,
-                leader_epoch: 0,
-                isr: None,
+            records.extend(assignment.into_iter().enumerate().map(|(p, replicas)| {
+                MetadataRecord::Partition {
+                    topic_id,
+                    partition: p as i32,
+                    leader: replicas[0],
+                    isr: Some(replicas.clone()),
+                    replicas,
+                    leader_epoch: 0,
+                }
             }));
             Ok(records)
         })?;
@@ -493,11 +812,89 @@ impl Broker {
             .topic(name)
             .cloned()
             .ok_or(BrokerError::UnknownTopic)?;
-        for index in 0..partitions {
-            self.open_partition(&topic, index)?;
-        }
+        self.open_local_replicas(&topic)?;
         tracing::info!(topic = name, partitions, %topic_id, "created topic");
         Ok(topic)
+    }
+
+    /// Opens the partitions of `topic` this broker holds a replica of and has not opened.
+    fn open_local_replicas(&self, topic: &TopicMeta) -> Result<(), BrokerError> {
+        let now = now_ms();
+        for (index, meta) in topic.partitions.iter().enumerate() {
+            if !meta.replicas.contains(&self.config.node_id) {
+                continue;
+            }
+            let partition = match self.partition(&topic.name, index as i32) {
+                Some(p) if p.topic_id == topic.topic_id => p,
+                _ => self.open_partition(topic, index as i32)?,
+            };
+            partition.set_role(meta, now);
+        }
+        Ok(())
+    }
+
+    /// Joins a cluster: metadata from now on comes from `node`'s replicated log.
+    pub fn attach_cluster(&self, node: Arc<ClusterNode>) {
+        let image = node.image();
+        if self.cluster.set(node).is_err() {
+            tracing::warn!("cluster already attached");
+            return;
+        }
+        self.reconcile(image);
+    }
+
+    /// Brings the partitions in line with `image`: opens the replicas assigned here,
+    /// applies leaders, epochs and ISRs, applies changed topic configs, and removes the
+    /// partitions of deleted topics.
+    pub fn reconcile(&self, image: Arc<MetadataImage>) {
+        let mut last = self
+            .reconcile_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &image)) {
+            return;
+        }
+        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image.clone();
+        load_dynamic_configs(&self.config, &image);
+        for topic in image.topics() {
+            let configs_changed = last
+                .as_ref()
+                .and_then(|l| l.topic_by_id(&topic.topic_id))
+                .is_some_and(|old| old.configs != topic.configs);
+            if let Err(e) = self.open_local_replicas(topic) {
+                tracing::error!(topic = %topic.name, error = %e, "could not open a partition assigned to this broker");
+            }
+            if configs_changed {
+                self.reconfigure(topic);
+            }
+        }
+        let gone: Vec<Arc<Partition>> = self
+            .all_partitions()
+            .into_iter()
+            .filter(|p| image.topic_by_id(&p.topic_id).is_none())
+            .collect();
+        if !gone.is_empty() {
+            self.remove_partitions(gone);
+        }
+        *last = Some(image);
+    }
+
+    /// The node clients are told is the controller: the active one when it is a live
+    /// broker, else this one (every broker forwards metadata changes to it anyway).
+    pub fn controller_id(&self) -> i32 {
+        self.cluster
+            .get()
+            .and_then(|n| n.leader())
+            .map(|l| l as i32)
+            .filter(|&l| self.image().broker_alive(l))
+            .unwrap_or(self.config.node_id)
+    }
+
+    /// This cluster's id: the one in the replicated metadata in a cluster.
+    pub fn cluster_id(&self) -> String {
+        self.image()
+            .cluster_id()
+            .map_or_else(|| self.cluster_id.clone(), str::to_string)
     }
 
     /// The topic, created with the broker's defaults if it does not exist and
@@ -602,31 +999,39 @@ impl Broker {
     pub fn add_partitions(&self, name: &str, count: i32) -> Result<(), BrokerError> {
         let image = self.image();
         let topic = image.topic(name).ok_or(BrokerError::UnknownTopic)?;
-        let node = self.config.node_id;
         let topic_id = topic.topic_id;
+        let current = topic.partitions.len() as i32;
+        let rf = topic
+            .partitions
+            .first()
+            .map_or(1, |p| p.replicas.len() as i32);
+        let assignment = self.assign_replicas(name, count - current, rf, current)?;
         let image = self.commit_metadata(|image| {
-            let current = image
+            let now = image
                 .topic_by_id(&topic_id)
                 .ok_or(BrokerError::UnknownTopic)?
                 .partitions
                 .len() as i32;
-            Ok((current..count)
-                .map(|p| MetadataRecord::Partition {
+            if now != current {
+                return Err(BrokerError::Metadata(format!(
+                    "partitions of '{name}' changed meanwhile; retry"
+                )));
+            }
+            Ok(assignment
+                .into_iter()
+                .zip(current..count)
+                .map(|(replicas, p)| MetadataRecord::Partition {
                     topic_id,
                     partition: p,
-                    replicas: vec![node],
-                    leader: node,
+                    leader: replicas[0],
+                    isr: Some(replicas.clone()),
+                    replicas,
                     leader_epoch: 0,
-                    isr: None,
                 })
                 .collect())
         })?;
         let topic = image.topic(name).ok_or(BrokerError::UnknownTopic)?;
-        for index in 0..topic.partitions.len() as i32 {
-            if self.partition(name, index).is_none() {
-                self.open_partition(topic, index)?;
-            }
-        }
+        self.open_local_replicas(topic)?;
         tracing::info!(topic = name, partitions = count, "added partitions");
         Ok(())
     }
@@ -643,13 +1048,32 @@ impl Broker {
                 .ok_or(BrokerError::UnknownTopic)?;
             Ok(vec![MetadataRecord::RemoveTopic { topic_id }])
         })?;
-        let removed: Vec<Arc<Partition>> = {
+        let removed: Vec<Arc<Partition>> = self
+            .all_partitions()
+            .into_iter()
+            .filter(|p| p.topic_id == topic_id)
+            .collect();
+        self.remove_partitions(removed);
+        tracing::info!(topic = name, topic_id = %topic.topic_id, "deleted topic");
+        Ok(())
+    }
+
+    /// Forgets partitions and moves their directories aside, removing them in the
+    /// background.
+    fn remove_partitions(&self, removed: Vec<Arc<Partition>>) {
+        {
             let mut map = self.partitions.write().unwrap_or_else(|p| p.into_inner());
-            (0..topic.partitions.len() as i32)
-                .filter_map(|i| map.remove(&(name.to_string(), i)))
-                .collect()
-        };
+            for p in &removed {
+                if map
+                    .get(&(p.topic.clone(), p.index))
+                    .is_some_and(|q| Arc::ptr_eq(p, q))
+                {
+                    map.remove(&(p.topic.clone(), p.index));
+                }
+            }
+        }
         for partition in removed {
+            let name = partition.topic.as_str();
             partition.wake_waiters();
             let dir = partition.log().dir().to_path_buf();
             let aside = self.config.data_dir.join(format!(
@@ -668,8 +1092,6 @@ impl Broker {
                 }
             });
         }
-        tracing::info!(topic = name, topic_id = %topic.topic_id, "deleted topic");
-        Ok(())
     }
 
     fn remove_deleted_dirs(&self) {

@@ -220,6 +220,16 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             r.into()
         }
         ApiKey::ListTransactions => ListTransactionsRequest::default().into(),
+        ApiKey::OffsetForLeaderEpoch => {
+            let mut p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
+            p.current_leader_epoch = -1;
+            let mut t = offset_for_leader_epoch_request::OffsetForLeaderTopic::default();
+            t.topic = name;
+            t.partitions = vec![p];
+            let mut r = OffsetForLeaderEpochRequest::default();
+            r.topics = vec![t];
+            r.into()
+        }
         other => panic!("add a request for {other:?} to this test"),
     }
 }

@@ -524,6 +524,13 @@ impl ClusterNode {
         let mut image = (*self.image()).clone();
         let timeout = Duration::from_millis(self.settings.session_timeout_ms);
         let mut records = Vec::new();
+        if image.cluster_id().is_none() {
+            // Kafka's form: a UUID in URL-safe base64 without padding (22 characters).
+            let id = Uuid::new_v4().simple().to_string();
+            records.push(MetadataRecord::ClusterId {
+                cluster_id: id[..22].to_string(),
+            });
+        }
         {
             let seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
             for b in image.brokers().filter(|b| !b.fenced) {

@@ -41,6 +41,8 @@ pub enum MetadataRecord {
     FenceBroker { node_id: i32, fenced: bool },
     /// Several records applied as one: all of them or, on a torn write, none.
     Batch { records: Vec<MetadataRecord> },
+    /// The cluster's id, written once by the first active controller.
+    ClusterId { cluster_id: String },
     /// A topic and all its partitions are gone.
     RemoveTopic { topic_id: Uuid },
     /// Dynamic broker configs for `resource` ("" for the cluster-wide default, or a node id),
@@ -95,6 +97,8 @@ pub struct MetadataImage {
     broker_configs: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
     brokers: BTreeMap<i32, BrokerMeta>,
+    #[serde(default)]
+    cluster_id: Option<String>,
 }
 
 impl MetadataImage {
@@ -207,7 +211,15 @@ impl MetadataImage {
                     self.apply(r);
                 }
             }
+            MetadataRecord::ClusterId { cluster_id } => {
+                self.cluster_id.get_or_insert_with(|| cluster_id.clone());
+            }
         }
+    }
+
+    /// The cluster's id, once a controller wrote it.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
     }
 
     /// Every registered broker, fenced or not, by id.

@@ -324,6 +324,18 @@ pub struct BrokerArgs {
     /// default 0].
     #[arg(long, value_name = "N")]
     pub node_id: Option<i32>,
+    /// The controllers of a cluster, e.g. `1@127.0.0.1:19091,2@127.0.0.1:19092,3@127.0.0.1:19093`:
+    /// their metadata-log addresses. A broker whose --node-id is listed is a voter, any
+    /// other a learner [controller.quorum.voters; default: a single node].
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    pub controllers: Option<String>,
+    /// Where this node serves the metadata log, when it is not among --controllers
+    /// [controller.listener].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub controller_listener: Option<String>,
+    /// This broker's rack, to spread replicas across racks [broker.rack].
+    #[arg(long, value_name = "RACK")]
+    pub rack: Option<String>,
     /// TOML file of Kafka-named settings, e.g. `num.partitions = 3`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -355,6 +367,15 @@ fn broker_config(args: &BrokerArgs) -> Result<BrokerConfig, String> {
     }
     if let Some(m) = &args.metrics {
         flags.push(("metrics.listener", m.clone(), "--metrics"));
+    }
+    if let Some(c) = &args.controllers {
+        flags.push(("controller.quorum.voters", c.clone(), "--controllers"));
+    }
+    if let Some(c) = &args.controller_listener {
+        flags.push(("controller.listener", c.clone(), "--controller-listener"));
+    }
+    if let Some(r) = &args.rack {
+        flags.push(("broker.rack", r.clone(), "--rack"));
     }
     let env: Vec<(String, String)> = std::env::vars().collect();
     BrokerConfig::from_layers(args.config.as_deref(), &env, &flags)
@@ -712,7 +733,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GREGOR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error")),
         )
         .init();
     let args = match cli.command {

@@ -416,6 +416,11 @@ impl PartitionLog {
         }
     }
 
+    /// Whether replication tracks the high watermark.
+    pub fn high_watermark_tracked(&self) -> bool {
+        self.high_watermark.is_some()
+    }
+
     /// Lets replication track the high watermark from here on (`Some`), starting at `hw`,
     /// or stops tracking it (`None`: every record appended is committed).
     pub fn track_high_watermark(&mut self, hw: Option<i64>) {

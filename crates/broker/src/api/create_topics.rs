@@ -50,9 +50,14 @@ pub fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopic
             }
             match plan(ctx, &t) {
                 Err((code, message)) => fail(&mut r, ctx.version, code, message),
-                Ok((partitions, configs)) => {
+                Ok((assignment, configs)) => {
+                    let partitions = assignment.len() as i32;
+                    let rf = assignment.first().map_or(1, |a| a.len() as i16);
                     if !request.validate_only {
-                        match ctx.broker.create_topic(&name, partitions, configs.clone()) {
+                        match ctx
+                            .broker
+                            .create_topic_assigned(&name, assignment, configs.clone())
+                        {
                             Ok(topic) if ctx.version >= 7 => r.topic_id = topic.topic_id,
                             Ok(_) => {}
                             Err(e) => {
@@ -66,7 +71,7 @@ pub fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopic
                         return r;
                     }
                     r.num_partitions = partitions;
-                    r.replication_factor = 1;
+                    r.replication_factor = rf;
                     r.configs = Some(
                         TOPIC_CONFIGS
                             .iter()
@@ -95,11 +100,11 @@ fn fail(r: &mut CreatableTopicResult, version: i16, error: ResponseError, messag
     }
 }
 
-/// Checks one topic of the request; returns its partition count and config overrides.
-fn plan(
-    ctx: &RequestContext,
-    t: &CreatableTopic,
-) -> Result<(i32, BTreeMap<String, String>), (ResponseError, String)> {
+/// A topic to create: each partition's replicas, and the config overrides.
+type Plan = (Vec<Vec<i32>>, BTreeMap<String, String>);
+
+/// Checks one topic of the request; returns its replica assignment and config overrides.
+fn plan(ctx: &RequestContext, t: &CreatableTopic) -> Result<Plan, (ResponseError, String)> {
     let name = t.name.0.as_str();
     validate_topic_name(name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
     if ctx.broker.image().topic(name).is_some() {
@@ -108,8 +113,13 @@ fn plan(
             format!("topic '{name}' already exists"),
         ));
     }
-    let node = ctx.broker.config.node_id;
-    let partitions = if !t.assignments.is_empty() {
+    let live: Vec<i32> = ctx
+        .broker
+        .live_brokers()
+        .iter()
+        .map(|b| b.node_id)
+        .collect();
+    let assignment = if !t.assignments.is_empty() {
         if t.num_partitions != -1 || t.replication_factor != -1 {
             return Err((ResponseError::InvalidRequest, "give either replica assignments or a partition count and replication factor, not both".into()));
         }
@@ -121,23 +131,35 @@ fn plan(
                 "partition indexes must be 0..n without gaps".into(),
             ));
         }
-        if let Some(a) = t
-            .assignments
-            .iter()
-            .find(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node)
-        {
-            return Err((
-                ResponseError::InvalidReplicaAssignment,
-                format!(
-                    "partition {} is assigned to brokers {:?}; this cluster has only broker {node}",
-                    a.partition_index,
-                    a.broker_ids.iter().map(|b| b.0).collect::<Vec<_>>()
-                ),
-            ));
+        let mut sorted: Vec<_> = t.assignments.iter().collect();
+        sorted.sort_by_key(|a| a.partition_index);
+        let rf = sorted[0].broker_ids.len();
+        let mut out = Vec::with_capacity(sorted.len());
+        for a in sorted {
+            let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+            let mut unique = ids.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            if ids.is_empty() || ids.len() != rf || unique.len() != ids.len() {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("partition {} is assigned to brokers {ids:?}; every partition needs the same number of distinct brokers", a.partition_index),
+                ));
+            }
+            if let Some(b) = ids.iter().find(|b| !live.contains(b)) {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!(
+                        "partition {} is assigned to broker {b}, which is not a live broker (live: {live:?})",
+                        a.partition_index
+                    ),
+                ));
+            }
+            out.push(ids);
         }
-        t.assignments.len() as i32
+        out
     } else {
-        match t.num_partitions {
+        let partitions = match t.num_partitions {
             -1 => ctx.broker.config.get_i64("num.partitions") as i32,
             n if n >= 1 => n,
             n => {
@@ -146,19 +168,11 @@ fn plan(
                     format!("number of partitions must be at least 1, was {n}"),
                 ))
             }
-        }
+        };
+        ctx.broker
+            .assign_replicas(name, partitions, i32::from(t.replication_factor), 0)
+            .map_err(|e| (ResponseError::InvalidReplicationFactor, e.to_string()))?
     };
-    match t.replication_factor {
-        -1 | 1 => {}
-        rf => {
-            return Err((
-                ResponseError::InvalidReplicationFactor,
-                format!(
-                    "replication factor {rf} is larger than the 1 broker available; use 1 or -1"
-                ),
-            ))
-        }
-    }
     let mut configs = BTreeMap::new();
     for c in &t.configs {
         let key = c.name.as_str();
@@ -171,5 +185,5 @@ fn plan(
         validate_topic_override(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
         configs.insert(key.to_string(), value.to_string());
     }
-    Ok((partitions, configs))
+    Ok((assignment, configs))
 }

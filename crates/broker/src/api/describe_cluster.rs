@@ -12,17 +12,21 @@ pub const API: ApiSpec = ApiSpec {
 };
 
 pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> DescribeClusterResponse {
-    let c = &ctx.broker.config;
+    let broker = &ctx.broker;
     build!(DescribeClusterResponse {
         endpoint_type: request.endpoint_type,
-        cluster_id: str_bytes(&ctx.broker.cluster_id),
-        controller_id: BrokerId(c.node_id),
-        brokers: vec![build!(DescribeClusterBroker {
-            broker_id: BrokerId(c.node_id),
-            host: str_bytes(&c.advertised_host),
-            port: i32::from(c.advertised_port),
-            rack: None
-        })],
+        cluster_id: str_bytes(&broker.cluster_id()),
+        controller_id: BrokerId(broker.controller_id()),
+        brokers: broker
+            .live_brokers()
+            .into_iter()
+            .map(|b| build!(DescribeClusterBroker {
+                broker_id: BrokerId(b.node_id),
+                host: str_bytes(&b.host),
+                port: b.port,
+                rack: b.rack.as_deref().map(str_bytes)
+            }))
+            .collect(),
         cluster_authorized_operations: i32::MIN
     })
 }

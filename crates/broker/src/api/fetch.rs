@@ -67,6 +67,12 @@ fn read_once(
 ) -> (FetchResponse, usize, bool) {
     let by_id = ctx.version >= 13;
     let image = ctx.broker.image();
+    // A follower names itself; consumers send -1.
+    let replica_id = if ctx.version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
     let mut budget = if request.max_bytes <= 0 {
         usize::MAX
     } else {
@@ -101,12 +107,42 @@ fn read_once(
                     any_error = true;
                 }
                 Some(partition) => {
+                    let (leads, epoch, _, _) = partition.leadership();
+                    let refused = if !leads {
+                        Some(ResponseError::NotLeaderOrFollower)
+                    } else if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
+                        Some(ResponseError::FencedLeaderEpoch)
+                    } else if p.current_leader_epoch > epoch {
+                        Some(ResponseError::UnknownLeaderEpoch)
+                    } else {
+                        None
+                    };
+                    if let Some(e) = refused {
+                        data.error_code = e.code();
+                        crate::metrics::error_code(ApiKey::Fetch, data.error_code);
+                        any_error = true;
+                        partitions.push(data);
+                        continue;
+                    }
+                    if replica_id >= 0 {
+                        partition.follower_fetched(
+                            replica_id,
+                            p.fetch_offset,
+                            crate::state::now_ms(),
+                        );
+                    }
                     partition.add_waiter(notify.clone());
                     let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
                     match read_partition(
                         &partition,
                         ctx.version,
-                        request.isolation_level == READ_COMMITTED,
+                        if replica_id >= 0 {
+                            Reader::Follower
+                        } else if request.isolation_level == READ_COMMITTED {
+                            Reader::Committed
+                        } else {
+                            Reader::Uncommitted
+                        },
                         p.fetch_offset,
                         limit,
                         total == 0,
@@ -142,11 +178,20 @@ fn read_once(
     (build!(FetchResponse { responses }), total, !any_error)
 }
 
+/// Who reads, which decides how far: a follower to the log end, a `read_uncommitted`
+/// consumer to the high watermark, a `read_committed` one to the last stable offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Follower,
+    Uncommitted,
+    Committed,
+}
+
 /// Reads one partition into `data`; returns the record bytes read.
 fn read_partition(
     partition: &Partition,
     version: i16,
-    read_committed: bool,
+    reader: Reader,
     offset: i64,
     limit: usize,
     first: bool,
@@ -160,7 +205,7 @@ fn read_partition(
         if version >= 5 {
             data.log_start_offset = offsets.log_start;
         }
-        if read_committed {
+        if reader == Reader::Committed {
             // Only what lies below the LSO, with the aborted transactions in that range
             // so the client drops their records.
             let plan = log.read_below(offset, limit, first, offsets.last_stable)?;
@@ -176,8 +221,16 @@ fn read_partition(
                     .collect(),
             );
             (plan, offsets)
-        } else {
+        } else if reader == Reader::Follower {
+            // Followers copy everything the leader has; the high watermark tells them
+            // how much of it is committed.
             (log.read(offset, limit, first)?, offsets)
+        } else {
+            // Consumers see only what every in-sync replica holds.
+            (
+                log.read_below(offset, limit, first, offsets.high_watermark)?,
+                offsets,
+            )
         }
     };
     debug_assert!(offset <= offsets.log_end);

@@ -35,6 +35,19 @@ pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsR
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         return r;
                     };
+                    let (leads, epoch, _, _) = partition.leadership();
+                    if !leads {
+                        r.error_code = ResponseError::NotLeaderOrFollower.code();
+                        return r;
+                    }
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != epoch {
+                        r.error_code = if p.current_leader_epoch < epoch {
+                            ResponseError::FencedLeaderEpoch.code()
+                        } else {
+                            ResponseError::UnknownLeaderEpoch.code()
+                        };
+                        return r;
+                    }
                     let log = partition.log();
                     let offsets = log.offsets();
                     let found = match p.timestamp {
@@ -54,7 +67,7 @@ pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsR
                             r.offset = offset;
                             r.timestamp = timestamp;
                             if ctx.version >= 4 {
-                                r.leader_epoch = 0;
+                                r.leader_epoch = epoch;
                             }
                         }
                         Ok(None) => {}

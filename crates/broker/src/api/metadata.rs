@@ -51,15 +51,24 @@ pub fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataRespons
             })
             .collect(),
     };
+    let _ = c;
     build!(MetadataResponse {
-        brokers: vec![build!(MetadataResponseBroker {
-            node_id: BrokerId(c.node_id),
-            host: str_bytes(&c.advertised_host),
-            port: i32::from(c.advertised_port),
-            rack: None
-        })],
-        cluster_id: (ctx.version >= 2).then(|| str_bytes(&broker.cluster_id)),
-        controller_id: BrokerId(if ctx.version >= 1 { c.node_id } else { -1 }),
+        brokers: broker
+            .live_brokers()
+            .into_iter()
+            .map(|b| build!(MetadataResponseBroker {
+                node_id: BrokerId(b.node_id),
+                host: str_bytes(&b.host),
+                port: b.port,
+                rack: b.rack.as_deref().map(str_bytes)
+            }))
+            .collect(),
+        cluster_id: (ctx.version >= 2).then(|| str_bytes(&broker.cluster_id())),
+        controller_id: BrokerId(if ctx.version >= 1 {
+            broker.controller_id()
+        } else {
+            -1
+        }),
         topics,
         cluster_authorized_operations: i32::MIN
     })
@@ -115,12 +124,16 @@ pub fn describe_topic(topic: &TopicMeta, version: i16) -> MetadataResponseTopic 
             .iter()
             .enumerate()
             .map(|(i, p)| build!(MetadataResponsePartition {
-                error_code: 0,
+                error_code: if p.leader < 0 {
+                    kafka_protocol::error::ResponseError::LeaderNotAvailable.code()
+                } else {
+                    0
+                },
                 partition_index: i as i32,
                 leader_id: BrokerId(p.leader),
                 leader_epoch: if version >= 7 { p.leader_epoch } else { -1 },
                 replica_nodes: p.replicas.iter().map(|&r| BrokerId(r)).collect(),
-                isr_nodes: p.replicas.iter().map(|&r| BrokerId(r)).collect(),
+                isr_nodes: p.isr.iter().map(|&r| BrokerId(r)).collect(),
                 offline_replicas: Vec::new()
             }))
             .collect(),

@@ -54,6 +54,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 pub mod txn_offset_commit;
@@ -91,6 +92,7 @@ pub const APIS: &[ApiSpec] = &[
     delete_groups::API,
     offset_delete::API,
     delete_records::API,
+    offset_for_leader_epoch::API,
     alter_configs::API,
     incremental_alter_configs::API,
     add_partitions_to_txn::API,
@@ -169,6 +171,9 @@ pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<Resp
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(ctx, r)),
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(ctx, r)),
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(ctx, r)),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(ctx, r))
+        }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(ctx, r))
         }

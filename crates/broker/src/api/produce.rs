@@ -22,6 +22,8 @@ pub const API: ApiSpec = ApiSpec {
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(request.timeout_ms.clamp(0, 300_000) as u64);
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
@@ -47,6 +49,8 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                     &partition,
                     ctx.version,
                     data.records.unwrap_or_default(),
+                    acks,
+                    deadline,
                     &mut r,
                 )
                 .await;
@@ -76,9 +80,27 @@ async fn produce_to(
     partition: &Arc<Partition>,
     version: i16,
     records: Bytes,
+    acks: i16,
+    deadline: tokio::time::Instant,
     r: &mut PartitionProduceResponse,
 ) {
     let settings = partition.settings();
+    let (leads, leader_epoch, isr, replicated) = partition.leadership();
+    if !leads {
+        r.error_code = ResponseError::NotLeaderOrFollower.code();
+        r.error_message = Some(StrBytes::from_static_str(
+            "this broker does not lead the partition; refresh metadata",
+        ));
+        return;
+    }
+    if acks == -1 && isr < settings.min_insync_replicas {
+        r.error_code = ResponseError::NotEnoughReplicas.code();
+        r.error_message = Some(StrBytes::from_string(format!(
+            "{isr} in-sync replica(s), min.insync.replicas is {}",
+            settings.min_insync_replicas
+        )));
+        return;
+    }
     let headers = match validate(&records, settings.max_message_bytes, settings.compacted) {
         Ok(h) => h,
         Err((code, message)) => {
@@ -92,7 +114,7 @@ async fn produce_to(
     let stamp = settings.log_append_time.then_some(now);
     let appended = {
         let mut log = partition.log();
-        let result = log.append(&mut bytes, &headers, 0, stamp, now);
+        let result = log.append(&mut bytes, &headers, leader_epoch, stamp, now);
         if version >= 5 {
             r.log_start_offset = log.log_start();
         }
@@ -114,6 +136,21 @@ async fn produce_to(
                 }
             }
             partition.wake_waiters();
+            if replicated {
+                // Followers fetch what was just written; the high watermark may move now
+                // (an ISR of the leader alone) or on their next fetches.
+                partition.update_high_watermark();
+            }
+            if acks == -1
+                && replicated
+                && !wait_for_replicas(partition, info.last_offset + 1, deadline).await
+            {
+                r.error_code = ResponseError::RequestTimedOut.code();
+                r.error_message = Some(StrBytes::from_static_str(
+                    "the in-sync replicas did not all copy the records within the request timeout",
+                ));
+                return;
+            }
             partition.metrics.produce_records.increment(info.records);
             partition
                 .metrics
@@ -131,6 +168,30 @@ async fn produce_to(
             tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
             r.error_code = storage_error_code(&e);
             r.error_message = Some(StrBytes::from_string(e.to_string()));
+        }
+    }
+}
+
+/// Waits until the high watermark reaches `offset` (every in-sync replica holds the
+/// records), or the deadline passes, or this broker stops leading the partition.
+async fn wait_for_replicas(
+    partition: &Partition,
+    offset: i64,
+    deadline: tokio::time::Instant,
+) -> bool {
+    let mut hw = partition.hw_watch.subscribe();
+    loop {
+        if *hw.borrow_and_update() >= offset {
+            return true;
+        }
+        if !partition.leadership().0 {
+            return false;
+        }
+        tokio::select! {
+            changed = hw.changed() => if changed.is_err() { return false; },
+            _ = tokio::time::sleep_until(deadline) => return *hw.borrow() >= offset,
+            // Leadership changes do not move the watch; look again now and then.
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
         }
     }
 }

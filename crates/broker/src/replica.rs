@@ -1,0 +1,460 @@
+//! Kafka's leader/follower replication, the follower's side and the leader's ISR upkeep.
+//!
+//! A follower runs one fetcher per leader broker. The fetcher first cuts every partition
+//! that just got a new leader epoch back to where its log and the leader's agree (it asks
+//! the leader with OffsetForLeaderEpoch, KIP-101/KIP-279), then fetches all of them in one
+//! Fetch request naming itself as `replica_id`, appends the leader's batches as they are
+//! (offsets and epochs included) and takes the high watermark from the response.
+//!
+//! The leader learns each follower's log end from the offsets it fetches at (see
+//! `Partition::follower_fetched`); every half second it asks the controller to drop
+//! followers that stayed behind for `replica.lag.time.max.ms` from the ISR and to add
+//! those that caught up.
+//!
+//! Architecture invariant: a follower never appends a batch at an offset other than its
+//! log end, and never fetches from a leader whose epoch differs from the one it truncated
+//! for.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::state::{now_ms, Broker, Partition};
+
+const FETCH_VERSION: i16 = 12;
+const EPOCH_VERSION: i16 = 4;
+/// Largest response a follower accepts from a leader.
+const RESPONSE_MAX_BYTES: usize = 128 << 20;
+
+/// Starts and stops fetchers as this broker's followed leaders change, until `stop`.
+pub async fn run_fetchers(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut fetchers: HashMap<i32, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        for leader in followed_leaders(&broker) {
+            let running = fetchers.get(&leader).is_some_and(|t| !t.is_finished());
+            if !running {
+                fetchers.insert(
+                    leader,
+                    tokio::spawn(fetch_from(broker.clone(), leader, stop.clone())),
+                );
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            for (_, f) in fetchers {
+                f.abort();
+            }
+            return;
+        }
+    }
+}
+
+/// Every half second, asks the controller for the ISR changes the leaders here need.
+pub async fn run_isr_upkeep(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let lag_max_ms = broker.config.get_i64("replica.lag.time.max.ms");
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let Some(node) = broker.clustered().cloned() else {
+            return;
+        };
+        let now = now_ms();
+        for partition in broker.all_partitions() {
+            let Some((epoch, isr)) = partition.wanted_isr(now, lag_max_ms) else {
+                continue;
+            };
+            partition.replica().isr_change_pending = true;
+            tracing::info!(topic = %partition.topic, partition = partition.index, isr = ?isr, "asking the controller to change the in-sync replicas");
+            let node = node.clone();
+            tokio::spawn(async move {
+                if let Err(e) = node
+                    .alter_isr(partition.topic_id, partition.index, epoch, isr)
+                    .await
+                {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "ISR change refused");
+                }
+                partition.replica().isr_change_pending = false;
+            });
+        }
+    }
+}
+
+fn followed_leaders(broker: &Broker) -> Vec<i32> {
+    let mut out: Vec<i32> = broker
+        .all_partitions()
+        .iter()
+        .filter_map(|p| {
+            let r = p.replica();
+            (r.leader >= 0 && r.leader != p.node_id).then_some(r.leader)
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The partitions this broker follows from `leader`, with the epoch it follows at.
+fn followed(broker: &Broker, leader: i32) -> Vec<(Arc<Partition>, i32, bool)> {
+    broker
+        .all_partitions()
+        .into_iter()
+        .filter_map(|p| {
+            let r = p.replica();
+            let out = (r.leader == leader && leader != p.node_id)
+                .then_some((r.leader_epoch, r.needs_truncation));
+            drop(r);
+            out.map(|(e, t)| (p, e, t))
+        })
+        .collect()
+}
+
+/// One connection to a leader, one request at a time.
+struct Conn {
+    stream: TcpStream,
+    correlation_id: i32,
+    client_id: StrBytes,
+}
+
+impl Conn {
+    async fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+        timeout: Duration,
+    ) -> std::io::Result<Resp> {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(self.client_id.clone()));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, Req::header_version(version))
+            .and_then(|_| request.encode(&mut body, version))
+            .map_err(std::io::Error::other)?;
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_u32(body.len() as u32);
+        frame.extend_from_slice(&body);
+        let exchange = async {
+            self.stream.write_all(&frame).await?;
+            let len = self.stream.read_u32().await? as usize;
+            if len > RESPONSE_MAX_BYTES {
+                return Err(std::io::Error::other(format!(
+                    "response of {len} bytes refused"
+                )));
+            }
+            let mut buf = vec![0u8; len];
+            self.stream.read_exact(&mut buf).await?;
+            Ok(Bytes::from(buf))
+        };
+        let mut bytes = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let header = ResponseHeader::decode(&mut bytes, Resp::header_version(version))
+            .map_err(std::io::Error::other)?;
+        if header.correlation_id != self.correlation_id {
+            return Err(std::io::Error::other("response out of step"));
+        }
+        let response = Resp::decode(&mut bytes, version).map_err(std::io::Error::other)?;
+        if bytes.has_remaining() {
+            tracing::debug!(remaining = bytes.remaining(), "response had trailing bytes");
+        }
+        Ok(response)
+    }
+}
+
+/// Fetches from `leader` for as long as this broker follows it there.
+async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool>) {
+    let me = broker.config.node_id;
+    let wait_ms = broker.config.get_i64("replica.fetch.wait.max.ms").max(0) as i32;
+    let partition_max_bytes = broker.config.get_i64("replica.fetch.max.bytes").max(1) as i32;
+    let mut conn: Option<Conn> = None;
+    let mut idle = 0;
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let parts = followed(&broker, leader);
+        if parts.is_empty() {
+            idle += 1;
+            if idle > 20 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        idle = 0;
+        if conn.is_none() {
+            let Some(addr) = broker
+                .image()
+                .broker(leader)
+                .map(|b| format!("{}:{}", b.host, b.port))
+            else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    conn = Some(Conn {
+                        stream,
+                        correlation_id: 0,
+                        client_id: StrBytes::from_string(format!("gregor-replica-{me}")),
+                    });
+                }
+                _ => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(leader, %addr, failures, "cannot reach the leader to replicate from it");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            continue;
+        };
+        let needs: Vec<_> = parts.iter().filter(|(_, _, t)| *t).cloned().collect();
+        let result = if !needs.is_empty() {
+            truncate(c, me, &needs).await
+        } else {
+            fetch_once(c, me, &parts, wait_ms, partition_max_bytes).await
+        };
+        match result {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(leader, error = %e, failures, "replication from the leader failed; reconnecting");
+                }
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Cuts each partition's log where it diverged from the leader's (KIP-279).
+async fn truncate(
+    conn: &mut Conn,
+    me: i32,
+    parts: &[(Arc<Partition>, i32, bool)],
+) -> std::io::Result<()> {
+    let mut by_topic: BTreeMap<String, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+    let mut asked = HashMap::new();
+    for (p, epoch, _) in parts {
+        let latest = p.log().latest_epoch().map_err(std::io::Error::other)?;
+        let Some(latest) = latest else {
+            // An empty log has nothing to cut.
+            p.replica().needs_truncation = false;
+            continue;
+        };
+        asked.insert((p.topic.clone(), p.index), (p.clone(), *epoch, latest));
+        by_topic.entry(p.topic.clone()).or_default().push(
+            OffsetForLeaderPartition::default()
+                .with_partition(p.index)
+                .with_current_leader_epoch(*epoch)
+                .with_leader_epoch(latest),
+        );
+    }
+    if by_topic.is_empty() {
+        return Ok(());
+    }
+    let request = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(me))
+        .with_topics(
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    OffsetForLeaderTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(t)))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let response: OffsetForLeaderEpochResponse = conn
+        .call(
+            ApiKey::OffsetForLeaderEpoch,
+            EPOCH_VERSION,
+            &request,
+            Duration::from_secs(10),
+        )
+        .await?;
+    for t in response.topics {
+        for r in t.partitions {
+            let Some((p, epoch, latest)) = asked.remove(&(t.topic.0.to_string(), r.partition))
+            else {
+                continue;
+            };
+            if r.error_code != 0 {
+                tracing::debug!(topic = %p.topic, partition = p.index, error_code = r.error_code, "OffsetForLeaderEpoch refused; retrying");
+                continue;
+            }
+            let mut log = p.log();
+            let target = if r.leader_epoch < 0 {
+                // The leader has no epoch at or below ours: keep only what was committed.
+                log.high_watermark()
+            } else if r.leader_epoch < latest {
+                // The leader never wrote in our latest epoch: cut where its epoch ended
+                // here or there, whichever comes first.
+                let mine = log
+                    .end_offset_for_epoch(r.leader_epoch)
+                    .map_err(std::io::Error::other)?
+                    .map_or(r.end_offset, |(_, end)| end);
+                mine.min(r.end_offset)
+            } else {
+                r.end_offset
+            };
+            if target < log.log_end() {
+                tracing::warn!(topic = %p.topic, partition = p.index, from = log.log_end(), to = target, leader_epoch = epoch, "truncating a follower's log to the leader's");
+                log.truncate_to(target).map_err(std::io::Error::other)?;
+            }
+            drop(log);
+            let mut state = p.replica();
+            if state.leader_epoch == epoch {
+                state.needs_truncation = false;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One Fetch for every followed partition; appends what came and takes the high watermark.
+async fn fetch_once(
+    conn: &mut Conn,
+    me: i32,
+    parts: &[(Arc<Partition>, i32, bool)],
+    wait_ms: i32,
+    partition_max_bytes: i32,
+) -> std::io::Result<()> {
+    let mut by_topic: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
+    let mut index = HashMap::new();
+    for (p, epoch, _) in parts {
+        let end = p.log().log_end();
+        index.insert((p.topic.clone(), p.index), (p.clone(), *epoch, end));
+        by_topic.entry(p.topic.clone()).or_default().push(
+            FetchPartition::default()
+                .with_partition(p.index)
+                .with_current_leader_epoch(*epoch)
+                .with_fetch_offset(end)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(partition_max_bytes),
+        );
+    }
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(me))
+        .with_max_wait_ms(wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(partition_max_bytes.saturating_mul(8))
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(t)))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let timeout = Duration::from_millis(wait_ms as u64 + 10_000);
+    let response: FetchResponse = conn
+        .call(ApiKey::Fetch, FETCH_VERSION, &request, timeout)
+        .await?;
+    if response.error_code != 0 {
+        return Err(std::io::Error::other(format!(
+            "fetch refused with error code {}",
+            response.error_code
+        )));
+    }
+    let now = now_ms();
+    let mut backoff = false;
+    for t in response.responses {
+        for d in t.partitions {
+            let Some((p, epoch, asked_at)) =
+                index.remove(&(t.topic.0.to_string(), d.partition_index))
+            else {
+                continue;
+            };
+            if p.replica().leader_epoch != epoch {
+                continue; // the leadership changed while the fetch was out
+            }
+            match ResponseError::try_from_code(d.error_code) {
+                None => {}
+                Some(ResponseError::OffsetOutOfRange) => {
+                    tracing::warn!(topic = %p.topic, partition = p.index, fetch_offset = asked_at, leader_log_start = d.log_start_offset, "the leader no longer has our log end; truncating before fetching again");
+                    p.replica().needs_truncation = true;
+                    continue;
+                }
+                Some(e) => {
+                    tracing::debug!(topic = %p.topic, partition = p.index, error = ?e, "follower fetch refused");
+                    backoff = true;
+                    continue;
+                }
+            }
+            let records = d.records.unwrap_or_default();
+            let appended = {
+                let mut log = p.log();
+                if log.log_end() != asked_at {
+                    continue;
+                }
+                let result = if records.is_empty() {
+                    Ok(None)
+                } else {
+                    log.append_replicated(&records, now)
+                };
+                let hw = d.high_watermark.min(log.log_end());
+                log.advance_high_watermark(hw);
+                result
+            };
+            match appended {
+                Ok(Some(info)) => {
+                    if info.flush_due {
+                        if let Err(e) = p.make_durable(info.last_offset + 1).await {
+                            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "fsync of replicated records failed");
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "could not append the leader's records; truncating before fetching again");
+                    p.replica().needs_truncation = true;
+                }
+            }
+            p.hw_watch.send_replace(p.log().high_watermark());
+        }
+    }
+    if backoff {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
