@@ -41,6 +41,23 @@ pub async fn run(
     let broker = tokio::task::spawn_blocking(move || Broker::open(config, Arc::new(OsDisk)))
         .await
         .map_err(|e| BrokerError::Metadata(format!("start-up task failed: {e}")))??;
+    tokio::pin!(shutdown);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // In a cluster, clients are served only once this broker is registered and has the
+    // cluster's metadata, as a Kafka broker waits to be unfenced.
+    let cluster_tasks = tokio::select! {
+        r = start_cluster(&broker, stop_rx.clone()) => r?,
+        _ = &mut shutdown => {
+            let _ = stop_tx.send(true);
+            if let Some(node) = broker.clustered() {
+                node.shutdown().await;
+            }
+            let b = broker.clone();
+            let _ = tokio::task::spawn_blocking(move || b.close()).await;
+            tracing::info!("stopped before joining the cluster");
+            return Ok(());
+        }
+    };
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| BrokerError::Config(format!("cannot listen on {listen}: {e}; is another broker running there? choose another with --listen")))?;
@@ -52,8 +69,6 @@ pub async fn run(
         cluster_id = %broker.cluster_id(),
         "broker ready"
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let cluster_tasks = start_cluster(&broker, stop_rx.clone()).await?;
     let gauges = tokio::spawn(gauge_loop(broker.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
     // Group session and rebalance timeouts; retention; compaction.
@@ -82,7 +97,6 @@ pub async fn run(
         Broker::clean_compacted_paced,
     ));
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -215,13 +229,40 @@ async fn start_cluster(
         port: i32::from(c.advertised_port),
         rack: (!rack.is_empty()).then_some(rack),
         raft_addr: addr,
+        incarnation: node.incarnation(),
     };
-    Ok(vec![
+    let tasks = vec![
         tokio::spawn(node.clone().run(registration, stop.clone())),
-        tokio::spawn(follow_images(broker.clone(), node, stop.clone())),
+        tokio::spawn(follow_images(broker.clone(), node.clone(), stop.clone())),
         tokio::spawn(crate::replica::run_fetchers(broker.clone(), stop.clone())),
         tokio::spawn(crate::replica::run_isr_upkeep(broker.clone(), stop)),
-    ])
+    ];
+    let started = std::time::Instant::now();
+    let mut next_note = Duration::from_secs(5);
+    let mut images = node.subscribe();
+    loop {
+        let ready = {
+            let image = images.borrow_and_update();
+            image.cluster_id().is_some() && image.broker_alive(c.node_id)
+        };
+        if ready {
+            break;
+        }
+        if started.elapsed() >= next_note {
+            tracing::warn!(
+                waited_s = started.elapsed().as_secs(),
+                active_controller = ?node.leader(),
+                "waiting to join the cluster: a majority of --controllers must be running and reachable"
+            );
+            next_note += Duration::from_secs(10);
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), images.changed()).await;
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "registered with the cluster"
+    );
+    Ok(tasks)
 }
 
 /// Applies every new metadata image to the partitions, until the broker stops.

@@ -824,11 +824,22 @@ impl Broker {
             if !meta.replicas.contains(&self.config.node_id) {
                 continue;
             }
-            let partition = match self.partition(&topic.name, index as i32) {
-                Some(p) if p.topic_id == topic.topic_id => p,
-                _ => self.open_partition(topic, index as i32)?,
+            let (partition, led_before) = match self.partition(&topic.name, index as i32) {
+                Some(p) if p.topic_id == topic.topic_id => {
+                    let led = p.leadership().0;
+                    (p, Some(led))
+                }
+                _ => (self.open_partition(topic, index as i32)?, None),
             };
             partition.set_role(meta, now);
+            let leads = partition.leadership().0;
+            if topic.name == OFFSETS_TOPIC
+                && self.cluster.get().is_some()
+                && led_before != Some(leads)
+                && (leads || led_before == Some(true))
+            {
+                self.groups_moved(index as i32, topic.partitions.len() as i32, leads);
+            }
         }
         Ok(())
     }
@@ -1248,6 +1259,100 @@ impl GroupLog for Broker {
 }
 
 impl Broker {
+    /// The broker that coordinates `key` (a group, or with `txn` a transactional id): the
+    /// leader of the internal-topic partition that holds it.
+    pub fn coordinator(
+        &self,
+        key: &str,
+        txn: bool,
+    ) -> Result<gregor_cluster::BrokerMeta, (ResponseError, String)> {
+        let topic = if txn {
+            self.ensure_txn_topic()
+        } else {
+            self.ensure_offsets_topic()
+        }
+        .map_err(|e| (ResponseError::CoordinatorNotAvailable, e.to_string()))?;
+        let index = group_store::partition_for(key, topic.partitions.len() as i32);
+        let leader = topic.partitions[index as usize].leader;
+        self.live_brokers()
+            .into_iter()
+            .find(|b| b.node_id == leader)
+            .ok_or_else(|| {
+                (
+                    ResponseError::CoordinatorNotAvailable,
+                    format!("{}-{index} has no live leader", topic.name),
+                )
+            })
+    }
+
+    /// Why this broker may not serve `group` now (its partition of `__consumer_offsets` is
+    /// led elsewhere), or `None` when it is the group's coordinator.
+    pub fn not_coordinator(&self, group: &str) -> Option<ResponseError> {
+        self.cluster.get()?;
+        match self.offsets_partition(group) {
+            Ok(p) if p.leadership().0 => None,
+            Ok(_) | Err(BrokerError::UnknownTopic) => Some(ResponseError::NotCoordinator),
+            Err(_) => Some(ResponseError::CoordinatorNotAvailable),
+        }
+    }
+
+    /// Loads the groups of `__consumer_offsets` partition `index` (this broker just became
+    /// its leader), or forgets them (it stopped leading it).
+    fn groups_moved(&self, index: i32, partitions: i32, leads: bool) {
+        let ours = |g: &str| group_store::partition_for(g, partitions) == index;
+        self.groups.unload(&ours);
+        if !leads {
+            tracing::info!(
+                partition = index,
+                "groups of this offsets partition moved to another coordinator"
+            );
+            return;
+        }
+        let Some(partition) = self.partition(OFFSETS_TOPIC, index) else {
+            return;
+        };
+        let mut records = Vec::new();
+        let mut open: HashMap<i64, Vec<GroupRecord>> = HashMap::new();
+        let log = partition.log();
+        let mut offset = log.log_start();
+        while offset < log.log_end() {
+            let bytes = match log.read(offset, 8 << 20, true).and_then(|p| p.read()) {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(partition = index, error = %e, "could not read the offsets partition to load its groups");
+                    return;
+                }
+            };
+            for (at, header) in gregor_protocol::batch::batches(&bytes) {
+                offset = header.last_offset() + 1;
+                let batch = &bytes[at..at + header.total_bytes()];
+                if header.is_control() {
+                    let pending = open.remove(&header.producer_id);
+                    if gregor_protocol::batch::marker_kind(batch) == Some(true) {
+                        records.extend(pending.unwrap_or_default());
+                    }
+                    continue;
+                }
+                let decoded =
+                    decode_internal(OFFSETS_TOPIC, index, &header, batch, group_store::decode);
+                if header.is_transactional() {
+                    open.entry(header.producer_id).or_default().extend(decoded);
+                } else {
+                    records.extend(decoded);
+                }
+            }
+        }
+        drop(log);
+        let count = records.len();
+        self.groups.load(records);
+        tracing::info!(
+            partition = index,
+            records = count,
+            "loaded the groups of an offsets partition this broker now leads"
+        );
+    }
+
     /// The `__consumer_offsets` partition that holds a group (created with the topic).
     fn offsets_partition(&self, group: &str) -> Result<Arc<Partition>, BrokerError> {
         let topic = self.ensure_offsets_topic()?;
@@ -1311,9 +1416,16 @@ fn append_internal(
             path: PathBuf::from(format!("{}-{}", partition.topic, partition.index)),
             reason: e.to_string(),
         })?;
+    let (leads, leader_epoch, _, _) = partition.leadership();
+    if !leads {
+        return Err(StorageError::Corrupt {
+            path: PathBuf::from(format!("{}-{}", partition.topic, partition.index)),
+            reason: "this broker no longer leads the partition; the coordinator moved".into(),
+        });
+    }
     {
         let mut log = partition.log();
-        let info = log.append(&mut batch, &[(0, header)], 0, None, now)?;
+        let info = log.append(&mut batch, &[(0, header)], leader_epoch, None, now)?;
         if info.flush_due {
             log.flush()?;
         }
@@ -1346,6 +1458,11 @@ impl TxnHost for Broker {
                 tracing::warn!(topic = %topic, partition = index, producer_id, "no marker for a partition that no longer exists");
                 continue;
             };
+            if !partition.leadership().0 {
+                return Err(format!(
+                    "{topic}-{index} is led by another broker; transaction markers across brokers are not supported yet"
+                ));
+            }
             {
                 let mut log = partition.log();
                 match log.append_marker(producer_id, epoch, commit, 0, now) {

@@ -54,6 +54,9 @@ pub struct Registration {
     pub rack: Option<String>,
     /// Where its Raft listener is, so the controller can add it as a learner.
     pub raft_addr: String,
+    /// Differs for every start of the process, so the controller tells a broker that
+    /// returned from one that is still stopping.
+    pub incarnation: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +75,7 @@ pub enum ControlRequest {
     /// A broker about to stop asks that its leaderships move elsewhere first.
     ControlledShutdown {
         node_id: i32,
+        incarnation: u64,
     },
 }
 
@@ -99,7 +103,11 @@ pub struct ClusterNode {
     leading_since: Mutex<Option<Instant>>,
     last_rebalance: Mutex<Option<Instant>>,
     /// Brokers that asked for a controlled shutdown: they get no new leaderships.
-    shutting_down: Mutex<HashMap<i32, Instant>>,
+    shutting_down: Mutex<HashMap<i32, (u64, Instant)>>,
+    /// This process's incarnation, sent with heartbeats and the controlled shutdown.
+    incarnation: u64,
+    /// The incarnation each broker last heartbeated with, as seen while leading.
+    incarnations: Mutex<HashMap<i32, u64>>,
     decide: tokio::sync::Mutex<()>,
 }
 
@@ -174,6 +182,13 @@ impl ClusterNode {
             leading_since: Mutex::new(None),
             last_rebalance: Mutex::new(None),
             shutting_down: Mutex::new(HashMap::new()),
+            incarnations: Mutex::new(HashMap::new()),
+            incarnation: {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                nanos ^ u64::from(std::process::id()).rotate_left(32)
+            },
             decide: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(raft_net::serve(listener, raft.clone(), Some(node.clone())));
@@ -195,6 +210,11 @@ impl ClusterNode {
             "metadata quorum started"
         );
         Ok(node)
+    }
+
+    /// This process's incarnation, for its [`Registration`].
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// The image as last applied here.
@@ -258,6 +278,7 @@ impl ClusterNode {
         let index = self
             .call_leader(ControlRequest::ControlledShutdown {
                 node_id: self.node_id,
+                incarnation: self.incarnation,
             })
             .await?;
         self.await_applied(index).await
@@ -333,11 +354,14 @@ impl ClusterNode {
                 self.on_alter_isr(node_id, topic_id, partition, leader_epoch, isr)
                     .await
             }
-            ControlRequest::ControlledShutdown { node_id } => {
+            ControlRequest::ControlledShutdown {
+                node_id,
+                incarnation,
+            } => {
                 self.shutting_down
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(node_id, Instant::now());
+                    .insert(node_id, (incarnation, Instant::now()));
                 let _turn = self.decide.lock().await;
                 let image = self.machine.image();
                 let records = elect(
@@ -397,23 +421,40 @@ impl ClusterNode {
             }
         }
         let _turn = self.decide.lock().await;
-        let mut image = (*self.image()).clone();
+        let image = (*self.image()).clone();
         let mut records = Vec::new();
-        let stopping = self
-            .shutting_down
+        let restarted = self
+            .incarnations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&reg.node_id)
-            .is_some_and(|at| {
-                at.elapsed() < Duration::from_millis(self.settings.session_timeout_ms)
+            .insert(reg.node_id, reg.incarnation)
+            .is_some_and(|previous| previous != reg.incarnation);
+        if restarted && image.broker_alive(reg.node_id) {
+            // It restarted within its session: what it led or held in sync may have lost
+            // its unflushed tail, so it is fenced first (its leaderships move, it leaves
+            // the ISRs) and unfenced by its next heartbeat, to catch up as a follower.
+            tracing::info!(
+                node_id = reg.node_id,
+                "broker restarted within its session; fencing its previous incarnation"
+            );
+            records.push(MetadataRecord::FenceBroker {
+                node_id: reg.node_id,
+                fenced: true,
             });
-        if stopping {
-            // Still stopping: keep it registered but give it nothing.
-            self.shutting_down
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(reg.node_id, Instant::now());
+            let records = self.with_elections(image, records, false, &[]);
+            return self.propose(records).await;
         }
+        let stopping = {
+            let mut stopping = self.shutting_down.lock().unwrap_or_else(|p| p.into_inner());
+            let still = stopping.get(&reg.node_id).is_some_and(|&(inc, at)| {
+                inc == reg.incarnation
+                    && at.elapsed() < Duration::from_millis(self.settings.session_timeout_ms)
+            });
+            if !still {
+                stopping.remove(&reg.node_id);
+            }
+            still
+        };
         match image.broker(reg.node_id) {
             Some(b) if b.host == reg.host && b.port == reg.port && b.rack == reg.rack => {
                 if b.fenced && !stopping {
@@ -434,15 +475,7 @@ impl ClusterNode {
             return Ok(self.machine.applied_index().unwrap_or(0));
         }
         tracing::info!(node_id = reg.node_id, host = %reg.host, port = reg.port, "broker registered or back");
-        for r in &records {
-            image.apply(r);
-        }
-        records.extend(elect(
-            &image,
-            self.settings.unclean_leader_election,
-            false,
-            &[],
-        ));
+        let records = self.with_elections(image, records, false, &[]);
         self.propose(records).await
     }
 
@@ -521,7 +554,7 @@ impl ClusterNode {
             due
         };
         let _turn = self.decide.lock().await;
-        let mut image = (*self.image()).clone();
+        let image = (*self.image()).clone();
         let timeout = Duration::from_millis(self.settings.session_timeout_ms);
         let mut records = Vec::new();
         if image.cluster_id().is_none() {
@@ -549,28 +582,39 @@ impl ClusterNode {
                 }
             }
         }
-        for r in &records {
-            image.apply(r);
-        }
-        let avoid: Vec<i32> = self
-            .shutting_down
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect();
-        records.extend(elect(
-            &image,
-            self.settings.unclean_leader_election,
-            rebalance,
-            &avoid,
-        ));
+        let avoid: Vec<i32> = {
+            let mut stopping = self.shutting_down.lock().unwrap_or_else(|p| p.into_inner());
+            stopping.retain(|_, (_, at)| now.duration_since(*at) < timeout);
+            stopping.keys().copied().collect()
+        };
+        let records = self.with_elections(image, records, rebalance, &avoid);
         if records.is_empty() {
             return;
         }
         if let Err(e) = self.propose(records).await {
             tracing::warn!(error = %e, "controller decision not committed");
         }
+    }
+
+    /// `records`, followed by the elections and ISR changes the image calls for once
+    /// they are applied.
+    fn with_elections(
+        &self,
+        mut image: MetadataImage,
+        mut records: Vec<MetadataRecord>,
+        rebalance: bool,
+        avoid: &[i32],
+    ) -> Vec<MetadataRecord> {
+        for r in &records {
+            image.apply(r);
+        }
+        records.extend(elect(
+            &image,
+            self.settings.unclean_leader_election,
+            rebalance,
+            avoid,
+        ));
+        records
     }
 
     /// Runs this node's loop until `stop`: heartbeats to the active controller, and the

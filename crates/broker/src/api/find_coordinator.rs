@@ -1,5 +1,6 @@
-//! FindCoordinator (key 10): this broker coordinates every group and every transactional
-//! id (single node). Batched keys from v4.
+//! FindCoordinator (key 10): the coordinator of a group or transactional id is the leader
+//! of the `__consumer_offsets` or `__transaction_state` partition that holds it (on a
+//! single node, this broker). Batched keys from v4.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -18,8 +19,7 @@ const GROUP: i8 = 0;
 const TRANSACTION: i8 = 1;
 
 pub fn handle(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let c = &ctx.broker.config;
-    let answer = |key: &StrBytes| -> (i16, Option<String>) {
+    let answer = |key: &StrBytes| -> (i16, Option<String>, Option<gregor_cluster::BrokerMeta>) {
         if request.key_type != GROUP && request.key_type != TRANSACTION {
             return (
                 ResponseError::InvalidRequest.code(),
@@ -27,43 +27,39 @@ pub fn handle(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoor
                     "unknown coordinator key type {}: 0 is a group, 1 a transactional id",
                     request.key_type
                 )),
+                None,
             );
         }
         if key.is_empty() {
             return (
                 ResponseError::InvalidRequest.code(),
                 Some("empty coordinator key".into()),
+                None,
             );
         }
-        let created = if request.key_type == GROUP {
-            ctx.broker.ensure_offsets_topic()
-        } else {
-            ctx.broker.ensure_txn_topic()
-        };
-        match created {
-            Ok(_) => (0, None),
-            Err(e) => {
-                tracing::error!(error = %e, "could not create the coordinator's internal topic");
-                (
-                    ResponseError::CoordinatorNotAvailable.code(),
-                    Some(e.to_string()),
-                )
+        match ctx.broker.coordinator(key, request.key_type == TRANSACTION) {
+            Ok(b) => (0, None, Some(b)),
+            Err((e, message)) => {
+                tracing::warn!(error = %message, "no coordinator available");
+                (e.code(), Some(message), None)
             }
         }
     };
-    let node = BrokerId(c.node_id);
-    let host = str_bytes(&c.advertised_host);
-    let port = i32::from(c.advertised_port);
+    let place = |b: &Option<gregor_cluster::BrokerMeta>| match b {
+        Some(b) => (BrokerId(b.node_id), str_bytes(&b.host), b.port),
+        None => (BrokerId(-1), StrBytes::default(), -1),
+    };
     if ctx.version >= 4 {
         let coordinators = request
             .coordinator_keys
             .iter()
             .map(|key| {
-                let (error_code, message) = answer(key);
+                let (error_code, message, broker) = answer(key);
+                let (node_id, host, port) = place(&broker);
                 build!(Coordinator {
                     key: key.clone(),
-                    node_id: node,
-                    host: host.clone(),
+                    node_id,
+                    host,
                     port,
                     error_code,
                     error_message: message.map(StrBytes::from_string)
@@ -72,10 +68,11 @@ pub fn handle(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoor
             .collect();
         return build!(FindCoordinatorResponse { coordinators });
     }
-    let (error_code, message) = answer(&request.key);
+    let (error_code, message, broker) = answer(&request.key);
+    let (node_id, host, port) = place(&broker);
     let mut r = build!(FindCoordinatorResponse {
         error_code,
-        node_id: node,
+        node_id,
         host,
         port
     });

@@ -20,7 +20,6 @@ pub const API: ApiSpec = ApiSpec {
 
 pub fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
     let broker = &ctx.broker;
-    let c = &broker.config;
     // v0 has no null: an empty list means every topic there.
     let wanted = match request.topics {
         Some(t) if !(t.is_empty() && ctx.version == 0) => Some(t),
@@ -51,7 +50,6 @@ pub fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataRespons
             })
             .collect(),
     };
-    let _ = c;
     build!(MetadataResponse {
         brokers: broker
             .live_brokers()

@@ -30,6 +30,7 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
+pub mod coordinator_check;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -136,6 +137,9 @@ impl RequestContext {
 
 /// Runs the handler for a decoded request. `None` means no response is sent (acks=0).
 pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKind> {
+    if let Some(refused) = coordinator_check::refuse(ctx, &request) {
+        return Some(refused);
+    }
     Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(ctx, r)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(ctx, r)),

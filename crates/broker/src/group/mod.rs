@@ -1179,6 +1179,12 @@ impl GroupCoordinator {
     }
 
     /// Restores offsets of transactions still open at start-up (their markers come later).
+    /// Forgets the groups `ours` selects (their coordinator moved to another broker).
+    /// Parked joins and syncs are dropped, so their members retry and find the new one.
+    pub fn unload(&self, ours: &dyn Fn(&str) -> bool) {
+        self.lock().retain(|id, _| !ours(id));
+    }
+
     pub fn load_txn_offsets(&self, records: Vec<(i64, GroupRecord)>) {
         let mut groups = self.lock();
         for (producer_id, r) in records {

@@ -1,0 +1,363 @@
+"""A Gregor cluster on loopback for tests and the fault harness: N brokers, each a voter
+of the metadata quorum, started with `--controllers`, killed with SIGKILL, paused with
+SIGSTOP, restarted on the same ports and data directories.
+
+The workload (`Workload`) runs an idempotent `acks=all` confluent-kafka producer that
+numbers its records, and a consumer group that records what it saw; `check` then proves
+that every acknowledged record is in its partition exactly once and in order, that
+nothing a consumer saw vanished, and that the group never committed past the high
+watermark.
+"""
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("GREGOR_BIN", ROOT / "target" / "debug" / "gregor"))
+
+# Short timeouts so faults show within seconds (Kafka's names; see docs/configuration.md).
+FAST = {
+    "GREGOR_BROKER_SESSION_TIMEOUT_MS": "2000",
+    "GREGOR_BROKER_HEARTBEAT_INTERVAL_MS": "250",
+    "GREGOR_REPLICA_LAG_TIME_MAX_MS": "4000",
+    "GREGOR_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS": "2",
+    "GREGOR_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+    "GREGOR_OFFSETS_TOPIC_NUM_PARTITIONS": "6",
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    def __init__(self, node_id, root, controllers, env):
+        self.id = node_id
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.data_dir = Path(root) / f"node{node_id}"
+        self.log_path = Path(root) / f"node{node_id}.log"
+        self.controllers = controllers
+        self.env = env
+        self.proc = None
+        self.paused = False
+
+    def launch(self):
+        args = [str(BIN), "broker", "--node-id", str(self.id), "--listen", self.bootstrap,
+                "--data-dir", str(self.data_dir), "--metrics", "off",
+                "--controllers", self.controllers]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ, **self.env})
+        log.close()
+        return self
+
+    def start(self):
+        """Starts the broker and waits until it serves clients (it first joins the quorum
+        and registers, so a majority of the controllers must be running)."""
+        if self.proc is None:
+            self.launch()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node {self.id} exited with {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"node {self.id} did not listen within 30 s:\n{self.log_text()}")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self):
+        if self.proc is not None:
+            if self.paused:
+                self.resume()
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self, timeout=30):
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=timeout)
+            finally:
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                self.proc = None
+            return code
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+
+class Cluster:
+    def __init__(self, root, size=3, env=None):
+        ports = [free_port() for _ in range(size)]
+        controllers = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
+        self.env = {**FAST, **(env or {})}
+        self.nodes = {i + 1: Node(i + 1, root, controllers, self.env) for i in range(size)}
+
+    def start(self):
+        for n in self.nodes.values():
+            n.launch()
+        for n in self.nodes.values():
+            n.start()
+        self.wait_brokers(len(self.nodes))
+        return self
+
+    def stop(self):
+        for n in self.nodes.values():
+            n.kill9()
+
+    @property
+    def bootstrap(self):
+        return ",".join(n.bootstrap for n in self.nodes.values())
+
+    def admin(self):
+        # One client kept for the cluster's life: futures fail if their client is freed.
+        if getattr(self, "_admin", None) is None:
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        return self._admin
+
+    def metadata(self, topic=None, timeout=5):
+        return self.admin().list_topics(topic=topic, timeout=timeout)
+
+    def wait_brokers(self, count, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                md = self.metadata()
+                if len(md.brokers) == count:
+                    return md
+            except Exception:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{count} brokers not listed within {timeout} s")
+
+    def create_topic(self, name, partitions, rf, config=None):
+        fs = self.admin().create_topics([NewTopic(name, partitions, rf, config=config or {})])
+        fs[name].result(30)
+        self.wait_leaders(name, partitions)
+
+    def wait_leaders(self, topic, partitions, timeout=30, isr=None):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                t = self.metadata(topic).topics[topic]
+                ps = t.partitions
+                if len(ps) == partitions and all(p.leader >= 0 for p in ps.values()) and (
+                        isr is None or all(len(p.isrs) >= isr for p in ps.values())):
+                    return {i: p for i, p in ps.items()}
+            except Exception:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{topic}: leaders (isr >= {isr}) not ready within {timeout} s")
+
+    def leader(self, topic, partition):
+        return self.metadata(topic).topics[topic].partitions[partition].leader
+
+    def controller(self):
+        return self.metadata().controller_id
+
+
+class Workload:
+    """A numbered, idempotent acks=all producer and a consumer group, both in threads,
+    bounded in count and time."""
+
+    def __init__(self, cluster, topic, partitions, group, max_records=200_000, rate=400):
+        self.cluster = cluster
+        self.topic = topic
+        self.partitions = partitions
+        self.group = group
+        self.max_records = max_records
+        self.rate = rate
+        self.acked = []  # (partition, offset, value, monotonic time)
+        self.enqueued = {}  # value -> monotonic time it was handed to the producer
+        self.failed = []
+        self.seen = []  # (partition, offset, value)
+        self.stop_flag = threading.Event()
+        self.threads = []
+        self.lock = threading.Lock()
+
+    def start(self):
+        self.threads = [threading.Thread(target=self._produce, daemon=True),
+                        threading.Thread(target=self._consume, daemon=True)]
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _produce(self):
+        p = Producer({"bootstrap.servers": self.cluster.bootstrap, "enable.idempotence": True,
+                      "acks": "all", "linger.ms": 2, "message.timeout.ms": 120000,
+                      "topic.metadata.refresh.interval.ms": 1000,
+                      "retry.backoff.ms": 50, "retry.backoff.max.ms": 200})
+
+        def done(err, msg):
+            now = time.monotonic()
+            with self.lock:
+                if err is None:
+                    self.acked.append((msg.partition(), msg.offset(), msg.value().decode(), now))
+                else:
+                    self.failed.append((msg.value().decode(), str(err)))
+
+        seq = 0
+        start = time.monotonic()
+        while not self.stop_flag.is_set() and seq < self.max_records:
+            value = f"r{seq:08d}"
+            self.enqueued[value] = time.monotonic()
+            try:
+                p.produce(self.topic, value=value.encode(), partition=seq % self.partitions,
+                          on_delivery=done)
+                seq += 1
+            except BufferError:
+                p.poll(0.05)
+                continue
+            p.poll(0)
+            ahead = seq / self.rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(min(ahead, 0.05))
+        p.flush(120)
+        self.produced = seq
+
+    def _consume(self):
+        c = Consumer({"bootstrap.servers": self.cluster.bootstrap, "group.id": self.group,
+                      "auto.offset.reset": "earliest", "enable.auto.commit": True,
+                      "auto.commit.interval.ms": 300, "session.timeout.ms": 6000,
+                      "topic.metadata.refresh.interval.ms": 1000})
+        c.subscribe([self.topic])
+        while not self.stop_flag.is_set():
+            m = c.poll(0.2)
+            if m is None or m.error():
+                continue
+            with self.lock:
+                self.seen.append((m.partition(), m.offset(), m.value().decode()))
+        c.close()
+
+    def acks_after(self, t):
+        """Acknowledgements of records handed to the producer after `t`."""
+        with self.lock:
+            return [a for a in self.acked if self.enqueued.get(a[2], 0) > t]
+
+    def wait_acks(self, count, timeout=60):
+        """Waits until `count` more records are acknowledged."""
+        with self.lock:
+            target = len(self.acked) + count
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.acked) >= target:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"fewer than {count} acknowledgements within {timeout} s; failures: {self.failed[-3:]}")
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(150)
+
+
+def failover_time(cluster, workload, victim_id, partitions_led):
+    """Seconds from now (the kill) to the first acknowledgement, on a partition the victim
+    led, of a record produced after the kill."""
+    killed_at = time.monotonic()
+    cluster.nodes[victim_id].kill9()
+    deadline = killed_at + 60
+    while time.monotonic() < deadline:
+        acks = [a for a in workload.acks_after(killed_at) if a[0] in partitions_led]
+        if acks:
+            return min(a[3] for a in acks) - killed_at
+        time.sleep(0.01)
+    raise AssertionError(f"no acknowledgement on partitions {partitions_led} within 60 s of the kill")
+
+
+def read_all(cluster, topic, partitions, timeout=60):
+    """Every record of every partition, from the start to the high watermark."""
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "checker",
+                  "enable.auto.commit": False, "enable.partition.eof": True})
+    out = {}
+    for p in range(partitions):
+        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        out[p] = {"high": high, "records": []}
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    remaining = {p for p in range(partitions) if out[p]["high"] > 0}
+    deadline = time.monotonic() + timeout
+    while remaining and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == KafkaError._PARTITION_EOF and m.offset() >= out[m.partition()]["high"]:
+                remaining.discard(m.partition())
+            continue
+        out[m.partition()]["records"].append((m.offset(), m.value().decode()))
+        if m.offset() + 1 >= out[m.partition()]["high"]:
+            remaining.discard(m.partition())
+    c.close()
+    assert not remaining, f"could not read partitions {remaining} to their high watermark"
+    return out
+
+
+def committed(cluster, group, topic, partitions):
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group,
+                  "enable.auto.commit": False})
+    got = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=20)
+    c.close()
+    return {tp.partition: tp.offset for tp in got}
+
+
+def check(cluster, workload):
+    """The checker. Returns a summary; raises AssertionError with the first violation."""
+    log = read_all(cluster, workload.topic, workload.partitions)
+    where = {}
+    for p, d in log.items():
+        offsets = [o for o, _ in d["records"]]
+        assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets), f"partition {p}: offsets out of order"
+        for o, v in d["records"]:
+            assert v not in where, f"{v} stored twice: {where[v]} and {(p, o)}"
+            where[v] = (p, o)
+    for p, o, v, _ in workload.acked:
+        assert where.get(v) == (p, o), f"acknowledged {v} at {p}/{o} but the log has it at {where.get(v)}"
+    # Within a partition, acknowledged records keep the order they were produced in.
+    by_partition = {}
+    for p, o, v, _ in workload.acked:
+        by_partition.setdefault(p, []).append((v, o))
+    for p, items in by_partition.items():
+        items.sort()
+        offs = [o for _, o in items]
+        assert offs == sorted(offs), f"partition {p}: records stored out of produce order"
+    for p, o, v in workload.seen:
+        assert where.get(v) == (p, o), f"a consumer saw {v} at {p}/{o}, which is not in the log (it vanished)"
+    commits = committed(cluster, workload.group, workload.topic, workload.partitions)
+    for p, off in commits.items():
+        assert off <= log[p]["high"], f"group committed {off} past the high watermark {log[p]['high']} of partition {p}"
+    return {"acked": len(workload.acked), "failed": len(workload.failed), "stored": len(where),
+            "seen": len(workload.seen), "committed": commits}
+
+
+def median(xs):
+    return statistics.median(xs)

@@ -1,0 +1,107 @@
+"""Three brokers on loopback forming a cluster (`--controllers`), driven by
+confluent-kafka and kafka-python: replicas spread across brokers, leaders failing over on
+kill -9 and SIGSTOP, rolling restarts, a killed controller, and the checker of
+tests/cluster.py proving nothing acknowledged was lost, duplicated or reordered.
+
+The long version of the fault run is `python3 bench/failover.py` (see docs/operations.md).
+"""
+
+import time
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import NewTopic
+
+from cluster import Cluster, Workload, check, failover_time
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path).start()
+    yield c
+    c.stop()
+
+
+def test_a_cluster_lists_every_broker_and_spreads_replicas(cluster):
+    md = cluster.wait_brokers(3)
+    assert sorted(md.brokers) == [1, 2, 3]
+    assert md.controller_id in (1, 2, 3)
+    cluster.create_topic("spread", 6, 3)
+    parts = cluster.wait_leaders("spread", 6)
+    for p in parts.values():
+        assert sorted(p.replicas) == [1, 2, 3] and sorted(p.isrs) == [1, 2, 3]
+    leaders = [p.leader for p in parts.values()]
+    assert sorted(set(leaders)) == [1, 2, 3], f"leaders not spread: {leaders}"
+    with pytest.raises(KafkaException) as e:
+        cluster.admin().create_topics([NewTopic("too-many", 1, 4)])["too-many"].result(30)
+    assert e.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
+    # kafka-python sees the same cluster through any broker.
+    from kafka import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=cluster.nodes[2].bootstrap)
+    described = admin.describe_cluster()
+    admin.close()
+    ids = sorted(b.get("node_id", b.get("broker_id")) for b in described["brokers"])
+    assert ids == [1, 2, 3], described
+
+
+def test_acknowledged_records_survive_kill_pause_and_rolling_restarts(cluster):
+    topic, partitions = "faults", 3
+    cluster.create_topic(topic, partitions, 3, {"min.insync.replicas": "2"})
+    w = Workload(cluster, topic, partitions, "fault-group").start()
+    try:
+        w.wait_acks(300)
+
+        # kill -9 the leader of partition 0: its partitions fail over to in-sync replicas.
+        victim = cluster.leader(topic, 0)
+        led = [p for p, m in cluster.wait_leaders(topic, partitions).items() if m.leader == victim]
+        took = failover_time(cluster, w, victim, led)
+        assert took < 15, f"failover took {took:.1f} s"
+        w.wait_acks(200)
+        cluster.nodes[victim].start()
+        cluster.wait_leaders(topic, partitions, isr=3, timeout=60)
+
+        # SIGSTOP a leader past its session timeout, then let it go on.
+        paused = cluster.leader(topic, 1)
+        cluster.nodes[paused].pause()
+        time.sleep(3.5)
+        w.wait_acks(200)
+        cluster.nodes[paused].resume()
+        cluster.wait_leaders(topic, partitions, isr=3, timeout=60)
+
+        # Rolling restart: each broker stops cleanly (its leaderships move first) and returns.
+        for node in cluster.nodes.values():
+            node.stop()
+            w.wait_acks(100)
+            node.start()
+            cluster.wait_leaders(topic, partitions, isr=3, timeout=60)
+        w.wait_acks(200)
+    finally:
+        w.stop()
+    summary = check(cluster, w)
+    assert not w.failed, f"producer failures: {w.failed[:3]}"
+    assert summary["acked"] >= 1000 and summary["seen"] > 0, summary
+    print(f"failover {took:.2f} s; {summary['acked']} acknowledged, {summary['seen']} consumed")
+
+
+def test_a_killed_controller_is_replaced_and_metadata_keeps_changing(cluster):
+    before = cluster.controller()
+    cluster.nodes[before].kill9()
+    deadline = time.monotonic() + 30
+    after = before
+    while time.monotonic() < deadline:
+        try:
+            after = cluster.controller()
+            if after != before and after in cluster.nodes:
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
+    assert after != before, "no new controller within 30 s"
+    # Once its session times out the dead broker is fenced: it gets no new replicas.
+    cluster.wait_brokers(2)
+    cluster.create_topic("after-controller", 2, 2)
+    parts = cluster.wait_leaders("after-controller", 2)
+    assert all(before not in p.replicas for p in parts.values())
+    cluster.nodes[before].start()
+    md = cluster.wait_brokers(3)
+    assert "after-controller" in md.topics
