@@ -42,10 +42,12 @@ def free_port():
 
 
 class Node:
-    def __init__(self, node_id, root, controllers, env):
+    def __init__(self, node_id, root, controllers, env, host="127.0.0.1", port=None, netns=None):
         self.id = node_id
-        self.port = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.host = host
+        self.port = port or free_port()
+        self.bootstrap = f"{host}:{self.port}"
+        self.netns = netns
         self.data_dir = Path(root) / f"node{node_id}"
         self.log_path = Path(root) / f"node{node_id}.log"
         self.controllers = controllers
@@ -57,6 +59,8 @@ class Node:
         args = [str(BIN), "broker", "--node-id", str(self.id), "--listen", self.bootstrap,
                 "--data-dir", str(self.data_dir), "--metrics", "off",
                 "--controllers", self.controllers]
+        if self.netns:
+            args = ["ip", "netns", "exec", self.netns] + args
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ, **self.env})
         log.close()
@@ -72,7 +76,7 @@ class Node:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node {self.id} exited with {self.proc.returncode}:\n{self.log_text()}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
                 return self
             except OSError:
                 time.sleep(0.05)
@@ -183,6 +187,63 @@ class Cluster:
 
     def controller(self):
         return self.metadata().controller_id
+
+
+def sh(*args):
+    subprocess.run(args, check=True, capture_output=True)
+
+
+class NetnsCluster(Cluster):
+    """Brokers each in a network namespace of their own, joined by a bridge that the test
+    process (in the root namespace) also sits on, so a broker can be cut off from its
+    peers with blackhole routes while clients still reach it."""
+
+    def __init__(self, root, size=3, env=None):
+        tag = os.urandom(2).hex()
+        net = 100 + int(tag, 16) % 100
+        self.prefix = f"10.{net}.{int(tag[:2], 16)}"
+        self.bridge = f"gbr{tag}"
+        self.namespaces = [f"gregor-{tag}-{i + 1}" for i in range(size)]
+        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        sh("ip", "addr", "add", f"{self.prefix}.254/24", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
+        for i, ns in enumerate(self.namespaces, start=1):
+            veth = f"gv{tag}{i}"
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}p")
+            sh("ip", "link", "set", f"{veth}p", "netns", ns)
+            sh("ip", "link", "set", veth, "master", self.bridge)
+            sh("ip", "link", "set", veth, "up")
+            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{self.prefix}.{i}/24", "dev", f"{veth}p")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", f"{veth}p", "up")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        controllers = ",".join(f"{i}@{self.prefix}.{i}:9093" for i in range(1, size + 1))
+        self.env = {**FAST, **(env or {})}
+        self.nodes = {i: Node(i, root, controllers, self.env, host=f"{self.prefix}.{i}",
+                              port=9092, netns=self.namespaces[i - 1])
+                      for i in range(1, size + 1)}
+
+    def _routes(self, action, node_id):
+        for other in self.nodes:
+            if other == node_id:
+                continue
+            sh("ip", "netns", "exec", self.namespaces[node_id - 1], "ip", "route", action,
+               "blackhole", f"{self.prefix}.{other}/32")
+            sh("ip", "netns", "exec", self.namespaces[other - 1], "ip", "route", action,
+               "blackhole", f"{self.prefix}.{node_id}/32")
+
+    def cut(self, node_id):
+        """Cuts the broker off from every peer; clients can still reach it."""
+        self._routes("add", node_id)
+
+    def heal(self, node_id):
+        self._routes("del", node_id)
+
+    def stop(self):
+        super().stop()
+        for ns in self.namespaces:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 
 
 class Workload:

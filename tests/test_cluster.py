@@ -6,13 +6,15 @@ tests/cluster.py proving nothing acknowledged was lost, duplicated or reordered.
 The long version of the fault run is `python3 bench/failover.py` (see docs/operations.md).
 """
 
+import json
+import subprocess
 import time
 
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 
-from cluster import Cluster, Workload, check, failover_time
+from cluster import Cluster, NetnsCluster, Workload, check, failover_time
 
 
 @pytest.fixture
@@ -105,3 +107,46 @@ def test_a_killed_controller_is_replaced_and_metadata_keeps_changing(cluster):
     cluster.nodes[before].start()
     md = cluster.wait_brokers(3)
     assert "after-controller" in md.topics
+
+
+def test_a_leader_cut_off_from_its_peers_loses_nothing_acknowledged(tmp_path):
+    """In network namespaces: the leader of partition 0 loses its peers but not its
+    clients. It can no longer reach the controller or its followers, so it acknowledges
+    nothing more with acks=all; the others fence it and elect new leaders; healed, it
+    truncates what only it had and follows."""
+    cluster = NetnsCluster(tmp_path)
+    try:
+        cluster.start()
+        topic, partitions = "cut", 3
+        cluster.create_topic(topic, partitions, 3, {"min.insync.replicas": "2"})
+        w = Workload(cluster, topic, partitions, "cut-group").start()
+        try:
+            w.wait_acks(300)
+            victim = cluster.leader(topic, 0)
+            cluster.cut(victim)
+            # The majority elects a controller if it lost it, fences the victim after its
+            # session timeout, and moves its leaderships.
+            others = [n for n in cluster.nodes if n != victim]
+            deadline = time.monotonic() + 20
+            moved = False
+            while not moved and time.monotonic() < deadline:
+                time.sleep(0.5)
+                out = subprocess.run(["kcat", "-L", "-J", "-b", cluster.nodes[others[0]].bootstrap,
+                                      "-t", topic], capture_output=True, text=True, timeout=10)
+                try:
+                    parts = json.loads(out.stdout)["topics"][0]["partitions"]
+                    moved = next(p for p in parts if p["partition"] == 0)["leader"] in others
+                except (ValueError, KeyError, IndexError, StopIteration):
+                    pass
+            assert moved, "the majority did not move the cut-off leader's partition"
+            w.wait_acks(300)
+            cluster.heal(victim)
+            cluster.wait_leaders(topic, partitions, isr=3, timeout=60)
+            w.wait_acks(200)
+        finally:
+            w.stop()
+        summary = check(cluster, w)
+        assert not w.failed, f"producer failures: {w.failed[:3]}"
+        assert summary["acked"] >= 800, summary
+    finally:
+        cluster.stop()

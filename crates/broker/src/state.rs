@@ -514,6 +514,7 @@ impl Broker {
             OFFSETS_TOPIC,
             "offsets.topic.num.partitions",
             "offsets.topic.segment.bytes",
+            "offsets.topic.replication.factor",
         )
     }
 
@@ -524,6 +525,7 @@ impl Broker {
             TXN_TOPIC,
             "transaction.state.log.num.partitions",
             "transaction.state.log.segment.bytes",
+            "transaction.state.log.replication.factor",
         )
     }
 
@@ -532,6 +534,7 @@ impl Broker {
         name: &str,
         partitions_key: &str,
         segment_key: &str,
+        replication_key: &str,
     ) -> Result<TopicMeta, BrokerError> {
         if let Some(t) = self.image().topic(name) {
             return Ok(t.clone());
@@ -543,7 +546,16 @@ impl Broker {
                 self.config.get(segment_key).to_string(),
             ),
         ]);
-        match self.create_topic(name, self.config.get_i64(partitions_key) as i32, configs) {
+        // Kafka refuses to create them with fewer live brokers than the replication factor;
+        // Gregor takes as many as there are, so a single node and a small cluster work.
+        let rf = (self.config.get_i64(replication_key) as i32)
+            .min(self.live_brokers().len() as i32)
+            .max(1);
+        let partitions = self.config.get_i64(partitions_key) as i32;
+        let created = self
+            .assign_replicas(name, partitions, rf, 0)
+            .and_then(|a| self.create_topic_assigned(name, a, configs));
+        match created {
             Ok(t) => Ok(t),
             Err(BrokerError::TopicExists) => self
                 .image()
