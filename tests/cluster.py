@@ -48,6 +48,7 @@ class Node:
         self.port = port or free_port()
         self.bootstrap = f"{host}:{self.port}"
         self.netns = netns
+        self.extra_args = []
         self.data_dir = Path(root) / f"node{node_id}"
         self.log_path = Path(root) / f"node{node_id}.log"
         self.controllers = controllers
@@ -58,7 +59,7 @@ class Node:
     def launch(self):
         args = [str(BIN), "broker", "--node-id", str(self.id), "--listen", self.bootstrap,
                 "--data-dir", str(self.data_dir), "--metrics", "off",
-                "--controllers", self.controllers]
+                "--controllers", self.controllers] + self.extra_args
         if self.netns:
             args = ["ip", "netns", "exec", self.netns] + args
         log = open(self.log_path, "ab")
@@ -123,8 +124,18 @@ class Cluster:
     def __init__(self, root, size=3, env=None):
         ports = [free_port() for _ in range(size)]
         controllers = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
+        self.root = root
+        self.controllers = controllers
         self.env = {**FAST, **(env or {})}
         self.nodes = {i + 1: Node(i + 1, root, controllers, self.env) for i in range(size)}
+
+    def add_broker(self, node_id):
+        """Starts a broker that is not a controller: it joins the metadata log as a
+        learner, on a metadata-log port of its own."""
+        n = Node(node_id, self.root, self.controllers, self.env)
+        n.extra_args = ["--controller-listener", f"127.0.0.1:{free_port()}"]
+        self.nodes[node_id] = n
+        return n.start()
 
     def start(self):
         for n in self.nodes.values():

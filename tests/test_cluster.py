@@ -150,3 +150,60 @@ def test_a_leader_cut_off_from_its_peers_loses_nothing_acknowledged(tmp_path):
         assert summary["acked"] >= 800, summary
     finally:
         cluster.stop()
+
+
+def test_acks_all_needs_min_insync_replicas_and_preferred_leaders_come_back(cluster):
+    from kafka import KafkaProducer
+    from kafka.errors import NotEnoughReplicasError
+    cluster.create_topic("strict", 1, 3, {"min.insync.replicas": "3"})
+    parts = cluster.wait_leaders("strict", 1, isr=3)
+    preferred = parts[0].replicas[0]
+    follower = next(r for r in parts[0].replicas if r != preferred)
+    producer = KafkaProducer(bootstrap_servers=cluster.nodes[preferred].bootstrap, acks="all",
+                             retries=0, request_timeout_ms=10000)
+    producer.send("strict", b"three in sync", partition=0).get(timeout=30)
+    cluster.nodes[follower].kill9()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(cluster.wait_leaders("strict", 1)[0].isrs) == 3:
+        time.sleep(0.2)
+    with pytest.raises(NotEnoughReplicasError):
+        producer.send("strict", b"two in sync", partition=0).get(timeout=30)
+    producer.close()
+    # The preferred leader loses leadership to a kill, and gets it back once in sync.
+    cluster.nodes[follower].start()
+    cluster.wait_leaders("strict", 1, isr=3, timeout=60)
+    cluster.nodes[preferred].kill9()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and cluster.leader("strict", 0) == preferred:
+        time.sleep(0.2)
+    assert cluster.leader("strict", 0) != preferred
+    cluster.nodes[preferred].start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and cluster.leader("strict", 0) != preferred:
+        time.sleep(0.3)
+    assert cluster.leader("strict", 0) == preferred, "the preferred leader did not come back"
+
+
+def test_a_broker_that_is_no_controller_joins_and_takes_replicas(cluster):
+    cluster.add_broker(4)
+    md = cluster.wait_brokers(4)
+    assert sorted(md.brokers) == [1, 2, 3, 4]
+    cluster.create_topic("four", 4, 4)
+    parts = cluster.wait_leaders("four", 4, isr=4)
+    assert 4 in [p.leader for p in parts.values()]
+    from confluent_kafka import Consumer, Producer
+    p = Producer({"bootstrap.servers": cluster.nodes[4].bootstrap, "acks": "all"})
+    for i in range(100):
+        p.produce("four", value=f"v{i}".encode(), partition=i % 4)
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": cluster.nodes[4].bootstrap, "group.id": "four",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe(["four"])
+    got = set()
+    deadline = time.monotonic() + 30
+    while len(got) < 100 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.add(m.value())
+    c.close()
+    assert len(got) == 100

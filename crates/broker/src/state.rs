@@ -98,6 +98,27 @@ pub struct FollowerProgress {
     pub previous_fetch: (i64, i64),
 }
 
+/// Broker ids ordered so that consecutive ones are on different racks where possible
+/// (Kafka's rack-alternated list): the first of each rack, then the second of each, ...
+pub fn rack_alternating(brokers: &[gregor_cluster::BrokerMeta]) -> Vec<i32> {
+    let mut by_rack: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for b in brokers {
+        by_rack
+            .entry(b.rack.clone().unwrap_or_default())
+            .or_default()
+            .push(b.node_id);
+    }
+    let mut order = Vec::with_capacity(brokers.len());
+    for i in 0..brokers.len() {
+        for ids in by_rack.values() {
+            if let Some(&id) = ids.get(i) {
+                order.push(id);
+            }
+        }
+    }
+    order
+}
+
 /// Progress for a new leader's followers: unknown, with a full lag allowance from `now`.
 fn fresh_followers(replicas: &[i32], me: i32, now: i64) -> HashMap<i32, FollowerProgress> {
     replicas
@@ -760,21 +781,7 @@ impl Broker {
             )));
         }
         live.sort_by_key(|b| b.node_id);
-        let mut by_rack: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-        for b in &live {
-            by_rack
-                .entry(b.rack.clone().unwrap_or_default())
-                .or_default()
-                .push(b.node_id);
-        }
-        let mut order = Vec::with_capacity(live.len());
-        for i in 0..live.len() {
-            for ids in by_rack.values() {
-                if let Some(&id) = ids.get(i) {
-                    order.push(id);
-                }
-            }
-        }
+        let order = rack_alternating(&live);
         let n = order.len();
         let start = name
             .bytes()
@@ -1543,6 +1550,39 @@ fn load_or_create_cluster_id(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consecutive_replicas_sit_on_different_racks() {
+        let broker = |id: i32, rack: &str| gregor_cluster::BrokerMeta {
+            node_id: id,
+            host: "h".into(),
+            port: 1,
+            rack: Some(rack.into()),
+            fenced: false,
+        };
+        let brokers = [
+            broker(1, "a"),
+            broker(2, "a"),
+            broker(3, "b"),
+            broker(4, "b"),
+            broker(5, "c"),
+        ];
+        let order = rack_alternating(&brokers);
+        assert_eq!(order.len(), 5);
+        let rack_of = |id: i32| {
+            brokers
+                .iter()
+                .find(|b| b.node_id == id)
+                .and_then(|b| b.rack.clone())
+        };
+        // Any three consecutive replicas (with wrap-around) start with three racks while
+        // three racks remain.
+        for start in 0..3 {
+            let racks: std::collections::BTreeSet<_> =
+                (0..3).map(|j| rack_of(order[(start + j) % 5])).collect();
+            assert_eq!(racks.len(), 3, "replicas from {start} in {order:?}");
+        }
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {
