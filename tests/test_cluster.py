@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 
-from cluster import Cluster, NetnsCluster, Workload, check, failover_time
+from cluster import BIN, Cluster, NetnsCluster, Workload, check, failover_time
 
 
 @pytest.fixture
@@ -207,3 +207,54 @@ def test_a_broker_that_is_no_controller_joins_and_takes_replicas(cluster):
             got.add(m.value())
     c.close()
     assert len(got) == 100
+
+
+def test_moving_a_partition_copies_it_throttled_and_drops_the_old_replica(tmp_path):
+    rate = 1_000_000
+    cluster = Cluster(tmp_path, env={"GREGOR_FOLLOWER_REPLICATION_THROTTLED_RATE": str(rate)})
+    try:
+        cluster.start()
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic as KNewTopic
+        kadmin = KafkaAdminClient(bootstrap_servers=cluster.nodes[1].bootstrap)
+        kadmin.create_topics([KNewTopic("moving", num_partitions=-1, replication_factor=-1,
+                                        replica_assignments={0: [1, 2]})])
+        kadmin.close()
+        cluster.wait_leaders("moving", 1, isr=2)
+        from confluent_kafka import Consumer, Producer
+        p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5})
+        value = b"x" * 1000
+        for i in range(4000):  # 4 MB: at least 3 s at 1 MB/s
+            p.produce("moving", value=value + str(i).encode(), partition=0)
+            p.poll(0)
+        assert p.flush(60) == 0
+        gregor = [str(BIN), "topic", "reassign", "moving", "--bootstrap", cluster.nodes[2].bootstrap]
+        started = time.monotonic()
+        subprocess.run(gregor + ["--partition", "0", "--replicas", "3,2"], check=True, timeout=30)
+        listed = subprocess.run(gregor + ["--list", "--json"], check=True, timeout=30,
+                                capture_output=True, text=True)
+        moves = json.loads(listed.stdout)
+        assert moves and moves[0]["adding"] == [3] and moves[0]["removing"] == [1], moves
+        subprocess.run(gregor + ["--partition", "0", "--replicas", "3,2", "--wait"], check=True,
+                       timeout=120)
+        took = time.monotonic() - started
+        assert took >= 2.5, f"4 MB copied in {took:.1f} s despite a 1 MB/s throttle"
+        parts = cluster.wait_leaders("moving", 1, isr=2)
+        assert parts[0].replicas == [3, 2] and parts[0].leader == 3
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (cluster.nodes[1].data_dir / "moving-0").exists():
+            time.sleep(0.2)
+        assert not (cluster.nodes[1].data_dir / "moving-0").exists(), "the old replica stayed"
+        c = Consumer({"bootstrap.servers": cluster.nodes[3].bootstrap, "group.id": "mover",
+                      "auto.offset.reset": "earliest"})
+        c.subscribe(["moving"])
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < 4000 and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got += 1
+        c.close()
+        assert got == 4000
+    finally:
+        cluster.stop()

@@ -108,6 +108,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def!("replica.lag.time.max.ms", None, "30000", Long, [], 1, "A follower that has not caught up with the leader's log end for this long leaves the in-sync replicas."),
     def!("replica.fetch.wait.max.ms", None, "500", Int, [], 0, "How long a follower's fetch waits at the leader for new records."),
     def!("replica.fetch.max.bytes", None, "1048576", Int, [], 1, "Bytes a follower fetches per partition and request."),
+    def!("follower.replication.throttled.rate", None, "9223372036854775807", Long, [], 1, "Bytes per second a follower copies for replicas a reassignment is adding to it (Kafka applies it to the replicas listed in follower.replication.throttled.replicas; Gregor to every replica being added)."),
     def!("auto.leader.rebalance.enable", None, "true", Boolean, [], 0, "Whether the controller gives leadership back to each partition's preferred (first) replica once it is in sync."),
     def!("leader.imbalance.check.interval.seconds", None, "300", Long, [], 1, "How often the controller restores preferred leaders."),
     def!("offsets.topic.replication.factor", None, "3", Int, [], 1, "Replication factor of __consumer_offsets (at most the number of live brokers when it is created)."),

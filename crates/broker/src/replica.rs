@@ -116,8 +116,13 @@ fn followed_leaders(broker: &Broker) -> Vec<i32> {
     out
 }
 
-/// The partitions this broker follows from `leader`, with the epoch it follows at.
-fn followed(broker: &Broker, leader: i32) -> Vec<(Arc<Partition>, i32, bool)> {
+/// A partition followed from a leader: the epoch followed at, whether it must truncate
+/// first, and whether a reassignment is adding it here (its copying is throttled).
+type Followed = (Arc<Partition>, i32, bool, bool);
+
+/// The partitions this broker follows from `leader`.
+fn followed(broker: &Broker, leader: i32) -> Vec<Followed> {
+    let image = broker.image();
     broker
         .all_partitions()
         .into_iter()
@@ -126,9 +131,35 @@ fn followed(broker: &Broker, leader: i32) -> Vec<(Arc<Partition>, i32, bool)> {
             let out = (r.leader == leader && leader != p.node_id)
                 .then_some((r.leader_epoch, r.needs_truncation));
             drop(r);
-            out.map(|(e, t)| (p, e, t))
+            let adding = image
+                .topic_by_id(&p.topic_id)
+                .and_then(|t| t.partitions.get(p.index as usize))
+                .and_then(|m| m.reassignment.as_ref())
+                .is_some_and(|(_, original)| !original.contains(&p.node_id));
+            out.map(|(e, t)| (p, e, t, adding))
         })
         .collect()
+}
+
+/// `follower.replication.throttled.rate` over one-second windows.
+struct Throttle {
+    rate: u64,
+    window: std::time::Instant,
+    used: u64,
+}
+
+impl Throttle {
+    /// Whether throttled partitions may fetch now.
+    fn open(&mut self) -> bool {
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            self.window = std::time::Instant::now();
+            self.used = 0;
+        }
+        self.used < self.rate
+    }
+    fn until_open(&self) -> Duration {
+        Duration::from_secs(1).saturating_sub(self.window.elapsed())
+    }
 }
 
 /// One connection to a leader, one request at a time.
@@ -193,6 +224,15 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
     let me = broker.config.node_id;
     let wait_ms = broker.config.get_i64("replica.fetch.wait.max.ms").max(0) as i32;
     let partition_max_bytes = broker.config.get_i64("replica.fetch.max.bytes").max(1) as i32;
+    let rate = broker
+        .config
+        .get_i64("follower.replication.throttled.rate")
+        .max(1) as u64;
+    let mut throttle = Throttle {
+        rate,
+        window: std::time::Instant::now(),
+        used: 0,
+    };
     let mut conn: Option<Conn> = None;
     let mut idle = 0;
     let mut failures = 0u32;
@@ -200,7 +240,14 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
         if *stop.borrow() {
             return;
         }
-        let parts = followed(&broker, leader);
+        let mut parts = followed(&broker, leader);
+        if !throttle.open() {
+            parts.retain(|(_, _, _, adding)| !adding);
+            if parts.is_empty() {
+                tokio::time::sleep(throttle.until_open()).await;
+                continue;
+            }
+        }
         if parts.is_empty() {
             idle += 1;
             if idle > 20 {
@@ -241,14 +288,18 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
         let Some(c) = conn.as_mut() else {
             continue;
         };
-        let needs: Vec<_> = parts.iter().filter(|(_, _, t)| *t).cloned().collect();
+        let needs: Vec<_> = parts.iter().filter(|(_, _, t, _)| *t).cloned().collect();
         let result = if !needs.is_empty() {
-            truncate(c, me, &needs).await
+            truncate(c, me, &needs).await.map(|()| 0)
         } else {
-            fetch_once(c, me, &parts, wait_ms, partition_max_bytes).await
+            let throttled_max = (rate.min(i32::MAX as u64) as i32).clamp(1, partition_max_bytes);
+            fetch_once(c, me, &parts, wait_ms, partition_max_bytes, throttled_max).await
         };
         match result {
-            Ok(()) => failures = 0,
+            Ok(throttled_bytes) => {
+                failures = 0;
+                throttle.used += throttled_bytes;
+            }
             Err(e) => {
                 failures += 1;
                 if failures == 1 || failures.is_power_of_two() {
@@ -262,14 +313,10 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
 }
 
 /// Cuts each partition's log where it diverged from the leader's (KIP-279).
-async fn truncate(
-    conn: &mut Conn,
-    me: i32,
-    parts: &[(Arc<Partition>, i32, bool)],
-) -> std::io::Result<()> {
+async fn truncate(conn: &mut Conn, me: i32, parts: &[Followed]) -> std::io::Result<()> {
     let mut by_topic: BTreeMap<String, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
     let mut asked = HashMap::new();
-    for (p, epoch, _) in parts {
+    for (p, epoch, _, _) in parts {
         let latest = p.log().latest_epoch().map_err(std::io::Error::other)?;
         let Some(latest) = latest else {
             // An empty log has nothing to cut.
@@ -347,18 +394,29 @@ async fn truncate(
 }
 
 /// One Fetch for every followed partition; appends what came and takes the high watermark.
+/// Returns the bytes copied for throttled (reassignment-added) partitions.
 async fn fetch_once(
     conn: &mut Conn,
     me: i32,
-    parts: &[(Arc<Partition>, i32, bool)],
+    parts: &[Followed],
     wait_ms: i32,
     partition_max_bytes: i32,
-) -> std::io::Result<()> {
+    throttled_max_bytes: i32,
+) -> std::io::Result<u64> {
     let mut by_topic: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
     let mut index = HashMap::new();
-    for (p, epoch, _) in parts {
+    let mut throttled_bytes = 0u64;
+    for (p, epoch, _, adding) in parts {
         let end = p.log().log_end();
-        index.insert((p.topic.clone(), p.index), (p.clone(), *epoch, end));
+        let partition_max_bytes = if *adding {
+            throttled_max_bytes
+        } else {
+            partition_max_bytes
+        };
+        index.insert(
+            (p.topic.clone(), p.index),
+            (p.clone(), *epoch, end, *adding),
+        );
         by_topic.entry(p.topic.clone()).or_default().push(
             FetchPartition::default()
                 .with_partition(p.index)
@@ -400,7 +458,7 @@ async fn fetch_once(
     let mut backoff = false;
     for t in response.responses {
         for d in t.partitions {
-            let Some((p, epoch, asked_at)) =
+            let Some((p, epoch, asked_at, adding)) =
                 index.remove(&(t.topic.0.to_string(), d.partition_index))
             else {
                 continue;
@@ -422,6 +480,9 @@ async fn fetch_once(
                 }
             }
             let records = d.records.unwrap_or_default();
+            if adding {
+                throttled_bytes += records.len() as u64;
+            }
             let appended = {
                 let mut log = p.log();
                 if log.log_end() != asked_at {
@@ -456,5 +517,5 @@ async fn fetch_once(
     if backoff {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(())
+    Ok(throttled_bytes)
 }

@@ -207,6 +207,13 @@ impl Partition {
             r.leader_epoch = meta.leader_epoch;
             r.followers = fresh_followers(&meta.replicas, self.node_id, now);
             r.needs_truncation = meta.leader >= 0 && meta.leader != self.node_id;
+        } else {
+            // Replicas added or removed by a reassignment within the epoch.
+            let me = self.node_id;
+            r.followers.retain(|b, _| meta.replicas.contains(b));
+            for (b, fresh) in fresh_followers(&meta.replicas, me, now) {
+                r.followers.entry(b).or_insert(fresh);
+            }
         }
         let replicated = r.replicated();
         drop(r);
@@ -898,10 +905,18 @@ impl Broker {
                 self.reconfigure(topic);
             }
         }
+        // Partitions of deleted topics, and replicas moved away from this broker.
+        let me = self.config.node_id;
         let gone: Vec<Arc<Partition>> = self
             .all_partitions()
             .into_iter()
-            .filter(|p| image.topic_by_id(&p.topic_id).is_none())
+            .filter(|p| {
+                image.topic_by_id(&p.topic_id).is_none_or(|t| {
+                    t.partitions
+                        .get(p.index as usize)
+                        .is_none_or(|m| !m.replicas.contains(&me))
+                })
+            })
             .collect();
         if !gone.is_empty() {
             self.remove_partitions(gone);
@@ -918,6 +933,129 @@ impl Broker {
             .map(|l| l as i32)
             .filter(|&l| self.image().broker_alive(l))
             .unwrap_or(self.config.node_id)
+    }
+
+    /// Starts moving a partition's replicas to `target`, or (`None`) cancels a move.
+    pub fn reassign(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<Vec<i32>>,
+        allow_rf_change: bool,
+    ) -> Result<(), (ResponseError, String)> {
+        let image = self.image();
+        let meta = image.topic(topic).ok_or((
+            ResponseError::UnknownTopicOrPartition,
+            format!("no topic '{topic}'"),
+        ))?;
+        let topic_id = meta.topic_id;
+        let p = meta.partitions.get(partition.max(0) as usize).ok_or((
+            ResponseError::UnknownTopicOrPartition,
+            format!("'{topic}' has no partition {partition}"),
+        ))?;
+        let record = |replicas: Vec<i32>, leader: i32, epoch: i32, isr: Vec<i32>| {
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                leader,
+                leader_epoch: epoch,
+                isr: Some(isr),
+            }
+        };
+        let records = match target {
+            None => {
+                let Some((_, original)) = p.reassignment.clone() else {
+                    return Err((
+                        ResponseError::NoReassignmentInProgress,
+                        format!("no reassignment of {topic}-{partition} is in progress"),
+                    ));
+                };
+                let mut isr: Vec<i32> = p
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|r| original.contains(r))
+                    .collect();
+                if isr.is_empty() {
+                    isr = original.clone();
+                }
+                let leader = if original.contains(&p.leader) {
+                    p.leader
+                } else {
+                    isr[0]
+                };
+                let epoch = p.leader_epoch + i32::from(leader != p.leader);
+                vec![
+                    record(original, leader, epoch, isr),
+                    MetadataRecord::Reassign {
+                        topic_id,
+                        partition,
+                        target: None,
+                        original: Vec::new(),
+                    },
+                ]
+            }
+            Some(target) => {
+                let live: Vec<i32> = self.live_brokers().iter().map(|b| b.node_id).collect();
+                let mut unique = target.clone();
+                unique.sort_unstable();
+                unique.dedup();
+                if target.is_empty() || unique.len() != target.len() {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("replicas {target:?} must be distinct and not empty"),
+                    ));
+                }
+                if let Some(b) = target.iter().find(|b| !live.contains(b)) {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("broker {b} is not a live broker (live: {live:?})"),
+                    ));
+                }
+                let original = p
+                    .reassignment
+                    .as_ref()
+                    .map_or_else(|| p.replicas.clone(), |(_, o)| o.clone());
+                if !allow_rf_change && target.len() != original.len() {
+                    return Err((
+                        ResponseError::InvalidReplicationFactor,
+                        format!(
+                            "the move changes the replication factor from {} to {}",
+                            original.len(),
+                            target.len()
+                        ),
+                    ));
+                }
+                if target == p.replicas && p.reassignment.is_none() {
+                    return Ok(());
+                }
+                if self.cluster.get().is_none() {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        "a single node has nowhere to move replicas".into(),
+                    ));
+                }
+                // During the move the partition has the target replicas and every original
+                // one, so a leader outside the target keeps leading until the end.
+                let mut union = target.clone();
+                union.extend(original.iter().copied().filter(|r| !target.contains(r)));
+                vec![
+                    record(union, p.leader, p.leader_epoch, p.isr.clone()),
+                    MetadataRecord::Reassign {
+                        topic_id,
+                        partition,
+                        target: Some(target.clone()),
+                        original,
+                    },
+                ]
+            }
+        };
+        self.commit_metadata(|_| Ok(records))
+            .map(|_| ())
+            .map_err(|e| (ResponseError::NotController, e.to_string()))?;
+        tracing::info!(topic, partition, "reassignment changed");
+        Ok(())
     }
 
     /// This cluster's id: the one in the replicated metadata in a cluster.

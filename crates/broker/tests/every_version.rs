@@ -220,6 +220,17 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             r.into()
         }
         ApiKey::ListTransactions => ListTransactionsRequest::default().into(),
+        ApiKey::AlterPartitionReassignments => {
+            let mut p = alter_partition_reassignments_request::ReassignablePartition::default();
+            p.replicas = Some(vec![BrokerId(0)]);
+            let mut t = alter_partition_reassignments_request::ReassignableTopic::default();
+            t.name = name;
+            t.partitions = vec![p];
+            let mut r = AlterPartitionReassignmentsRequest::default();
+            r.topics = vec![t];
+            r.into()
+        }
+        ApiKey::ListPartitionReassignments => ListPartitionReassignmentsRequest::default().into(),
         ApiKey::OffsetForLeaderEpoch => {
             let mut p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
             p.current_leader_epoch = -1;

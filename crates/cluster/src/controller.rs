@@ -587,7 +587,12 @@ impl ClusterNode {
             stopping.retain(|_, (_, at)| now.duration_since(*at) < timeout);
             stopping.keys().copied().collect()
         };
-        let records = self.with_elections(image, records, rebalance, &avoid);
+        let mut records = self.with_elections(image.clone(), records, rebalance, &avoid);
+        let mut after = image;
+        for r in &records {
+            after.apply(r);
+        }
+        records.extend(finish_reassignments(&after));
         if records.is_empty() {
             return;
         }
@@ -758,6 +763,58 @@ pub fn elect(
     out
 }
 
+/// Moves whose target replicas are all in sync end: the partition keeps only its target
+/// replicas (in the target's order, so the first is the preferred leader), and a leader
+/// outside the target hands over to the first target replica in sync.
+pub fn finish_reassignments(image: &MetadataImage) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    for topic in image.topics() {
+        for (index, p) in topic.partitions.iter().enumerate() {
+            let Some((target, _)) = &p.reassignment else {
+                continue;
+            };
+            if !target.iter().all(|r| p.isr.contains(r)) {
+                continue;
+            }
+            let isr: Vec<i32> = p
+                .isr
+                .iter()
+                .copied()
+                .filter(|r| target.contains(r))
+                .collect();
+            let leader = if target.contains(&p.leader) {
+                p.leader
+            } else {
+                target
+                    .iter()
+                    .copied()
+                    .find(|&r| isr.contains(&r) && image.broker_alive(r))
+                    .unwrap_or(-1)
+            };
+            tracing::info!(topic = %topic.name, partition = index, replicas = ?target, leader, "reassignment complete");
+            out.push(MetadataRecord::Partition {
+                topic_id: topic.topic_id,
+                partition: index as i32,
+                replicas: target.clone(),
+                leader,
+                leader_epoch: if leader != p.leader {
+                    p.leader_epoch + 1
+                } else {
+                    p.leader_epoch
+                },
+                isr: Some(isr),
+            });
+            out.push(MetadataRecord::Reassign {
+                topic_id: topic.topic_id,
+                partition: index as i32,
+                target: None,
+                original: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
 async fn rpc(addr: &str, request: &ControlRequest) -> Result<u64, ControlError> {
     let unavailable = |e: std::io::Error| ControlError::Unavailable(format!("{addr}: {e}"));
     let mut stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
@@ -898,6 +955,48 @@ mod tests {
             decided(&elect(&image, false, false, &[1])),
             None,
             "nobody else in sync"
+        );
+    }
+
+    #[test]
+    fn a_move_ends_once_every_target_replica_is_in_sync() {
+        let (mut image, topic_id) = image_with(
+            &[(1, false), (2, false), (3, false)],
+            vec![3, 1, 2],
+            1,
+            vec![1, 2],
+        );
+        image.apply(&R::Reassign {
+            topic_id,
+            partition: 0,
+            target: Some(vec![3, 2]),
+            original: vec![1, 2],
+        });
+        assert!(
+            finish_reassignments(&image).is_empty(),
+            "3 is not in sync yet"
+        );
+        image.apply(&R::Partition {
+            topic_id,
+            partition: 0,
+            replicas: vec![3, 1, 2],
+            leader: 1,
+            leader_epoch: 4,
+            isr: Some(vec![1, 2, 3]),
+        });
+        let records = finish_reassignments(&image);
+        assert_eq!(
+            decided(&records),
+            Some((3, 5, vec![2, 3])),
+            "leader 1 hands over to 3"
+        );
+        for r in &records {
+            image.apply(r);
+        }
+        let p = &image.topic("t").expect("topic").partitions[0];
+        assert_eq!(
+            (p.replicas.clone(), p.reassignment.clone()),
+            (vec![3, 2], None)
         );
     }
 

@@ -43,6 +43,15 @@ pub enum MetadataRecord {
     Batch { records: Vec<MetadataRecord> },
     /// The cluster's id, written once by the first active controller.
     ClusterId { cluster_id: String },
+    /// A partition's replicas are being moved to `target` (from `original`); `None` ends
+    /// the move (done or cancelled).
+    Reassign {
+        topic_id: Uuid,
+        partition: i32,
+        target: Option<Vec<i32>>,
+        #[serde(default)]
+        original: Vec<i32>,
+    },
     /// A topic and all its partitions are gone.
     RemoveTopic { topic_id: Uuid },
     /// Dynamic broker configs for `resource` ("" for the cluster-wide default, or a node id),
@@ -67,6 +76,9 @@ pub struct PartitionMeta {
     pub leader: i32,
     pub leader_epoch: i32,
     pub isr: Vec<i32>,
+    /// A move in progress: the replicas it ends with, and those it started from.
+    #[serde(default)]
+    pub reassignment: Option<(Vec<i32>, Vec<i32>)>,
 }
 
 /// A broker as registered with the controllers.
@@ -147,14 +159,17 @@ impl MetadataImage {
                     tracing::warn!(%topic_id, partition, "partition record for an unknown topic ignored");
                     return;
                 };
-                let meta = PartitionMeta {
+                let mut meta = PartitionMeta {
                     replicas: replicas.clone(),
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                     isr: isr.clone().unwrap_or_else(|| replicas.clone()),
+                    reassignment: None,
                 };
                 let index = *partition as usize;
                 if index < topic.partitions.len() {
+                    // A leader or ISR change leaves a move in progress as it is.
+                    meta.reassignment = topic.partitions[index].reassignment.take();
                     topic.partitions[index] = meta;
                 } else if index == topic.partitions.len() {
                     topic.partitions.push(meta);
@@ -213,6 +228,24 @@ impl MetadataImage {
             }
             MetadataRecord::ClusterId { cluster_id } => {
                 self.cluster_id.get_or_insert_with(|| cluster_id.clone());
+            }
+            MetadataRecord::Reassign {
+                topic_id,
+                partition,
+                target,
+                original,
+            } => {
+                let meta = self
+                    .names_by_id
+                    .get(topic_id)
+                    .and_then(|n| self.topics.get_mut(n))
+                    .and_then(|t| t.partitions.get_mut((*partition).max(0) as usize));
+                match meta {
+                    Some(m) => m.reassignment = target.clone().map(|t| (t, original.clone())),
+                    None => {
+                        tracing::warn!(%topic_id, partition, "reassignment of an unknown partition ignored")
+                    }
+                }
             }
         }
     }

@@ -149,6 +149,29 @@ enum TopicCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Move a partition's replicas to other brokers (the new ones copy the log, at most at
+    /// the brokers' follower.replication.throttled.rate), list the moves in progress, or
+    /// cancel one.
+    Reassign {
+        topic: String,
+        /// The partition to move (all moves of the topic with --list).
+        #[arg(long, required_unless_present = "list")]
+        partition: Option<i32>,
+        /// The broker ids to hold it afterwards, the preferred leader first, e.g. 2,3,4.
+        #[arg(long, value_delimiter = ',', conflicts_with_all = ["cancel", "list"], required_unless_present_any = ["cancel", "list"])]
+        replicas: Vec<i32>,
+        /// Cancel the move in progress: back to the replicas it started from.
+        #[arg(long, conflicts_with = "list")]
+        cancel: bool,
+        /// List the moves in progress.
+        #[arg(long)]
+        list: bool,
+        /// Wait until the move is complete (or cancelled), showing progress.
+        #[arg(long, conflicts_with = "list")]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -575,6 +598,44 @@ fn run_topic(command: TopicCommand) -> ExitCode {
             let r = topic::add_partitions(c, &topic, total).await?;
             show(a.json, &r, |r| {
                 println!("topic {} now has {} partitions", r.topic, r.partitions)
+            })?;
+            Ok(0)
+        }),
+        TopicCommand::Reassign {
+            topic,
+            partition,
+            replicas,
+            cancel,
+            list,
+            wait,
+            client: a,
+        } => with_cluster(&a.bootstrap, async |c| {
+            if list {
+                let moves = topic::reassignments(c, &topic).await?;
+                show(a.json, &moves, |m| topic::print_reassignments(m))?;
+                return Ok(0);
+            }
+            let partition = partition.ok_or_else(|| "--partition is required".to_string())?;
+            let target = (!cancel).then_some(replicas);
+            topic::reassign(c, &topic, partition, target.clone()).await?;
+            if wait {
+                topic::wait_reassigned(c, &topic, partition).await?;
+            }
+            let done = topic::Reassigned {
+                topic: topic.clone(),
+                partition,
+                replicas: target,
+                complete: wait,
+            };
+            show(a.json, &done, |d| match &d.replicas {
+                Some(r) if d.complete => {
+                    println!("{}-{} moved to brokers {r:?}", d.topic, d.partition)
+                }
+                Some(r) => println!(
+                    "{}-{} is moving to brokers {r:?}; follow it with --list",
+                    d.topic, d.partition
+                ),
+                None => println!("{}-{}: move cancelled", d.topic, d.partition),
             })?;
             Ok(0)
         }),

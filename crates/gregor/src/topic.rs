@@ -1,6 +1,9 @@
 //! `gregor topic create|list|describe|delete|alter-config|add-partitions`, against any
 //! Kafka-compatible broker.
 
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -8,9 +11,11 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest, TopicName,
+    AlterPartitionReassignmentsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    ListOffsetsRequest, ListPartitionReassignmentsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
@@ -546,4 +551,141 @@ pub async fn add_partitions(
         topic: topic.to_string(),
         partitions: total,
     })
+}
+
+#[derive(Serialize)]
+pub struct Reassigned {
+    pub topic: String,
+    pub partition: i32,
+    /// `None`: the move was cancelled.
+    pub replicas: Option<Vec<i32>>,
+    /// Whether the command waited for the move to finish.
+    pub complete: bool,
+}
+
+/// Starts moving a partition to `target`, or cancels its move (`None`).
+pub async fn reassign(
+    cluster: &mut Cluster,
+    topic: &str,
+    partition: i32,
+    target: Option<Vec<i32>>,
+) -> Result<(), String> {
+    let mut p = ReassignablePartition::default();
+    p.partition_index = partition;
+    p.replicas = target.map(|t| t.into_iter().map(BrokerId).collect());
+    let mut t = ReassignableTopic::default();
+    t.name = name(topic);
+    t.partitions = vec![p];
+    let mut req = AlterPartitionReassignmentsRequest::default();
+    req.timeout_ms = TIMEOUT_MS;
+    req.allow_replication_factor_change = true;
+    req.topics = vec![t];
+    let resp = controller(cluster).await?.call(req, 0, 1).await?;
+    if resp.error_code != 0 {
+        return Err(format!("reassignment refused: {}", code(resp.error_code)));
+    }
+    for t in resp.responses {
+        for p in t.partitions {
+            if p.error_code != 0 {
+                return Err(format!(
+                    "cannot move {topic}-{partition}: {}{}",
+                    code(p.error_code),
+                    p.error_message
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+pub struct Move {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+/// The moves in progress of `topic`.
+pub async fn reassignments(cluster: &mut Cluster, topic: &str) -> Result<Vec<Move>, String> {
+    let mut t = ListPartitionReassignmentsTopics::default();
+    t.name = name(topic);
+    let partitions = cluster
+        .topic(topic, "list its moves")
+        .await?
+        .partitions
+        .len() as i32;
+    t.partition_indexes = (0..partitions).collect();
+    let mut req = ListPartitionReassignmentsRequest::default();
+    req.timeout_ms = TIMEOUT_MS;
+    req.topics = Some(vec![t]);
+    let resp = controller(cluster).await?.call(req, 0, 0).await?;
+    if resp.error_code != 0 {
+        return Err(format!("cannot list moves: {}", code(resp.error_code)));
+    }
+    let ids = |v: Vec<BrokerId>| v.into_iter().map(|b| b.0).collect::<Vec<i32>>();
+    Ok(resp
+        .topics
+        .into_iter()
+        .flat_map(|t| {
+            let name = t.name.0.to_string();
+            t.partitions.into_iter().map(move |p| Move {
+                topic: name.clone(),
+                partition: p.partition_index,
+                replicas: ids(p.replicas),
+                adding: ids(p.adding_replicas),
+                removing: ids(p.removing_replicas),
+            })
+        })
+        .collect())
+}
+
+pub fn print_reassignments(moves: &[Move]) {
+    if moves.is_empty() {
+        println!("no moves in progress");
+        return;
+    }
+    let rows: Vec<Vec<String>> = moves
+        .iter()
+        .map(|m| {
+            vec![
+                m.topic.clone(),
+                m.partition.to_string(),
+                format!("{:?}", m.replicas),
+                format!("{:?}", m.adding),
+                format!("{:?}", m.removing),
+            ]
+        })
+        .collect();
+    table(
+        &["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"],
+        &rows,
+    );
+}
+
+/// Waits until `topic`-`partition` has no move in progress, printing progress now and then.
+pub async fn wait_reassigned(
+    cluster: &mut Cluster,
+    topic: &str,
+    partition: i32,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut last_note = started;
+    loop {
+        let moves = reassignments(cluster, topic).await?;
+        if !moves.iter().any(|m| m.partition == partition) {
+            return Ok(());
+        }
+        if last_note.elapsed() >= std::time::Duration::from_secs(5) {
+            last_note = std::time::Instant::now();
+            eprintln!(
+                "{topic}-{partition}: still copying after {} s (new replicas join once they catch up)",
+                started.elapsed().as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }

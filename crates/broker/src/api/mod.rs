@@ -29,6 +29,7 @@ macro_rules! build {
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod coordinator_check;
 pub mod create_partitions;
@@ -50,6 +51,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
@@ -94,6 +96,8 @@ pub const APIS: &[ApiSpec] = &[
     offset_delete::API,
     delete_records::API,
     offset_for_leader_epoch::API,
+    alter_partition_reassignments::API,
+    list_partition_reassignments::API,
     alter_configs::API,
     incremental_alter_configs::API,
     add_partitions_to_txn::API,
@@ -177,6 +181,12 @@ pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<Resp
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(ctx, r)),
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(ctx, r))
+        }
+        RequestKind::AlterPartitionReassignments(r) => {
+            ResponseKind::AlterPartitionReassignments(alter_partition_reassignments::handle(ctx, r))
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(list_partition_reassignments::handle(ctx, r))
         }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(ctx, r))
