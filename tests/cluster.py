@@ -32,7 +32,20 @@ FAST = {
     "GREGOR_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS": "2",
     "GREGOR_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
     "GREGOR_OFFSETS_TOPIC_NUM_PARTITIONS": "6",
+    "GREGOR_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "6",
+    "GREGOR_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS": "1000",
 }
+
+
+def coordinator_partition(key, partitions=6):
+    """The internal-topic partition of a group or transactional id: Java's
+    String.hashCode, made non-negative, modulo the partition count (as Kafka)."""
+    h = 0
+    for ch in key:
+        h = (31 * h + ord(ch)) & 0xFFFFFFFF
+    if h >= 1 << 31:
+        h -= 1 << 32
+    return (h & 0x7FFFFFFF) % partitions
 
 
 def free_port():

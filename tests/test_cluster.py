@@ -14,7 +14,8 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 
-from cluster import BIN, Cluster, NetnsCluster, Workload, check, failover_time
+from cluster import (BIN, Cluster, NetnsCluster, Workload, check, coordinator_partition,
+                     failover_time)
 
 
 @pytest.fixture
@@ -258,3 +259,62 @@ def test_moving_a_partition_copies_it_throttled_and_drops_the_old_replica(tmp_pa
         assert got == 4000
     finally:
         cluster.stop()
+
+
+def test_transactions_span_brokers_and_survive_their_coordinator(cluster):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    cluster.create_topic("txn-in", 3, 3)
+    cluster.create_topic("txn-out", 3, 3)
+    leaders = {p.leader for p in cluster.wait_leaders("txn-out", 3).values()}
+    assert len(leaders) == 3, "partitions led by different brokers"
+
+    def transaction(producer, tag, commit):
+        producer.begin_transaction()
+        for p in range(3):
+            producer.produce("txn-out", value=f"{tag}-{p}".encode(), partition=p)
+        producer.send_offsets_to_transaction(
+            [TopicPartition("txn-in", 0, 5)], consumer.consumer_group_metadata())
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "txn-group",
+                         "enable.auto.commit": False})
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": "tx-a"})
+    producer.init_transactions(30)
+    transaction(producer, "one", True)
+    transaction(producer, "two", False)
+    # The coordinator of tx-a dies; another broker takes its partition and its state.
+    cluster.wait_leaders("__transaction_state", 6, isr=3)
+    coordinator = cluster.leader("__transaction_state", coordinator_partition("tx-a"))
+    cluster.nodes[coordinator].kill9()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if cluster.leader("__transaction_state", coordinator_partition("tx-a")) != coordinator:
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
+    transaction(producer, "three", True)
+    producer.flush(10)
+
+    reader = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "txn-reader",
+                       "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    reader.subscribe(["txn-out"])
+    seen = []
+    deadline = time.monotonic() + 30
+    while len(seen) < 6 and time.monotonic() < deadline:
+        m = reader.poll(0.5)
+        if m is not None and not m.error():
+            seen.append(m.value().decode())
+    time.sleep(1)
+    m = reader.poll(1)
+    if m is not None and not m.error():
+        seen.append(m.value().decode())
+    reader.close()
+    assert sorted(seen) == sorted(f"{t}-{p}" for t in ("one", "three") for p in range(3)), seen
+    committed = consumer.committed([TopicPartition("txn-in", 0)], timeout=20)
+    assert committed[0].offset == 5
+    consumer.close()

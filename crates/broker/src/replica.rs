@@ -162,15 +162,27 @@ impl Throttle {
     }
 }
 
-/// One connection to a leader, one request at a time.
-struct Conn {
+/// One connection to another broker, one request at a time.
+pub(crate) struct Conn {
     stream: TcpStream,
     correlation_id: i32,
     client_id: StrBytes,
 }
 
 impl Conn {
-    async fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
+    pub(crate) async fn connect(addr: &str, client_id: String) -> std::io::Result<Conn> {
+        let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let _ = stream.set_nodelay(true);
+        Ok(Conn {
+            stream,
+            correlation_id: 0,
+            client_id: StrBytes::from_string(client_id),
+        })
+    }
+
+    pub(crate) async fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
         &mut self,
         key: ApiKey,
         version: i16,
@@ -266,15 +278,8 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
-            match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&addr)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    conn = Some(Conn {
-                        stream,
-                        correlation_id: 0,
-                        client_id: StrBytes::from_string(format!("gregor-replica-{me}")),
-                    });
-                }
+            match Conn::connect(&addr, format!("gregor-replica-{me}")).await {
+                Ok(c) => conn = Some(c),
                 _ => {
                     failures += 1;
                     if failures == 1 || failures.is_power_of_two() {

@@ -859,12 +859,14 @@ impl Broker {
             };
             partition.set_role(meta, now);
             let leads = partition.leadership().0;
-            if topic.name == OFFSETS_TOPIC
-                && self.cluster.get().is_some()
+            let moved = self.cluster.get().is_some()
                 && led_before != Some(leads)
-                && (leads || led_before == Some(true))
-            {
+                && (leads || led_before == Some(true));
+            if moved && topic.name == OFFSETS_TOPIC {
                 self.groups_moved(index as i32, topic.partitions.len() as i32, leads);
+            }
+            if moved && topic.name == TXN_TOPIC {
+                self.txns_moved(index as i32, topic.partitions.len() as i32, leads);
             }
         }
         Ok(())
@@ -1453,6 +1455,187 @@ impl Broker {
         }
     }
 
+    /// Why this broker may not coordinate transactional id `id` now, or `None` if it does.
+    pub fn not_txn_coordinator(&self, id: &str) -> Option<ResponseError> {
+        self.cluster.get()?;
+        let Some(topic) = self.image().topic(TXN_TOPIC).cloned() else {
+            // Created by FindCoordinator first; until then nobody coordinates.
+            return Some(ResponseError::NotCoordinator);
+        };
+        let index = group_store::partition_for(id, topic.partitions.len() as i32);
+        match self.partition(TXN_TOPIC, index) {
+            Some(p) if p.leadership().0 => None,
+            _ => Some(ResponseError::NotCoordinator),
+        }
+    }
+
+    /// Loads the transactions of `__transaction_state` partition `index` (this broker
+    /// just became its leader), or forgets them (it stopped leading it).
+    fn txns_moved(&self, index: i32, partitions: i32, leads: bool) {
+        let ours = |id: &str| group_store::partition_for(id, partitions) == index;
+        self.txns.unload(&ours);
+        if !leads {
+            return;
+        }
+        let Some(partition) = self.partition(TXN_TOPIC, index) else {
+            return;
+        };
+        let mut records = Vec::new();
+        if let Err(e) = replay_partition(&partition, |header, batch| {
+            if !header.is_control() {
+                records.extend(decode_internal(
+                    TXN_TOPIC,
+                    index,
+                    header,
+                    batch,
+                    txn_store::decode,
+                ));
+            }
+        }) {
+            tracing::error!(partition = index, error = %e, "could not read the transaction partition to load it");
+            return;
+        }
+        let count = records.len();
+        self.txns.load(records);
+        tracing::info!(
+            partition = index,
+            records = count,
+            "loaded the transactions of a partition this broker now leads"
+        );
+        // What the previous coordinator left half done (stored outcomes whose markers may
+        // not all be written) is finished by the periodic transaction check.
+    }
+
+    /// Writes a transaction marker to a partition this broker leads (WriteTxnMarkers from
+    /// another broker's coordinator, or this one's).
+    pub fn write_marker_here(
+        &self,
+        topic: &str,
+        index: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<(), ResponseError> {
+        let Some(partition) = self.partition(topic, index) else {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        };
+        if !partition.leadership().0 {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        {
+            let mut log = partition.log();
+            match log.append_marker(producer_id, epoch, commit, coordinator_epoch, now_ms()) {
+                Ok(info) => {
+                    if info.flush_due {
+                        log.flush().map_err(|_| ResponseError::KafkaStorageError)?;
+                    }
+                }
+                Err(e @ StorageError::Sequence(_)) => {
+                    // A newer epoch of this producer already wrote here: nothing of this
+                    // transaction can be open any more.
+                    tracing::warn!(topic, partition = index, producer_id, error = %e, "marker from an older epoch skipped");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::error!(topic, partition = index, error = %e, "writing a transaction marker failed");
+                    return Err(ResponseError::KafkaStorageError);
+                }
+            }
+        }
+        if topic == OFFSETS_TOPIC {
+            self.groups.complete_txn(producer_id, commit);
+        }
+        partition.wake_waiters();
+        partition.update_high_watermark();
+        Ok(())
+    }
+
+    /// The internal-topic partition that holds a group, or with `txn` a transactional
+    /// id, if this broker has it.
+    pub fn coordinator_partition(&self, key: &str, txn: bool) -> Option<Arc<Partition>> {
+        let name = if txn { TXN_TOPIC } else { OFFSETS_TOPIC };
+        let topic = self.image().topic(name)?.partitions.len() as i32;
+        self.partition(name, group_store::partition_for(key, topic))
+    }
+
+    /// Sends markers for the partitions led by other brokers, one WriteTxnMarkers request
+    /// per leader.
+    fn write_remote_markers(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        remote: BTreeMap<i32, Vec<(String, i32)>>,
+    ) -> Result<(), String> {
+        use kafka_protocol::messages::write_txn_markers_request::{
+            WritableTxnMarker, WritableTxnMarkerTopic,
+        };
+        use kafka_protocol::messages::{
+            ProducerId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+        };
+        let image = self.image();
+        let handle = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+        for (leader, partitions) in remote {
+            let broker = image.broker(leader).filter(|b| !b.fenced).ok_or_else(|| {
+                format!(
+                    "broker {leader}, which leads a partition of the transaction, is not available"
+                )
+            })?;
+            let addr = format!("{}:{}", broker.host, broker.port);
+            let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for (t, p) in partitions {
+                by_topic.entry(t).or_default().push(p);
+            }
+            let marker = WritableTxnMarker::default()
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(epoch)
+                .with_transaction_result(commit)
+                .with_coordinator_epoch(0)
+                .with_topics(
+                    by_topic
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            WritableTxnMarkerTopic::default()
+                                .with_name(crate::api::topic_name(&t))
+                                .with_partition_indexes(ps)
+                        })
+                        .collect(),
+                );
+            let request = WriteTxnMarkersRequest::default().with_markers(vec![marker]);
+            let me = self.config.node_id;
+            let response: WriteTxnMarkersResponse = tokio::task::block_in_place(|| {
+                handle.block_on(async {
+                    let mut conn =
+                        crate::replica::Conn::connect(&addr, format!("gregor-txn-{me}")).await?;
+                    conn.call(
+                        kafka_protocol::messages::ApiKey::WriteTxnMarkers,
+                        1,
+                        &request,
+                        std::time::Duration::from_secs(3),
+                    )
+                    .await
+                })
+            })
+            .map_err(|e| {
+                format!("sending transaction markers to broker {leader} at {addr}: {e}")
+            })?;
+            for m in response.markers {
+                for t in m.topics {
+                    for p in t.partitions {
+                        if p.error_code != 0 {
+                            return Err(format!(
+                                "broker {leader} refused the marker for {}-{}: error code {}",
+                                t.name.0, p.partition_index, p.error_code
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Loads the groups of `__consumer_offsets` partition `index` (this broker just became
     /// its leader), or forgets them (it stopped leading it).
     fn groups_moved(&self, index: i32, partitions: i32, leads: bool) {
@@ -1470,37 +1653,25 @@ impl Broker {
         };
         let mut records = Vec::new();
         let mut open: HashMap<i64, Vec<GroupRecord>> = HashMap::new();
-        let log = partition.log();
-        let mut offset = log.log_start();
-        while offset < log.log_end() {
-            let bytes = match log.read(offset, 8 << 20, true).and_then(|p| p.read()) {
-                Ok(b) if !b.is_empty() => b,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::error!(partition = index, error = %e, "could not read the offsets partition to load its groups");
-                    return;
+        let replayed = replay_partition(&partition, |header, batch| {
+            if header.is_control() {
+                let pending = open.remove(&header.producer_id);
+                if gregor_protocol::batch::marker_kind(batch) == Some(true) {
+                    records.extend(pending.unwrap_or_default());
                 }
-            };
-            for (at, header) in gregor_protocol::batch::batches(&bytes) {
-                offset = header.last_offset() + 1;
-                let batch = &bytes[at..at + header.total_bytes()];
-                if header.is_control() {
-                    let pending = open.remove(&header.producer_id);
-                    if gregor_protocol::batch::marker_kind(batch) == Some(true) {
-                        records.extend(pending.unwrap_or_default());
-                    }
-                    continue;
-                }
-                let decoded =
-                    decode_internal(OFFSETS_TOPIC, index, &header, batch, group_store::decode);
-                if header.is_transactional() {
-                    open.entry(header.producer_id).or_default().extend(decoded);
-                } else {
-                    records.extend(decoded);
-                }
+                return;
             }
+            let decoded = decode_internal(OFFSETS_TOPIC, index, header, batch, group_store::decode);
+            if header.is_transactional() {
+                open.entry(header.producer_id).or_default().extend(decoded);
+            } else {
+                records.extend(decoded);
+            }
+        });
+        if let Err(e) = replayed {
+            tracing::error!(partition = index, error = %e, "could not read the offsets partition to load its groups");
+            return;
         }
-        drop(log);
         let count = records.len();
         self.groups.load(records);
         tracing::info!(
@@ -1587,7 +1758,44 @@ fn append_internal(
             log.flush()?;
         }
     }
+    // The request handler waits for the in-sync replicas once it answered
+    // (`coordinator_check::settle`), with no coordinator lock held.
     partition.wake_waiters();
+    partition.update_high_watermark();
+    Ok(())
+}
+
+/// Waits until every in-sync replica of `partition` holds what it holds now (Kafka's
+/// coordinators write with `acks=all`), for at most `timeout`. Called after a
+/// coordinator answered, with no lock held. `false`: the replicas did not catch up.
+pub async fn await_replicated(partition: &Partition, timeout: std::time::Duration) -> bool {
+    if !partition.leadership().3 {
+        return true;
+    }
+    let end = partition.log().log_end();
+    let mut hw = partition.hw_watch.subscribe();
+    tokio::time::timeout(timeout, hw.wait_for(|&h| h >= end))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+/// Calls `f` with every batch of one partition, in log order.
+fn replay_partition(
+    partition: &Partition,
+    mut f: impl FnMut(&BatchHeader, &[u8]),
+) -> Result<(), StorageError> {
+    let log = partition.log();
+    let mut offset = log.log_start();
+    while offset < log.log_end() {
+        let bytes = log.read(offset, 8 << 20, true)?.read()?;
+        if bytes.is_empty() {
+            break;
+        }
+        for (at, header) in gregor_protocol::batch::batches(&bytes) {
+            offset = header.last_offset() + 1;
+            f(&header, &bytes[at..at + header.total_bytes()]);
+        }
+    }
     Ok(())
 }
 
@@ -1610,16 +1818,37 @@ impl TxnHost for Broker {
         partitions: &std::collections::BTreeSet<(String, i32)>,
     ) -> Result<(), String> {
         let now = now_ms();
+        if self.cluster.get().is_some() {
+            // In a cluster each marker goes to the partition's leader, wherever it is.
+            let image = self.image();
+            let mut remote: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+            for (topic, index) in partitions {
+                let Some(meta) = image
+                    .topic(topic)
+                    .and_then(|t| t.partitions.get(*index as usize))
+                else {
+                    tracing::warn!(topic = %topic, partition = index, producer_id, "no marker for a partition that no longer exists");
+                    continue;
+                };
+                if meta.leader == self.config.node_id {
+                    self.write_marker_here(topic, *index, producer_id, epoch, commit, 0)
+                        .map_err(|e| format!("{topic}-{index}: {e:?}"))?;
+                } else if meta.leader < 0 {
+                    return Err(format!("{topic}-{index} has no leader now; retrying"));
+                } else {
+                    remote
+                        .entry(meta.leader)
+                        .or_default()
+                        .push((topic.clone(), *index));
+                }
+            }
+            return self.write_remote_markers(producer_id, epoch, commit, remote);
+        }
         for (topic, index) in partitions {
             let Some(partition) = self.partition(topic, *index) else {
                 tracing::warn!(topic = %topic, partition = index, producer_id, "no marker for a partition that no longer exists");
                 continue;
             };
-            if !partition.leadership().0 {
-                return Err(format!(
-                    "{topic}-{index} is led by another broker; transaction markers across brokers are not supported yet"
-                ));
-            }
             {
                 let mut log = partition.log();
                 match log.append_marker(producer_id, epoch, commit, 0, now) {
@@ -1649,6 +1878,9 @@ impl TxnHost for Broker {
     }
 
     fn partition_exists(&self, topic: &str, partition: i32) -> bool {
+        if self.cluster.get().is_some() {
+            return crate::api::partition_exists(&self.image(), topic, partition);
+        }
         self.partition(topic, partition).is_some()
     }
 }

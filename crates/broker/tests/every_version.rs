@@ -231,6 +231,17 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             r.into()
         }
         ApiKey::ListPartitionReassignments => ListPartitionReassignmentsRequest::default().into(),
+        ApiKey::WriteTxnMarkers => {
+            let mut t = write_txn_markers_request::WritableTxnMarkerTopic::default();
+            t.name = name;
+            t.partition_indexes = vec![0];
+            let mut m = write_txn_markers_request::WritableTxnMarker::default();
+            m.producer_id = ProducerId(7);
+            m.topics = vec![t];
+            let mut r = WriteTxnMarkersRequest::default();
+            r.markers = vec![m];
+            r.into()
+        }
         ApiKey::OffsetForLeaderEpoch => {
             let mut p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
             p.current_leader_epoch = -1;
@@ -292,11 +303,14 @@ async fn every_api_answers_every_declared_version() {
             );
         }
     }
-    // Produce at every version appended one record each time.
-    let produce = APIS
-        .iter()
-        .find(|s| s.key == ApiKey::Produce)
-        .expect("produce registered");
+    // Produce at every version appended one record each time, WriteTxnMarkers a marker.
+    let versions = |key| {
+        let s = APIS.iter().find(|s| s.key == key).expect("registered");
+        i64::from(s.max - s.min + 1)
+    };
     let log_end = broker.partition("t", 0).expect("partition").log().log_end();
-    assert_eq!(log_end, i64::from(produce.max - produce.min + 1));
+    assert_eq!(
+        log_end,
+        versions(ApiKey::Produce) + versions(ApiKey::WriteTxnMarkers)
+    );
 }

@@ -13,13 +13,127 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::*;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::RequestContext;
+use crate::state::{await_replicated, Partition};
+
+/// How long a coordinator's answer waits for its write to reach the in-sync replicas
+/// (Kafka's `offsets.commit.timeout.ms`).
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The internal partitions a coordinator request writes to (or the partitions a marker
+/// request writes to), whose in-sync replicas must hold the write before the answer.
+pub fn replicated_writes(ctx: &RequestContext, request: &RequestKind) -> Vec<Arc<Partition>> {
+    let b = &ctx.broker;
+    let group = |g: &str| b.coordinator_partition(g, false).into_iter().collect();
+    let txn = |id: &str| b.coordinator_partition(id, true).into_iter().collect();
+    match request {
+        RequestKind::OffsetCommit(r) => group(&r.group_id.0),
+        RequestKind::SyncGroup(r) => group(&r.group_id.0),
+        RequestKind::TxnOffsetCommit(r) => group(&r.group_id.0),
+        RequestKind::OffsetDelete(r) => group(&r.group_id.0),
+        RequestKind::InitProducerId(r) => r
+            .transactional_id
+            .as_ref()
+            .map_or_else(Vec::new, |t| txn(&t.0)),
+        RequestKind::AddPartitionsToTxn(r) if ctx.version <= 3 => {
+            txn(&r.v3_and_below_transactional_id.0)
+        }
+        RequestKind::AddOffsetsToTxn(r) => txn(&r.transactional_id.0),
+        RequestKind::EndTxn(r) => txn(&r.transactional_id.0),
+        RequestKind::WriteTxnMarkers(r) => r
+            .markers
+            .iter()
+            .flat_map(|m| m.topics.iter())
+            .flat_map(|t| {
+                t.partition_indexes
+                    .iter()
+                    .filter_map(|&p| b.partition(&t.name.0, p))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Waits for `writes` to be replicated; an offset commit that was not is answered with
+/// REQUEST_TIMED_OUT so the client retries it.
+pub async fn settle(writes: Vec<Arc<Partition>>, mut response: ResponseKind) -> ResponseKind {
+    let mut replicated = true;
+    for p in &writes {
+        if !await_replicated(p, REPLICATION_TIMEOUT).await {
+            tracing::warn!(topic = %p.topic, partition = p.index, "a coordinator write did not reach the in-sync replicas in time");
+            replicated = false;
+        }
+    }
+    if !replicated {
+        if let ResponseKind::OffsetCommit(r) = &mut response {
+            for t in &mut r.topics {
+                for p in &mut t.partitions {
+                    if p.error_code == 0 {
+                        p.error_code = ResponseError::RequestTimedOut.code();
+                    }
+                }
+            }
+        }
+    }
+    response
+}
 
 /// The answer for a group request this broker must not serve, if it must not.
 pub fn refuse(ctx: &RequestContext, request: &RequestKind) -> Option<ResponseKind> {
     ctx.broker.clustered()?;
     let check = |group: &str| ctx.broker.not_coordinator(group);
+    let check_txn = |id: &str| ctx.broker.not_txn_coordinator(id);
     Some(match request {
+        RequestKind::InitProducerId(r) => {
+            let e = check_txn(&r.transactional_id.as_ref()?.0)?;
+            ResponseKind::InitProducerId(build!(InitProducerIdResponse {
+                error_code: e.code(),
+                producer_id: ProducerId(-1),
+                producer_epoch: -1
+            }))
+        }
+        RequestKind::AddPartitionsToTxn(r) if ctx.version <= 3 => {
+            let e = check_txn(&r.v3_and_below_transactional_id.0)?;
+            let results = r
+                .v3_and_below_topics
+                .iter()
+                .map(|t| {
+                    build!(
+                        add_partitions_to_txn_response::AddPartitionsToTxnTopicResult {
+                            name: t.name.clone(),
+                            results_by_partition: t
+                                .partitions
+                                .iter()
+                                .map(|&p| build!(
+                                add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult {
+                                    partition_index: p,
+                                    partition_error_code: e.code()
+                                }
+                            ))
+                                .collect()
+                        }
+                    )
+                })
+                .collect();
+            ResponseKind::AddPartitionsToTxn(build!(AddPartitionsToTxnResponse {
+                results_by_topic_v3_and_below: results
+            }))
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            let e = check_txn(&r.transactional_id.0)?;
+            ResponseKind::AddOffsetsToTxn(build!(AddOffsetsToTxnResponse {
+                error_code: e.code()
+            }))
+        }
+        RequestKind::EndTxn(r) => {
+            let e = check_txn(&r.transactional_id.0)?;
+            ResponseKind::EndTxn(build!(EndTxnResponse {
+                error_code: e.code()
+            }))
+        }
         RequestKind::JoinGroup(r) => {
             let e = check(&r.group_id.0)?;
             ResponseKind::JoinGroup(build!(JoinGroupResponse {

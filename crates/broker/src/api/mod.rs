@@ -61,6 +61,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 /// The versions of one API that Gregor serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,7 @@ pub const APIS: &[ApiSpec] = &[
     offset_for_leader_epoch::API,
     alter_partition_reassignments::API,
     list_partition_reassignments::API,
+    write_txn_markers::API,
     alter_configs::API,
     incremental_alter_configs::API,
     add_partitions_to_txn::API,
@@ -144,6 +146,17 @@ pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<Resp
     if let Some(refused) = coordinator_check::refuse(ctx, &request) {
         return Some(refused);
     }
+    if ctx.broker.clustered().is_some() {
+        let writes = coordinator_check::replicated_writes(ctx, &request);
+        if !writes.is_empty() {
+            let response = handle(ctx, request).await?;
+            return Some(coordinator_check::settle(writes, response).await);
+        }
+    }
+    handle(ctx, request).await
+}
+
+async fn handle(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKind> {
     Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(ctx, r)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(ctx, r)),
@@ -187,6 +200,9 @@ pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<Resp
         }
         RequestKind::ListPartitionReassignments(r) => {
             ResponseKind::ListPartitionReassignments(list_partition_reassignments::handle(ctx, r))
+        }
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(write_txn_markers::handle(ctx, r))
         }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(ctx, r))

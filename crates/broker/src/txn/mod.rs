@@ -290,6 +290,11 @@ impl TxnCoordinator {
         }
     }
 
+    /// Forgets the transactional ids `ours` selects (their coordinator moved).
+    pub fn unload(&self, ours: &dyn Fn(&str) -> bool) {
+        self.lock().retain(|id, _| !ours(id));
+    }
+
     pub fn describe(&self, id: &str) -> Option<TxnMeta> {
         self.lock().get(id).cloned()
     }
