@@ -206,11 +206,23 @@ class Cluster:
             time.sleep(0.2)
         raise AssertionError(f"{topic}: leaders (isr >= {isr}) not ready within {timeout} s")
 
+    def _retry(self, f, timeout=20):
+        """`f()`, retried while brokers are failing over (a metadata request may land on
+        a broker that just died)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return f()
+            except Exception:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
     def leader(self, topic, partition):
-        return self.metadata(topic).topics[topic].partitions[partition].leader
+        return self._retry(lambda: self.metadata(topic).topics[topic].partitions[partition].leader)
 
     def controller(self):
-        return self.metadata().controller_id
+        return self._retry(lambda: self.metadata().controller_id)
 
 
 def sh(*args):

@@ -82,8 +82,10 @@ pub async fn run_isr_upkeep(broker: Arc<Broker>, mut stop: watch::Receiver<bool>
             return;
         };
         let now = now_ms();
+        let image = broker.image();
+        let alive = |b: i32| image.broker_alive(b);
         for partition in broker.all_partitions() {
-            let Some((epoch, isr)) = partition.wanted_isr(now, lag_max_ms) else {
+            let Some((epoch, isr)) = partition.wanted_isr(now, lag_max_ms, &alive) else {
                 continue;
             };
             partition.replica().isr_change_pending = true;
@@ -151,7 +153,8 @@ struct Throttle {
 impl Throttle {
     /// Whether throttled partitions may fetch now.
     fn open(&mut self) -> bool {
-        if self.window.elapsed() >= Duration::from_secs(1) {
+        // A window starts with its first throttled byte, so an idle stretch lends nothing.
+        if self.used == 0 || self.window.elapsed() >= Duration::from_secs(1) {
             self.window = std::time::Instant::now();
             self.used = 0;
         }
@@ -297,7 +300,10 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
         let result = if !needs.is_empty() {
             truncate(c, me, &needs).await.map(|()| 0)
         } else {
-            let throttled_max = (rate.min(i32::MAX as u64) as i32).clamp(1, partition_max_bytes);
+            // What is left of this second's budget, so a fetch never overshoots it by more
+            // than one batch.
+            let left = throttle.rate.saturating_sub(throttle.used);
+            let throttled_max = (left.min(i32::MAX as u64) as i32).clamp(1, partition_max_bytes);
             fetch_once(c, me, &parts, wait_ms, partition_max_bytes, throttled_max).await
         };
         match result {

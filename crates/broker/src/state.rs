@@ -280,7 +280,12 @@ impl Partition {
 
     /// On the leader: the ISR this partition should have now, if it differs: followers
     /// that fell behind for longer than `lag_max_ms` leave, caught-up ones join.
-    pub fn wanted_isr(&self, now: i64, lag_max_ms: i64) -> Option<(i32, Vec<i32>)> {
+    pub fn wanted_isr(
+        &self,
+        now: i64,
+        lag_max_ms: i64,
+        alive: &dyn Fn(i32) -> bool,
+    ) -> Option<(i32, Vec<i32>)> {
         let r = self.replica();
         if r.leader != self.node_id || r.isr_change_pending || !r.replicated() {
             return None;
@@ -292,10 +297,13 @@ impl Partition {
                 continue;
             };
             let lagging = now - f.caught_up_ms > lag_max_ms;
+            // A follower joins only while it is alive and fetching: its last fetch reached
+            // the high watermark and was recent.
+            let fetching = now - f.previous_fetch.1 <= lag_max_ms.min(5_000);
             let keep = if r.isr.contains(&b) {
                 !lagging
             } else {
-                f.log_end >= hw && f.log_end >= 0 && !lagging
+                f.log_end >= hw && f.log_end >= 0 && !lagging && fetching && alive(b)
             };
             if keep {
                 isr.push(b);

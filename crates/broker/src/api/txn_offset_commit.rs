@@ -41,11 +41,23 @@ pub fn handle(ctx: &RequestContext, request: TxnOffsetCommitRequest) -> TxnOffse
             ));
         }
     }
-    let codes = match ctx.broker.txns.check(
-        &request.transactional_id.0,
-        request.producer_id.0,
-        request.producer_epoch,
-    ) {
+    // The transaction is checked where it lives: on a single node, or when this broker
+    // coordinates it too. Elsewhere the group coordinator takes the producer's word, as
+    // Kafka's does before KIP-890's verification.
+    let checked = if ctx
+        .broker
+        .not_txn_coordinator(&request.transactional_id.0)
+        .is_none()
+    {
+        ctx.broker.txns.check(
+            &request.transactional_id.0,
+            request.producer_id.0,
+            request.producer_epoch,
+        )
+    } else {
+        Ok(())
+    };
+    let codes = match checked {
         Err(e) => vec![e.code(); flat.len()],
         Ok(()) => {
             let image = ctx.broker.image();
