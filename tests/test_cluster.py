@@ -223,7 +223,10 @@ def test_moving_a_partition_copies_it_throttled_and_drops_the_old_replica(tmp_pa
         kadmin.close()
         cluster.wait_leaders("moving", 1, isr=2)
         from confluent_kafka import Consumer, Producer
-        p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5})
+        # Small batches: a throttled fetch still returns at least one whole batch (KIP-74),
+        # so the throttle is only as fine as the batches.
+        p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5,
+                      "batch.size": 65536})
         value = b"x" * 1000
         for i in range(4000):  # 4 MB: at least 3 s at 1 MB/s
             p.produce("moving", value=value + str(i).encode(), partition=0)
