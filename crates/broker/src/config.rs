@@ -97,8 +97,23 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
 pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def!("node.id", None, "0", Int, [], 0, "This broker's id in the cluster; a data directory keeps the id it was created with. Flag: --node-id."),
     def!("log.dirs", None, "./gregor-data", String, [], 0, "Directory for partition logs and cluster metadata, created if missing (one directory). Flag: --data-dir."),
-    def!("listeners", None, "127.0.0.1:9092", String, [], 0, "Address to accept Kafka clients on: HOST:PORT or PLAINTEXT://HOST:PORT. Flag: --listen."),
-    def!("advertised.listeners", None, "", String, [], 0, "Address clients are told to connect to (in Metadata); empty means the listeners address. Flag: --advertised."),
+    def!("listeners", None, "127.0.0.1:9092", String, [], 0, "Where to accept Kafka clients: NAME://HOST:PORT entries separated by commas (HOST:PORT alone means PLAINTEXT://HOST:PORT). Each name's security protocol comes from listener.security.protocol.map. Flag: --listen."),
+    def!("advertised.listeners", None, "", String, [], 0, "Addresses clients are told to connect to (in Metadata), NAME://HOST:PORT per listener; a listener not named here advertises its own address. Flag: --advertised."),
+    def!("listener.security.protocol.map", None, "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL", String, [], 0, "The security protocol of each listener name, NAME:PROTOCOL separated by commas; protocols are PLAINTEXT, SSL, SASL_PLAINTEXT and SASL_SSL."),
+    def!("inter.broker.listener.name", None, "", String, [], 0, "The listener other brokers replicate from and send transaction markers to; empty means the first of listeners. Its protocol must be PLAINTEXT or SSL (Gregor authenticates brokers by certificate, not SASL)."),
+    def!("controller.listener.names", None, "", String, [], 0, "The name of a listener in listeners that serves the metadata log instead of clients (as in KRaft); its address is this node's --controller-listener and its protocol (PLAINTEXT or SSL) secures the controllers' traffic."),
+    def!("ssl.keystore.type", None, "PEM", String, ["PEM"], 0, "Format of ssl.keystore.location; only PEM."),
+    def!("ssl.keystore.location", None, "", String, [], 0, "PEM file with this broker's private key and certificate chain (leaf first), for SSL and SASL_SSL listeners; re-read when it changes, without a restart."),
+    def!("ssl.truststore.type", None, "PEM", String, ["PEM"], 0, "Format of ssl.truststore.location; only PEM."),
+    def!("ssl.truststore.location", None, "", String, [], 0, "PEM file of the CA certificates that client certificates (ssl.client.auth) and other brokers' certificates must chain to; re-read when it changes."),
+    def!("ssl.client.auth", None, "none", String, ["required", "requested", "none"], 0, "Whether SSL listeners ask clients for a certificate: required refuses clients without a trusted one, requested accepts both (an untrusted or expired one is refused either way). The principal of a client with a certificate is User:<its subject, RFC 2253>. SASL_SSL listeners never ask (as in Kafka since KIP-684)."),
+    def!("ssl.enabled.protocols", None, "TLSv1.2,TLSv1.3", String, ["TLSv1.2,TLSv1.3", "TLSv1.3,TLSv1.2", "TLSv1.3", "TLSv1.2"], 0, "TLS versions served; nothing older than TLS 1.2 is."),
+    def!("sasl.enabled.mechanisms", None, "SCRAM-SHA-256,SCRAM-SHA-512", String, [], 0, "SASL mechanisms served on SASL listeners, separated by commas: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512. PLAIN checks the password against the user's SCRAM credential; no password is stored in clear."),
+    def!("connections.max.reauth.ms", None, "0", Long, [], 0, "Session lifetime of a SASL authentication (KIP-368): the client must re-authenticate before it ends, or its connection is closed; 0 for no limit."),
+    def!("connection.failed.authentication.delay.ms", None, "100", Int, [], 0, "How long a failed authentication waits before its connection is closed; doubled for every further failure from the same address within a minute, up to 5 s."),
+    def!("authorizer.enabled", None, "false", Boolean, [], 0, "Check every request against the ACLs (Kafka's authorizer.class.name=StandardAuthorizer). Without a matching ALLOW, a request is refused. Gregor's own setting."),
+    def!("super.users", None, "", String, [], 0, "Principals allowed everything, separated by semicolons: User:admin;User:CN=broker-1."),
+    def!("allow.everyone.if.no.acl.found", None, "false", Boolean, [], 0, "With the authorizer on, allow access to a resource that has no ACL at all."),
     def!("metrics.listener", None, "127.0.0.1:9644", String, [], 0, "Where Prometheus metrics are served (HTTP), or `off`. Gregor's own setting. Flag: --metrics."),
     def!("controller.quorum.voters", None, "", String, [], 0, "The controllers of a cluster, ID@HOST:PORT separated by commas (their metadata-log addresses); empty runs a single node. A broker whose node.id is listed is a voter, any other a learner. Flag: --controllers."),
     def!("controller.listener", None, "", String, [], 0, "Where this node serves the metadata log (HOST:PORT); a controller defaults to its own entry in controller.quorum.voters, a learner must set it. Gregor's own setting. Flag: --controller-listener."),
@@ -313,11 +328,91 @@ pub fn validate(def: &ConfigDef, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A listener's security protocol (Kafka's `SecurityProtocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "PLAINTEXT" => Self::Plaintext,
+            "SSL" => Self::Ssl,
+            "SASL_PLAINTEXT" => Self::SaslPlaintext,
+            "SASL_SSL" => Self::SaslSsl,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+    pub fn tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+    pub fn sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// One named listener: where it binds, what it advertises, how it is secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    pub addr: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+}
+
+/// Parses `NAME://HOST:PORT,...` (a bare `HOST:PORT` is `PLAINTEXT://HOST:PORT`) into
+/// (name, host, port) entries.
+pub fn parse_listener_list(key: &str, value: &str) -> Result<Vec<(String, String, u16)>, String> {
+    let mut out: Vec<(String, String, u16)> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, addr) = entry.split_once("://").unwrap_or(("PLAINTEXT", entry));
+        let name = name.to_ascii_uppercase();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "{key} = {value}: '{name}' is not a listener name; use letters, digits and _"
+            ));
+        }
+        if out.iter().any(|(n, _, _)| *n == name) {
+            return Err(format!(
+                "{key} = {value}: listener {name} appears twice; give each its own name"
+            ));
+        }
+        let (host, port) = split_host_port(key, addr)?;
+        out.push((name, host, port));
+    }
+    Ok(out)
+}
+
 /// The broker's configuration: command-line flags plus Kafka-named settings from the file.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub data_dir: PathBuf,
+    /// The first client listener's address.
     pub listen: SocketAddr,
+    /// Every listener that serves Kafka clients, in the order of `listeners`; the first
+    /// gives `listen` and the advertised host and port.
+    pub listeners: Vec<Listener>,
+    /// The listener named by `controller.listener.names`, which serves the metadata log.
+    pub controller_listener: Option<Listener>,
+    /// The name of the listener brokers reach each other on.
+    pub inter_broker_listener: String,
     pub advertised_host: String,
     pub advertised_port: u16,
     pub node_id: i32,
@@ -432,7 +527,12 @@ pub fn reference_markdown() -> String {
 }
 
 /// Environment variables that configure something other than broker settings.
-const ENV_NOT_SETTINGS: &[&str] = &["GREGOR_LOG", "GREGOR_BIN", "GREGOR_FUZZ_SECONDS"];
+const ENV_NOT_SETTINGS: &[&str] = &[
+    "GREGOR_LOG",
+    "GREGOR_BIN",
+    "GREGOR_FUZZ_SECONDS",
+    "GREGOR_COMMAND_CONFIG",
+];
 
 /// The setting a `GREGOR_*` environment variable sets: `GREGOR_LOG_RETENTION_MS` ->
 /// `log.retention.ms`; `None` for other variables.
@@ -461,10 +561,6 @@ fn flatten(prefix: &str, table: toml::Table, out: &mut Vec<(String, toml::Value)
             v => out.push((key, v)),
         }
     }
-}
-
-fn strip_scheme(v: &str) -> &str {
-    v.split_once("://").map_or(v, |(_, rest)| rest)
 }
 
 fn split_host_port(key: &str, value: &str) -> Result<(String, u16), String> {
@@ -547,6 +643,15 @@ impl BrokerConfig {
         BrokerConfig {
             data_dir,
             listen,
+            listeners: vec![Listener {
+                name: "PLAINTEXT".into(),
+                protocol: SecurityProtocol::Plaintext,
+                addr: listen,
+                advertised_host: advertised_host.clone(),
+                advertised_port,
+            }],
+            controller_listener: None,
+            inter_broker_listener: "PLAINTEXT".into(),
             advertised_host,
             advertised_port,
             node_id,
@@ -599,17 +704,7 @@ impl BrokerConfig {
     fn apply_structural(&mut self) -> Result<(), String> {
         self.node_id = self.get_i64("node.id") as i32;
         self.data_dir = PathBuf::from(self.get("log.dirs"));
-        let listen = strip_scheme(self.get("listeners"));
-        self.listen = resolve_addr("listeners", listen)?;
-        let advertised = strip_scheme(self.get("advertised.listeners"));
-        if advertised.is_empty() {
-            self.advertised_host = self.listen.ip().to_string();
-            self.advertised_port = self.listen.port();
-        } else {
-            let (host, port) = split_host_port("advertised.listeners", advertised)?;
-            self.advertised_host = host;
-            self.advertised_port = port;
-        }
+        self.apply_listeners()?;
         let metrics = self.get("metrics.listener");
         self.metrics = if metrics == "off" {
             None
@@ -617,6 +712,117 @@ impl BrokerConfig {
             Some(resolve_addr("metrics.listener", metrics)?)
         };
         Ok(())
+    }
+
+    /// Sets `listeners`, `controller_listener`, `inter_broker_listener`, `listen` and the
+    /// advertised address from `listeners`, `advertised.listeners`,
+    /// `listener.security.protocol.map`, `controller.listener.names` and
+    /// `inter.broker.listener.name`.
+    fn apply_listeners(&mut self) -> Result<(), String> {
+        let mut map = std::collections::HashMap::new();
+        let map_text = self.get("listener.security.protocol.map").to_string();
+        for entry in map_text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, proto) = entry.split_once(':').ok_or_else(|| {
+                format!(
+                    "listener.security.protocol.map = {map_text}: '{entry}' is not NAME:PROTOCOL"
+                )
+            })?;
+            let proto = SecurityProtocol::parse(proto.trim()).ok_or_else(|| {
+                format!("listener.security.protocol.map: '{proto}' is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+            })?;
+            map.insert(name.trim().to_ascii_uppercase(), proto);
+        }
+        let advertised =
+            parse_listener_list("advertised.listeners", self.get("advertised.listeners"))?;
+        let controller_name = self
+            .get("controller.listener.names")
+            .trim()
+            .to_ascii_uppercase();
+        let mut listeners = Vec::new();
+        let mut controller = None;
+        for (name, host, port) in parse_listener_list("listeners", self.get("listeners"))? {
+            let protocol = *map.get(&name).ok_or_else(|| {
+                format!("listener {name} has no security protocol; add {name}:PLAINTEXT (or SSL, SASL_PLAINTEXT, SASL_SSL) to listener.security.protocol.map")
+            })?;
+            let addr = resolve_addr("listeners", &format!("{host}:{port}"))?;
+            // A single advertised address without a name (`--advertised HOST:PORT`)
+            // applies to the first listener.
+            let adv = advertised.iter().find(|(n, _, _)| *n == name).or_else(|| {
+                (listeners.is_empty()
+                    && advertised.len() == 1
+                    && !self.get("advertised.listeners").contains("://"))
+                .then(|| &advertised[0])
+            });
+            let (advertised_host, advertised_port) = adv
+                .map_or((addr.ip().to_string(), addr.port()), |(_, h, p)| {
+                    (h.clone(), *p)
+                });
+            let listener = Listener {
+                name: name.clone(),
+                protocol,
+                addr,
+                advertised_host,
+                advertised_port,
+            };
+            if !controller_name.is_empty() && name == controller_name {
+                if protocol.sasl() {
+                    return Err(format!("controller listener {name} is {}: the metadata log's port takes PLAINTEXT or SSL", protocol.name()));
+                }
+                controller = Some(listener);
+            } else {
+                listeners.push(listener);
+            }
+        }
+        if !controller_name.is_empty() && controller.is_none() {
+            return Err(format!("controller.listener.names = {controller_name}, but listeners has no {controller_name}://HOST:PORT"));
+        }
+        let first = listeners.first().cloned().ok_or_else(|| {
+            "listeners has no listener for clients; give at least one NAME://HOST:PORT".to_string()
+        })?;
+        let inter = self
+            .get("inter.broker.listener.name")
+            .trim()
+            .to_ascii_uppercase();
+        let inter = if inter.is_empty() {
+            first.name.clone()
+        } else {
+            inter
+        };
+        let Some(inter_listener) = listeners.iter().find(|l| l.name == inter) else {
+            return Err(format!(
+                "inter.broker.listener.name = {inter}, but listeners has no {inter}://HOST:PORT"
+            ));
+        };
+        if inter_listener.protocol.sasl() {
+            return Err(format!("inter-broker listener {inter} is {}: brokers authenticate each other by certificate; use an SSL (or PLAINTEXT) listener for them", inter_listener.protocol.name()));
+        }
+        self.listen = first.addr;
+        self.advertised_host = first.advertised_host.clone();
+        self.advertised_port = first.advertised_port;
+        self.listeners = listeners;
+        self.controller_listener = controller;
+        self.inter_broker_listener = inter;
+        Ok(())
+    }
+
+    /// Every client listener's advertised address: (listener name, host, port), as
+    /// brokers register them.
+    pub fn endpoints(&self) -> Vec<(String, String, i32)> {
+        self.listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.name.clone(),
+                    l.advertised_host.clone(),
+                    i32::from(l.advertised_port),
+                )
+            })
+            .collect()
+    }
+
+    /// The listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name == name)
     }
 
     /// Every broker setting with its effective value and where it came from (`default`,

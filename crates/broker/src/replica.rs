@@ -31,7 +31,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::state::{now_ms, Broker, Partition};
@@ -167,17 +166,37 @@ impl Throttle {
 
 /// One connection to another broker, one request at a time.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn crate::security::tls::Stream>,
     correlation_id: i32,
     client_id: StrBytes,
 }
 
 impl Conn {
-    pub(crate) async fn connect(addr: &str, client_id: String) -> std::io::Result<Conn> {
-        let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        let _ = stream.set_nodelay(true);
+    /// Connects to `peer` on the inter-broker listener, over TLS if that listener is SSL.
+    pub(crate) async fn connect(
+        broker: &Broker,
+        peer: &gregor_cluster::BrokerMeta,
+        client_id: String,
+    ) -> std::io::Result<Conn> {
+        let name = &broker.config.inter_broker_listener;
+        let (host, port) = peer.endpoint(name);
+        let addr = format!("{host}:{port}");
+        let tls = match broker.config.listener(name) {
+            Some(l) if l.protocol.tls() => Some(
+                broker
+                    .security
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.client())
+                    .ok_or_else(|| {
+                        std::io::Error::other(
+                            "the inter-broker listener is SSL but ssl.truststore.location is not set",
+                        )
+                    })?,
+            ),
+            _ => None,
+        };
+        let stream = crate::security::tls::connect(&addr, tls, Duration::from_secs(2)).await?;
         Ok(Conn {
             stream,
             correlation_id: 0,
@@ -273,20 +292,17 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
         }
         idle = 0;
         if conn.is_none() {
-            let Some(addr) = broker
-                .image()
-                .broker(leader)
-                .map(|b| format!("{}:{}", b.host, b.port))
-            else {
+            let Some(peer) = broker.image().broker(leader).cloned() else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
-            match Conn::connect(&addr, format!("gregor-replica-{me}")).await {
+            match Conn::connect(&broker, &peer, format!("gregor-replica-{me}")).await {
                 Ok(c) => conn = Some(c),
-                _ => {
+                Err(e) => {
                     failures += 1;
                     if failures == 1 || failures.is_power_of_two() {
-                        tracing::warn!(leader, %addr, failures, "cannot reach the leader to replicate from it");
+                        let addr = peer.endpoint(&broker.config.inter_broker_listener);
+                        tracing::warn!(leader, addr = ?addr, failures, error = %e, "cannot reach the leader to replicate from it");
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;

@@ -15,14 +15,15 @@ use bytes::{Bytes, BytesMut};
 use gregor_protocol::frame::{self, RawHeader};
 use gregor_storage::OsDisk;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::{self, api_versions, RequestContext};
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, Listener};
 use crate::error::BrokerError;
+use crate::security::{SaslOutcome, Session};
 use crate::state::Broker;
 
 /// Runs the broker until `shutdown` resolves, then stops cleanly: no new connections,
@@ -31,7 +32,6 @@ pub async fn run(
     config: BrokerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BrokerError> {
-    let listen = config.listen;
     if let Some(addr) = config.metrics {
         // Before the partitions open, so their metric handles register with the recorder.
         if let Err(e) = crate::metrics::start(addr) {
@@ -58,11 +58,24 @@ pub async fn run(
             return Ok(());
         }
     };
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| BrokerError::Config(format!("cannot listen on {listen}: {e}; is another broker running there? choose another with --listen")))?;
+    // One accepting task per listener; accepted connections come back on one channel.
+    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel(64);
+    let mut acceptors = JoinSet::new();
+    for l in &broker.config.listeners {
+        let listen = l.addr;
+        let socket = TcpListener::bind(listen)
+            .await
+            .map_err(|e| BrokerError::Config(format!("cannot listen on {listen} (listener {}): {e}; is another broker running there? choose another with --listen", l.name)))?;
+        tracing::info!(listener = %l.name, protocol = l.protocol.name(), listen = %listen, advertised = %format!("{}:{}", l.advertised_host, l.advertised_port), "listening");
+        acceptors.spawn(accept_loop(
+            socket,
+            Arc::new(l.clone()),
+            accepted_tx.clone(),
+        ));
+    }
+    drop(accepted_tx);
     tracing::info!(
-        listen = %listen,
+        listen = %broker.config.listen,
         advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
         node_id = broker.config.node_id,
         data_dir = %broker.config.data_dir.display(),
@@ -99,15 +112,9 @@ pub async fn run(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(broker.clone(), stream, peer, stop_rx.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+            Some((stream, peer, listener)) = accepted_rx.recv() => {
+                connections.spawn(serve_connection(broker.clone(), stream, peer, listener, stop_rx.clone()));
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = &mut shutdown => break,
         }
@@ -127,7 +134,7 @@ pub async fn run(
         connections = connections.len(),
         "shutting down: answering in-flight requests"
     );
-    drop(listener);
+    acceptors.abort_all();
     let _ = stop_tx.send(true);
     let timeout = Duration::from_millis(broker.config.get_i64("shutdown.timeout.ms").max(0) as u64);
     if tokio::time::timeout(timeout, async {
@@ -180,7 +187,12 @@ async fn start_cluster(
             "controller.quorum.voters '{spec}': {e}; write it as 1@HOST:PORT,2@HOST:PORT,3@HOST:PORT"
         ))
     })?;
+    let named = c.controller_listener.as_ref().map(|l| l.addr.to_string());
     let configured = c.get("controller.listener").trim();
+    let configured = named
+        .as_deref()
+        .filter(|_| configured.is_empty())
+        .unwrap_or(configured);
     let configured = if configured.is_empty() {
         None
     } else {
@@ -205,6 +217,14 @@ async fn start_cluster(
             .saturating_mul(1000),
         unclean_leader_election: c.get_bool("unclean.leader.election.enable"),
     };
+    let transport: Arc<dyn gregor_cluster::raft_net::Transport> =
+        match (&c.controller_listener, &broker.security.tls) {
+            (Some(l), Some(tls)) if l.protocol.tls() => {
+                tracing::info!(listener = %l.name, "the metadata log runs over mutual TLS");
+                Arc::new(crate::security::tls::TlsTransport { tls: tls.clone() })
+            }
+            _ => Arc::new(gregor_cluster::raft_net::PlainTcp),
+        };
     let node = ClusterNode::start(
         Arc::new(OsDisk),
         &c.data_dir,
@@ -212,6 +232,7 @@ async fn start_cluster(
         listener,
         voters,
         settings,
+        transport,
     )
     .await
     .map_err(|e| BrokerError::Metadata(format!("starting the metadata quorum: {e}")))?;
@@ -228,6 +249,7 @@ async fn start_cluster(
         host: c.advertised_host.clone(),
         port: i32::from(c.advertised_port),
         rack: (!rack.is_empty()).then_some(rack),
+        endpoints: c.endpoints(),
         raft_addr: addr,
         incarnation: node.incarnation(),
     };
@@ -340,49 +362,122 @@ enum Close {
     Io(std::io::Error),
 }
 
+/// Accepts connections on one listener until the task is aborted.
+async fn accept_loop(
+    socket: TcpListener,
+    listener: Arc<Listener>,
+    out: tokio::sync::mpsc::Sender<(TcpStream, SocketAddr, Arc<Listener>)>,
+) {
+    loop {
+        match socket.accept().await {
+            Ok((stream, peer)) => {
+                if out.send((stream, peer, listener.clone())).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(listener = %listener.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// How long a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<Listener>,
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::with_capacity(64 * 1024, read);
-    let max_frame = broker.config.get_i64("socket.request.max.bytes").max(1) as usize;
     crate::metrics::connection_opened();
-    let outcome = connection_loop(&broker, &mut read, &mut write, max_frame, peer, stop).await;
+    let outcome = match (listener.protocol.tls(), &broker.security.tls) {
+        (true, Some(tls)) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server(listener.protocol.sasl()));
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    let principal = tls_stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(crate::security::tls::principal_of);
+                    let session = Session::new(&listener, peer.ip(), principal);
+                    serve_stream(&broker, tls_stream, peer, session, stop).await
+                }
+                Ok(Err(e)) => Close::Refused(format!("TLS handshake failed: {e}")),
+                Err(_) => Close::Refused("TLS handshake timed out".into()),
+            }
+        }
+        (true, None) => Close::Refused("TLS listener without TLS settings".into()),
+        (false, _) => {
+            let session = Session::new(&listener, peer.ip(), None);
+            serve_stream(&broker, stream, peer, session, stop).await
+        }
+    };
     crate::metrics::connection_closed();
     match outcome {
         Close::Normal => tracing::debug!(%peer, "connection closed"),
         Close::Refused(reason) => {
             crate::metrics::error("connection", "refused");
-            tracing::warn!(%peer, reason, "closing connection")
+            tracing::warn!(%peer, listener = %listener.name, reason, "closing connection")
         }
         Close::Io(e) => tracing::debug!(%peer, error = %e, "connection error"),
     }
-    let _ = write.shutdown().await;
 }
 
-async fn connection_loop(
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     broker: &Arc<Broker>,
-    read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    stream: S,
+    peer: SocketAddr,
+    mut session: Session,
+    stop: watch::Receiver<bool>,
+) -> Close {
+    let mut stream = BufReader::with_capacity(64 * 1024, stream);
+    let max_frame = broker.config.get_i64("socket.request.max.bytes").max(1) as usize;
+    let outcome = connection_loop(broker, &mut stream, max_frame, peer, &mut session, stop).await;
+    let _ = stream.shutdown().await;
+    outcome
+}
+
+/// What to do with the answer to one request.
+enum Reply {
+    /// Nothing is due (acks=0).
+    None,
+    Send(Bytes),
+    /// A failed authentication: wait, answer, close.
+    SendAndClose(Bytes, Duration),
+}
+
+async fn connection_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    broker: &Arc<Broker>,
+    stream: &mut BufReader<S>,
     max_frame: usize,
     peer: SocketAddr,
+    session: &mut Session,
     mut stop: watch::Receiver<bool>,
 ) -> Close {
     loop {
         // Between requests is the only place a connection stops for shutdown.
         let size = tokio::select! {
-            r = read.read_i32() => match r {
+            r = stream.read_i32() => match r {
                 Ok(size) => size,
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Close::Normal,
                 Err(e) => return Close::Io(e),
             },
             _ = stop.changed() => return Close::Normal,
         };
-        let size = match frame::check_frame_size(size, max_frame) {
+        // Before authentication, a frame may hold only a SASL or ApiVersions request.
+        let limit = if session.authenticated() {
+            max_frame
+        } else {
+            max_frame.min(UNAUTHENTICATED_FRAME_MAX_BYTES)
+        };
+        let size = match frame::check_frame_size(size, limit) {
             Ok(s) => s,
             Err(reason) => return Close::Refused(reason),
         };
@@ -391,7 +486,7 @@ async fn connection_loop(
         let mut buf = BytesMut::with_capacity(size);
         while buf.len() < size {
             let want = size - buf.len();
-            match (&mut *read).take(want as u64).read_buf(&mut buf).await {
+            match (&mut *stream).take(want as u64).read_buf(&mut buf).await {
                 Ok(0) => {
                     return Close::Refused(format!(
                         "truncated frame: peer closed before sending the {size} bytes it announced"
@@ -406,16 +501,28 @@ async fn connection_loop(
             Ok(raw) => raw,
             Err(e) => return Close::Refused(e.to_string()),
         };
-        let response = match handle_frame(broker, raw, frame, peer, stop.clone()).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => continue,
+        let response = match handle_frame(broker, raw, frame, peer, session, stop.clone()).await {
+            Ok(Reply::Send(bytes)) => bytes,
+            Ok(Reply::None) => continue,
+            Ok(Reply::SendAndClose(bytes, delay)) => {
+                tokio::time::sleep(delay).await;
+                let _ = stream.write_all(&bytes).await;
+                let _ = stream.flush().await;
+                return Close::Refused("authentication failed".into());
+            }
             Err(reason) => return Close::Refused(reason),
         };
-        if let Err(e) = write.write_all(&response).await {
+        if let Err(e) = stream.write_all(&response).await {
+            return Close::Io(e);
+        }
+        if let Err(e) = stream.flush().await {
             return Close::Io(e);
         }
     }
 }
+
+/// The largest frame read before a SASL client has authenticated.
+const UNAUTHENTICATED_FRAME_MAX_BYTES: usize = 512 * 1024;
 
 /// Decodes, dispatches and encodes one request. `Ok(None)`: no response is due (acks=0).
 async fn handle_frame(
@@ -423,8 +530,9 @@ async fn handle_frame(
     raw: RawHeader,
     frame: Bytes,
     peer: SocketAddr,
+    session: &mut Session,
     stop: watch::Receiver<bool>,
-) -> Result<Option<Bytes>, String> {
+) -> Result<Reply, String> {
     let Ok(api) = ApiKey::try_from(raw.api_key) else {
         return Err(format!("unknown API key {}", raw.api_key));
     };
@@ -438,7 +546,7 @@ async fn handle_frame(
         if api == ApiKey::ApiVersions {
             let body = ResponseKind::ApiVersions(api_versions::unsupported_version());
             return frame::encode_response(api, 0, raw.correlation_id, &body)
-                .map(Some)
+                .map(Reply::Send)
                 .map_err(|e| e.to_string());
         }
         return Err(format!(
@@ -446,24 +554,77 @@ async fn handle_frame(
             raw.api_version, spec.min, spec.max
         ));
     }
+    let is_sasl = matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+    if !is_sasl && api != ApiKey::ApiVersions {
+        if !session.authenticated() {
+            return Err(format!(
+                "{api:?} before SASL authentication on listener {}; configure the client with security.protocol={} and a sasl.mechanism",
+                session.listener,
+                session.protocol.name()
+            ));
+        }
+        if session.expired() {
+            return Err("the SASL session expired (connections.max.reauth.ms) and the client did not re-authenticate".into());
+        }
+    }
     let started = std::time::Instant::now();
     let (header, request) = frame::decode_request(frame).map_err(|e| e.to_string())?;
     let version = header.request_api_version;
-    let ctx = RequestContext {
-        broker: broker.clone(),
-        header,
-        version,
-        shutdown: stop,
-        peer,
+    let security = &broker.security;
+    let sasl_reply = match request {
+        kafka_protocol::messages::RequestKind::SaslHandshake(r) => Some(SaslOutcome::Reply(
+            ResponseKind::SaslHandshake(session.handshake(security, &r)),
+        )),
+        kafka_protocol::messages::RequestKind::SaslAuthenticate(r) => {
+            Some(match session.authenticate(security, &broker.image(), &r) {
+                SaslOutcome::Reply(resp) => {
+                    SaslOutcome::Reply(ResponseKind::SaslAuthenticate(resp))
+                }
+                SaslOutcome::Fail(resp, delay) => {
+                    SaslOutcome::Fail(ResponseKind::SaslAuthenticate(resp), delay)
+                }
+            })
+        }
+        request => {
+            let ctx = RequestContext {
+                broker: broker.clone(),
+                header,
+                version,
+                shutdown: stop,
+                peer,
+                caller: session.caller.clone(),
+                listener: session.listener.clone(),
+            };
+            let Some(body) = api::dispatch(&ctx, request).await else {
+                crate::metrics::request_done(api, started.elapsed());
+                return Ok(Reply::None);
+            };
+            return encode(api, version, raw.correlation_id, &body, started).map(Reply::Send);
+        }
     };
-    let Some(body) = api::dispatch(&ctx, request).await else {
-        crate::metrics::request_done(api, started.elapsed());
-        return Ok(None);
-    };
-    match frame::encode_response(api, version, raw.correlation_id, &body) {
+    match sasl_reply {
+        Some(SaslOutcome::Reply(body)) => {
+            encode(api, version, raw.correlation_id, &body, started).map(Reply::Send)
+        }
+        Some(SaslOutcome::Fail(body, delay)) => {
+            encode(api, version, raw.correlation_id, &body, started)
+                .map(|b| Reply::SendAndClose(b, delay))
+        }
+        None => Err("unreachable".into()),
+    }
+}
+
+fn encode(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+    started: std::time::Instant,
+) -> Result<Bytes, String> {
+    match frame::encode_response(api, version, correlation_id, body) {
         Ok(bytes) => {
             crate::metrics::request_done(api, started.elapsed());
-            Ok(Some(bytes))
+            Ok(bytes)
         }
         Err(e) => {
             tracing::error!(api = ?api, version, error = %e, "could not encode a response");

@@ -383,6 +383,8 @@ pub struct Broker {
     cluster: OnceLock<Arc<ClusterNode>>,
     /// Serializes applying images to the partitions.
     reconcile_lock: Mutex<Option<Arc<MetadataImage>>>,
+    /// TLS, SASL and the authorizer.
+    pub security: crate::security::Security,
 }
 
 /// Takes this node's and the cluster-wide runtime broker configs from the metadata image.
@@ -391,6 +393,26 @@ fn load_dynamic_configs(config: &BrokerConfig, image: &MetadataImage) {
         node: image.broker_configs(&config.node_id.to_string()),
         default: image.broker_configs(""),
     });
+}
+
+/// Where `gregor user create --data-dir` leaves records for the broker's next start: one
+/// JSON metadata record per line.
+pub fn bootstrap_records_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("bootstrap-records.jsonl")
+}
+
+/// One line of the bootstrap records: a user's SCRAM credential.
+pub fn bootstrap_record_line(
+    user: &str,
+    mechanism: &str,
+    credential: gregor_cluster::ScramCredentialMeta,
+) -> Result<String, String> {
+    serde_json::to_string(&MetadataRecord::ScramCredential {
+        user: user.to_string(),
+        mechanism: mechanism.to_string(),
+        credential,
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// The data directory's clean-shutdown marker.
@@ -432,7 +454,9 @@ impl Broker {
             offset_metadata_max_bytes: config.get_i64("offset.metadata.max.bytes").max(0) as usize,
         });
         let txns = TxnCoordinator::new(config.get_i64("transaction.max.timeout.ms") as i32);
+        let security = crate::security::Security::new(&config).map_err(BrokerError::Config)?;
         let broker = Arc::new(Broker {
+            security,
             txns,
             config,
             cluster_id,
@@ -460,6 +484,15 @@ impl Broker {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partition logs opened"
         );
+        // In a cluster they go through the controller once this broker is registered.
+        if broker
+            .config
+            .get("controller.quorum.voters")
+            .trim()
+            .is_empty()
+        {
+            broker.apply_bootstrap_records()?;
+        }
         broker.load_groups()?;
         broker.load_txns()?;
         // Finish any transaction whose outcome was stored but whose markers may not all be.
@@ -736,6 +769,45 @@ impl Broker {
         Ok(image)
     }
 
+    /// Commits metadata records as they are (ACLs, SCRAM credentials).
+    pub fn commit_records(&self, records: Vec<MetadataRecord>) -> Result<(), BrokerError> {
+        self.commit_metadata(|_| Ok(records)).map(|_| ())
+    }
+
+    /// Commits the records `gregor user create --data-dir` left for the next start (the
+    /// first users, created offline as Kafka's `kafka-storage format --add-scram` does),
+    /// then removes their file.
+    pub fn apply_bootstrap_records(&self) -> Result<(), BrokerError> {
+        let path = bootstrap_records_path(&self.config.data_dir);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let mut records = Vec::new();
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let record: MetadataRecord = serde_json::from_str(line).map_err(|e| {
+                BrokerError::Config(format!(
+                    "{} line {}: {e}; remove the line or the file and create the user again",
+                    path.display(),
+                    n + 1
+                ))
+            })?;
+            records.push(record);
+        }
+        let count = records.len();
+        self.commit_records(records)?;
+        std::fs::remove_file(&path)
+            .map_err(|e| BrokerError::Storage(StorageError::io("remove", &path, e)))?;
+        tracing::info!(
+            records = count,
+            "bootstrap records (users created offline) committed"
+        );
+        Ok(())
+    }
+
     /// Creates a topic with `partitions` partitions and the given (validated) overrides.
     pub fn create_topic(
         &self,
@@ -758,6 +830,7 @@ impl Broker {
                 port: i32::from(self.config.advertised_port),
                 rack: None,
                 fenced: false,
+                endpoints: self.config.endpoints(),
             }];
         }
         self.image()
@@ -1590,7 +1663,7 @@ impl Broker {
                     "broker {leader}, which leads a partition of the transaction, is not available"
                 )
             })?;
-            let addr = format!("{}:{}", broker.host, broker.port);
+            let peer = broker.clone();
             let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
             for (t, p) in partitions {
                 by_topic.entry(t).or_default().push(p);
@@ -1615,7 +1688,8 @@ impl Broker {
             let response: WriteTxnMarkersResponse = tokio::task::block_in_place(|| {
                 handle.block_on(async {
                     let mut conn =
-                        crate::replica::Conn::connect(&addr, format!("gregor-txn-{me}")).await?;
+                        crate::replica::Conn::connect(self, &peer, format!("gregor-txn-{me}"))
+                            .await?;
                     conn.call(
                         kafka_protocol::messages::ApiKey::WriteTxnMarkers,
                         1,
@@ -1626,7 +1700,10 @@ impl Broker {
                 })
             })
             .map_err(|e| {
-                format!("sending transaction markers to broker {leader} at {addr}: {e}")
+                format!(
+                    "sending transaction markers to broker {leader} at {}:{}: {e}",
+                    peer.host, peer.port
+                )
             })?;
             for m in response.markers {
                 for t in m.topics {
@@ -1937,6 +2014,7 @@ mod tests {
             port: 1,
             rack: Some(rack.into()),
             fenced: false,
+            endpoints: Vec::new(),
         };
         let brokers = [
             broker(1, "a"),

@@ -252,6 +252,58 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             r.topics = vec![t];
             r.into()
         }
+        ApiKey::SaslHandshake => {
+            let mut r = SaslHandshakeRequest::default();
+            r.mechanism = StrBytes::from_static_str("PLAIN");
+            r.into()
+        }
+        ApiKey::SaslAuthenticate => SaslAuthenticateRequest::default().into(),
+        ApiKey::CreateAcls => {
+            let mut c = create_acls_request::AclCreation::default();
+            c.resource_type = 2;
+            c.resource_name = StrBytes::from_static_str("t");
+            c.resource_pattern_type = 3;
+            c.principal = StrBytes::from_static_str("User:alice");
+            c.host = StrBytes::from_static_str("*");
+            c.operation = 3;
+            c.permission_type = 3;
+            let mut r = CreateAclsRequest::default();
+            r.creations = vec![c];
+            r.into()
+        }
+        ApiKey::DescribeAcls => {
+            let mut r = DescribeAclsRequest::default();
+            r.resource_type_filter = 1;
+            r.pattern_type_filter = 1;
+            r.operation = 1;
+            r.permission_type = 1;
+            r.into()
+        }
+        ApiKey::DeleteAcls => {
+            let mut f = delete_acls_request::DeleteAclsFilter::default();
+            f.resource_type_filter = 2;
+            f.resource_name_filter = Some(StrBytes::from_static_str("none"));
+            f.pattern_type_filter = 3;
+            f.operation = 1;
+            f.permission_type = 1;
+            let mut r = DeleteAclsRequest::default();
+            r.filters = vec![f];
+            r.into()
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            DescribeUserScramCredentialsRequest::default().into()
+        }
+        ApiKey::AlterUserScramCredentials => {
+            let mut u = alter_user_scram_credentials_request::ScramCredentialUpsertion::default();
+            u.name = StrBytes::from_static_str("alice");
+            u.mechanism = 2;
+            u.iterations = 4096;
+            u.salt = bytes::Bytes::from_static(b"salt");
+            u.salted_password = bytes::Bytes::from_static(&[7u8; 64]);
+            let mut r = AlterUserScramCredentialsRequest::default();
+            r.upsertions = vec![u];
+            r.into()
+        }
         other => panic!("add a request for {other:?} to this test"),
     }
 }
@@ -287,6 +339,11 @@ async fn every_api_answers_every_declared_version() {
                 version,
                 shutdown: rx.clone(),
                 peer: "127.0.0.1:1".parse().expect("addr"),
+                caller: gregor_broker::security::acl::Caller {
+                    principal: "User:ANONYMOUS".into(),
+                    host: "127.0.0.1".parse().expect("ip"),
+                },
+                listener: "PLAINTEXT".into(),
             };
             let response = api::dispatch(&ctx, request)
                 .await

@@ -23,7 +23,7 @@ use gregor_storage::Disk;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use uuid::Uuid;
 
 use crate::image::{MetadataImage, MetadataRecord};
@@ -52,6 +52,9 @@ pub struct Registration {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// Every named listener's advertised address: (listener name, host, port).
+    #[serde(default)]
+    pub endpoints: Vec<(String, String, i32)>,
     /// Where its Raft listener is, so the controller can add it as a learner.
     pub raft_addr: String,
     /// Differs for every start of the process, so the controller tells a broker that
@@ -109,6 +112,8 @@ pub struct ClusterNode {
     /// The incarnation each broker last heartbeated with, as seen while leading.
     incarnations: Mutex<HashMap<i32, u64>>,
     decide: tokio::sync::Mutex<()>,
+    /// How connections to other controllers are made (TLS on an SSL controller listener).
+    transport: Arc<dyn raft_net::Transport>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -158,6 +163,7 @@ impl ClusterNode {
         listener: TcpListener,
         voters: BTreeMap<NodeId, String>,
         settings: ControllerSettings,
+        transport: Arc<dyn raft_net::Transport>,
     ) -> std::io::Result<Arc<Self>> {
         let config = openraft::Config {
             cluster_name: "gregor".into(),
@@ -169,7 +175,10 @@ impl ClusterNode {
         let config = Arc::new(config.validate().map_err(other)?);
         let log = LogStore::open(disk.clone(), data_dir)?;
         let machine = StateMachine::open(disk, data_dir)?;
-        let raft = Raft::new(node_id as NodeId, config, TcpNetwork, log, machine.clone())
+        let network = TcpNetwork {
+            transport: transport.clone(),
+        };
+        let raft = Raft::new(node_id as NodeId, config, network, log, machine.clone())
             .await
             .map_err(other)?;
         let node = Arc::new(ClusterNode {
@@ -190,8 +199,14 @@ impl ClusterNode {
                 nanos ^ u64::from(std::process::id()).rotate_left(32)
             },
             decide: tokio::sync::Mutex::new(()),
+            transport: transport.clone(),
         });
-        tokio::spawn(raft_net::serve(listener, raft.clone(), Some(node.clone())));
+        tokio::spawn(raft_net::serve(
+            listener,
+            raft.clone(),
+            Some(node.clone()),
+            transport,
+        ));
         if voters.contains_key(&(node_id as NodeId))
             && !raft.is_initialized().await.map_err(other)?
         {
@@ -310,7 +325,7 @@ impl ClusterNode {
                 self.handle(request.clone()).await
             } else {
                 match self.address_of(id) {
-                    Some(addr) => rpc(&addr, &request).await,
+                    Some(addr) => rpc(self.transport.as_ref(), &addr, &request).await,
                     None => Err(ControlError::Unavailable(format!(
                         "no address for node {id}"
                     ))),
@@ -456,7 +471,12 @@ impl ClusterNode {
             still
         };
         match image.broker(reg.node_id) {
-            Some(b) if b.host == reg.host && b.port == reg.port && b.rack == reg.rack => {
+            Some(b)
+                if b.host == reg.host
+                    && b.port == reg.port
+                    && b.rack == reg.rack
+                    && b.endpoints == reg.endpoints =>
+            {
                 if b.fenced && !stopping {
                     records.push(MetadataRecord::FenceBroker {
                         node_id: reg.node_id,
@@ -469,6 +489,7 @@ impl ClusterNode {
                 host: reg.host.clone(),
                 port: reg.port,
                 rack: reg.rack.clone(),
+                endpoints: reg.endpoints.clone(),
             }),
         }
         if records.is_empty() {
@@ -815,13 +836,16 @@ pub fn finish_reassignments(image: &MetadataImage) -> Vec<MetadataRecord> {
     out
 }
 
-async fn rpc(addr: &str, request: &ControlRequest) -> Result<u64, ControlError> {
+async fn rpc(
+    transport: &dyn raft_net::Transport,
+    addr: &str,
+    request: &ControlRequest,
+) -> Result<u64, ControlError> {
     let unavailable = |e: std::io::Error| ControlError::Unavailable(format!("{addr}: {e}"));
-    let mut stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+    let mut stream = transport
+        .connect(addr, Duration::from_secs(2))
         .await
-        .map_err(|_| unavailable(std::io::ErrorKind::TimedOut.into()))?
         .map_err(unavailable)?;
-    let _ = stream.set_nodelay(true);
     let exchange = async {
         raft_net::write_frame(&mut stream, &Request::Control(request.clone())).await?;
         raft_net::read_frame::<Response>(&mut stream).await
@@ -869,6 +893,7 @@ mod tests {
                 host: "h".into(),
                 port: 1,
                 rack: None,
+                endpoints: Vec::new(),
             });
             image.apply(&R::FenceBroker {
                 node_id: id,

@@ -35,6 +35,9 @@ pub enum MetadataRecord {
         port: i32,
         #[serde(default)]
         rack: Option<String>,
+        /// Every named listener's advertised address: (listener name, host, port).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        endpoints: Vec<(String, String, i32)>,
     },
     /// A broker stopped heartbeating (`fenced`) or came back. A fenced broker leads
     /// nothing and is listed nowhere.
@@ -68,6 +71,42 @@ pub enum MetadataRecord {
     /// Producer ids below `next_block_start` have been handed out (in blocks, as Kafka's
     /// AllocateProducerIds does), so a restarted broker never reuses one.
     ProducerIds { next_block_start: i64 },
+    /// A user's SCRAM credential for one mechanism, replacing any earlier one. Only the
+    /// salted keys are kept (RFC 5802), never the password.
+    ScramCredential {
+        user: String,
+        mechanism: String,
+        credential: ScramCredentialMeta,
+    },
+    /// A user's credential for one mechanism is removed.
+    RemoveScramCredential { user: String, mechanism: String },
+    /// An access-control entry is added (adding one that exists changes nothing).
+    CreateAcl { acl: AclBinding },
+    /// An access-control entry is removed.
+    RemoveAcl { acl: AclBinding },
+}
+
+/// What the broker keeps of a SCRAM password (RFC 5802 §3), base64-encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredentialMeta {
+    pub salt: String,
+    pub stored_key: String,
+    pub server_key: String,
+    pub iterations: u32,
+}
+
+/// One ACL as Kafka's CreateAcls carries it; the codes are Kafka's (resource type 2 topic,
+/// 3 group, 4 cluster, 5 transactional id; pattern 3 literal, 4 prefixed; permission 2
+/// deny, 3 allow; operations 2 all to 12 idempotent write).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AclBinding {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission: i8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +128,23 @@ pub struct BrokerMeta {
     pub port: i32,
     pub rack: Option<String>,
     pub fenced: bool,
+    /// Every named listener's advertised address: (listener name, host, port); empty for
+    /// a broker registered before listeners had names (then `host`/`port` serve all).
+    #[serde(default)]
+    pub endpoints: Vec<(String, String, i32)>,
+}
+
+impl BrokerMeta {
+    /// Where to reach this broker on the listener `name`: that listener's address if it
+    /// registered one, else its first address.
+    pub fn endpoint(&self, name: &str) -> (&str, i32) {
+        self.endpoints
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map_or((self.host.as_str(), self.port), |(_, h, p)| {
+                (h.as_str(), *p)
+            })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +167,12 @@ pub struct MetadataImage {
     brokers: BTreeMap<i32, BrokerMeta>,
     #[serde(default)]
     cluster_id: Option<String>,
+    /// SCRAM credentials by user, then mechanism (string keys: the image is JSON in
+    /// snapshots).
+    #[serde(default)]
+    scram: BTreeMap<String, BTreeMap<String, ScramCredentialMeta>>,
+    #[serde(default)]
+    acls: std::collections::BTreeSet<AclBinding>,
 }
 
 impl MetadataImage {
@@ -204,6 +266,7 @@ impl MetadataImage {
                 host,
                 port,
                 rack,
+                endpoints,
             } => {
                 self.brokers.insert(
                     *node_id,
@@ -213,6 +276,7 @@ impl MetadataImage {
                         port: *port,
                         rack: rack.clone(),
                         fenced: false,
+                        endpoints: endpoints.clone(),
                     },
                 );
             }
@@ -228,6 +292,30 @@ impl MetadataImage {
             }
             MetadataRecord::ClusterId { cluster_id } => {
                 self.cluster_id.get_or_insert_with(|| cluster_id.clone());
+            }
+            MetadataRecord::ScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => {
+                self.scram
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(mechanism.clone(), credential.clone());
+            }
+            MetadataRecord::RemoveScramCredential { user, mechanism } => {
+                if let Some(m) = self.scram.get_mut(user) {
+                    m.remove(mechanism);
+                    if m.is_empty() {
+                        self.scram.remove(user);
+                    }
+                }
+            }
+            MetadataRecord::CreateAcl { acl } => {
+                self.acls.insert(acl.clone());
+            }
+            MetadataRecord::RemoveAcl { acl } => {
+                self.acls.remove(acl);
             }
             MetadataRecord::Reassign {
                 topic_id,
@@ -248,6 +336,23 @@ impl MetadataImage {
                 }
             }
         }
+    }
+
+    /// A user's SCRAM credential for a mechanism ("SCRAM-SHA-256", "SCRAM-SHA-512").
+    pub fn scram_credential(&self, user: &str, mechanism: &str) -> Option<&ScramCredentialMeta> {
+        self.scram.get(user)?.get(mechanism)
+    }
+
+    /// Every user with SCRAM credentials, with their credentials by mechanism.
+    pub fn scram_users(
+        &self,
+    ) -> impl Iterator<Item = (&String, &BTreeMap<String, ScramCredentialMeta>)> {
+        self.scram.iter()
+    }
+
+    /// Every ACL, in a stable order.
+    pub fn acls(&self) -> impl Iterator<Item = &AclBinding> {
+        self.acls.iter()
     }
 
     /// The cluster's id, once a controller wrote it.

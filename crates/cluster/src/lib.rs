@@ -12,5 +12,8 @@ pub mod raft;
 pub mod raft_net;
 
 pub use controller::{ClusterNode, ControlError, ControllerSettings, Registration};
-pub use image::{BrokerMeta, MetadataImage, MetadataRecord, PartitionMeta, TopicMeta};
+pub use image::{
+    AclBinding, BrokerMeta, MetadataImage, MetadataRecord, PartitionMeta, ScramCredentialMeta,
+    TopicMeta,
+};
 pub use metadata_log::{MetadataLog, MetadataLogError};

@@ -45,8 +45,47 @@ pub(crate) enum Response {
     Control(Result<u64, ControlError>),
 }
 
+/// A byte stream to a peer: plain TCP, or TLS over it.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync> Stream for T {}
+
+pub type BoxStream = Box<dyn Stream>;
+type IoFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<BoxStream>> + Send + 'a>>;
+
+/// How the metadata log's connections are made and accepted: plain TCP by default; the
+/// broker supplies TLS when its controller listener is SSL.
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// Connects to `addr` (HOST:PORT) within `timeout`.
+    fn connect<'a>(&'a self, addr: &'a str, timeout: Duration) -> IoFuture<'a>;
+    /// Finishes accepting `tcp` (a TLS handshake, or nothing).
+    fn accept(&self, tcp: TcpStream) -> IoFuture<'static>;
+}
+
+/// Plain TCP.
+#[derive(Debug, Default)]
+pub struct PlainTcp;
+
+impl Transport for PlainTcp {
+    fn connect<'a>(&'a self, addr: &'a str, timeout: Duration) -> IoFuture<'a> {
+        Box::pin(async move {
+            let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            let _ = stream.set_nodelay(true);
+            Ok(Box::new(stream) as BoxStream)
+        })
+    }
+    fn accept(&self, tcp: TcpStream) -> IoFuture<'static> {
+        Box::pin(async move {
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(tcp) as BoxStream)
+        })
+    }
+}
+
 pub(crate) async fn write_frame<T: Serialize>(
-    stream: &mut TcpStream,
+    stream: &mut BoxStream,
     value: &T,
 ) -> std::io::Result<()> {
     let json = serde_json::to_vec(value).map_err(std::io::Error::other)?;
@@ -63,7 +102,7 @@ pub(crate) async fn write_frame<T: Serialize>(
 }
 
 pub(crate) async fn read_frame<T: for<'de> Deserialize<'de>>(
-    stream: &mut TcpStream,
+    stream: &mut BoxStream,
 ) -> std::io::Result<T> {
     let len = stream.read_u32().await? as usize;
     if len > FRAME_MAX_BYTES {
@@ -83,9 +122,14 @@ pub fn decode_request(body: &[u8]) -> bool {
 
 /// Serves Raft RPCs for `raft` on `listener` until the task is dropped, and, with `node`,
 /// the requests brokers send the active controller.
-pub async fn serve(listener: TcpListener, raft: Raft, node: Option<Arc<ClusterNode>>) {
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    node: Option<Arc<ClusterNode>>,
+    transport: Arc<dyn Transport>,
+) {
     loop {
-        let (mut stream, peer) = match listener.accept().await {
+        let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "raft listener: accept failed");
@@ -93,10 +137,21 @@ pub async fn serve(listener: TcpListener, raft: Raft, node: Option<Arc<ClusterNo
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let raft = raft.clone();
         let node = node.clone();
+        let accepting = transport.accept(tcp);
         tokio::spawn(async move {
+            let mut stream = match tokio::time::timeout(Duration::from_secs(10), accepting).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "metadata-log connection refused (TLS handshake failed)");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "metadata-log connection refused: handshake timed out");
+                    return;
+                }
+            };
             loop {
                 let request: Request = match read_frame(&mut stream).await {
                     Ok(r) => r,
@@ -128,13 +183,24 @@ pub async fn serve(listener: TcpListener, raft: Raft, node: Option<Arc<ClusterNo
 }
 
 /// Opens connections to the other controllers, at the address in their [`BasicNode`].
-#[derive(Debug, Clone, Default)]
-pub struct TcpNetwork;
+#[derive(Debug, Clone)]
+pub struct TcpNetwork {
+    pub transport: Arc<dyn Transport>,
+}
+
+impl Default for TcpNetwork {
+    fn default() -> Self {
+        TcpNetwork {
+            transport: Arc::new(PlainTcp),
+        }
+    }
+}
 
 pub struct TcpConn {
     target: NodeId,
     address: String,
-    stream: Option<TcpStream>,
+    stream: Option<BoxStream>,
+    transport: Arc<dyn Transport>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
@@ -145,6 +211,7 @@ impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
             target,
             address: node.addr.clone(),
             stream: None,
+            transport: self.transport.clone(),
         }
     }
 }
@@ -167,12 +234,11 @@ impl CallError {
 impl TcpConn {
     async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Response, CallError> {
         if self.stream.is_none() {
-            let connect = TcpStream::connect(&self.address);
-            let stream = tokio::time::timeout(ttl, connect)
+            let stream = self
+                .transport
+                .connect(&self.address, ttl)
                 .await
-                .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
                 .map_err(CallError::Unreachable)?;
-            let _ = stream.set_nodelay(true);
             self.stream = Some(stream);
         }
         let Some(stream) = self.stream.as_mut() else {
@@ -289,13 +355,13 @@ mod tests {
         let raft = Raft::new(
             id,
             Arc::new(config.validate().expect("valid")),
-            TcpNetwork,
+            TcpNetwork::default(),
             log,
             machine.clone(),
         )
         .await
         .expect("raft starts");
-        let server = tokio::spawn(serve(listener, raft.clone(), None));
+        let server = tokio::spawn(serve(listener, raft.clone(), None, Arc::new(PlainTcp)));
         Controller {
             raft,
             machine,
@@ -408,7 +474,7 @@ mod tests {
             assert_eq!(n, 0, "the connection is closed");
         }
         // Still serving: a well-formed vote request gets an answer.
-        let mut conn = TcpNetwork.new_client(1, &node(addr)).await;
+        let mut conn = TcpNetwork::default().new_client(1, &node(addr)).await;
         let vote = VoteRequest::new(openraft::Vote::new(1, 2), None);
         let r = conn
             .vote(vote, RPCOption::new(Duration::from_secs(5)))

@@ -8,14 +8,16 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use gregor_broker::security::scram::{Mechanism, ScramClient};
+use gregor_broker::security::tls::BoxStream;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse,
     RequestHeader, ResponseHeader, TopicName,
 };
+use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Largest response the tools accept.
 const RESPONSE_MAX_BYTES: usize = 256 << 20;
@@ -26,8 +28,126 @@ pub fn code(c: i16) -> String {
         .map_or_else(|| format!("error code {c}"), |e| format!("{e:?} ({c})"))
 }
 
+/// How the tools reach brokers: Kafka client properties from `--command-config FILE`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSecurity {
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    pub protocol: String,
+    pub mechanism: String,
+    pub username: String,
+    pub password: String,
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+static SECURITY: std::sync::OnceLock<ClientSecurity> = std::sync::OnceLock::new();
+
+/// A value of `sasl.jaas.config`'s `key="value"`.
+fn jaas_value(jaas: &str, key: &str) -> Option<String> {
+    let start = jaas.find(&format!("{key}="))? + key.len() + 1;
+    let rest = jaas[start..].trim_start_matches('"');
+    let end = rest.find('"').unwrap_or(rest.len());
+    Some(rest[..end].to_string())
+}
+
+/// Reads Kafka client properties (`key=value` lines, as Kafka's `--command-config`):
+/// `security.protocol`, `sasl.mechanism`, `sasl.username` and `sasl.password` (or
+/// `sasl.jaas.config`), `ssl.ca.location` (or `ssl.truststore.location`), and for a
+/// client certificate `ssl.keystore.location` (key and chain in one PEM file) or
+/// `ssl.certificate.location` with `ssl.key.location`.
+pub fn configure(path: &std::path::Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --command-config {}: {e}", path.display()))?;
+    let mut props = HashMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let (k, v) = line.split_once('=').ok_or_else(|| {
+            format!(
+                "--command-config {}: '{line}' is not key=value",
+                path.display()
+            )
+        })?;
+        props.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    let get = |k: &str| props.get(k).cloned().unwrap_or_default();
+    let protocol = props
+        .get("security.protocol")
+        .cloned()
+        .unwrap_or_else(|| "PLAINTEXT".into())
+        .to_ascii_uppercase();
+    let jaas = get("sasl.jaas.config");
+    let mut sec = ClientSecurity {
+        mechanism: props
+            .get("sasl.mechanism")
+            .or_else(|| props.get("sasl.mechanisms"))
+            .cloned()
+            .unwrap_or_else(|| "PLAIN".into())
+            .to_ascii_uppercase(),
+        username: props
+            .get("sasl.username")
+            .cloned()
+            .or_else(|| jaas_value(&jaas, "username"))
+            .unwrap_or_default(),
+        password: props
+            .get("sasl.password")
+            .cloned()
+            .or_else(|| jaas_value(&jaas, "password"))
+            .unwrap_or_default(),
+        tls: None,
+        protocol: protocol.clone(),
+    };
+    if !matches!(
+        protocol.as_str(),
+        "PLAINTEXT" | "SSL" | "SASL_PLAINTEXT" | "SASL_SSL"
+    ) {
+        return Err(format!(
+            "security.protocol={protocol}: use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+        ));
+    }
+    if protocol.contains("SSL") {
+        let ca = props
+            .get("ssl.ca.location")
+            .or_else(|| props.get("ssl.truststore.location"))
+            .ok_or("SSL needs ssl.ca.location: the PEM file of the CA the brokers' certificates chain to")?;
+        let identity = match (
+            props.get("ssl.keystore.location"),
+            props.get("ssl.certificate.location"),
+            props.get("ssl.key.location"),
+        ) {
+            (Some(both), _, _) => Some((both.clone(), both.clone())),
+            (None, Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => None,
+        };
+        sec.tls = Some(gregor_broker::security::tls::client_config(
+            std::path::Path::new(ca),
+            identity.as_ref().map(|(c, k)| {
+                (
+                    std::path::Path::new(c.as_str()),
+                    std::path::Path::new(k.as_str()),
+                )
+            }),
+        )?);
+    }
+    if protocol.starts_with("SASL") && sec.username.is_empty() {
+        return Err("SASL needs sasl.username and sasl.password".into());
+    }
+    let _ = SECURITY.set(sec);
+    Ok(())
+}
+
+fn security() -> ClientSecurity {
+    SECURITY.get().cloned().unwrap_or_default()
+}
+
+async fn open(address: &str) -> Result<BoxStream, String> {
+    gregor_broker::security::tls::connect(address, security().tls, std::time::Duration::from_secs(10))
+        .await
+        .map_err(|e| format!("cannot connect to {address}: {e}; is a broker running there? pass --bootstrap HOST:PORT (and --command-config for SSL)"))
+}
+
 pub struct Client {
-    stream: TcpStream,
+    stream: BoxStream,
     address: String,
     correlation_id: i32,
     /// A request was sent and its response not (wholly) read: the call was cancelled (for
@@ -40,10 +160,7 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(address: &str) -> Result<Self, String> {
-        let stream = TcpStream::connect(address)
-            .await
-            .map_err(|e| format!("cannot connect to {address}: {e}; is a broker running there? pass --bootstrap HOST:PORT"))?;
-        let _ = stream.set_nodelay(true);
+        let stream = open(address).await?;
         let mut client = Client {
             stream,
             address: address.to_string(),
@@ -64,7 +181,71 @@ impl Client {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        client.authenticate().await?;
         Ok(client)
+    }
+
+    /// SASL authentication, on a SASL protocol (SaslHandshake v1, then SaslAuthenticate).
+    async fn authenticate(&mut self) -> Result<(), String> {
+        let sec = security();
+        if !sec.protocol.starts_with("SASL") {
+            return Ok(());
+        }
+        let mut hs = SaslHandshakeRequest::default();
+        hs.mechanism = StrBytes::from_string(sec.mechanism.clone());
+        let r = self.send(hs, 1).await?;
+        if r.error_code != 0 {
+            let offered: Vec<String> = r.mechanisms.iter().map(|m| m.to_string()).collect();
+            return Err(format!(
+                "{}: the broker does not take SASL mechanism {} ({}); it offers {}",
+                self.address,
+                sec.mechanism,
+                code(r.error_code),
+                offered.join(", ")
+            ));
+        }
+        let v = self.version::<SaslAuthenticateRequest>(0, 2)?;
+        let address = self.address.clone();
+        let fail = |code_: i16, msg: Option<StrBytes>| {
+            format!(
+                "{}: authentication as {} failed: {} {}; check sasl.username and sasl.password",
+                address,
+                sec.username,
+                code(code_),
+                msg.map(|m| m.to_string()).unwrap_or_default()
+            )
+        };
+        if sec.mechanism == "PLAIN" {
+            let mut a = SaslAuthenticateRequest::default();
+            a.auth_bytes = Bytes::from(format!("\0{}\0{}", sec.username, sec.password));
+            let r = self.send(a, v).await?;
+            if r.error_code != 0 {
+                return Err(fail(r.error_code, r.error_message));
+            }
+            return Ok(());
+        }
+        let m = Mechanism::parse(&sec.mechanism).ok_or_else(|| {
+            format!(
+                "sasl.mechanism={}: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                sec.mechanism
+            )
+        })?;
+        let mut scram = ScramClient::new(m, &sec.username, &sec.password)?;
+        let mut a = SaslAuthenticateRequest::default();
+        a.auth_bytes = Bytes::from(scram.client_first());
+        let r = self.send(a, v).await?;
+        if r.error_code != 0 {
+            return Err(fail(r.error_code, r.error_message));
+        }
+        let mut a = SaslAuthenticateRequest::default();
+        a.auth_bytes = Bytes::from(scram.client_final(&r.auth_bytes)?);
+        let r = self.send(a, v).await?;
+        if r.error_code != 0 {
+            return Err(fail(r.error_code, r.error_message));
+        }
+        scram
+            .server_final(&r.auth_bytes)
+            .map_err(|e| format!("{}: {e}", self.address))
     }
 
     pub fn address(&self) -> &str {
@@ -127,14 +308,9 @@ impl Client {
 
     async fn write<R: Request>(&mut self, request: &R, version: i16) -> Result<ApiKey, String> {
         if self.in_flight {
-            self.stream = TcpStream::connect(&self.address).await.map_err(|e| {
-                format!(
-                    "cannot reconnect to {}: {e}; is the broker still running?",
-                    self.address
-                )
-            })?;
-            let _ = self.stream.set_nodelay(true);
+            self.stream = open(&self.address).await?;
             self.in_flight = false;
+            Box::pin(self.authenticate()).await?;
         }
         self.correlation_id += 1;
         let api = ApiKey::try_from(R::KEY).map_err(|_| format!("unknown API key {}", R::KEY))?;

@@ -15,6 +15,7 @@ mod consume;
 mod group;
 mod produce;
 mod progress;
+mod security;
 mod table;
 mod topic;
 mod txn;
@@ -35,6 +36,16 @@ use client::Cluster;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Kafka client properties for the tools (key=value lines): security.protocol,
+    /// sasl.mechanism, sasl.username, sasl.password, ssl.ca.location,
+    /// ssl.keystore.location (docs/security.md).
+    #[arg(
+        long,
+        global = true,
+        env = "GREGOR_COMMAND_CONFIG",
+        value_name = "FILE"
+    )]
+    command_config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -59,6 +70,17 @@ enum Command {
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// SCRAM users: create (online, or offline into a data directory before the first
+    /// start), delete, list.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Access-control entries: add, list, remove.
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
     },
     /// Transactions: list them with their age, describe one, or abort a hanging one.
     Txn {
@@ -169,6 +191,64 @@ enum TopicCommand {
         /// Wait until the move is complete (or cancelled), showing progress.
         #[arg(long, conflicts_with = "list")]
         wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user, or replace its credential. With --data-dir, offline: the broker
+    /// using that directory adds it at its next start (for the first users, before any
+    /// can authenticate); otherwise through --bootstrap.
+    Create {
+        user: String,
+        /// A file whose first line is the password.
+        #[arg(long, value_name = "FILE")]
+        password_file: PathBuf,
+        #[arg(long, value_enum, default_value = "SCRAM-SHA-512")]
+        mechanism: security::ScramMechanism,
+        /// PBKDF2 iterations (4096 to 16384).
+        #[arg(long, default_value_t = gregor_broker::security::scram::ITERATIONS_DEFAULT)]
+        iterations: u32,
+        /// Write into this (stopped or not yet started) broker's data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a user's credentials (both mechanisms unless --mechanism).
+    Delete {
+        user: String,
+        #[arg(long, value_enum)]
+        mechanism: Option<security::ScramMechanism>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Users with their SCRAM mechanisms and iteration counts.
+    List(ClientArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum AclCommand {
+    /// Allow (or with --deny, deny) a principal operations on a resource.
+    Add {
+        #[command(flatten)]
+        spec: security::AclSpec,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// ACLs, all or those matching the resource, principal and operation given.
+    List {
+        #[command(flatten)]
+        spec: security::AclSpec,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove the ACLs matching the resource, principal, operations given.
+    Remove {
+        #[command(flatten)]
+        spec: security::AclSpec,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -642,6 +722,116 @@ fn run_topic(command: TopicCommand) -> ExitCode {
     }
 }
 
+fn run_user(command: UserCommand) -> ExitCode {
+    match command {
+        UserCommand::Create {
+            user,
+            password_file,
+            mechanism,
+            iterations,
+            data_dir,
+            client: a,
+        } => {
+            let password = match security::read_password(&password_file) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("gregor: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let range = gregor_broker::security::scram::ITERATIONS_MIN
+                ..=gregor_broker::security::scram::ITERATIONS_MAX;
+            if !range.contains(&iterations) {
+                eprintln!("gregor: --iterations {iterations}: use 4096 to 16384");
+                return ExitCode::from(2);
+            }
+            if let Some(dir) = data_dir {
+                return match security::create_offline(
+                    &dir,
+                    &user,
+                    mechanism.mechanism(),
+                    &password,
+                    iterations,
+                ) {
+                    Ok(()) => {
+                        println!(
+                            "user {user} ({}) will be created when the broker in {} starts",
+                            mechanism.mechanism().name(),
+                            dir.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("gregor: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            with_cluster(&a.bootstrap, async |c| {
+                security::create_online(
+                    c.any(),
+                    &user,
+                    mechanism.mechanism(),
+                    &password,
+                    iterations,
+                )
+                .await?;
+                println!("user {user} ({}) created", mechanism.mechanism().name());
+                Ok(0)
+            })
+        }
+        UserCommand::Delete {
+            user,
+            mechanism,
+            client: a,
+        } => with_cluster(&a.bootstrap, async |c| {
+            let mechanisms: Vec<_> = match mechanism {
+                Some(m) => vec![m.mechanism()],
+                None => {
+                    let users = security::list_users(c.any()).await?;
+                    let found = users
+                        .iter()
+                        .find(|u| u.user == user)
+                        .ok_or_else(|| format!("no user {user}"))?;
+                    found
+                        .credentials
+                        .iter()
+                        .filter_map(|(m, _)| gregor_broker::security::scram::Mechanism::parse(m))
+                        .collect()
+                }
+            };
+            security::delete_user(c.any(), &user, &mechanisms).await?;
+            println!("user {user} deleted");
+            Ok(0)
+        }),
+        UserCommand::List(a) => with_cluster(&a.bootstrap, async |c| {
+            let users = security::list_users(c.any()).await?;
+            show(a.json, &users, |u| security::print_users(u))?;
+            Ok(0)
+        }),
+    }
+}
+
+fn run_acl(command: AclCommand) -> ExitCode {
+    match command {
+        AclCommand::Add { spec, client: a } => with_cluster(&a.bootstrap, async |c| {
+            let n = security::add_acls(c.any(), &spec).await?;
+            println!("{n} ACL(s) added");
+            Ok(0)
+        }),
+        AclCommand::List { spec, client: a } => with_cluster(&a.bootstrap, async |c| {
+            let rows = security::list_acls(c.any(), &spec).await?;
+            show(a.json, &rows, |r| security::print_acls(r))?;
+            Ok(0)
+        }),
+        AclCommand::Remove { spec, client: a } => with_cluster(&a.bootstrap, async |c| {
+            let n = security::remove_acls(c.any(), &spec).await?;
+            println!("{n} ACL(s) removed");
+            Ok(0)
+        }),
+    }
+}
+
 fn run_txn(command: TxnCommand) -> ExitCode {
     match command {
         TxnCommand::List(a) => with_cluster(&a.bootstrap, async |c| {
@@ -797,7 +987,15 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error")),
         )
         .init();
+    if let Some(path) = &cli.command_config {
+        if let Err(e) = client::configure(path) {
+            eprintln!("gregor: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let args = match cli.command {
+        Some(Command::User { command }) => return run_user(command),
+        Some(Command::Acl { command }) => return run_acl(command),
         Some(Command::Topic { command }) => return run_topic(command),
         Some(Command::Group { command }) => return run_group(command),
         Some(Command::Txn { command }) => return run_txn(command),

@@ -84,8 +84,23 @@ pub async fn settle(writes: Vec<Arc<Partition>>, mut response: ResponseKind) -> 
 /// The answer for a group request this broker must not serve, if it must not.
 pub fn refuse(ctx: &RequestContext, request: &RequestKind) -> Option<ResponseKind> {
     ctx.broker.clustered()?;
-    let check = |group: &str| ctx.broker.not_coordinator(group);
-    let check_txn = |id: &str| ctx.broker.not_txn_coordinator(id);
+    error_response(
+        ctx,
+        request,
+        |group| ctx.broker.not_coordinator(group),
+        |id| ctx.broker.not_txn_coordinator(id),
+    )
+}
+
+/// The whole-request error answer for a group or transaction request, if `check` (for its
+/// group) or `check_txn` (for its transactional id) finds an error; `None` otherwise or
+/// for other requests. Also used by the authorizer.
+pub fn error_response(
+    ctx: &RequestContext,
+    request: &RequestKind,
+    check: impl Fn(&str) -> Option<ResponseError>,
+    check_txn: impl Fn(&str) -> Option<ResponseError>,
+) -> Option<ResponseKind> {
     Some(match request {
         RequestKind::InitProducerId(r) => {
             let e = check_txn(&r.transactional_id.as_ref()?.0)?;

@@ -22,8 +22,8 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
             .into_iter()
             .map(|b| build!(DescribeClusterBroker {
                 broker_id: BrokerId(b.node_id),
-                host: str_bytes(&b.host),
-                port: b.port,
+                host: str_bytes(b.endpoint(&ctx.listener).0),
+                port: b.endpoint(&ctx.listener).1,
                 rack: b.rack.as_deref().map(str_bytes)
             }))
             .collect(),

@@ -46,7 +46,10 @@ pub fn handle(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoor
         }
     };
     let place = |b: &Option<gregor_cluster::BrokerMeta>| match b {
-        Some(b) => (BrokerId(b.node_id), str_bytes(&b.host), b.port),
+        Some(b) => {
+            let (host, port) = b.endpoint(&ctx.listener);
+            (BrokerId(b.node_id), str_bytes(host), port)
+        }
         None => (BrokerId(-1), StrBytes::default(), -1),
     };
     if ctx.version >= 4 {

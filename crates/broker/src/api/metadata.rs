@@ -56,8 +56,8 @@ pub fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataRespons
             .into_iter()
             .map(|b| build!(MetadataResponseBroker {
                 node_id: BrokerId(b.node_id),
-                host: str_bytes(&b.host),
-                port: b.port,
+                host: str_bytes(b.endpoint(&ctx.listener).0),
+                port: b.endpoint(&ctx.listener).1,
                 rack: b.rack.as_deref().map(str_bytes)
             }))
             .collect(),

@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, RequestKind, ResponseKind, SaslAuthenticateResponse,
+    SaslHandshakeResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::watch;
 
@@ -30,17 +33,23 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod authorize;
 pub mod coordinator_check;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_transactions;
+pub mod describe_user_scram_credentials;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -59,6 +68,8 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
 pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
@@ -108,6 +119,13 @@ pub const APIS: &[ApiSpec] = &[
     txn_offset_commit::API,
     describe_transactions::API,
     list_transactions::API,
+    sasl_handshake::API,
+    sasl_authenticate::API,
+    create_acls::API,
+    describe_acls::API,
+    delete_acls::API,
+    describe_user_scram_credentials::API,
+    alter_user_scram_credentials::API,
 ];
 
 /// The handler's spec for an API key, if Gregor serves it at all.
@@ -124,6 +142,11 @@ pub struct RequestContext {
     pub shutdown: watch::Receiver<bool>,
     /// The client's address.
     pub peer: std::net::SocketAddr,
+    /// The authenticated principal and its address, for the authorizer.
+    pub caller: crate::security::acl::Caller,
+    /// The listener the request came in on; Metadata and FindCoordinator answer with
+    /// brokers' addresses on the same listener.
+    pub listener: String,
 }
 
 impl RequestContext {
@@ -143,6 +166,15 @@ impl RequestContext {
 
 /// Runs the handler for a decoded request. `None` means no response is sent (acks=0).
 pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKind> {
+    let (request, denied) = match authorize::check(ctx, request) {
+        Ok(allowed) => allowed,
+        Err(refused) => return Some(refused),
+    };
+    let response = dispatch_allowed(ctx, request).await?;
+    Some(authorize::complete(ctx, denied, response))
+}
+
+async fn dispatch_allowed(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKind> {
     if let Some(refused) = coordinator_check::refuse(ctx, &request) {
         return Some(refused);
     }
@@ -226,6 +258,27 @@ async fn handle(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKi
         }
         RequestKind::ListTransactions(r) => {
             ResponseKind::ListTransactions(list_transactions::handle(ctx, r))
+        }
+        RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(create_acls::handle(ctx, r)),
+        RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(describe_acls::handle(ctx, r)),
+        RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(delete_acls::handle(ctx, r)),
+        RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
+            describe_user_scram_credentials::handle(ctx, r),
+        ),
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(alter_user_scram_credentials::handle(ctx, r))
+        }
+        // Answered by the connection, which holds the SASL state; here only if a caller
+        // without one dispatches them.
+        RequestKind::SaslHandshake(_) => {
+            ResponseKind::SaslHandshake(build!(SaslHandshakeResponse {
+                error_code: kafka_protocol::error::ResponseError::IllegalSaslState.code()
+            }))
+        }
+        RequestKind::SaslAuthenticate(_) => {
+            ResponseKind::SaslAuthenticate(build!(SaslAuthenticateResponse {
+                error_code: kafka_protocol::error::ResponseError::IllegalSaslState.code()
+            }))
         }
         other => {
             // The connection checks the registry before decoding, so this is a bug.
