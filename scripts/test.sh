@@ -47,7 +47,7 @@ fuzz_seconds="${GREGOR_FUZZ_SECONDS:-30}"
 if [ "$fuzz_seconds" -gt 0 ]; then
   step "fuzzing each target for ${fuzz_seconds}s"
   command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
-  for target in request_decode segment_recovery raft_decode; do
+  for target in request_decode segment_recovery raft_decode sasl_exchange; do
     mkdir -p "fuzz/corpus/$target"
     # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
     log="fuzz/$target.log"

@@ -468,3 +468,39 @@ def test_plaintext_listener_is_anonymous_and_denied(secure):
     p.flush(10)
     assert results and results[0] is not None
     assert results[0].code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError._MSG_TIMED_OUT), results
+
+
+def test_certificates_are_reloaded_without_a_restart(tmp_path):
+    b = SecureBroker(tmp_path).start()
+    try:
+        def handshake(cafile):
+            ctx = ssl.create_default_context(cafile=cafile)
+            with socket.create_connection(("127.0.0.1", b.ports["SASL_SSL"]), timeout=10) as s:
+                with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                    return t.getpeercert()["serialNumber"]
+
+        before = handshake(b.ca_file)
+        # A new CA and a new server certificate, written over the keystore in place.
+        new_ca = Authority("Gregor test CA, second")
+        new_ca_file = new_ca.write_ca(tmp_path / "ca2.pem")
+        _, _, pem = write_identity(tmp_path, "server2", *new_ca.issue("localhost", server=True))
+        (tmp_path / "server.pem").write_bytes((tmp_path / "server2.pem").read_bytes())
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                after = handshake(new_ca_file)
+                break
+            except ssl.SSLError:
+                assert time.monotonic() < deadline, "the new certificate was not served:\n" + b.log_path.read_text()
+                time.sleep(0.3)
+        assert after != before
+        with pytest.raises(ssl.SSLError):
+            handshake(b.ca_file)
+        assert "TLS certificates reloaded" in b.log_path.read_text()
+        # A broken keystore is not loaded: the broker keeps serving the last good one.
+        (tmp_path / "server.pem").write_text("not a certificate")
+        time.sleep(1.5)
+        assert handshake(new_ca_file) == after
+        assert "cannot be loaded" in b.log_path.read_text()
+    finally:
+        b.stop()

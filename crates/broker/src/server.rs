@@ -284,6 +284,8 @@ async fn start_cluster(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "registered with the cluster"
     );
+    // Users created offline for this data directory (`gregor user create --data-dir`).
+    broker.apply_bootstrap_records()?;
     Ok(tasks)
 }
 
