@@ -15,9 +15,11 @@ command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 # `gregor bench` compiles librdkafka, which needs cmake and a C++ compiler; the suite also
 # drives Debian's kcat, and the newcomer test uses git and unshare.
 missing=""
-for tool in cmake:cmake g++:g++ kcat:kcat git:git unshare:util-linux ip:iproute2; do
+for tool in cmake:cmake g++:g++ kcat:kcat git:git unshare:util-linux ip:iproute2 pkg-config:pkg-config; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
 done
+# librdkafka's TLS (gregor bench against SSL listeners) links OpenSSL.
+[ -f /usr/include/openssl/ssl.h ] || missing="$missing libssl-dev"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq >/dev/null 2>&1 || true) && apt-get install -y -qq $missing >/dev/null || { echo "could not install$missing: install them and rerun"; exit 1; }

@@ -504,3 +504,24 @@ def test_certificates_are_reloaded_without_a_restart(tmp_path):
         assert "cannot be loaded" in b.log_path.read_text()
     finally:
         b.stop()
+
+
+def test_debian_kcat_speaks_sasl_ssl_with_scram(secure):
+    """Debian's kcat (librdkafka 2.0.2), an old client, over SASL_SSL with SCRAM-SHA-512."""
+    import shutil
+    kcat = shutil.which("kcat")
+    assert kcat, "kcat is installed by scripts/test.sh"
+    common = ["-b", secure.addr("SASL_SSL"), "-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanisms=SCRAM-SHA-512",
+              "-X", "sasl.username=alice", "-X", f"sasl.password={PASSWORDS['alice']}", "-X",
+              f"ssl.ca.location={secure.ca_file}"]
+    secure.gregor("admin", "topic", "create", "alice-kcat")
+    lines = [f"kcat-{i}" for i in range(20)]
+    subprocess.run([kcat, *common, "-P", "-t", "alice-kcat"], input="\n".join(lines) + "\n", text=True,
+                   check=True, timeout=60)
+    out = subprocess.run([kcat, *common, "-C", "-t", "alice-kcat", "-o", "beginning", "-e", "-q"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.split()) == sorted(lines)
+    bad = subprocess.run([kcat, *common[:-4], "-X", "sasl.password=wrong", "-X", f"ssl.ca.location={secure.ca_file}",
+                          "-L", "-m", "5"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "Authentication" in bad.stderr + bad.stdout

@@ -91,6 +91,10 @@ pub struct BenchArgs {
     /// A config for the topic when it is created, e.g. `flush.messages=1` (repeatable).
     #[arg(long = "topic-config", value_name = "KEY=VALUE")]
     pub topic_configs: Vec<String>,
+    /// A librdkafka setting for every client of the run (repeatable), e.g.
+    /// -X security.protocol=SSL -X ssl.ca.location=ca.pem.
+    #[arg(short = 'X', long = "client-config", value_name = "KEY=VALUE")]
+    pub client_configs: Vec<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -193,6 +197,11 @@ fn base_config(args: &BenchArgs) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &args.bootstrap);
     c.set("log_level", "3");
+    for kv in &args.client_configs {
+        if let Some((k, v)) = kv.split_once('=') {
+            c.set(k.trim(), v.trim());
+        }
+    }
     c
 }
 

@@ -1,12 +1,14 @@
 //! SaslHandshake: the client names its SASL mechanism. Answered by the connection itself
-//! (`security::Session`), which holds the authentication state; v0 (raw SASL tokens
-//! without SaslAuthenticate) is not served, as in Kafka 4.
+//! (`security::Session`), which holds the authentication state. v0 is listed because
+//! librdkafka before 2.x's newer releases (Debian's 2.0.2, kcat) enables SASL only when
+//! the broker's range includes it, then uses v1 with SaslAuthenticate; a client that
+//! really follows v0 with raw SASL tokens has them read as a bad frame and is closed.
 use kafka_protocol::messages::ApiKey;
 
 use super::ApiSpec;
 
 pub const API: ApiSpec = ApiSpec {
     key: ApiKey::SaslHandshake,
-    min: 1,
+    min: 0,
     max: 1,
 };

@@ -219,6 +219,8 @@ pub enum ScramServer {
         user: String,
         credential: ScramCredentialMeta,
         nonce: String,
+        /// The client's part of `nonce`.
+        client_nonce: String,
         /// client-first-bare + "," + server-first, the start of the AuthMessage.
         transcript: String,
         gs2_header: String,
@@ -290,6 +292,7 @@ impl ScramServer {
             user,
             credential,
             nonce,
+            client_nonce: client_nonce.to_string(),
             transcript: format!("{bare},{server_first}"),
             gs2_header,
         };
@@ -304,6 +307,7 @@ impl ScramServer {
             user,
             credential,
             nonce,
+            client_nonce,
             transcript,
             gs2_header,
         } = std::mem::replace(self, ScramServer::Done)
@@ -323,7 +327,13 @@ impl ScramServer {
                 "channel binding does not match the GS2 header",
             ));
         }
-        if attr(&attrs, 'r') != Some(nonce.as_str()) {
+        // librdkafka before 2.6.1 (Debian's 2.0.2, kcat) sends its own nonce again in front
+        // of the server's (librdkafka#4895). That form still carries the whole server
+        // nonce, so it defeats replay like the right one; Kafka 3.8.1-3.9 accepted it too
+        // (Kafka 4 refuses it). Nothing else is accepted.
+        let sent = attr(&attrs, 'r');
+        let doubled = format!("{client_nonce}{nonce}");
+        if sent != Some(nonce.as_str()) && sent != Some(doubled.as_str()) {
             return Err(ScramError::Malformed("nonce does not match"));
         }
         let proof = B64
@@ -494,6 +504,7 @@ mod tests {
             user: "user".into(),
             credential: cred,
             nonce: "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
+            client_nonce: "rOprNGfwEbeRWgbNEkqO".into(),
             transcript: format!("{client_first_bare},{server_first}"),
             gs2_header: "n,,".into(),
         };
@@ -506,6 +517,45 @@ mod tests {
             String::from_utf8(server_final).expect("utf8"),
             "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
         );
+    }
+
+    /// A client-final message for `server_first`, with `r` as the nonce it sends.
+    fn final_with_nonce(m: Mechanism, pw: &str, bare: &str, server_first: &str, r: &str) -> String {
+        let attrs = attributes(server_first).expect("attrs");
+        let salt = B64.decode(attr(&attrs, 's').expect("s")).expect("salt");
+        let i: u32 = attr(&attrs, 'i').expect("i").parse().expect("i");
+        let salted = salted_password(m, pw.as_bytes(), &salt, i);
+        let client_key = mac(m, &salted, b"Client Key");
+        let without_proof = format!("c=biws,r={r}");
+        let auth = format!("{bare},{server_first},{without_proof}");
+        let sig = mac(m, &hash(m, &client_key), auth.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+        format!("{without_proof},p={}", B64.encode(proof))
+    }
+
+    #[test]
+    fn old_librdkafkas_doubled_client_nonce_is_accepted_and_nothing_else() {
+        let m = Mechanism::Sha512;
+        let cred = credential_from_password(m, "pw", ITERATIONS_MIN).expect("c");
+        let bare = "n=alice,r=CLIENTNONCE";
+        for (r, ok) in [
+            ("{c}{s}", true),
+            ("{c}{c}{s}", true),
+            ("X{c}{s}", false),
+            ("{c}", false),
+        ] {
+            let mut server = ScramServer::new(m);
+            let first = server
+                .client_first(format!("n,,{bare}").as_bytes(), |_| Some(cred.clone()))
+                .expect("first");
+            let first = String::from_utf8(first).expect("utf8");
+            let full = attr(&attributes(&first).expect("a"), 'r')
+                .expect("r")
+                .to_string();
+            let r = r.replace("{c}{s}", &full).replace("{c}", "CLIENTNONCE");
+            let fin = final_with_nonce(m, "pw", bare, &first, &r);
+            assert_eq!(server.client_final(fin.as_bytes()).is_ok(), ok, "{r}");
+        }
     }
 
     #[test]
