@@ -523,5 +523,5 @@ def test_debian_kcat_speaks_sasl_ssl_with_scram(secure):
     assert out.returncode == 0, out.stderr
     assert sorted(out.stdout.split()) == sorted(lines)
     bad = subprocess.run([kcat, *common[:-4], "-X", "sasl.password=wrong", "-X", f"ssl.ca.location={secure.ca_file}",
-                          "-L", "-m", "5"], capture_output=True, text=True, timeout=60)
+                          "-L", "-m", "15"], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "Authentication" in bad.stderr + bad.stdout

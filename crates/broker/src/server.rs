@@ -573,19 +573,20 @@ async fn handle_frame(
     let (header, request) = frame::decode_request(frame).map_err(|e| e.to_string())?;
     let version = header.request_api_version;
     let security = &broker.security;
-    let sasl_reply = match request {
-        kafka_protocol::messages::RequestKind::SaslHandshake(r) => Some(SaslOutcome::Reply(
+    // SaslHandshake and SaslAuthenticate change the connection's state, so the connection
+    // answers them itself; everything else goes to the handlers.
+    let (body, close_after) = match request {
+        kafka_protocol::messages::RequestKind::SaslHandshake(r) => (
             ResponseKind::SaslHandshake(session.handshake(security, &r)),
-        )),
+            None,
+        ),
         kafka_protocol::messages::RequestKind::SaslAuthenticate(r) => {
-            Some(match session.authenticate(security, &broker.image(), &r) {
-                SaslOutcome::Reply(resp) => {
-                    SaslOutcome::Reply(ResponseKind::SaslAuthenticate(resp))
-                }
+            match session.authenticate(security, &broker.image(), &r) {
+                SaslOutcome::Reply(resp) => (ResponseKind::SaslAuthenticate(resp), None),
                 SaslOutcome::Fail(resp, delay) => {
-                    SaslOutcome::Fail(ResponseKind::SaslAuthenticate(resp), delay)
+                    (ResponseKind::SaslAuthenticate(resp), Some(delay))
                 }
-            })
+            }
         }
         request => {
             let ctx = RequestContext {
@@ -601,19 +602,14 @@ async fn handle_frame(
                 crate::metrics::request_done(api, started.elapsed());
                 return Ok(Reply::None);
             };
-            return encode(api, version, raw.correlation_id, &body, started).map(Reply::Send);
+            (body, None)
         }
     };
-    match sasl_reply {
-        Some(SaslOutcome::Reply(body)) => {
-            encode(api, version, raw.correlation_id, &body, started).map(Reply::Send)
-        }
-        Some(SaslOutcome::Fail(body, delay)) => {
-            encode(api, version, raw.correlation_id, &body, started)
-                .map(|b| Reply::SendAndClose(b, delay))
-        }
-        None => Err("unreachable".into()),
-    }
+    let bytes = encode(api, version, raw.correlation_id, &body, started)?;
+    Ok(match close_after {
+        Some(delay) => Reply::SendAndClose(bytes, delay),
+        None => Reply::Send(bytes),
+    })
 }
 
 fn encode(

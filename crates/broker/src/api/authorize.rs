@@ -11,6 +11,8 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
 
 use super::{coordinator_check, str_bytes, RequestContext};
 use crate::security::acl::{op, res, CLUSTER_NAME};
@@ -27,9 +29,6 @@ pub struct Denied {
     /// Groups refused (DeleteGroups).
     groups: Vec<GroupId>,
 }
-
-use kafka_protocol::protocol::StrBytes;
-use uuid::Uuid;
 
 struct Auth<'a> {
     ctx: &'a RequestContext,
