@@ -239,6 +239,12 @@ def test_client_certificates_authenticate_and_bad_ones_are_refused(secure):
                              ssl_keyfile=secure.client_key)
     assert producer.send("alice-t", b"kp-cert").get(timeout=30).offset >= 0
     producer.close()
+    consumer = KafkaConsumer("alice-t", group_id="cert-g", auto_offset_reset="earliest", consumer_timeout_ms=10000,
+                             enable_auto_commit=False,
+                             bootstrap_servers=secure.addr("SSL"), security_protocol="SSL", ssl_cafile=secure.ca_file,
+                             ssl_certfile=secure.client_crt, ssl_keyfile=secure.client_key)
+    assert b"kp-cert" in {m.value for m in consumer}
+    consumer.close()
     got, errors = consume_all(ssl_conf(secure, secure.client_key, secure.client_crt, **{"group.id": "cert-g"}),
                               "alice-t", set(delivered))
     assert set(delivered) <= set(got), errors
@@ -254,6 +260,12 @@ def test_client_certificates_authenticate_and_bad_ones_are_refused(secure):
                     t.sendall(raw.frame(18, 0, 1, b""))
                     if not t.recv(4):
                         raise ConnectionResetError("closed")
+        kp = dict(bootstrap_servers=secure.addr("SSL"), security_protocol="SSL", ssl_cafile=secure.ca_file,
+                  max_block_ms=3000, bootstrap_timeout_ms=3000)
+        if key:
+            kp.update(ssl_certfile=crt, ssl_keyfile=key)
+        with pytest.raises(PyKafkaError):
+            KafkaProducer(**kp).send("alice-t", b"x").get(timeout=10)
         conf = {"bootstrap.servers": secure.addr("SSL"), "security.protocol": "SSL",
                 "ssl.ca.location": secure.ca_file}
         if key:
