@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -392,13 +392,30 @@ def failover_time(cluster, workload, victim_id, partitions_led):
     raise AssertionError(f"no acknowledgement on partitions {partitions_led} within 60 s of the kill")
 
 
-def read_all(cluster, topic, partitions, timeout=60):
-    """Every record of every partition, from the start to the high watermark."""
+def read_all(cluster, topic, partitions, timeout=60, at_least=None):
+    """Every record of every partition, from the start to the high watermark.
+
+    `at_least` maps partitions to an offset their high watermark must reach first: a leader
+    elected a moment ago may not know the latest offset yet (OFFSET_NOT_AVAILABLE) or, in
+    a broker without that rule, may show an old one. Waiting is bounded by `timeout`."""
     c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "checker",
                   "enable.auto.commit": False, "enable.partition.eof": True})
     out = {}
+    deadline = time.monotonic() + timeout
     for p in range(partitions):
-        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        want = (at_least or {}).get(p, 0)
+        while True:
+            try:
+                low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            except KafkaException as e:
+                high, error = -1, e
+            else:
+                error = None
+            if high >= want or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert high >= want, (f"partition {p}: the high watermark stayed at {high} (error: {error}), "
+                              f"below the acknowledged offset {want - 1}")
         out[p] = {"high": high, "records": []}
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     remaining = {p for p in range(partitions) if out[p]["high"] > 0}
@@ -429,7 +446,11 @@ def committed(cluster, group, topic, partitions):
 
 def check(cluster, workload):
     """The checker. Returns a summary; raises AssertionError with the first violation."""
-    log = read_all(cluster, workload.topic, workload.partitions)
+    acked_end = {}
+    for p, o, _, _ in workload.acked:
+        if o is not None and o >= 0:
+            acked_end[p] = max(acked_end.get(p, 0), o + 1)
+    log = read_all(cluster, workload.topic, workload.partitions, at_least=acked_end)
     where = {}
     for p, d in log.items():
         offsets = [o for o, _ in d["records"]]
@@ -443,7 +464,8 @@ def check(cluster, workload):
             # answered as a duplicate); the record must still be in its partition.
             assert where.get(v, (None,))[0] == p, f"acknowledged {v} in partition {p} but the log has it at {where.get(v)}"
         else:
-            assert where.get(v) == (p, o), f"acknowledged {v} at {p}/{o} but the log has it at {where.get(v)}"
+            assert where.get(v) == (p, o), (f"acknowledged {v} at {p}/{o} but the log has it at {where.get(v)} "
+                                            f"(partition {p} read to {log[p]['high']})")
     # Within a partition, acknowledged records keep the order they were produced in.
     by_partition = {}
     for p, _, v, _ in workload.acked:

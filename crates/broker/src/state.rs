@@ -85,6 +85,9 @@ pub struct ReplicaState {
     pub needs_truncation: bool,
     /// On the leader: an ISR change was asked of the controller and not yet applied.
     pub isr_change_pending: bool,
+    /// On the leader: its log end when its epoch began. Until the high watermark reaches
+    /// it, the latest offset is not known (Kafka's OFFSET_NOT_AVAILABLE).
+    pub epoch_start_offset: i64,
 }
 
 /// What the leader knows of one follower.
@@ -207,6 +210,9 @@ impl Partition {
             r.leader_epoch = meta.leader_epoch;
             r.followers = fresh_followers(&meta.replicas, self.node_id, now);
             r.needs_truncation = meta.leader >= 0 && meta.leader != self.node_id;
+            if meta.leader == self.node_id {
+                r.epoch_start_offset = self.log().log_end();
+            }
         } else {
             // Replicas added or removed by a reassignment within the epoch.
             let me = self.node_id;
@@ -257,6 +263,18 @@ impl Partition {
             self.wake_waiters();
         }
         moved
+    }
+
+    /// On the leader, while its high watermark is below where its epoch began (a new
+    /// leader has not yet heard from its followers): (high watermark, epoch start).
+    /// The latest offset is then not known, as in Kafka.
+    pub fn high_watermark_lagging(&self) -> Option<(i64, i64)> {
+        let r = self.replica();
+        if r.leader != self.node_id || !r.replicated() {
+            return None;
+        }
+        let hw = self.log().high_watermark();
+        (hw < r.epoch_start_offset).then_some((hw, r.epoch_start_offset))
     }
 
     /// On the leader: a follower fetched at `fetch_offset`, so it holds everything below.
@@ -720,6 +738,7 @@ impl Broker {
                 // A replica opened as a follower first checks its log against the leader's.
                 needs_truncation: meta
                     .is_some_and(|m| m.leader >= 0 && m.leader != self.config.node_id),
+                epoch_start_offset: log.log_end(),
                 ..ReplicaState::default()
             }),
             hw_watch: tokio::sync::watch::Sender::new(hw),

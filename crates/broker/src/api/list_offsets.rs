@@ -48,20 +48,34 @@ pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsR
                         };
                         return r;
                     }
+                    // A new leader whose high watermark is still below the start of its
+                    // epoch cannot tell the latest offset yet (Kafka's KIP-207 rule):
+                    // answering its old high watermark could send a client backwards.
+                    let lagging = partition.high_watermark_lagging();
                     let log = partition.log();
                     let offsets = log.offsets();
+                    let fetchable = if request_isolation == 1 { offsets.last_stable } else { offsets.high_watermark };
                     let found = match p.timestamp {
                         // read_committed consumers start at the last stable offset.
-                        LATEST if request_isolation == 1 => Ok(Some((offsets.last_stable, -1))),
-                        LATEST => Ok(Some((offsets.high_watermark, -1))),
+                        LATEST if lagging.is_some() => Ok(None),
+                        LATEST => Ok(Some((fetchable, -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((offsets.log_start, -1))),
-                        MAX_TIMESTAMP => log.max_timestamp_record(),
-                        ts if ts >= 0 => log.offset_for_timestamp(ts),
+                        // A record past what consumers may read is not answered.
+                        MAX_TIMESTAMP => log.max_timestamp_record().map(|f| f.filter(|&(o, _)| o < fetchable)),
+                        ts if ts >= 0 => log.offset_for_timestamp(ts).map(|f| f.filter(|&(o, _)| o < fetchable)),
                         _ => {
                             r.error_code = ResponseError::InvalidRequest.code();
                             return r;
                         }
                     };
+                    drop(log);
+                    if let (Ok(None), Some((hw, start))) = (&found, lagging) {
+                        if p.timestamp != EARLIEST && p.timestamp != EARLIEST_LOCAL {
+                            tracing::debug!(topic = %partition.topic, partition = partition.index, high_watermark = hw, epoch_start = start, "a new leader's high watermark is behind its epoch's start; answering OFFSET_NOT_AVAILABLE");
+                            r.error_code = ResponseError::OffsetNotAvailable.code();
+                            return r;
+                        }
+                    }
                     match found {
                         Ok(Some((offset, timestamp))) => {
                             r.offset = offset;

@@ -1,0 +1,112 @@
+//! A new leader whose high watermark has not yet reached the start of its epoch answers
+//! ListOffsets LATEST with OFFSET_NOT_AVAILABLE (as Kafka does since KIP-207), not with an
+//! old high watermark below records that were already acknowledged.
+
+use std::sync::Arc;
+
+use gregor_broker::api::{self, RequestContext};
+use gregor_broker::state::Broker;
+use gregor_broker::BrokerConfig;
+use gregor_cluster::PartitionMeta;
+use gregor_protocol::batch::build_batch;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+/// (error code, offset) of one ListOffsets look-up of partition 0 of `t`.
+async fn list_offset(broker: &Arc<Broker>, timestamp: i64) -> (i16, i64) {
+    let version = 7;
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = 0;
+    p.timestamp = timestamp;
+    p.current_leader_epoch = -1;
+    let mut topic = ListOffsetsTopic::default();
+    topic.name = TopicName(StrBytes::from_static_str("t"));
+    topic.partitions = vec![p];
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.topics = vec![topic];
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::ListOffsets as i16;
+    header.request_api_version = version;
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let ctx = RequestContext {
+        broker: broker.clone(),
+        header,
+        version,
+        shutdown: rx,
+        peer: "127.0.0.1:1".parse().expect("addr"),
+        caller: gregor_broker::security::acl::Caller {
+            principal: "User:ANONYMOUS".into(),
+            host: "127.0.0.1".parse().expect("ip"),
+        },
+        listener: "PLAINTEXT".into(),
+    };
+    let Some(ResponseKind::ListOffsets(response)) =
+        api::dispatch(&ctx, RequestKind::ListOffsets(request)).await
+    else {
+        panic!("ListOffsets was not answered with a ListOffsets response");
+    };
+    let r = &response.topics[0].partitions[0];
+    (r.error_code, r.offset)
+}
+
+#[tokio::test]
+async fn a_new_leader_does_not_answer_an_old_high_watermark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = BrokerConfig::new(
+        dir.path().to_path_buf(),
+        "127.0.0.1:0".parse().expect("addr"),
+        None,
+        0,
+    );
+    let me = config.node_id;
+    let broker = Broker::open(config, Arc::new(gregor_storage::OsDisk)).expect("open");
+    broker
+        .create_topic("t", 1, Default::default())
+        .expect("create");
+    let partition = broker.partition("t", 0).expect("partition");
+    let values: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8]).collect();
+    partition
+        .log()
+        .append_replicated(&build_batch(0, 1, &values), 1)
+        .expect("append");
+    let log_end = partition.log().log_end();
+    assert_eq!(log_end, 5);
+    assert_eq!(
+        list_offset(&broker, -1).await,
+        (0, 5),
+        "alone, the latest is the log end"
+    );
+
+    // It becomes the leader of a new epoch with a follower it has not heard from: its
+    // high watermark restarts below the records it holds.
+    let now = 2;
+    partition.set_role(
+        &PartitionMeta {
+            replicas: vec![me, me + 1],
+            leader: me,
+            leader_epoch: 1,
+            isr: vec![me, me + 1],
+            reassignment: None,
+        },
+        now,
+    );
+    let hw = partition.log().high_watermark();
+    assert!(
+        hw < log_end,
+        "the test needs a lagging high watermark, got {hw}"
+    );
+    assert_eq!(partition.high_watermark_lagging(), Some((hw, log_end)));
+    let offset_not_available = kafka_protocol::error::ResponseError::OffsetNotAvailable.code();
+    assert_eq!(list_offset(&broker, -1).await, (offset_not_available, -1));
+    // Earliest is still known; a timestamp past what may be read is not.
+    assert_eq!(list_offset(&broker, -2).await, (0, 0));
+    assert_eq!(list_offset(&broker, 4).await.0, offset_not_available);
+
+    // The follower fetches at the log end: the high watermark reaches the epoch's start.
+    partition.follower_fetched(me + 1, log_end, now);
+    assert_eq!(partition.high_watermark_lagging(), None);
+    assert_eq!(list_offset(&broker, -1).await, (0, 5));
+    assert_eq!(list_offset(&broker, 4).await, (0, 3));
+}
