@@ -108,17 +108,7 @@ pub async fn create_online(
     u.salted_password = Bytes::from(salted);
     let mut req = AlterUserScramCredentialsRequest::default();
     req.upsertions = vec![u];
-    let r = client.call(req, 0, 0).await?;
-    for res in r.results {
-        if res.error_code != 0 {
-            return Err(failed(
-                &format!("user {}", res.user),
-                res.error_code,
-                res.error_message,
-            ));
-        }
-    }
-    Ok(())
+    alter_credentials(client, req).await
 }
 
 pub async fn delete_user(
@@ -136,6 +126,14 @@ pub async fn delete_user(
             d
         })
         .collect();
+    alter_credentials(client, req).await
+}
+
+/// Sends AlterUserScramCredentials; the first user refused is the error.
+async fn alter_credentials(
+    client: &mut Client,
+    req: AlterUserScramCredentialsRequest,
+) -> Result<(), String> {
     let r = client.call(req, 0, 0).await?;
     for res in r.results {
         if res.error_code != 0 {

@@ -2,10 +2,13 @@
 //! to write, so the coordinator can mark them when the transaction ends. Versions 0-3 are
 //! the client's; 4+ (broker-to-broker verification, KIP-890) are not served.
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
-use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, TopicName,
+};
 
 use super::{ApiSpec, RequestContext};
 use crate::state::now_ms;
@@ -56,6 +59,37 @@ pub fn handle(
             build!(AddPartitionsToTxnTopicResult {
                 name: t.name,
                 results_by_partition
+            })
+        })
+        .collect();
+    build!(AddPartitionsToTxnResponse {
+        results_by_topic_v3_and_below: results
+    })
+}
+
+/// The answer to a request refused before it reaches the coordinator: every partition of
+/// a topic gets `error_of(topic)`.
+pub fn refused(
+    request: &AddPartitionsToTxnRequest,
+    error_of: impl Fn(&TopicName) -> ResponseError,
+) -> AddPartitionsToTxnResponse {
+    let results = request
+        .v3_and_below_topics
+        .iter()
+        .map(|t| {
+            let code = error_of(&t.name).code();
+            build!(AddPartitionsToTxnTopicResult {
+                name: t.name.clone(),
+                results_by_partition: t
+                    .partitions
+                    .iter()
+                    .map(
+                        |&partition_index| build!(AddPartitionsToTxnPartitionResult {
+                            partition_index,
+                            partition_error_code: code
+                        })
+                    )
+                    .collect()
             })
         })
         .collect();

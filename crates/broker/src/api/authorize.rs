@@ -339,35 +339,15 @@ pub fn check(
                 .collect();
             if !refused.is_empty() {
                 log_denied(ctx, &refused[0].0);
-                let results = r
-                    .v3_and_below_topics
-                    .iter()
-                    .map(|t| {
-                        let e = if refused.contains(&&t.name) {
+                return Err(ResponseKind::AddPartitionsToTxn(
+                    super::add_partitions_to_txn::refused(r, |name| {
+                        if refused.contains(&name) {
                             TOPIC_DENIED
                         } else {
                             ResponseError::OperationNotAttempted
-                        };
-                        build!(add_partitions_to_txn_response::AddPartitionsToTxnTopicResult {
-                            name: t.name.clone(),
-                            results_by_partition: t
-                                .partitions
-                                .iter()
-                                .map(|&p| build!(
-                                    add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult {
-                                        partition_index: p,
-                                        partition_error_code: e.code()
-                                    }
-                                ))
-                                .collect()
-                        })
-                    })
-                    .collect();
-                return Err(ResponseKind::AddPartitionsToTxn(build!(
-                    AddPartitionsToTxnResponse {
-                        results_by_topic_v3_and_below: results
-                    }
-                )));
+                        }
+                    }),
+                ));
             }
         }
         RequestKind::AddPartitionsToTxn(_) | RequestKind::WriteTxnMarkers(_) => {
@@ -552,7 +532,12 @@ fn whole_error(request: &RequestKind, e: ResponseError) -> ResponseKind {
                 error_code: code
             }))
         }
-        _ => ResponseKind::ApiVersions(build!(ApiVersionsResponse { error_code: code })),
+        other => {
+            // Every request `check` refuses as a whole has an arm above; reaching here is a
+            // bug, answered with ApiVersions' shape (which the client will reject) and logged.
+            tracing::error!(request = %format!("{other:?}").chars().take(60).collect::<String>(), error = ?e, "no whole-request refusal is built for this API; fix authorize::whole_error");
+            ResponseKind::ApiVersions(build!(ApiVersionsResponse { error_code: code }))
+        }
     }
 }
 

@@ -112,30 +112,7 @@ pub fn error_response(
         }
         RequestKind::AddPartitionsToTxn(r) if ctx.version <= 3 => {
             let e = check_txn(&r.v3_and_below_transactional_id.0)?;
-            let results = r
-                .v3_and_below_topics
-                .iter()
-                .map(|t| {
-                    build!(
-                        add_partitions_to_txn_response::AddPartitionsToTxnTopicResult {
-                            name: t.name.clone(),
-                            results_by_partition: t
-                                .partitions
-                                .iter()
-                                .map(|&p| build!(
-                                add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult {
-                                    partition_index: p,
-                                    partition_error_code: e.code()
-                                }
-                            ))
-                                .collect()
-                        }
-                    )
-                })
-                .collect();
-            ResponseKind::AddPartitionsToTxn(build!(AddPartitionsToTxnResponse {
-                results_by_topic_v3_and_below: results
-            }))
+            ResponseKind::AddPartitionsToTxn(super::add_partitions_to_txn::refused(r, |_| e))
         }
         RequestKind::AddOffsetsToTxn(r) => {
             let e = check_txn(&r.transactional_id.0)?;

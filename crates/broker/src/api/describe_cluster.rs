@@ -20,12 +20,15 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
         brokers: broker
             .live_brokers()
             .into_iter()
-            .map(|b| build!(DescribeClusterBroker {
-                broker_id: BrokerId(b.node_id),
-                host: str_bytes(b.endpoint(&ctx.listener).0),
-                port: b.endpoint(&ctx.listener).1,
-                rack: b.rack.as_deref().map(str_bytes)
-            }))
+            .map(|b| {
+                let (host, port) = b.endpoint(&ctx.listener);
+                build!(DescribeClusterBroker {
+                    broker_id: BrokerId(b.node_id),
+                    host: str_bytes(host),
+                    port: port,
+                    rack: b.rack.as_deref().map(str_bytes)
+                })
+            })
             .collect(),
         cluster_authorized_operations: i32::MIN
     })

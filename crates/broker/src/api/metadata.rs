@@ -54,12 +54,15 @@ pub fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataRespons
         brokers: broker
             .live_brokers()
             .into_iter()
-            .map(|b| build!(MetadataResponseBroker {
-                node_id: BrokerId(b.node_id),
-                host: str_bytes(b.endpoint(&ctx.listener).0),
-                port: b.endpoint(&ctx.listener).1,
-                rack: b.rack.as_deref().map(str_bytes)
-            }))
+            .map(|b| {
+                let (host, port) = b.endpoint(&ctx.listener);
+                build!(MetadataResponseBroker {
+                    node_id: BrokerId(b.node_id),
+                    host: str_bytes(host),
+                    port: port,
+                    rack: b.rack.as_deref().map(str_bytes)
+                })
+            })
             .collect(),
         cluster_id: (ctx.version >= 2).then(|| str_bytes(&broker.cluster_id())),
         controller_id: BrokerId(if ctx.version >= 1 {

@@ -33,24 +33,35 @@ fn versions(spec: &str) -> Vec<&'static rustls::SupportedProtocolVersion> {
     v
 }
 
+/// A certificate chain and its private key (`cert` and `key` may be the same PEM file).
+/// An error names the file and ends with `hint`.
+fn load_identity(
+    cert: &Path,
+    key: &Path,
+    hint: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let what = |path: &Path| {
+        let path = path.display().to_string();
+        move |e: rustls::pki_types::pem::Error| format!("{path}: {e}; {hint}")
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(what(cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(what(cert))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no CERTIFICATE in it; {hint}", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(what(key))?;
+    Ok((certs, key))
+}
+
+const KEYSTORE_HINT: &str =
+    "ssl.keystore.location must be a PEM file with the private key and the certificate chain";
+
 fn load_chain(
     path: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let what = |e: rustls::pki_types::pem::Error| {
-        format!("ssl.keystore.location {}: {e}; it must be a PEM file with the private key and the certificate chain", path.display())
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(what)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(what)?;
-    if certs.is_empty() {
-        return Err(format!(
-            "ssl.keystore.location {}: no CERTIFICATE in it; append the certificate chain to the key",
-            path.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(path).map_err(what)?;
-    Ok((certs, key))
+    load_identity(path, path, KEYSTORE_HINT)
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, String> {
@@ -144,6 +155,25 @@ impl TlsFiles {
         Ok(Arc::new(config))
     }
 
+    fn mutual_config(&self) -> Result<Arc<ServerConfig>, String> {
+        let mut files = self.clone();
+        files.client_auth = "required".into();
+        files.server_config(true)
+    }
+
+    /// Every configuration, loaded together so a reload changes all or none.
+    fn load_all(&self) -> Result<Loaded, String> {
+        let with_truststore = self.truststore.is_some();
+        Ok(Loaded {
+            stamps: self.stamps(),
+            checked: Instant::now(),
+            server: self.server_config(true)?,
+            server_sasl: self.server_config(false)?,
+            mutual: with_truststore.then(|| self.mutual_config()).transpose()?,
+            client: with_truststore.then(|| self.client_config()).transpose()?,
+        })
+    }
+
     fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
         let path = self.truststore.as_ref().ok_or(
             "brokers reaching each other over SSL need ssl.truststore.location: the CA their certificates chain to",
@@ -165,6 +195,9 @@ struct Loaded {
     checked: Instant,
     server: Arc<ServerConfig>,
     server_sasl: Arc<ServerConfig>,
+    /// Requires a client certificate whatever `ssl.client.auth` says (the metadata log's
+    /// port); there only when a truststore is set.
+    mutual: Option<Arc<ServerConfig>>,
     client: Option<Arc<ClientConfig>>,
 }
 
@@ -184,25 +217,14 @@ impl Tls {
     /// Loads the certificates; an error says which file and what to do.
     pub fn new(c: &BrokerConfig) -> Result<Self, String> {
         let files = TlsFiles::from_config(c)?;
-        let server = files.server_config(true)?;
-        let server_sasl = files.server_config(false)?;
-        let client = files
-            .truststore
-            .as_ref()
-            .map(|_| files.client_config())
-            .transpose()?;
         Ok(Tls {
-            loaded: Mutex::new(Loaded {
-                stamps: files.stamps(),
-                checked: Instant::now(),
-                server,
-                server_sasl,
-                client,
-            }),
+            loaded: Mutex::new(files.load_all()?),
             files,
         })
     }
 
+    /// The loaded configurations, re-read first if the files changed (checked at most
+    /// once a second). Files that cannot be loaded leave the previous ones in use.
     fn refresh(&self) -> std::sync::MutexGuard<'_, Loaded> {
         let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if l.checked.elapsed() >= Duration::from_secs(1) {
@@ -210,15 +232,9 @@ impl Tls {
             let stamps = self.files.stamps();
             if stamps != l.stamps {
                 l.stamps = stamps;
-                match self
-                    .files
-                    .server_config(true)
-                    .and_then(|s| Ok((s, self.files.server_config(false)?)))
-                {
-                    Ok((server, server_sasl)) => {
-                        l.server_sasl = server_sasl;
-                        l.server = server;
-                        l.client = self.files.client_config().ok();
+                match self.files.load_all() {
+                    Ok(fresh) => {
+                        *l = Loaded { stamps, ..fresh };
                         tracing::info!(keystore = %self.files.keystore.display(), "TLS certificates reloaded");
                     }
                     Err(e) => {
@@ -243,12 +259,10 @@ impl Tls {
     /// A server configuration that requires a client certificate from the truststore's
     /// CAs, whatever `ssl.client.auth` says (for the metadata log's port).
     pub fn server_mutual(&self) -> Result<Arc<ServerConfig>, String> {
-        let mut files = self.files.clone();
-        files.client_auth = "required".into();
-        if files.truststore.is_none() {
-            return Err("an SSL controller listener needs ssl.truststore.location".into());
-        }
-        files.server_config(true)
+        self.refresh()
+            .mutual
+            .clone()
+            .ok_or_else(|| "an SSL controller listener needs ssl.truststore.location".into())
     }
 
     /// The client configuration for connections to other brokers, if a truststore is set.
@@ -338,12 +352,11 @@ pub fn client_config(
         .with_root_certificates(roots);
     let config = match identity {
         Some((cert, key)) => {
-            let certs = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| format!("{}: {e}", cert.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{}: {e}", cert.display()))?;
-            let key =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            let (certs, key) = load_identity(
+                cert,
+                key,
+                "ssl.keystore.location (or ssl.certificate.location and ssl.key.location) must hold the client's certificate and key in PEM",
+            )?;
             builder
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| format!("{}: {e}", cert.display()))?
