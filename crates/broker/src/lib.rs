@@ -11,6 +11,7 @@ pub mod security;
 pub mod server;
 pub mod state;
 pub mod txn;
+pub mod zero_copy;
 
 pub use config::BrokerConfig;
 pub use server::run;

@@ -25,6 +25,7 @@ use crate::config::{BrokerConfig, Listener};
 use crate::error::BrokerError;
 use crate::security::{SaslOutcome, Session};
 use crate::state::Broker;
+use crate::zero_copy;
 
 /// Runs the broker until `shutdown` resolves, then stops cleanly: no new connections,
 /// in-flight requests answered, logs flushed and closed.
@@ -432,7 +433,22 @@ async fn serve_connection(
     }
 }
 
-async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+/// A client connection's transport. Plain TCP can send file ranges itself (`sendfile`).
+trait Socket: AsyncRead + AsyncWrite + Unpin {
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Socket for TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<TcpStream> {}
+
+async fn serve_stream<S: Socket>(
     broker: &Arc<Broker>,
     stream: S,
     peer: SocketAddr,
@@ -451,11 +467,13 @@ enum Reply {
     /// Nothing is due (acks=0).
     None,
     Send(Bytes),
+    /// Bytes and file ranges, in order (a Fetch response sent from the page cache).
+    SendParts(Vec<zero_copy::Part>),
     /// A failed authentication: wait, answer, close.
     SendAndClose(Bytes, Duration),
 }
 
-async fn connection_loop<S: AsyncRead + AsyncWrite + Unpin>(
+async fn connection_loop<S: Socket>(
     broker: &Arc<Broker>,
     stream: &mut BufReader<S>,
     max_frame: usize,
@@ -503,17 +521,25 @@ async fn connection_loop<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(raw) => raw,
             Err(e) => return Close::Refused(e.to_string()),
         };
-        let response = match handle_frame(broker, raw, frame, peer, session, stop.clone()).await {
-            Ok(Reply::Send(bytes)) => bytes,
-            Ok(Reply::None) => continue,
-            Ok(Reply::SendAndClose(bytes, delay)) => {
-                tokio::time::sleep(delay).await;
-                let _ = stream.write_all(&bytes).await;
-                let _ = stream.flush().await;
-                return Close::Refused("authentication failed".into());
-            }
-            Err(reason) => return Close::Refused(reason),
-        };
+        let zero_copy = stream.get_ref().tcp().is_some();
+        let response =
+            match handle_frame(broker, raw, frame, peer, session, stop.clone(), zero_copy).await {
+                Ok(Reply::Send(bytes)) => bytes,
+                Ok(Reply::SendParts(parts)) => {
+                    if let Err(e) = send_parts(stream.get_mut(), &parts).await {
+                        return Close::Io(e);
+                    }
+                    continue;
+                }
+                Ok(Reply::None) => continue,
+                Ok(Reply::SendAndClose(bytes, delay)) => {
+                    tokio::time::sleep(delay).await;
+                    let _ = stream.write_all(&bytes).await;
+                    let _ = stream.flush().await;
+                    return Close::Refused("authentication failed".into());
+                }
+                Err(reason) => return Close::Refused(reason),
+            };
         if let Err(e) = stream.write_all(&response).await {
             return Close::Io(e);
         }
@@ -521,6 +547,51 @@ async fn connection_loop<S: AsyncRead + AsyncWrite + Unpin>(
             return Close::Io(e);
         }
     }
+}
+
+/// Writes bytes and file ranges in order; file ranges go with `sendfile` on plain TCP
+/// (and are read and written elsewhere, which `handle_frame` avoids).
+async fn send_parts<S: Socket>(stream: &mut S, parts: &[zero_copy::Part]) -> std::io::Result<()> {
+    for part in parts {
+        match part {
+            zero_copy::Part::Bytes(b) => stream.write_all(b).await?,
+            zero_copy::Part::File(region) => match (stream.tcp(), region.file.fd()) {
+                (Some(tcp), Some(fd)) => send_file(tcp, fd, region).await?,
+                _ => stream.write_all(&zero_copy::read_region(region)?).await?,
+            },
+        }
+    }
+    stream.flush().await
+}
+
+/// Sends a file range on a socket with `sendfile`, waiting whenever the socket is full.
+async fn send_file(
+    tcp: &TcpStream,
+    fd: std::os::fd::BorrowedFd<'_>,
+    region: &gregor_storage::FileRegion,
+) -> std::io::Result<()> {
+    let mut offset = region.position;
+    let end = region.position + region.len as u64;
+    while offset < end {
+        tcp.writable().await?;
+        let want = (end - offset).min(1 << 30) as usize;
+        match tcp.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::fs::sendfile(tcp, fd, Some(&mut offset), want).map_err(std::io::Error::from)
+        }) {
+            Ok(0) => {
+                // The size was announced: a range cut short cannot be answered any more.
+                tracing::warn!(path = %region.path.display(), at = offset, end, "a segment was cut while its range was being sent; closing the connection");
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment cut short during sendfile",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The largest frame read before a SASL client has authenticated.
@@ -534,6 +605,7 @@ async fn handle_frame(
     peer: SocketAddr,
     session: &mut Session,
     stop: watch::Receiver<bool>,
+    zero_copy: bool,
 ) -> Result<Reply, String> {
     let Ok(api) = ApiKey::try_from(raw.api_key) else {
         return Err(format!("unknown API key {}", raw.api_key));
@@ -597,11 +669,16 @@ async fn handle_frame(
                 peer,
                 caller: session.caller.clone(),
                 listener: session.listener.clone(),
+                deferred: (zero_copy && api == ApiKey::Fetch).then(Default::default),
             };
             let Some(body) = api::dispatch(&ctx, request).await else {
                 crate::metrics::request_done(api, started.elapsed());
                 return Ok(Reply::None);
             };
+            let regions = ctx.deferred.map(|d| d.take()).unwrap_or_default();
+            if !regions.is_empty() {
+                return encode_parts(api, version, raw.correlation_id, body, &regions, started);
+            }
             (body, None)
         }
     };
@@ -610,6 +687,30 @@ async fn handle_frame(
         Some(delay) => Reply::SendAndClose(bytes, delay),
         None => Reply::Send(bytes),
     })
+}
+
+/// Encodes a response with placeholders and cuts it into bytes and file ranges. Should
+/// the cut fail, the ranges are read into the response instead (logged: a bug).
+fn encode_parts(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    mut body: ResponseKind,
+    regions: &[gregor_storage::FileRegion],
+    started: std::time::Instant,
+) -> Result<Reply, String> {
+    let placeheld = encode(api, version, correlation_id, &body, started)?;
+    match zero_copy::splice(placeheld, regions, version >= 12) {
+        Ok(parts) => Ok(Reply::SendParts(parts)),
+        Err(e) => {
+            tracing::error!(api = ?api, version, error = %e, "could not cut a response at its file ranges; reading them instead");
+            zero_copy::materialize(&mut body, regions).map_err(|e| {
+                tracing::error!(error = %e, "could not read a fetched segment range");
+                format!("reading a fetched range failed: {e}")
+            })?;
+            encode(api, version, correlation_id, &body, started).map(Reply::Send)
+        }
+    }
 }
 
 fn encode(

@@ -344,6 +344,7 @@ async fn every_api_answers_every_declared_version() {
                     host: "127.0.0.1".parse().expect("ip"),
                 },
                 listener: "PLAINTEXT".into(),
+                deferred: None,
             };
             let response = api::dispatch(&ctx, request)
                 .await

@@ -41,6 +41,7 @@ async fn list_offset(broker: &Arc<Broker>, timestamp: i64) -> (i16, i64) {
             host: "127.0.0.1".parse().expect("ip"),
         },
         listener: "PLAINTEXT".into(),
+        deferred: None,
     };
     let Some(ResponseKind::ListOffsets(response)) =
         api::dispatch(&ctx, RequestKind::ListOffsets(request)).await

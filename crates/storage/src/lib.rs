@@ -12,4 +12,4 @@ pub mod segment;
 
 pub use disk::{Disk, DiskFile, FaultyDisk, OsDisk};
 pub use error::StorageError;
-pub use log::{AppendInfo, LogConfig, LogOffsets, PartitionLog, ReadPlan};
+pub use log::{AppendInfo, FileRegion, LogConfig, LogOffsets, PartitionLog, ReadPlan};

@@ -122,6 +122,17 @@ pub struct ReadPlan {
     path: PathBuf,
     position: u64,
     pub len: usize,
+    /// The records in those batches, by their headers.
+    pub records: u64,
+}
+
+/// A range of a segment file, kept open.
+#[derive(Debug, Clone)]
+pub struct FileRegion {
+    pub file: Arc<dyn DiskFile>,
+    pub path: PathBuf,
+    pub position: u64,
+    pub len: usize,
 }
 
 impl ReadPlan {
@@ -131,7 +142,20 @@ impl ReadPlan {
             path: PathBuf::new(),
             position: 0,
             len: 0,
+            records: 0,
         }
+    }
+
+    /// The planned bytes as a file range, to be sent without reading them (`None` when
+    /// the plan is empty).
+    pub fn region(&self) -> Option<FileRegion> {
+        let file = self.file.clone()?;
+        (self.len > 0).then(|| FileRegion {
+            file,
+            path: self.path.clone(),
+            position: self.position,
+            len: self.len,
+        })
     }
     /// Reads the planned bytes. The range holds only whole, already-written batches, which
     /// never change while the segment exists (and the plan keeps the file open).
@@ -880,12 +904,14 @@ impl PartitionLog {
                 continue;
             };
             let mut len = 0usize;
+            let mut records = 0u64;
             segment.walk_headers(position, |_, h| {
                 let total = h.total_bytes();
                 if h.base_offset >= end {
                     false
                 } else if len + total <= max_bytes || (len == 0 && min_one_batch) {
                     len += total;
+                    records += h.records_count.max(0) as u64;
                     true
                 } else {
                     false
@@ -896,6 +922,7 @@ impl PartitionLog {
                 path: segment.path().to_path_buf(),
                 position,
                 len,
+                records,
             });
         }
         Ok(ReadPlan::empty())

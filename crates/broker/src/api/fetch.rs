@@ -134,8 +134,8 @@ fn read_once(
                     partition.add_waiter(notify.clone());
                     let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
                     match read_partition(
+                        ctx,
                         &partition,
-                        ctx.version,
                         if replica_id >= 0 {
                             Reader::Follower
                         } else if request.isolation_level == READ_COMMITTED {
@@ -187,10 +187,13 @@ enum Reader {
     Committed,
 }
 
-/// Reads one partition into `data`; returns the record bytes read.
+/// Reads one partition into `data` (or, where the connection sends file ranges itself
+/// (`ctx.deferred`), puts a placeholder for its
+/// stored batches there, for the connection to send from the file); returns the record
+/// bytes.
 fn read_partition(
+    ctx: &RequestContext,
     partition: &Partition,
-    version: i16,
     reader: Reader,
     offset: i64,
     limit: usize,
@@ -202,7 +205,7 @@ fn read_partition(
         let offsets = log.offsets();
         data.high_watermark = offsets.high_watermark;
         data.last_stable_offset = offsets.last_stable;
-        if version >= 5 {
+        if ctx.version >= 5 {
             data.log_start_offset = offsets.log_start;
         }
         if reader == Reader::Committed {
@@ -234,16 +237,17 @@ fn read_partition(
         }
     };
     debug_assert!(offset <= offsets.log_end);
-    let bytes = plan.read()?;
-    let n = bytes.len();
+    let n = plan.len;
     if n > 0 {
         // Counted by batch header: no per-record work.
-        let records: i64 = gregor_protocol::batch::batches(&bytes)
-            .map(|(_, h)| i64::from(h.records_count.max(0)))
-            .sum();
-        partition.metrics.fetch_records.increment(records as u64);
+        partition.metrics.fetch_records.increment(plan.records);
         partition.metrics.fetch_bytes.increment(n as u64);
     }
-    data.records = Some(Bytes::from(bytes));
+    data.records = Some(match (&ctx.deferred, plan.region()) {
+        (Some(deferred), Some(region)) if region.file.fd().is_some() => {
+            deferred.placeholder(region)
+        }
+        _ => Bytes::from(plan.read()?),
+    });
     Ok(n)
 }

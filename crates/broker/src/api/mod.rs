@@ -147,6 +147,9 @@ pub struct RequestContext {
     /// The listener the request came in on; Metadata and FindCoordinator answer with
     /// brokers' addresses on the same listener.
     pub listener: String,
+    /// Set where the connection can send file ranges itself (plain TCP): Fetch then puts
+    /// placeholders for the stored batches instead of reading them (`zero_copy`).
+    pub deferred: Option<crate::zero_copy::Deferred>,
 }
 
 impl RequestContext {
