@@ -521,7 +521,8 @@ async fn connection_loop<S: Socket>(
             Ok(raw) => raw,
             Err(e) => return Close::Refused(e.to_string()),
         };
-        let zero_copy = stream.get_ref().tcp().is_some();
+        let zero_copy =
+            stream.get_ref().tcp().is_some() && broker.config.get_bool("fetch.sendfile");
         let response =
             match handle_frame(broker, raw, frame, peer, session, stop.clone(), zero_copy).await {
                 Ok(Reply::Send(bytes)) => bytes,

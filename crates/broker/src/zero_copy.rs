@@ -7,7 +7,7 @@
 //! cuts the encoded frame at each placeholder, fixing the length before it and the frame
 //! size, into parts that are either bytes or file ranges. On a plain TCP connection the
 //! ranges go out with `sendfile`; anywhere else (TLS) [`materialize`] reads them into the
-//! response before it is encoded, as before.
+//! response before it is encoded, as before, and so does `"fetch.sendfile" = false`.
 //!
 //! The batches of a file range never change while the segment exists, and the range keeps
 //! the file open. A range cut short under the send (a follower's log truncated meanwhile)
