@@ -121,3 +121,38 @@ def test_group_members_and_errors_are_counted(broker):
     err, _, _ = raw.fetch_v4(conn, "watched", 0, 10_000)
     assert err == 1  # OFFSET_OUT_OF_RANGE
     assert value(scrape(broker), "gregor_request_errors_total", api="Fetch", error="OffsetOutOfRange") == 1
+
+
+def flushes(broker):
+    return value(scrape(broker), "gregor_log_flush_duration_seconds_count")
+
+
+def produce_kib(broker, topic, kib):
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "1", "linger.ms": 5})
+    for i in range(kib):
+        p.produce(topic, b"w" * 1000, partition=0)
+        if i % 1000 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+
+
+def test_background_writeback_fsyncs_after_log_writeback_bytes(make_broker):
+    """With log.writeback.bytes, the flusher fsyncs a partition once that many bytes have
+    piled up since its last fsync (checked every 100 ms); below it, or with 0 (and no
+    flush.messages or flush.ms), nothing is fsynced."""
+    on = make_broker('"log.writeback.bytes" = 1048576')
+    off = make_broker('"log.writeback.bytes" = 0')
+    for b in (on, off):
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})  # kept alive until the result
+        admin.create_topics([NewTopic("wb", 1, 1)])["wb"].result(30)
+    before = flushes(on)
+    for step in range(4):
+        # 600 KiB a step: the threshold (1 MiB) is crossed on every second step only.
+        produce_kib(on, "wb", 600)
+        produce_kib(off, "wb", 600)
+        expected = (step + 1) // 2
+        if expected:
+            wait_until(lambda: flushes(on) - before >= expected, f"fsync {expected} after step {step + 1}")
+        time.sleep(0.5)  # five checks of the flusher
+        assert flushes(on) - before == expected, f"after {step + 1} × 600 KiB: {flushes(on) - before} fsyncs"
+    assert flushes(off) == 0, "writeback off: no fsync"

@@ -166,6 +166,15 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Largest request frame; bigger frames close the connection."
     ),
     def!(
+        "log.writeback.bytes",
+        None,
+        "8388608",
+        Long,
+        [],
+        0,
+        "Once a partition has this many bytes appended since its last fsync, the flusher fsyncs it in the background (checked every 100 ms), so the page cache's dirty pages never pile up to the kernel's thresholds, where every write stalls for a long time; 0 leaves writing back to the kernel. Acknowledgements never wait for it: durability is still flush.messages' and flush.ms'. Gregor's own setting."
+    ),
+    def!(
         "log.flush.scheduler.interval.ms",
         None,
         "1000",

@@ -34,6 +34,11 @@ pub fn start(addr: SocketAddr) -> Result<(), String> {
             LATENCY_BUCKETS,
         )
         .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            Matcher::Full("gregor_log_flush_duration_seconds".into()),
+            LATENCY_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
         .build()
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}; choose another address with --metrics HOST:PORT, or --metrics off"))?;
     metrics::set_global_recorder(recorder)
@@ -84,6 +89,11 @@ fn describe() {
         "gregor_request_duration_seconds",
         Unit::Seconds,
         "Time from a request's arrival to its response being encoded, by API."
+    );
+    describe_histogram!(
+        "gregor_log_flush_duration_seconds",
+        Unit::Seconds,
+        "Time of each fsync of a partition's log (flush.messages, flush.ms, log.writeback.bytes)."
     );
     describe_gauge!(
         "gregor_log_size_bytes",
@@ -223,6 +233,11 @@ pub fn error_code(api: ApiKey, code: i16) {
     let name = kafka_protocol::error::ResponseError::try_from_code(code)
         .map_or_else(|| format!("code_{code}"), |e| format!("{e:?}"));
     error(&format!("{api:?}"), &name);
+}
+
+/// Records one fsync of a partition's log.
+pub fn log_flushed(elapsed: Duration) {
+    metrics::histogram!("gregor_log_flush_duration_seconds").record(elapsed.as_secs_f64());
 }
 
 pub fn connection_opened() {

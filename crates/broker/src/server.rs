@@ -309,12 +309,16 @@ async fn follow_images(
 }
 
 async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let every = Duration::from_millis(
+    let mut every = Duration::from_millis(
         broker
             .config
             .get_i64("log.flush.scheduler.interval.ms")
             .max(1) as u64,
     );
+    if broker.config.get_i64("log.writeback.bytes") > 0 {
+        // Writeback is checked more often than flush.ms usually needs.
+        every = every.min(Duration::from_millis(100));
+    }
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => broker.flush_due_partitions().await,

@@ -361,6 +361,7 @@ impl Partition {
             return Ok(()); // an fsync that ran while we waited covered us
         }
         let (file, path, end) = self.log().sync_target();
+        let started = std::time::Instant::now();
         let synced = tokio::task::spawn_blocking(move || {
             file.sync_data()
                 .map_err(|e| StorageError::io("fsync", path, e))
@@ -368,6 +369,7 @@ impl Partition {
         .await
         .map_err(|e| StorageError::io("fsync", PathBuf::new(), std::io::Error::other(e)))
         .and_then(|r| r);
+        crate::metrics::log_flushed(started.elapsed());
         if let Err(e) = synced {
             // A failed fsync may have lost pages: the log goes offline rather than serve them.
             return Err(self.log().fail(e));
@@ -1378,11 +1380,17 @@ impl Broker {
         }
     }
 
-    /// Fsyncs partitions whose `flush.ms` has passed.
+    /// Fsyncs partitions whose `flush.ms` has passed or which have more than
+    /// `log.writeback.bytes` not yet written back.
     pub async fn flush_due_partitions(&self) {
         let now = now_ms();
+        let writeback = self.config.get_i64("log.writeback.bytes");
         for partition in self.all_partitions() {
-            let due = partition.log().needs_periodic_flush(now);
+            let due = {
+                let log = partition.log();
+                log.needs_periodic_flush(now)
+                    || (writeback > 0 && log.unflushed_bytes() >= writeback as u64)
+            };
             if due {
                 let end = partition.log().log_end();
                 if let Err(e) = partition.make_durable(end).await {

@@ -178,6 +178,9 @@ pub struct PartitionLog {
     segments: BTreeMap<i64, Segment>,
     log_start: i64,
     unflushed_records: u64,
+    /// Bytes appended since the last fsync began (the page cache's dirty share of this
+    /// partition, for `log.writeback.bytes`).
+    unflushed_bytes: u64,
     oldest_unflushed_ms: Option<i64>,
     /// Everything below this offset is known to be fsynced.
     flushed_offset: i64,
@@ -309,6 +312,7 @@ impl PartitionLog {
             segments,
             log_start,
             unflushed_records: 0,
+            unflushed_bytes: 0,
             oldest_unflushed_ms: None,
             flushed_offset: 0,
             offline: None,
@@ -600,6 +604,7 @@ impl PartitionLog {
             }
         }
         self.unflushed_records += records;
+        self.unflushed_bytes += bytes.len() as u64;
         self.oldest_unflushed_ms.get_or_insert(now_ms);
         Ok(Some(AppendInfo {
             base_offset: log_end,
@@ -753,6 +758,7 @@ impl PartitionLog {
         }
         self.note_epoch(leader_epoch, base_offset);
         self.unflushed_records += records;
+        self.unflushed_bytes += bytes.len() as u64;
         self.oldest_unflushed_ms.get_or_insert(now_ms);
         Ok(AppendInfo {
             base_offset,
@@ -793,6 +799,7 @@ impl PartitionLog {
         self.producers
             .record_marker(producer_id, epoch, commit, offset, now_ms);
         self.unflushed_records += 1;
+        self.unflushed_bytes += bytes.len() as u64;
         self.oldest_unflushed_ms.get_or_insert(now_ms);
         Ok(AppendInfo {
             base_offset: offset,
@@ -841,6 +848,7 @@ impl PartitionLog {
     /// Closes the active segment (fsynced, indexes written) and starts a new one.
     pub fn roll(&mut self, now_ms: i64) -> Result<()> {
         let base = self.log_end();
+        self.unflushed_bytes = 0;
         {
             let active = self.active();
             active.sync()?;
@@ -1194,7 +1202,10 @@ impl PartitionLog {
     }
 
     /// What an fsync must cover now: the active segment's file, and the offset it makes durable.
-    pub fn sync_target(&self) -> (Arc<dyn DiskFile>, PathBuf, i64) {
+    /// What an fsync outside the lock covers: the active segment up to the log end. The
+    /// bytes appended so far count as being written from here on.
+    pub fn sync_target(&mut self) -> (Arc<dyn DiskFile>, PathBuf, i64) {
+        self.unflushed_bytes = 0;
         let active = self.active();
         (active.file(), active.path().to_path_buf(), self.log_end())
     }
@@ -1213,10 +1224,16 @@ impl PartitionLog {
         self.flushed_offset
     }
 
+    /// Bytes appended since the last fsync of this partition began.
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.unflushed_bytes
+    }
+
     /// Fsyncs the active segment in place (callers that can, sync outside the lock instead).
     pub fn flush(&mut self) -> Result<()> {
         self.check_online()?;
         let end = self.log_end();
+        self.unflushed_bytes = 0;
         if let Err(e) = self.active().sync() {
             return Err(self.fail(e));
         }
@@ -1316,6 +1333,31 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn unflushed_bytes_count_appends_until_an_fsync_begins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(dir.path(), LogConfig::default());
+        assert_eq!(log.unflushed_bytes(), 0);
+        append_values(&mut log, &[vec![1; 100], vec![2; 100]], 1);
+        let first = log.unflushed_bytes();
+        let batch = log.read(0, 1 << 20, true).expect("read");
+        assert_eq!(first, batch.len as u64, "the whole stored batch counts");
+        assert_eq!(batch.records, 2, "the plan counts records by batch header");
+        append_values(&mut log, &[vec![3; 10]], 2);
+        assert!(log.unflushed_bytes() > first);
+        let (_, _, end) = log.sync_target();
+        assert_eq!(end, 3);
+        assert_eq!(
+            log.unflushed_bytes(),
+            0,
+            "an fsync covers everything appended before it"
+        );
+        append_values(&mut log, &[vec![4; 10]], 3);
+        assert!(log.unflushed_bytes() > 0);
+        log.flush().expect("flush");
+        assert_eq!(log.unflushed_bytes(), 0);
     }
 
     fn append_at_epoch(log: &mut PartitionLog, values: &[Vec<u8>], epoch: i32) -> AppendInfo {
