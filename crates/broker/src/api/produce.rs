@@ -24,7 +24,11 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
     let acks = request.acks;
     let deadline = tokio::time::Instant::now()
         + std::time::Duration::from_millis(request.timeout_ms.clamp(0, 300_000) as u64);
+    // First every partition is appended; then the fsyncs and replica waits that `acks`
+    // and the flush policy ask for run together, so a request's partitions wait for the
+    // slowest of them, not for the sum (Kafka's produce purgatory).
     let mut responses = Vec::with_capacity(request.topic_data.len());
+    let mut pending: Vec<((usize, usize), Appended)> = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
         let known = if acks == 0 || acks == 1 || acks == -1 {
@@ -45,21 +49,17 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
             } else if known.is_none() {
                 r.error_code = ResponseError::UnknownTopicOrPartition.code();
             } else if let Some(partition) = ctx.broker.partition(&name, data.index) {
-                produce_to(
-                    &partition,
+                if let Some(appended) = append_to(
+                    partition,
                     ctx.version,
                     data.records.unwrap_or_default(),
                     acks,
-                    deadline,
                     &mut r,
-                )
-                .await;
+                ) {
+                    pending.push(((responses.len(), partition_responses.len()), appended));
+                }
             } else {
                 r.error_code = ResponseError::UnknownTopicOrPartition.code();
-            }
-            if r.error_code != 0 {
-                crate::metrics::error_code(ApiKey::Produce, r.error_code);
-                tracing::debug!(topic = %name, partition = data.index, error_code = r.error_code, message = ?r.error_message, "produce refused");
             }
             partition_responses.push(r);
         }
@@ -69,21 +69,141 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
             partition_responses
         }));
     }
+    let waits = pending.iter().filter(|(_, a)| a.must_wait(acks)).count();
+    if waits > 1 {
+        let mut set = tokio::task::JoinSet::new();
+        for ((t, p), appended) in pending {
+            // Stays the answer should a completion never report (it cannot panic, but an
+            // unanswered append must not look acknowledged).
+            Outcome::Failed(
+                ResponseError::UnknownServerError.code(),
+                "the append's completion did not finish".into(),
+            )
+            .apply(&mut responses[t].partition_responses[p]);
+            let at = (t, p);
+            set.spawn(async move { (at, appended.complete(acks, deadline).await) });
+        }
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok(((t, p), outcome)) => outcome.apply(&mut responses[t].partition_responses[p]),
+                // A completion that panicked leaves its partition unanswered with an error.
+                Err(e) => tracing::error!(error = %e, "a produce completion failed"),
+            }
+        }
+    } else {
+        for ((t, p), appended) in pending {
+            let outcome = appended.complete(acks, deadline).await;
+            outcome.apply(&mut responses[t].partition_responses[p]);
+        }
+    }
+    for topic in &responses {
+        for r in &topic.partition_responses {
+            if r.error_code != 0 {
+                crate::metrics::error_code(ApiKey::Produce, r.error_code);
+                tracing::debug!(topic = %topic.name.0, partition = r.index, error_code = r.error_code, message = ?r.error_message, "produce refused");
+            }
+        }
+    }
     if acks == 0 {
         return None;
     }
     Some(build!(ProduceResponse { responses }))
 }
 
-/// Validates, appends and (if the flush policy says so) fsyncs one partition's records.
-async fn produce_to(
-    partition: &Arc<Partition>,
+/// Records appended to one partition, whose answer may still wait for an fsync or for
+/// the in-sync replicas.
+struct Appended {
+    partition: Arc<Partition>,
+    info: gregor_storage::AppendInfo,
+    bytes: u64,
+    stamp: Option<i64>,
+    replicated: bool,
+}
+
+/// What a completion found: the answer's fields, or an error.
+enum Outcome {
+    Done {
+        base_offset: i64,
+        log_append_time_ms: i64,
+    },
+    Failed(i16, String),
+}
+
+impl Outcome {
+    fn apply(self, r: &mut PartitionProduceResponse) {
+        match self {
+            Outcome::Done {
+                base_offset,
+                log_append_time_ms,
+            } => {
+                r.error_code = 0;
+                r.error_message = None;
+                r.base_offset = base_offset;
+                r.log_append_time_ms = log_append_time_ms;
+            }
+            Outcome::Failed(code, message) => {
+                r.error_code = code;
+                r.error_message = Some(StrBytes::from_string(message));
+            }
+        }
+    }
+}
+
+impl Appended {
+    fn must_wait(&self, acks: i16) -> bool {
+        self.info.flush_due || (acks == -1 && self.replicated)
+    }
+
+    /// Fsyncs if the flush policy says so, wakes fetches, and waits for the in-sync
+    /// replicas under `acks=all`.
+    async fn complete(self, acks: i16, deadline: tokio::time::Instant) -> Outcome {
+        let Appended {
+            partition,
+            info,
+            bytes,
+            stamp,
+            replicated,
+        } = self;
+        if info.flush_due {
+            if let Err(e) = partition.make_durable(info.last_offset + 1).await {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fsync failed; the append is not acknowledged");
+                return Outcome::Failed(storage_error_code(&e), e.to_string());
+            }
+        }
+        partition.wake_waiters();
+        if replicated {
+            // Followers fetch what was just written; the high watermark may move now
+            // (an ISR of the leader alone) or on their next fetches.
+            partition.update_high_watermark();
+        }
+        if acks == -1
+            && replicated
+            && !wait_for_replicas(&partition, info.last_offset + 1, deadline).await
+        {
+            return Outcome::Failed(
+                ResponseError::RequestTimedOut.code(),
+                "the in-sync replicas did not all copy the records within the request timeout"
+                    .into(),
+            );
+        }
+        partition.metrics.produce_records.increment(info.records);
+        partition.metrics.produce_bytes.increment(bytes);
+        Outcome::Done {
+            base_offset: info.base_offset,
+            log_append_time_ms: stamp.unwrap_or(-1),
+        }
+    }
+}
+
+/// Validates and appends one partition's records. Refusals and retried duplicates are
+/// answered in `r` at once; an append returns what is left to wait for.
+fn append_to(
+    partition: Arc<Partition>,
     version: i16,
     records: Bytes,
     acks: i16,
-    deadline: tokio::time::Instant,
     r: &mut PartitionProduceResponse,
-) {
+) -> Option<Appended> {
     let settings = partition.settings();
     let (leads, leader_epoch, isr, replicated) = partition.leadership();
     if !leads {
@@ -91,7 +211,7 @@ async fn produce_to(
         r.error_message = Some(StrBytes::from_static_str(
             "this broker does not lead the partition; refresh metadata",
         ));
-        return;
+        return None;
     }
     if acks == -1 && isr < settings.min_insync_replicas {
         r.error_code = ResponseError::NotEnoughReplicas.code();
@@ -99,14 +219,14 @@ async fn produce_to(
             "{isr} in-sync replica(s), min.insync.replicas is {}",
             settings.min_insync_replicas
         )));
-        return;
+        return None;
     }
     let headers = match validate(&records, settings.max_message_bytes, settings.compacted) {
         Ok(h) => h,
         Err((code, message)) => {
             r.error_code = code;
             r.error_message = Some(StrBytes::from_string(message));
-            return;
+            return None;
         }
     };
     let mut bytes = records.to_vec();
@@ -125,49 +245,26 @@ async fn produce_to(
             // A retry of a batch already stored: its original offsets, nothing appended.
             tracing::debug!(topic = %partition.topic, partition = partition.index, base_offset = info.base_offset, "duplicate idempotent batch answered with its original offset");
             r.base_offset = info.base_offset;
+            None
         }
-        Ok(info) => {
-            if info.flush_due {
-                if let Err(e) = partition.make_durable(info.last_offset + 1).await {
-                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fsync failed; the append is not acknowledged");
-                    r.error_code = storage_error_code(&e);
-                    r.error_message = Some(StrBytes::from_string(e.to_string()));
-                    return;
-                }
-            }
-            partition.wake_waiters();
-            if replicated {
-                // Followers fetch what was just written; the high watermark may move now
-                // (an ISR of the leader alone) or on their next fetches.
-                partition.update_high_watermark();
-            }
-            if acks == -1
-                && replicated
-                && !wait_for_replicas(partition, info.last_offset + 1, deadline).await
-            {
-                r.error_code = ResponseError::RequestTimedOut.code();
-                r.error_message = Some(StrBytes::from_static_str(
-                    "the in-sync replicas did not all copy the records within the request timeout",
-                ));
-                return;
-            }
-            partition.metrics.produce_records.increment(info.records);
-            partition
-                .metrics
-                .produce_bytes
-                .increment(bytes.len() as u64);
-            r.base_offset = info.base_offset;
-            r.log_append_time_ms = stamp.unwrap_or(-1);
-        }
+        Ok(info) => Some(Appended {
+            partition,
+            info,
+            bytes: bytes.len() as u64,
+            stamp,
+            replicated,
+        }),
         Err(e @ gregor_storage::StorageError::Sequence(_)) => {
             tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "idempotent batch refused");
             r.error_code = storage_error_code(&e);
             r.error_message = Some(StrBytes::from_string(e.to_string()));
+            None
         }
         Err(e) => {
             tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
             r.error_code = storage_error_code(&e);
             r.error_message = Some(StrBytes::from_string(e.to_string()));
+            None
         }
     }
 }
