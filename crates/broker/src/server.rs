@@ -485,6 +485,8 @@ async fn connection_loop<S: Socket>(
     session: &mut Session,
     mut stop: watch::Receiver<bool>,
 ) -> Close {
+    // Whether Fetch responses may be sent from the files (plain TCP), decided once.
+    let zero_copy = stream.get_ref().tcp().is_some() && broker.config.get_bool("fetch.sendfile");
     loop {
         // Between requests is the only place a connection stops for shutdown.
         let size = tokio::select! {
@@ -525,8 +527,6 @@ async fn connection_loop<S: Socket>(
             Ok(raw) => raw,
             Err(e) => return Close::Refused(e.to_string()),
         };
-        let zero_copy =
-            stream.get_ref().tcp().is_some() && broker.config.get_bool("fetch.sendfile");
         let response =
             match handle_frame(broker, raw, frame, peer, session, stop.clone(), zero_copy).await {
                 Ok(Reply::Send(bytes)) => bytes,
@@ -562,7 +562,11 @@ async fn send_parts<S: Socket>(stream: &mut S, parts: &[zero_copy::Part]) -> std
             zero_copy::Part::Bytes(b) => stream.write_all(b).await?,
             zero_copy::Part::File(region) => match (stream.tcp(), region.file.fd()) {
                 (Some(tcp), Some(fd)) => send_file(tcp, fd, region).await?,
-                _ => stream.write_all(&zero_copy::read_region(region)?).await?,
+                _ => {
+                    stream
+                        .write_all(&region.read().map_err(std::io::Error::other)?)
+                        .await?
+                }
             },
         }
     }

@@ -153,15 +153,11 @@ pub fn splice(frame: Bytes, regions: &[FileRegion], flexible: bool) -> Result<Ve
     Ok(parts)
 }
 
-/// Reads a file range (the fallback where it cannot be sent from the file).
-pub fn read_region(region: &FileRegion) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; region.len];
-    region.file.read_exact_at(&mut buf, region.position)?;
-    Ok(buf)
-}
-
 /// Puts the bytes of each file range in place of its placeholder in a Fetch response.
-pub fn materialize(body: &mut ResponseKind, regions: &[FileRegion]) -> std::io::Result<()> {
+pub fn materialize(
+    body: &mut ResponseKind,
+    regions: &[FileRegion],
+) -> Result<(), gregor_storage::StorageError> {
     let ResponseKind::Fetch(r) = body else {
         return Ok(());
     };
@@ -174,9 +170,7 @@ pub fn materialize(body: &mut ResponseKind, regions: &[FileRegion]) -> std::io::
             else {
                 continue;
             };
-            p.records = Some(Bytes::from(read_region(&regions[k]).map_err(|e| {
-                std::io::Error::other(format!("{}: {e}", regions[k].path.display()))
-            })?));
+            p.records = Some(Bytes::from(regions[k].read()?));
         }
     }
     Ok(())
@@ -215,7 +209,7 @@ mod tests {
         for p in parts {
             match p {
                 Part::Bytes(b) => out.extend_from_slice(b),
-                Part::File(r) => out.extend_from_slice(&read_region(r).expect("read")),
+                Part::File(r) => out.extend_from_slice(&r.read().expect("read")),
             }
         }
         out

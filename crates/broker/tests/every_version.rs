@@ -2,10 +2,12 @@
 //! answer encodes at that version. Fields a version lacks must hold their defaults or the
 //! codec refuses, so this catches a handler that fills a field too new for the client.
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use gregor_broker::api::{self, RequestContext, APIS};
+use gregor_broker::api::{self, APIS};
 use gregor_broker::state::Broker;
 use gregor_broker::BrokerConfig;
 use gregor_protocol::batch::build_batch;
@@ -330,22 +332,7 @@ async fn every_api_answers_every_declared_version() {
             request
                 .encode(&mut buf, version)
                 .unwrap_or_else(|e| panic!("{:?} v{version} request: {e}", spec.key));
-            let mut header = RequestHeader::default();
-            header.request_api_key = spec.key as i16;
-            header.request_api_version = version;
-            let ctx = RequestContext {
-                broker: broker.clone(),
-                header,
-                version,
-                shutdown: rx.clone(),
-                peer: "127.0.0.1:1".parse().expect("addr"),
-                caller: gregor_broker::security::acl::Caller {
-                    principal: "User:ANONYMOUS".into(),
-                    host: "127.0.0.1".parse().expect("ip"),
-                },
-                listener: "PLAINTEXT".into(),
-                deferred: None,
-            };
+            let ctx = common::context(&broker, spec.key, version, rx.clone());
             let response = api::dispatch(&ctx, request)
                 .await
                 .unwrap_or_else(|| panic!("{:?} v{version}: no response", spec.key));

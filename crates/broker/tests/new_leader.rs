@@ -2,9 +2,11 @@
 //! ListOffsets LATEST with OFFSET_NOT_AVAILABLE (as Kafka does since KIP-207), not with an
 //! old high watermark below records that were already acknowledged.
 
+mod common;
+
 use std::sync::Arc;
 
-use gregor_broker::api::{self, RequestContext};
+use gregor_broker::api;
 use gregor_broker::state::Broker;
 use gregor_broker::BrokerConfig;
 use gregor_cluster::PartitionMeta;
@@ -26,23 +28,8 @@ async fn list_offset(broker: &Arc<Broker>, timestamp: i64) -> (i16, i64) {
     let mut request = ListOffsetsRequest::default();
     request.replica_id = BrokerId(-1);
     request.topics = vec![topic];
-    let mut header = RequestHeader::default();
-    header.request_api_key = ApiKey::ListOffsets as i16;
-    header.request_api_version = version;
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let ctx = RequestContext {
-        broker: broker.clone(),
-        header,
-        version,
-        shutdown: rx,
-        peer: "127.0.0.1:1".parse().expect("addr"),
-        caller: gregor_broker::security::acl::Caller {
-            principal: "User:ANONYMOUS".into(),
-            host: "127.0.0.1".parse().expect("ip"),
-        },
-        listener: "PLAINTEXT".into(),
-        deferred: None,
-    };
+    let ctx = common::context(broker, ApiKey::ListOffsets, version, rx);
     let Some(ResponseKind::ListOffsets(response)) =
         api::dispatch(&ctx, RequestKind::ListOffsets(request)).await
     else {

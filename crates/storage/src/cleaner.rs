@@ -318,12 +318,10 @@ mod tests {
             "segments are rewritten in place, not merged"
         );
         // Reads from any offset still work, and a restart sees the same log.
-        assert!(
-            log.read(0, 1 << 20, true)
-                .expect("read from a compacted-away offset")
-                .len
-                > 0
-        );
+        assert!(!log
+            .read(0, 1 << 20, true)
+            .expect("read from a compacted-away offset")
+            .is_empty());
         drop(log);
         let log = PartitionLog::open(
             Arc::new(OsDisk),

@@ -118,15 +118,14 @@ pub struct AppendInfo {
 /// Bytes to serve for a fetch: whole batches in one segment file, read outside any lock.
 #[derive(Debug, Clone)]
 pub struct ReadPlan {
-    file: Option<Arc<dyn DiskFile>>,
-    path: PathBuf,
-    position: u64,
-    pub len: usize,
+    /// `None` when nothing is to be served.
+    region: Option<FileRegion>,
     /// The records in those batches, by their headers.
     pub records: u64,
 }
 
-/// A range of a segment file, kept open.
+/// A range of a segment file, kept open. It holds only whole, already-written batches,
+/// which never change while the segment exists.
 #[derive(Debug, Clone)]
 pub struct FileRegion {
     pub file: Arc<dyn DiskFile>,
@@ -135,38 +134,45 @@ pub struct FileRegion {
     pub len: usize,
 }
 
+impl FileRegion {
+    /// Reads the range.
+    pub fn read(&self) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.len];
+        self.file
+            .read_exact_at(&mut buf, self.position)
+            .map_err(|e| StorageError::io("read", &self.path, e))?;
+        Ok(buf)
+    }
+}
+
 impl ReadPlan {
     fn empty() -> Self {
         ReadPlan {
-            file: None,
-            path: PathBuf::new(),
-            position: 0,
-            len: 0,
+            region: None,
             records: 0,
         }
+    }
+
+    /// The planned bytes' length.
+    pub fn len(&self) -> usize {
+        self.region.as_ref().map_or(0, |r| r.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The planned bytes as a file range, to be sent without reading them (`None` when
     /// the plan is empty).
     pub fn region(&self) -> Option<FileRegion> {
-        let file = self.file.clone()?;
-        (self.len > 0).then(|| FileRegion {
-            file,
-            path: self.path.clone(),
-            position: self.position,
-            len: self.len,
-        })
+        self.region.clone()
     }
-    /// Reads the planned bytes. The range holds only whole, already-written batches, which
-    /// never change while the segment exists (and the plan keeps the file open).
+
+    /// Reads the planned bytes.
     pub fn read(&self) -> Result<Vec<u8>> {
-        let Some(file) = &self.file else {
-            return Ok(Vec::new());
-        };
-        let mut buf = vec![0u8; self.len];
-        file.read_exact_at(&mut buf, self.position)
-            .map_err(|e| StorageError::io("read", &self.path, e))?;
-        Ok(buf)
+        self.region
+            .as_ref()
+            .map_or(Ok(Vec::new()), FileRegion::read)
     }
 }
 
@@ -926,10 +932,12 @@ impl PartitionLog {
                 }
             })?;
             return Ok(ReadPlan {
-                file: Some(segment.file()),
-                path: segment.path().to_path_buf(),
-                position,
-                len,
+                region: (len > 0).then(|| FileRegion {
+                    file: segment.file(),
+                    path: segment.path().to_path_buf(),
+                    position,
+                    len,
+                }),
                 records,
             });
         }
@@ -1201,7 +1209,6 @@ impl PartitionLog {
         self.write_offset_file(CLEANER_CHECKPOINT_FILE, offset)
     }
 
-    /// What an fsync must cover now: the active segment's file, and the offset it makes durable.
     /// What an fsync outside the lock covers: the active segment up to the log end. The
     /// bytes appended so far count as being written from here on.
     pub fn sync_target(&mut self) -> (Arc<dyn DiskFile>, PathBuf, i64) {
@@ -1343,7 +1350,7 @@ mod tests {
         append_values(&mut log, &[vec![1; 100], vec![2; 100]], 1);
         let first = log.unflushed_bytes();
         let batch = log.read(0, 1 << 20, true).expect("read");
-        assert_eq!(first, batch.len as u64, "the whole stored batch counts");
+        assert_eq!(first, batch.len() as u64, "the whole stored batch counts");
         assert_eq!(batch.records, 2, "the plan counts records by batch header");
         append_values(&mut log, &[vec![3; 10]], 2);
         assert!(log.unflushed_bytes() > first);
@@ -1506,7 +1513,7 @@ mod tests {
             log.read(4, 100, true),
             Err(StorageError::OffsetOutOfRange { .. })
         ));
-        assert_eq!(log.read(3, 100, true).expect("at end").len, 0);
+        assert_eq!(log.read(3, 100, true).expect("at end").len(), 0);
     }
 
     fn set_epoch_zero(b: &mut [u8]) {
@@ -1524,9 +1531,9 @@ mod tests {
             check_batch(&one.read().expect("bytes"))
                 .expect("batch")
                 .total_bytes(),
-            one.len
+            one.len()
         );
-        assert_eq!(log.read(0, 10, false).expect("read").len, 0);
+        assert_eq!(log.read(0, 10, false).expect("read").len(), 0);
         let both = log.read(0, 1 << 20, true).expect("read");
         assert_eq!(batches(&both.read().expect("bytes")).count(), 2);
     }
@@ -2026,7 +2033,7 @@ mod tests {
         assert_eq!(log.offsets().last_stable, 1, "held at txn 1's first offset");
         let plan = log.read_below(0, 1 << 20, true, 1).expect("read");
         assert_eq!(
-            plan.len,
+            plan.len(),
             read_all_bytes(&log, 0, 1),
             "read_committed stops at the LSO"
         );

@@ -237,7 +237,7 @@ fn read_partition(
         }
     };
     debug_assert!(offset <= offsets.log_end);
-    let n = plan.len;
+    let n = plan.len();
     if n > 0 {
         // Counted by batch header: no per-record work.
         partition.metrics.fetch_records.increment(plan.records);
