@@ -10,6 +10,7 @@ watermark.
 """
 
 import os
+import re
 import signal
 import socket
 import statistics
@@ -194,17 +195,35 @@ class Cluster:
 
     def wait_leaders(self, topic, partitions, timeout=30, isr=None):
         deadline = time.monotonic() + timeout
+        seen = "no metadata"
         while time.monotonic() < deadline:
             try:
                 t = self.metadata(topic).topics[topic]
                 ps = t.partitions
+                seen = {i: (p.leader, p.isrs) for i, p in sorted(ps.items())}
                 if len(ps) == partitions and all(p.leader >= 0 for p in ps.values()) and (
                         isr is None or all(len(p.isrs) >= isr for p in ps.values())):
                     return {i: p for i, p in ps.items()}
-            except Exception:
-                pass
+            except Exception as e:
+                seen = f"metadata failed: {e}"
             time.sleep(0.2)
-        raise AssertionError(f"{topic}: leaders (isr >= {isr}) not ready within {timeout} s")
+        raise AssertionError(f"{topic}: leaders (isr >= {isr}) not ready within {timeout} s; "
+                             f"last seen (leader, isr) by partition: {seen}\n{self.log_digest()}")
+
+    def log_digest(self, lines=40):
+        """The last warnings and errors of every node's log, for a failure message."""
+        out = []
+        for n in self.nodes.values():
+            try:
+                text = n.log_path.read_text(errors="replace")
+            except OSError:
+                continue
+            text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+            picked = [l for l in text.splitlines() if " WARN " in l or " ERROR " in l
+                      or "ready" in l or "stopped" in l]
+            out.append(f"--- node {n.id} ({'alive' if n.proc and n.proc.poll() is None else 'down'}):")
+            out.extend(picked[-lines:])
+        return "\n".join(out)
 
     def _retry(self, f, timeout=20):
         """`f()`, retried while brokers are failing over (a metadata request may land on

@@ -99,6 +99,33 @@ def test_counters_follow_produce_and_fetch_and_lag_is_end_minus_committed(broker
     assert value(m, "gregor_connections_accepted_total") >= 2
 
 
+def test_a_long_poll_woken_by_appends_counts_its_records_once(broker):
+    """A fetch waiting for fetch.min.bytes re-reads its partition at every append that
+    wakes it; only the answer it finally sends is counted."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("polled", 1, 1)])["polled"].result(30)
+    before = scrape(broker)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "polled-group",
+                  "fetch.min.bytes": 1_000_000, "fetch.wait.max.ms": 3000})
+    c.assign([TopicPartition("polled", 0, OFFSET_BEGINNING)])
+    c.consume(1, 0.5)  # the consumer is now fetching
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    for i in range(20):
+        p.produce("polled", value=b"w" * 100, partition=0)
+        p.flush(10)
+        time.sleep(0.05)
+    got = 0
+    deadline = time.monotonic() + 20
+    while got < 20 and time.monotonic() < deadline:
+        got += sum(1 for m in c.consume(100, 0.5) if m.error() is None)
+    c.close()
+    assert got == 20
+    after = scrape(broker)
+    moved = value(after, "gregor_fetch_records_total", topic="polled", partition=0) - \
+        value(before, "gregor_fetch_records_total", topic="polled", partition=0)
+    assert moved == 20, f"fetch counter moved {moved} for 20 records consumed once"
+
+
 def test_group_members_and_errors_are_counted(broker):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic("watched", 1, 1)])["watched"].result(30)

@@ -264,9 +264,13 @@ async fn start_cluster(
     let mut next_note = Duration::from_secs(5);
     let mut images = node.subscribe();
     loop {
+        // Ready once the image that registers this broker has been applied to the
+        // partitions (not only received): only then do Metadata answers carry the
+        // cluster's id and the leaderships this broker holds.
         let ready = {
-            let image = images.borrow_and_update();
-            image.cluster_id().is_some() && image.broker_alive(c.node_id)
+            let _ = images.borrow_and_update();
+            let applied = broker.image();
+            applied.cluster_id().is_some() && applied.broker_alive(c.node_id)
         };
         if ready {
             break;
@@ -279,7 +283,8 @@ async fn start_cluster(
             );
             next_note += Duration::from_secs(10);
         }
-        let _ = tokio::time::timeout(Duration::from_millis(500), images.changed()).await;
+        // Short: the image is applied a moment after it arrives.
+        let _ = tokio::time::timeout(Duration::from_millis(50), images.changed()).await;
     }
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -291,6 +296,10 @@ async fn start_cluster(
 }
 
 /// Applies every new metadata image to the partitions, until the broker stops.
+///
+/// The image current at subscription is applied first: one published between
+/// `attach_cluster` and the subscription would otherwise wait for the next change,
+/// which in a quiet cluster may never come (the broker would not know what it follows).
 async fn follow_images(
     broker: Arc<Broker>,
     node: Arc<gregor_cluster::ClusterNode>,
@@ -298,13 +307,13 @@ async fn follow_images(
 ) {
     let mut images = node.subscribe();
     loop {
+        let image = images.borrow_and_update().clone();
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.reconcile(image)).await;
         tokio::select! {
             changed = images.changed() => if changed.is_err() { return; },
             _ = stop.changed() => return,
         }
-        let image = images.borrow_and_update().clone();
-        let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || b.reconcile(image)).await;
     }
 }
 
@@ -691,7 +700,8 @@ async fn handle_frame(
             (body, None)
         }
     };
-    let bytes = encode(api, version, raw.correlation_id, &body, started)?;
+    let bytes = encode(api, version, raw.correlation_id, &body)?;
+    crate::metrics::request_done(api, started.elapsed());
     Ok(match close_after {
         Some(delay) => Reply::SendAndClose(bytes, delay),
         None => Reply::Send(bytes),
@@ -708,7 +718,8 @@ fn encode_parts(
     regions: &[gregor_storage::FileRegion],
     started: std::time::Instant,
 ) -> Result<Reply, String> {
-    let placeheld = encode(api, version, correlation_id, &body, started)?;
+    let placeheld = encode(api, version, correlation_id, &body)?;
+    crate::metrics::request_done(api, started.elapsed());
     match zero_copy::splice(placeheld, regions, version >= 12) {
         Ok(parts) => Ok(Reply::SendParts(parts)),
         Err(e) => {
@@ -717,23 +728,20 @@ fn encode_parts(
                 tracing::error!(error = %e, "could not read a fetched segment range");
                 format!("reading a fetched range failed: {e}")
             })?;
-            encode(api, version, correlation_id, &body, started).map(Reply::Send)
+            encode(api, version, correlation_id, &body).map(Reply::Send)
         }
     }
 }
 
+/// Encodes a response frame (the caller counts the request, once).
 fn encode(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &ResponseKind,
-    started: std::time::Instant,
 ) -> Result<Bytes, String> {
     match frame::encode_response(api, version, correlation_id, body) {
-        Ok(bytes) => {
-            crate::metrics::request_done(api, started.elapsed());
-            Ok(bytes)
-        }
+        Ok(bytes) => Ok(bytes),
         Err(e) => {
             tracing::error!(api = ?api, version, error = %e, "could not encode a response");
             Err(e.to_string())

@@ -1162,11 +1162,15 @@ impl Broker {
         Ok(())
     }
 
-    /// This cluster's id: the one in the replicated metadata in a cluster.
+    /// This cluster's id: the one in the replicated metadata in a cluster (never this
+    /// data directory's own, which a broker of a cluster only has before it joins).
     pub fn cluster_id(&self) -> String {
-        self.image()
-            .cluster_id()
-            .map_or_else(|| self.cluster_id.clone(), str::to_string)
+        if let Some(id) = self.image().cluster_id() {
+            return id.to_string();
+        }
+        self.clustered()
+            .and_then(|n| n.image().cluster_id().map(str::to_string))
+            .unwrap_or_else(|| self.cluster_id.clone())
     }
 
     /// The topic, created with the broker's defaults if it does not exist and

@@ -45,10 +45,17 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     loop {
         // Register before reading, so an append between the read and the wait still wakes us.
         let notify = Arc::new(Notify::new());
-        let (response, bytes, waitable) = read_once(ctx, &request, &notify);
+        let pass = read_once(ctx, &request, &notify);
         let now = tokio::time::Instant::now();
-        if bytes >= min_bytes.max(1) || now >= deadline || !waitable || *shutdown.borrow() {
-            return response;
+        if pass.bytes >= min_bytes.max(1) || now >= deadline || !pass.waitable || *shutdown.borrow()
+        {
+            // Counted for the pass that is answered only: a pass dropped to wait for more
+            // is read again, and would be counted twice.
+            for (partition, records, bytes) in &pass.served {
+                partition.metrics.fetch_records.increment(*records);
+                partition.metrics.fetch_bytes.increment(*bytes);
+            }
+            return pass.response;
         }
         tokio::select! {
             _ = notify.notified() => {}
@@ -58,13 +65,18 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     }
 }
 
-/// One pass over the requested partitions. Returns the response, the record bytes in it,
-/// and whether waiting could change the answer (no errors).
-fn read_once(
-    ctx: &RequestContext,
-    request: &FetchRequest,
-    notify: &Arc<Notify>,
-) -> (FetchResponse, usize, bool) {
+/// One pass over the requested partitions.
+struct Pass {
+    response: FetchResponse,
+    /// Record bytes in the response.
+    bytes: usize,
+    /// Whether waiting could change the answer (no errors).
+    waitable: bool,
+    /// What each partition served: records and bytes, for its metrics.
+    served: Vec<(Arc<Partition>, u64, u64)>,
+}
+
+fn read_once(ctx: &RequestContext, request: &FetchRequest, notify: &Arc<Notify>) -> Pass {
     let by_id = ctx.version >= 13;
     let image = ctx.broker.image();
     // A follower names itself; consumers send -1.
@@ -80,6 +92,7 @@ fn read_once(
     };
     let mut total = 0usize;
     let mut any_error = false;
+    let mut served = Vec::new();
     let mut responses = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
         let meta = if by_id {
@@ -148,9 +161,12 @@ fn read_once(
                         total == 0,
                         &mut data,
                     ) {
-                        Ok(n) => {
+                        Ok((n, records)) => {
                             total += n;
                             budget = budget.saturating_sub(n);
+                            if n > 0 {
+                                served.push((partition.clone(), records, n as u64));
+                            }
                         }
                         Err(e) => {
                             if !matches!(e, StorageError::OffsetOutOfRange { .. }) {
@@ -175,7 +191,12 @@ fn read_once(
             partitions
         }));
     }
-    (build!(FetchResponse { responses }), total, !any_error)
+    Pass {
+        response: build!(FetchResponse { responses }),
+        bytes: total,
+        waitable: !any_error,
+        served,
+    }
 }
 
 /// Who reads, which decides how far: a follower to the log end, a `read_uncommitted`
@@ -190,7 +211,7 @@ enum Reader {
 /// Reads one partition into `data` (or, where the connection sends file ranges itself
 /// (`ctx.deferred`), puts a placeholder for its
 /// stored batches there, for the connection to send from the file); returns the record
-/// bytes.
+/// bytes and the number of records in them.
 fn read_partition(
     ctx: &RequestContext,
     partition: &Partition,
@@ -199,7 +220,7 @@ fn read_partition(
     limit: usize,
     first: bool,
     data: &mut PartitionData,
-) -> Result<usize, StorageError> {
+) -> Result<(usize, u64), StorageError> {
     let (plan, offsets) = {
         let log = partition.log();
         let offsets = log.offsets();
@@ -238,16 +259,13 @@ fn read_partition(
     };
     debug_assert!(offset <= offsets.log_end);
     let n = plan.len();
-    if n > 0 {
-        // Counted by batch header: no per-record work.
-        partition.metrics.fetch_records.increment(plan.records);
-        partition.metrics.fetch_bytes.increment(n as u64);
-    }
+    // Counted by batch header: no per-record work.
+    let records = plan.records;
     data.records = Some(match (&ctx.deferred, plan.region()) {
         (Some(deferred), Some(region)) if region.file.fd().is_some() => {
             deferred.placeholder(region)
         }
         _ => Bytes::from(plan.read()?),
     });
-    Ok(n)
+    Ok((n, records))
 }
