@@ -260,6 +260,21 @@ def test_moving_a_partition_copies_it_throttled_and_drops_the_old_replica(tmp_pa
                 got += 1
         c.close()
         assert got == 4000
+
+        # Back to broker 1, which is then restarted: replaying the metadata log, it passes
+        # through the states where it held no replica, and must not act on them (delete
+        # its copy and fetch it all again); it applies the log once caught up.
+        subprocess.run(gregor + ["--partition", "0", "--replicas", "1,2", "--wait"], check=True,
+                       timeout=120)
+        cluster.wait_leaders("moving", 1, isr=2)
+        removal = "removing this broker's replica"
+        removed_before = cluster.nodes[1].log_path.read_text(errors="replace").count(removal)
+        assert removed_before == 1, f"broker 1 removed its replica {removed_before} times in the moves"
+        cluster.nodes[1].stop()
+        cluster.nodes[1].start()
+        cluster.wait_leaders("moving", 1, isr=2)
+        removed_after = cluster.nodes[1].log_path.read_text(errors="replace").count(removal)
+        assert removed_after == removed_before, "a restart acted on a replayed past state and removed the replica"
     finally:
         cluster.stop()
 

@@ -237,13 +237,7 @@ async fn start_cluster(
     )
     .await
     .map_err(|e| BrokerError::Metadata(format!("starting the metadata quorum: {e}")))?;
-    {
-        let b = broker.clone();
-        let n = node.clone();
-        tokio::task::spawn_blocking(move || b.attach_cluster(n))
-            .await
-            .map_err(|e| BrokerError::Metadata(format!("start-up task failed: {e}")))?;
-    }
+    broker.attach_cluster(node.clone());
     let rack = c.get("broker.rack").trim().to_string();
     let registration = Registration {
         node_id: c.node_id,
@@ -296,10 +290,6 @@ async fn start_cluster(
 }
 
 /// Applies every new metadata image to the partitions, until the broker stops.
-///
-/// The image current at subscription is applied first: one published between
-/// `attach_cluster` and the subscription would otherwise wait for the next change,
-/// which in a quiet cluster may never come (the broker would not know what it follows).
 async fn follow_images(
     broker: Arc<Broker>,
     node: Arc<gregor_cluster::ClusterNode>,
@@ -307,11 +297,19 @@ async fn follow_images(
 ) {
     let mut images = node.subscribe();
     loop {
-        let image = images.borrow_and_update().clone();
-        let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || b.reconcile(image)).await;
+        // Past states replayed from the log after a restart are not acted on (they could
+        // move or delete replicas the current state keeps): images apply once this node
+        // has caught up with the active controller.
+        let caught_up = node.caught_up();
+        if caught_up {
+            let image = images.borrow_and_update().clone();
+            let b = broker.clone();
+            let _ = tokio::task::spawn_blocking(move || b.reconcile(image)).await;
+        }
+        let recheck = Duration::from_millis(if caught_up { 3_600_000 } else { 50 });
         tokio::select! {
             changed = images.changed() => if changed.is_err() { return; },
+            _ = tokio::time::sleep(recheck) => {}
             _ = stop.changed() => return,
         }
     }

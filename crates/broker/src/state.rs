@@ -975,13 +975,12 @@ impl Broker {
     }
 
     /// Joins a cluster: metadata from now on comes from `node`'s replicated log.
+    /// Joins this broker to the cluster. Its images are applied by the caller once the
+    /// node has caught up with the metadata log ([`ClusterNode::caught_up`]).
     pub fn attach_cluster(&self, node: Arc<ClusterNode>) {
-        let image = node.image();
         if self.cluster.set(node).is_err() {
             tracing::warn!("cluster already attached");
-            return;
         }
-        self.reconcile(image);
     }
 
     /// Brings the partitions in line with `image`: opens the replicas assigned here,
@@ -1350,6 +1349,7 @@ impl Broker {
         }
         for partition in removed {
             let name = partition.topic.as_str();
+            tracing::info!(topic = name, partition = partition.index, "removing this broker's replica: its topic was deleted or it moved to other brokers");
             partition.wake_waiters();
             let dir = partition.log().dir().to_path_buf();
             let aside = self.config.data_dir.join(format!(

@@ -114,6 +114,9 @@ pub struct ClusterNode {
     decide: tokio::sync::Mutex<()>,
     /// How connections to other controllers are made (TLS on an SSL controller listener).
     transport: Arc<dyn raft_net::Transport>,
+    /// The metadata log index the active controller answered this process's first
+    /// heartbeat with: the image is the cluster's current one once applied to here.
+    catch_up_to: std::sync::OnceLock<u64>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -200,6 +203,7 @@ impl ClusterNode {
             },
             decide: tokio::sync::Mutex::new(()),
             transport: transport.clone(),
+            catch_up_to: std::sync::OnceLock::new(),
         });
         tokio::spawn(raft_net::serve(
             listener,
@@ -230,6 +234,16 @@ impl ClusterNode {
     /// This process's incarnation, for its [`Registration`].
     pub fn incarnation(&self) -> u64 {
         self.incarnation
+    }
+
+    /// Whether this process has applied the metadata log as far as the active controller
+    /// had it when this process first heartbeated. Before that, the image is a past
+    /// state replayed from the log (after a restart), not one to act on: Kafka's brokers
+    /// likewise catch up with the metadata log before they apply it.
+    pub fn caught_up(&self) -> bool {
+        self.catch_up_to
+            .get()
+            .is_some_and(|&index| self.machine.applied_index().unwrap_or(0) >= index)
     }
 
     /// The image as last applied here.
@@ -669,7 +683,8 @@ impl ClusterNode {
                     .call_leader(ControlRequest::Heartbeat(registration.clone()))
                     .await
                 {
-                    Ok(_) => {
+                    Ok(index) => {
+                        let _ = self.catch_up_to.set(index);
                         if failures > 0 {
                             tracing::info!(
                                 failures,
