@@ -3,6 +3,7 @@ group's lag is its partition's log end offset minus its committed offset, and re
 errors, latency, log sizes, connections and memory are all there to scrape."""
 
 import re
+import subprocess
 import time
 import urllib.request
 
@@ -183,3 +184,30 @@ def test_background_writeback_fsyncs_after_log_writeback_bytes(make_broker):
         time.sleep(0.5)  # five checks of the flusher
         assert flushes(on) - before == expected, f"after {step + 1} × 600 KiB: {flushes(on) - before} fsyncs"
     assert flushes(off) == 0, "writeback off: no fsync"
+
+
+def resident_bytes(path):
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out.split()[0])
+
+
+def test_log_cache_window_bytes_drops_what_lies_behind_it_from_the_page_cache(make_broker):
+    """After each fsync, a partition's active segment keeps in the page cache only its last
+    log.cache.window.bytes; with 0 the kernel keeps all of it."""
+    window = make_broker('"log.writeback.bytes" = 1048576\n"log.cache.window.bytes" = 2097152')
+    kernel = make_broker('"log.writeback.bytes" = 1048576\n"log.cache.window.bytes" = 0')
+    for b in (window, kernel):
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})  # kept alive until the result
+        admin.create_topics([NewTopic("cached", 1, 1)])["cached"].result(30)
+        produce_kib(b, "cached", 8000)
+        wait_until(lambda: flushes(b) >= 1, "the writeback fsyncs")
+    time.sleep(0.5)  # five checks of the flusher: less than 1 MiB is left unflushed
+    segments = {name: sorted((b.data_dir / "cached-0").glob("*.log"))
+                for name, b in (("window", window), ("kernel", kernel))}
+    assert all(len(s) == 1 for s in segments.values()), segments
+    size = segments["window"][0].stat().st_size
+    assert size > 8_000_000
+    kept, all_of_it = resident_bytes(segments["window"][0]), resident_bytes(segments["kernel"][0])
+    assert kept <= 2097152 + 2 * 1048576, f"{kept} bytes of {size} still cached with a 2 MiB window"
+    assert all_of_it >= size - 65536, f"without a window {all_of_it} of {size} bytes cached"

@@ -166,6 +166,15 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Largest request frame; bigger frames close the connection."
     ),
     def!(
+        "log.cache.window.bytes",
+        None,
+        "67108864",
+        Long,
+        [],
+        0,
+        "After each fsync of a partition, what of its active segment lies more than this many bytes behind the log end is dropped from the page cache (posix_fadvise DONTNEED), so that appends reuse the memory just freed instead of growing the cache into fresh memory or making the kernel reclaim; consumers further behind read from disk. 0 leaves the page cache to the kernel, as Kafka does. Gregor's own setting."
+    ),
+    def!(
         "log.writeback.bytes",
         None,
         "8388608",

@@ -67,6 +67,8 @@ pub struct ProduceSettings {
     pub compacted: bool,
     /// `acks=all` needs at least this many in-sync replicas.
     pub min_insync_replicas: usize,
+    /// `log.cache.window.bytes`: what an fsync leaves in the page cache (0: everything).
+    pub cache_window_bytes: u64,
 }
 
 /// A partition's place in replication, from the metadata image (and, on the leader, its
@@ -159,6 +161,9 @@ pub struct Partition {
     /// Serializes fsyncs so concurrent producers share one (group commit).
     flush_lock: tokio::sync::Mutex<()>,
     flushed_offset: AtomicI64,
+    /// Where the active segment's pages were last dropped from the page cache up to
+    /// (`log.cache.window.bytes`).
+    cache_dropped: Arc<std::sync::atomic::AtomicU64>,
     pub metrics: crate::metrics::PartitionMetrics,
     /// This broker's id.
     pub node_id: i32,
@@ -360,11 +365,26 @@ impl Partition {
         if self.flushed_offset.load(Ordering::Acquire) >= offset {
             return Ok(()); // an fsync that ran while we waited covered us
         }
-        let (file, path, end) = self.log().sync_target();
+        let (file, path, end, size) = self.log().sync_target();
+        let window = self.settings().cache_window_bytes;
+        let dropped = self.cache_dropped.clone();
         let started = std::time::Instant::now();
         let synced = tokio::task::spawn_blocking(move || {
             file.sync_data()
-                .map_err(|e| StorageError::io("fsync", path, e))
+                .map_err(|e| StorageError::io("fsync", &path, e))?;
+            if window > 0 && size > window {
+                // Only the part not dropped yet (a smaller size: a new segment).
+                let below = size - window;
+                let from = match dropped.load(Ordering::Relaxed) {
+                    d if d > below => 0,
+                    d => d,
+                };
+                if below - from >= DROP_STEP_BYTES {
+                    drop_cached(file.as_ref(), &path, from, below);
+                    dropped.store(below, Ordering::Relaxed);
+                }
+            }
+            Ok(())
         })
         .await
         .map_err(|e| StorageError::io("fsync", PathBuf::new(), std::io::Error::other(e)))
@@ -377,6 +397,25 @@ impl Partition {
         self.log().mark_flushed(end);
         self.flushed_offset.fetch_max(end, Ordering::AcqRel);
         Ok(())
+    }
+}
+
+/// Pages are dropped from the page cache at least this many at a time.
+const DROP_STEP_BYTES: u64 = 1 << 20;
+
+/// Drops the clean pages of `file` in `from..below` from the page cache (they were just
+/// fsynced). Advice only: a failure is logged and changes nothing else.
+fn drop_cached(file: &dyn gregor_storage::DiskFile, path: &std::path::Path, from: u64, below: u64) {
+    let Some(fd) = file.fd() else {
+        return;
+    };
+    if let Err(e) = rustix::fs::fadvise(
+        fd,
+        from,
+        std::num::NonZeroU64::new(below - from),
+        rustix::fs::Advice::DontNeed,
+    ) {
+        tracing::debug!(path = %path.display(), error = %e, "could not drop a segment's pages from the page cache");
     }
 }
 
@@ -711,6 +750,7 @@ impl Broker {
             log_append_time: c.topic_value(ts_def, overrides).0 == "LogAppendTime",
             compacted: log.compact,
             min_insync_replicas: get("min.insync.replicas").max(1) as usize,
+            cache_window_bytes: c.get_i64("log.cache.window.bytes").max(0) as u64,
         };
         (log, settings)
     }
@@ -752,6 +792,7 @@ impl Broker {
             waiters: Mutex::new(Vec::new()),
             flush_lock: tokio::sync::Mutex::new(()),
             flushed_offset: AtomicI64::new(flushed),
+            cache_dropped: Default::default(),
             metrics: crate::metrics::PartitionMetrics::new(&topic.name, index),
         });
         self.partitions

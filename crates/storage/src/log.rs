@@ -1209,12 +1209,17 @@ impl PartitionLog {
         self.write_offset_file(CLEANER_CHECKPOINT_FILE, offset)
     }
 
-    /// What an fsync outside the lock covers: the active segment up to the log end. The
-    /// bytes appended so far count as being written from here on.
-    pub fn sync_target(&mut self) -> (Arc<dyn DiskFile>, PathBuf, i64) {
+    /// What an fsync outside the lock covers: the active segment up to the log end, and
+    /// its size then. The bytes appended so far count as being written from here on.
+    pub fn sync_target(&mut self) -> (Arc<dyn DiskFile>, PathBuf, i64, u64) {
         self.unflushed_bytes = 0;
         let active = self.active();
-        (active.file(), active.path().to_path_buf(), self.log_end())
+        (
+            active.file(),
+            active.path().to_path_buf(),
+            self.log_end(),
+            active.size,
+        )
     }
 
     /// Records that everything below `offset` is durable.
@@ -1354,7 +1359,7 @@ mod tests {
         assert_eq!(batch.records, 2, "the plan counts records by batch header");
         append_values(&mut log, &[vec![3; 10]], 2);
         assert!(log.unflushed_bytes() > first);
-        let (_, _, end) = log.sync_target();
+        let (_, _, end, _) = log.sync_target();
         assert_eq!(end, 3);
         assert_eq!(
             log.unflushed_bytes(),
