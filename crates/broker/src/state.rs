@@ -1015,9 +1015,9 @@ impl Broker {
         Ok(())
     }
 
-    /// Joins a cluster: metadata from now on comes from `node`'s replicated log.
-    /// Joins this broker to the cluster. Its images are applied by the caller once the
-    /// node has caught up with the metadata log ([`ClusterNode::caught_up`]).
+    /// Joins a cluster: metadata from now on comes from `node`'s replicated log. Its
+    /// images are applied by the caller once the node has caught up with that log
+    /// ([`ClusterNode::caught_up`]).
     pub fn attach_cluster(&self, node: Arc<ClusterNode>) {
         if self.cluster.set(node).is_err() {
             tracing::warn!("cluster already attached");
