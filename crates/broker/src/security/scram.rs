@@ -150,13 +150,14 @@ fn nonce() -> Result<String, String> {
     Ok(B64.encode(random_bytes(24)?))
 }
 
-/// Splits `a=1,b=2` into attributes; `None` if an item is not `x=...`.
+/// Splits `a=1,b=2` into attributes; `None` if an item is not `x=...` with `x` an ASCII
+/// letter (RFC 5802's `attr-val`). Works on bytes, so a multi-byte first character is a
+/// refusal, not a slice inside a character.
 fn attributes(msg: &str) -> Option<Vec<(char, &str)>> {
     msg.split(',')
-        .map(|item| {
-            let mut chars = item.chars();
-            let key = chars.next()?;
-            (chars.next()? == '=').then(|| (key, &item[2..]))
+        .map(|item| match item.as_bytes() {
+            [key, b'=', ..] if key.is_ascii_alphabetic() => Some((char::from(*key), &item[2..])),
+            _ => None,
         })
         .collect()
 }
@@ -571,6 +572,10 @@ mod tests {
             b"n,,n=a=zz,r=x",
             b"n,a=b,n=a,r=x",
             b"\xff\xfe",
+            // A multi-byte first character of an attribute (found by the sasl_exchange
+            // fuzz target: it used to slice inside the character and panic).
+            "n,,n=a,\u{5783}=x,r=x".as_bytes(),
+            "n,,\u{e9}".as_bytes(),
         ] {
             let mut s = ScramServer::new(Mechanism::Sha512);
             assert!(
