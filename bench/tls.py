@@ -1,17 +1,15 @@
 #!/usr/bin/env python3
 """Produce throughput over TLS beside plaintext, on one broker in one run.
 
-One release broker with two listeners (PLAINTEXT and SSL) and `gregor bench produce`
-(librdkafka, 16 partitions of 1 KiB records, acks=1) against each in turn, --rounds
-times, alternating so the machine's noise falls on both alike. (SASL_SSL is not measured
-here: the librdkafka that `gregor bench` builds closes the connection after the TLS
-handshake, before its first request, while the pip wheel used by the tests
-authenticates; see docs/security.md.)
-Prints every round, the medians, and the ratios to plaintext.
+One release broker with three listeners (PLAINTEXT, SSL, and SASL_SSL with a SCRAM-SHA-512
+user created offline) and `gregor bench produce` (librdkafka, 16 partitions of 1 KiB
+records, acks=1) against each in turn, --rounds times, alternating so the machine's noise
+falls on all alike. Prints every round, the medians, and the ratios to plaintext.
 
     python3 bench/tls.py [--rounds 3] [--records 300000]
 
-Needs the release binary with the bench feature:
+The load generator is target/release/gregor-bench where it exists (see bench/README.md),
+else the broker binary, which then needs the bench feature:
     cargo build --release --features gregor/bench
 """
 
@@ -41,6 +39,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--records", type=int, default=300_000)
     ap.add_argument("--binary", default=str(ROOT / "target" / "release" / "gregor"))
+    ap.add_argument("--load", default=str(ROOT / "target" / "release" / "gregor-bench"),
+                    help="the load generator (default: gregor-bench, else --binary)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -48,13 +48,19 @@ def main():
         ca_file = ca.write_ca(tmp / "ca.pem")
         _, _, pem = write_identity(tmp, "server", *ca.issue("localhost", server=True))
         data = tmp / "data"
-        ports = {n: free_port() for n in ("PLAINTEXT", "SSL")}
+        ports = {n: free_port() for n in ("PLAINTEXT", "SSL", "SASL_SSL")}
         (tmp / "broker.toml").write_text(f'''
 "listeners" = "{','.join(f'{n}://127.0.0.1:{p}' for n, p in ports.items())}"
+"inter.broker.listener.name" = "PLAINTEXT"
 "ssl.keystore.location" = "{pem}"
+"sasl.enabled.mechanisms" = "SCRAM-SHA-512"
 "log.dirs" = "{data}"
 "metrics.listener" = "off"
 ''')
+        (tmp / "password").write_text("bench-secret")
+        subprocess.run([args.binary, "user", "create", "bench", "--data-dir", str(data), "--mechanism",
+                        "SCRAM-SHA-512", "--password-file", str(tmp / "password")], check=True, capture_output=True)
+        load = args.load if Path(args.load).exists() else args.binary
         log = open(tmp / "broker.log", "wb")
         broker = subprocess.Popen([args.binary, "broker", "--config", str(tmp / "broker.toml")], stdout=log, stderr=log)
         try:
@@ -70,12 +76,15 @@ def main():
             client = {
                 "PLAINTEXT": [],
                 "SSL": ["-X", "security.protocol=SSL", "-X", f"ssl.ca.location={ca_file}"],
+                "SASL_SSL": ["-X", "security.protocol=SASL_SSL", "-X", f"ssl.ca.location={ca_file}",
+                             "-X", "sasl.mechanism=SCRAM-SHA-512", "-X", "sasl.username=bench",
+                             "-X", "sasl.password=bench-secret"],
             }
             results = {n: [] for n in ports}
             for r in range(args.rounds):
                 for name, port in ports.items():
                     out = subprocess.run(
-                        [args.binary, "bench", "produce", "--bootstrap", f"127.0.0.1:{port}",
+                        [load, "bench", "produce", "--bootstrap", f"127.0.0.1:{port}",
                          "--topic", f"tls-{name.lower()}-{r}", "--partitions", "16", "--record-bytes", "1024",
                          "--records", str(args.records), "--acks", "1", "--json", *client[name]],
                         capture_output=True, text=True, timeout=600)
