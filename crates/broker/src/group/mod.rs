@@ -495,7 +495,7 @@ impl GroupCoordinator {
     pub fn join(&self, log: &dyn GroupLog, req: JoinRequest) -> Reply<JoinResult> {
         let mut groups = self.lock();
         let s = &self.settings;
-        if req.group_id.is_empty() {
+        if !store::valid_group_id(&req.group_id) {
             return Reply::Now(join_error(&req.member_id, ResponseError::InvalidGroupId));
         }
         if req.session_timeout_ms < s.min_session_timeout_ms
@@ -1059,7 +1059,7 @@ impl GroupCoordinator {
             instance_id,
         } = by;
         let fail_all = |e: ResponseError| vec![e.code(); offsets.len()];
-        if group_id.is_empty() {
+        if !store::valid_group_id(group_id) {
             return fail_all(ResponseError::InvalidGroupId);
         }
         let mut groups = self.lock();
@@ -1126,7 +1126,7 @@ impl GroupCoordinator {
             instance_id,
         } = by;
         let fail_all = |e: ResponseError| vec![e.code(); offsets.len()];
-        if group_id.is_empty() {
+        if !store::valid_group_id(group_id) {
             return fail_all(ResponseError::InvalidGroupId);
         }
         let mut groups = self.lock();
@@ -1493,6 +1493,12 @@ mod tests {
         let first = now(c.join(&log, join("", None, &["range"])));
         assert_eq!(first.error, ResponseError::MemberIdRequired.code());
         assert!(!first.member_id.is_empty());
+        let mut too_long = join("", None, &["range"]);
+        too_long.group_id = "g".repeat(store::STRING_MAX_BYTES + 1);
+        assert_eq!(
+            now(c.join(&log, too_long)).error,
+            ResponseError::InvalidGroupId.code()
+        );
         let unknown = now(c.join(&log, join("made-up", None, &["range"])));
         assert_eq!(unknown.error, ResponseError::UnknownMemberId.code());
         let reply = c.join(&log, join(&first.member_id, None, &["range"]));
@@ -1614,6 +1620,16 @@ mod tests {
         assert_eq!(
             codes,
             vec![0, ResponseError::UnknownTopicOrPartition.code()]
+        );
+        // A group id longer than its key's int16 length could only be stored cut short.
+        let too_long = "g".repeat(store::STRING_MAX_BYTES + 1);
+        let by_too_long = Committer {
+            group_id: &too_long,
+            ..by
+        };
+        assert_eq!(
+            c.commit(&log, by_too_long, &[("t".into(), 0, off(5))], |_, _| true),
+            vec![ResponseError::InvalidGroupId.code()]
         );
         let mut long = off(6);
         long.metadata = "x".repeat(17);

@@ -13,6 +13,15 @@ use bytes::Bytes;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// The longest string the record schemas hold (an int16 length, as in Kafka's): a longer
+/// group id could not be stored whole, so it is refused before anything is written.
+pub const STRING_MAX_BYTES: usize = i16::MAX as usize;
+
+/// Whether a group id can name a group: not empty, and short enough for its key.
+pub fn valid_group_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= STRING_MAX_BYTES
+}
+
 /// Java's `String.hashCode` (over UTF-16 code units), as Kafka uses to place a group.
 pub fn java_string_hash(s: &str) -> i32 {
     s.encode_utf16()
@@ -88,7 +97,7 @@ impl Writer {
         self
     }
     fn string(&mut self, s: &str) -> &mut Self {
-        let len = s.len().min(i16::MAX as usize);
+        let len = s.len().min(STRING_MAX_BYTES);
         self.i16(len as i16);
         self.0.extend_from_slice(&s.as_bytes()[..len]);
         self
