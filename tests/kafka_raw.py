@@ -115,11 +115,20 @@ class Conn:
         self.sock.close()
 
 
+def produce_v3_body(topic, partition, records_bytes, acks=1, timeout_ms=10000):
+    body = string(None) + struct.pack(">hi", acks, timeout_ms)
+    return body + array([string(topic) + array([struct.pack(">i", partition) + nbytes(records_bytes)])])
+
+
 def produce_v3(conn, topic, partition, records_bytes, acks=1):
     """Returns (error_code, base_offset, log_append_time)."""
-    body = string(None) + struct.pack(">hi", acks, 10000)
-    body += array([string(topic) + array([struct.pack(">i", partition) + nbytes(records_bytes)])])
-    r = conn.request(0, 3, body)
+    r = conn.request(0, 3, produce_v3_body(topic, partition, records_bytes, acks))
+    return produce_v3_answer(r, topic, partition)
+
+
+def produce_v3_answer(r, topic, partition):
+    """(error_code, base_offset, log_append_time) from a Produce v3 response body read
+    past its correlation id."""
     assert r.take(">i") == 1
     assert r.string() == topic
     assert r.take(">i") == 1

@@ -240,6 +240,11 @@ pub fn log_flushed(elapsed: Duration) {
     metrics::histogram!("gregor_log_flush_duration_seconds").record(elapsed.as_secs_f64());
 }
 
+/// Counts one partition's write refused because this broker's controller lease expired.
+pub fn self_fenced_write() {
+    metrics::counter!("gregor_self_fenced_writes_total").increment(1);
+}
+
 pub fn connection_opened() {
     metrics::counter!("gregor_connections_accepted_total").increment(1);
     metrics::gauge!("gregor_connections").increment(1.0);

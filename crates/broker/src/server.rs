@@ -33,6 +33,9 @@ pub async fn run(
     config: BrokerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BrokerError> {
+    // Before anything in the data directory is opened: one process per directory.
+    let _dir_lock =
+        gregor_storage::DataDirLock::acquire(&config.data_dir).map_err(BrokerError::Config)?;
     if let Some(addr) = config.metrics {
         // Before the partitions open, so their metric handles register with the recorder.
         if let Err(e) = crate::metrics::start(addr) {
@@ -150,17 +153,32 @@ pub async fn run(
         );
         connections.abort_all();
     }
-    let _ = flusher.await;
-    let _ = coordinator.await;
-    let _ = gauges.await;
-    let _ = transactions.await;
-    let _ = retention.await;
-    let _ = cleaner.await;
-    for task in cluster_tasks {
-        let _ = task.await;
+    // Every wait on the way out has a bound: a task that does not end in time is
+    // aborted, so the logs are always closed and the clean-shutdown marker written.
+    let mut background = vec![
+        flusher,
+        coordinator,
+        gauges,
+        transactions,
+        retention,
+        cleaner,
+    ];
+    background.extend(cluster_tasks);
+    let deadline = tokio::time::Instant::now() + TASK_STOP_TIMEOUT;
+    for task in background {
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            tracing::warn!("a background task did not stop within 5 s; aborting it");
+            abort.abort();
+        }
     }
     if let Some(node) = broker.clustered() {
-        node.shutdown().await;
+        if tokio::time::timeout(TASK_STOP_TIMEOUT, node.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the metadata quorum did not stop within 5 s; going on");
+        }
     }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close())
@@ -169,6 +187,11 @@ pub async fn run(
     tracing::info!("broker stopped cleanly");
     Ok(())
 }
+
+/// How long a clean stop waits for the background tasks (all together), and then for the
+/// metadata quorum. With the controlled shutdown's 5 s and `shutdown.timeout.ms` for the
+/// connections, a stop ends within `shutdown.timeout.ms` + 15 s plus the final fsyncs.
+const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Joins the cluster when `controller.quorum.voters` is set: starts this node's part of the
 /// metadata quorum, applies its images to the partitions, heartbeats, and replicates.

@@ -198,6 +198,50 @@ impl Partition {
         )
     }
 
+    /// Whether everything below `offset` is committed in leader epoch `epoch`: `None`
+    /// once this broker no longer leads in that epoch. Read under the replica lock, so a
+    /// high watermark that moved because this broker became a follower (or led again in a
+    /// later epoch) never counts: it proves nothing about what was appended in `epoch`.
+    pub fn committed_in_epoch(&self, offset: i64, epoch: i32) -> Option<bool> {
+        let r = self.replica();
+        if r.leader != self.node_id || r.leader_epoch != epoch {
+            return None;
+        }
+        let hw = self.log().high_watermark();
+        Some(hw >= offset)
+    }
+
+    /// Waits until everything below `offset`, appended while this broker led in `epoch`,
+    /// is committed (the high watermark passed it in that epoch), or `deadline` passes.
+    pub async fn await_committed(
+        &self,
+        offset: i64,
+        epoch: i32,
+        deadline: tokio::time::Instant,
+    ) -> Commit {
+        let mut hw = self.hw_watch.subscribe();
+        loop {
+            hw.borrow_and_update();
+            match self.committed_in_epoch(offset, epoch) {
+                None => return Commit::LeadershipLost,
+                Some(true) => return Commit::Committed,
+                Some(false) => {}
+            }
+            tokio::select! {
+                changed = hw.changed() => if changed.is_err() { return Commit::LeadershipLost; },
+                _ = tokio::time::sleep_until(deadline) => {
+                    return match self.committed_in_epoch(offset, epoch) {
+                        None => Commit::LeadershipLost,
+                        Some(true) => Commit::Committed,
+                        Some(false) => Commit::TimedOut,
+                    };
+                }
+                // Leadership changes do not move the watch; look again now and then.
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
     /// Takes the partition's replicas, leader and ISR from the image. A new leader or
     /// epoch resets followers' progress (they get a fresh lag allowance) and makes a
     /// follower truncate before it fetches again.
@@ -417,6 +461,18 @@ fn drop_cached(file: &dyn gregor_storage::DiskFile, path: &std::path::Path, from
     ) {
         tracing::debug!(path = %path.display(), error = %e, "could not drop a segment's pages from the page cache");
     }
+}
+
+/// How a wait for an append to be committed ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// The high watermark passed the append in the epoch it was appended in.
+    Committed,
+    /// This broker stopped leading, or the leader epoch changed: the append may be
+    /// truncated, so it must not be acknowledged (NOT_LEADER_OR_FOLLOWER, retriable).
+    LeadershipLost,
+    /// The in-sync replicas did not copy it in time.
+    TimedOut,
 }
 
 pub type TopicPartition = (String, i32);
@@ -685,11 +741,24 @@ impl Broker {
             .and_then(|a| self.create_topic_assigned(name, a, configs));
         match created {
             Ok(t) => Ok(t),
-            Err(BrokerError::TopicExists) => self
-                .image()
-                .topic(name)
-                .cloned()
-                .ok_or(BrokerError::UnknownTopic),
+            Err(BrokerError::TopicExists) => {
+                // Another broker created it a moment ago: it is in the image once the
+                // metadata log is applied here.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                loop {
+                    let image = self
+                        .cluster
+                        .get()
+                        .map_or_else(|| self.image(), |n| n.image());
+                    if let Some(t) = image.topic(name) {
+                        return Ok(t.clone());
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(BrokerError::UnknownTopic);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
             Err(e) => Err(e),
         }
     }
@@ -816,8 +885,12 @@ impl Broker {
             let node = node.clone();
             let handle = tokio::runtime::Handle::try_current()
                 .map_err(|e| BrokerError::NoController(e.to_string()))?;
-            tokio::task::block_in_place(|| handle.block_on(node.write(records)))
-                .map_err(|e| BrokerError::NoController(e.to_string()))?;
+            tokio::task::block_in_place(|| handle.block_on(node.write(records))).map_err(|e| {
+                match e {
+                    gregor_cluster::ControlError::TopicExists(_) => BrokerError::TopicExists,
+                    e => BrokerError::NoController(e.to_string()),
+                }
+            })?;
             let image = node.image();
             self.reconcile(image.clone());
             return Ok(image);
@@ -880,6 +953,22 @@ impl Broker {
         let rf = self.config.get_i64("default.replication.factor") as i32;
         let assignment = self.assign_replicas(name, partitions, rf, 0)?;
         self.create_topic_assigned(name, assignment, configs)
+    }
+
+    /// Why this broker takes no writes now, if it does not: in a cluster, its last
+    /// heartbeat the controller confirmed is older than `broker.session.timeout.ms`, so
+    /// its leaderships may have moved (self-fencing). `None` on a single node.
+    pub fn self_fenced(&self) -> Option<String> {
+        let age = self.cluster.get()?.lease_expired()?;
+        Some(if age == std::time::Duration::MAX {
+            "this broker has not yet heard from the active controller; refresh metadata and retry"
+                .into()
+        } else {
+            format!(
+                "this broker's last heartbeat to the active controller was {} ms ago, past broker.session.timeout.ms: it may no longer lead; refresh metadata and retry",
+                age.as_millis()
+            )
+        })
     }
 
     /// The brokers that can take replicas now: this one alone on a single node, every
@@ -1543,7 +1632,7 @@ impl Broker {
 impl GroupLog for Broker {
     fn append(&self, group: &str, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), String> {
         let partition = self.offsets_partition(group).map_err(|e| e.to_string())?;
-        append_internal(&partition, &records, None).map_err(|e| e.to_string())
+        append_internal(self, &partition, &records, None).map_err(|e| e.to_string())
     }
 
     fn append_txn(
@@ -1556,7 +1645,7 @@ impl GroupLog for Broker {
         let partition = self
             .offsets_partition(group)
             .map_err(|e| (ResponseError::CoordinatorNotAvailable, e.to_string()))?;
-        match append_internal(&partition, &records, Some((producer_id, epoch))) {
+        match append_internal(self, &partition, &records, Some((producer_id, epoch))) {
             Ok(()) => Ok(()),
             Err(e @ StorageError::Sequence(_)) => {
                 Err((ResponseError::ProducerFenced, e.to_string()))
@@ -1883,6 +1972,7 @@ fn decode_internal<T>(
 /// Appends the broker's own (key, value) records to an internal partition as one batch,
 /// transactional for `producer` when given, fsynced when the flush policy says so.
 fn append_internal(
+    broker: &Broker,
     partition: &Partition,
     records: &[(Vec<u8>, Option<Vec<u8>>)],
     producer: Option<(i64, i16)>,
@@ -1908,6 +1998,12 @@ fn append_internal(
             reason: "this broker no longer leads the partition; the coordinator moved".into(),
         });
     }
+    if let Some(reason) = broker.self_fenced() {
+        return Err(StorageError::Corrupt {
+            path: PathBuf::from(format!("{}-{}", partition.topic, partition.index)),
+            reason,
+        });
+    }
     {
         let mut log = partition.log();
         let info = log.append(&mut batch, &[(0, header)], leader_epoch, None, now)?;
@@ -1925,15 +2021,18 @@ fn append_internal(
 /// Waits until every in-sync replica of `partition` holds what it holds now (Kafka's
 /// coordinators write with `acks=all`), for at most `timeout`. Called after a
 /// coordinator answered, with no lock held. `false`: the replicas did not catch up.
+/// A change of leader or epoch since the write also answers `false`: what the high
+/// watermark shows then says nothing about the write.
 pub async fn await_replicated(partition: &Partition, timeout: std::time::Duration) -> bool {
-    if !partition.leadership().3 {
-        return true;
-    }
-    let end = partition.log().log_end();
-    let mut hw = partition.hw_watch.subscribe();
-    tokio::time::timeout(timeout, hw.wait_for(|&h| h >= end))
-        .await
-        .is_ok_and(|r| r.is_ok())
+    let (epoch, end) = {
+        let r = partition.replica();
+        if !r.replicated() {
+            return true;
+        }
+        (r.leader_epoch, partition.log().log_end())
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    partition.await_committed(end, epoch, deadline).await == Commit::Committed
 }
 
 /// Calls `f` with every batch of one partition, in log order.
@@ -1964,7 +2063,7 @@ impl TxnHost for Broker {
             .partition(TXN_TOPIC, index)
             .ok_or_else(|| format!("{TXN_TOPIC}-{index} is not open"))?;
         let record = (txn_store::key(transactional_id), meta.map(txn_store::value));
-        append_internal(&partition, &[record], None).map_err(|e| e.to_string())
+        append_internal(self, &partition, &[record], None).map_err(|e| e.to_string())
     }
 
     fn write_markers(

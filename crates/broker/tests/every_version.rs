@@ -4,12 +4,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use bytes::{BufMut, BytesMut};
 use gregor_broker::api::{self, APIS};
-use gregor_broker::state::Broker;
-use gregor_broker::BrokerConfig;
 use gregor_protocol::batch::build_batch;
 use gregor_protocol::frame;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -312,14 +308,7 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
 
 #[tokio::test]
 async fn every_api_answers_every_declared_version() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = BrokerConfig::new(
-        dir.path().to_path_buf(),
-        "127.0.0.1:0".parse().expect("addr"),
-        None,
-        0,
-    );
-    let broker = Broker::open(config, Arc::new(gregor_storage::OsDisk)).expect("open");
+    let (broker, _dir) = common::open_broker();
     let topic = broker
         .create_topic("t", 1, Default::default())
         .expect("create");

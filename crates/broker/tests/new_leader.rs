@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use gregor_broker::api;
 use gregor_broker::state::Broker;
-use gregor_broker::BrokerConfig;
 use gregor_cluster::PartitionMeta;
 use gregor_protocol::batch::build_batch;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -41,15 +40,8 @@ async fn list_offset(broker: &Arc<Broker>, timestamp: i64) -> (i16, i64) {
 
 #[tokio::test]
 async fn a_new_leader_does_not_answer_an_old_high_watermark() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = BrokerConfig::new(
-        dir.path().to_path_buf(),
-        "127.0.0.1:0".parse().expect("addr"),
-        None,
-        0,
-    );
-    let me = config.node_id;
-    let broker = Broker::open(config, Arc::new(gregor_storage::OsDisk)).expect("open");
+    let (broker, _dir) = common::open_broker();
+    let me = broker.config.node_id;
     broker
         .create_topic("t", 1, Default::default())
         .expect("create");

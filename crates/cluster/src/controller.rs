@@ -88,6 +88,8 @@ pub enum ControlError {
     NotLeader { leader: Option<NodeId> },
     #[error("refused: {0}")]
     Refused(String),
+    #[error("topic {0} already exists")]
+    TopicExists(String),
     #[error("no active controller answered: {0}; check that a majority of the controllers in --controllers are running and reachable")]
     Unavailable(String),
 }
@@ -107,6 +109,9 @@ pub struct ClusterNode {
     last_rebalance: Mutex<Option<Instant>>,
     /// Brokers that asked for a controlled shutdown: they get no new leaderships.
     shutting_down: Mutex<HashMap<i32, (u64, Instant)>>,
+    /// The incarnation of each broker that finished a controlled shutdown: its heartbeats
+    /// never unfence it (a new incarnation does).
+    stopped: Mutex<HashMap<i32, u64>>,
     /// This process's incarnation, sent with heartbeats and the controlled shutdown.
     incarnation: u64,
     /// The incarnation each broker last heartbeated with, as seen while leading.
@@ -117,6 +122,18 @@ pub struct ClusterNode {
     /// The metadata log index the active controller answered this process's first
     /// heartbeat with: the image is the cluster's current one once applied to here.
     catch_up_to: std::sync::OnceLock<u64>,
+    /// This broker's lease on its leaderships: see [`ClusterNode::lease_expired`].
+    lease: Mutex<Lease>,
+}
+
+/// When the last heartbeats that the active controller answered were sent. A heartbeat
+/// counts only once the metadata log is applied here as far as the controller's answer
+/// (which it gives after confirming its own leadership with a quorum), so a lease is never
+/// renewed while this broker's image still shows leaderships the controller moved away.
+#[derive(Debug, Default)]
+struct Lease {
+    confirmed: Option<Instant>,
+    pending: Option<(Instant, u64)>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -194,6 +211,7 @@ impl ClusterNode {
             leading_since: Mutex::new(None),
             last_rebalance: Mutex::new(None),
             shutting_down: Mutex::new(HashMap::new()),
+            stopped: Mutex::new(HashMap::new()),
             incarnations: Mutex::new(HashMap::new()),
             incarnation: {
                 let nanos = std::time::SystemTime::now()
@@ -204,6 +222,7 @@ impl ClusterNode {
             decide: tokio::sync::Mutex::new(()),
             transport: transport.clone(),
             catch_up_to: std::sync::OnceLock::new(),
+            lease: Mutex::new(Lease::default()),
         });
         tokio::spawn(raft_net::serve(
             listener,
@@ -244,6 +263,38 @@ impl ClusterNode {
         self.catch_up_to
             .get()
             .is_some_and(|&index| self.machine.applied_index().unwrap_or(0) >= index)
+    }
+
+    /// `Some(age)` when this broker's last confirmed heartbeat was sent longer ago than
+    /// the session timeout (or never): the controller may have fenced it and moved its
+    /// leaderships, so it takes no writes until a heartbeat gets through (self-fencing; a
+    /// broker that was paused or cut off must not take writes it is about to truncate).
+    pub fn lease_expired(&self) -> Option<Duration> {
+        let applied = self.machine.applied_index().unwrap_or(0);
+        let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((sent, index)) = lease.pending {
+            if applied >= index {
+                lease.confirmed = Some(lease.confirmed.map_or(sent, |c| c.max(sent)));
+                lease.pending = None;
+            }
+        }
+        let timeout = Duration::from_millis(self.settings.session_timeout_ms);
+        match lease.confirmed {
+            Some(sent) if sent.elapsed() < timeout => None,
+            Some(sent) => Some(sent.elapsed()),
+            None => Some(Duration::MAX),
+        }
+    }
+
+    fn renew_lease(&self, sent: Instant, index: u64) {
+        let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        // Promote an older pending heartbeat first if it is applied by now.
+        if let Some((at, i)) = lease.pending {
+            if self.machine.applied_index().unwrap_or(0) >= i {
+                lease.confirmed = Some(lease.confirmed.map_or(at, |c| c.max(at)));
+            }
+        }
+        lease.pending = Some((sent, index));
     }
 
     /// The image as last applied here.
@@ -371,7 +422,24 @@ impl ClusterNode {
             });
         }
         match request {
-            ControlRequest::Write(records) => self.propose(records).await,
+            ControlRequest::Write(records) => {
+                // Brokers build topic creations from their own image, which may lag:
+                // checked here, against the image every earlier decision was applied to,
+                // so two creators racing never commit a topic twice.
+                let _turn = self.decide.lock().await;
+                let image = self.machine.image();
+                let mut names = Vec::new();
+                for r in all_records(&records) {
+                    if let MetadataRecord::Topic { name, topic_id, .. } = r {
+                        let taken = image.topic(name).is_some_and(|t| t.topic_id != *topic_id);
+                        if taken || names.contains(&name) {
+                            return Err(ControlError::TopicExists(name.clone()));
+                        }
+                        names.push(name);
+                    }
+                }
+                self.propose(records).await
+            }
             ControlRequest::Heartbeat(reg) => self.on_heartbeat(reg).await,
             ControlRequest::AlterIsr {
                 node_id,
@@ -391,14 +459,27 @@ impl ClusterNode {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(node_id, (incarnation, Instant::now()));
+                self.stopped
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(node_id, incarnation);
                 let _turn = self.decide.lock().await;
                 let image = self.machine.image();
-                let records = elect(
-                    &image,
-                    self.settings.unclean_leader_election,
-                    false,
-                    &[node_id],
-                );
+                // Fenced at once, as Kafka fences a broker whose controlled shutdown
+                // completed: it leaves every ISR, leads nothing, is not listed, and is
+                // never chosen for a leadership while it finishes stopping.
+                let mut records = Vec::new();
+                if image.broker_alive(node_id) {
+                    tracing::info!(
+                        node_id,
+                        "controlled shutdown: fencing the broker and moving its leaderships"
+                    );
+                    records.push(MetadataRecord::FenceBroker {
+                        node_id,
+                        fenced: true,
+                    });
+                }
+                let records = self.with_elections(image, records, false, &[node_id]);
                 self.propose(records).await
             }
         }
@@ -482,7 +563,15 @@ impl ClusterNode {
             if !still {
                 stopping.remove(&reg.node_id);
             }
-            still
+            let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+            match stopped.get(&reg.node_id) {
+                Some(&inc) if inc == reg.incarnation => true,
+                Some(_) => {
+                    stopped.remove(&reg.node_id);
+                    still
+                }
+                None => still,
+            }
         };
         match image.broker(reg.node_id) {
             Some(b)
@@ -507,6 +596,15 @@ impl ClusterNode {
             }),
         }
         if records.is_empty() {
+            // The answer renews the broker's lease, so a controller deposed while paused
+            // or cut off must not give it: confirm leadership with a quorum first.
+            drop(_turn);
+            self.raft
+                .ensure_linearizable()
+                .await
+                .map_err(|_| ControlError::NotLeader {
+                    leader: self.leader().filter(|&l| l != self.node_id as NodeId),
+                })?;
             return Ok(self.machine.applied_index().unwrap_or(0));
         }
         tracing::info!(node_id = reg.node_id, host = %reg.host, port = reg.port, "broker registered or back");
@@ -676,27 +774,48 @@ impl ClusterNode {
             if *stop.borrow() {
                 return;
             }
+            // A decision or heartbeat can wait for a quorum that is gone (the last
+            // broker of a stopping cluster): stopping never waits for it.
+            let round = self.round(&registration, &mut next_heartbeat, &mut failures, heartbeat);
+            tokio::select! {
+                _ = round => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One turn of [`ClusterNode::run`]: the controller's duties, then a heartbeat if due.
+    async fn round(
+        &self,
+        registration: &Registration,
+        next_heartbeat: &mut tokio::time::Instant,
+        failures: &mut u32,
+        heartbeat: Duration,
+    ) {
+        {
             self.tick().await;
-            if tokio::time::Instant::now() >= next_heartbeat {
-                next_heartbeat = tokio::time::Instant::now() + heartbeat;
+            if tokio::time::Instant::now() >= *next_heartbeat {
+                *next_heartbeat = tokio::time::Instant::now() + heartbeat;
+                let sent = Instant::now();
                 match self
                     .call_leader(ControlRequest::Heartbeat(registration.clone()))
                     .await
                 {
                     Ok(index) => {
                         let _ = self.catch_up_to.set(index);
-                        if failures > 0 {
+                        self.renew_lease(sent, index);
+                        if *failures > 0 {
                             tracing::info!(
-                                failures,
+                                failures = *failures,
                                 "heartbeats reach the active controller again"
                             );
                         }
-                        failures = 0;
+                        *failures = 0;
                     }
                     Err(e) => {
-                        failures += 1;
-                        if failures == 1 || failures.is_power_of_two() {
-                            tracing::warn!(failures, error = %e, "heartbeat failed");
+                        *failures += 1;
+                        if *failures == 1 || failures.is_power_of_two() {
+                            tracing::warn!(failures = *failures, error = %e, "heartbeat failed");
                         }
                     }
                 }
@@ -709,6 +828,18 @@ impl ClusterNode {
             tracing::warn!(error = %e, "metadata quorum did not stop cleanly");
         }
     }
+}
+
+/// `records` with every batch flattened.
+fn all_records(records: &[MetadataRecord]) -> Vec<&MetadataRecord> {
+    let mut out = Vec::new();
+    for r in records {
+        match r {
+            MetadataRecord::Batch { records } => out.extend(all_records(records)),
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Leadership and ISR changes that `image` calls for: partitions whose leader is gone get

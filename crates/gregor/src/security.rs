@@ -73,10 +73,12 @@ pub fn create_offline(
     password: &str,
     iterations: u32,
 ) -> Result<(), String> {
+    // A running broker owns the directory: the user must then be created online.
+    let _lock = gregor_storage::DataDirLock::acquire(data_dir).map_err(|e| {
+        format!("{e}; to add a user to a running cluster use `gregor user create` with --bootstrap")
+    })?;
     let credential = scram::credential_from_password(mechanism, password, iterations)?;
     let record = gregor_broker::state::bootstrap_record_line(user, mechanism.name(), credential)?;
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| format!("cannot create --data-dir {}: {e}", data_dir.display()))?;
     let path = gregor_broker::state::bootstrap_records_path(data_dir);
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()

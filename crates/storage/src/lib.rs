@@ -6,10 +6,12 @@
 pub mod cleaner;
 pub mod disk;
 pub mod error;
+pub mod lock;
 pub mod log;
 pub mod producer;
 pub mod segment;
 
 pub use disk::{Disk, DiskFile, FaultyDisk, OsDisk};
 pub use error::StorageError;
+pub use lock::DataDirLock;
 pub use log::{AppendInfo, FileRegion, LogConfig, LogOffsets, PartitionLog, ReadPlan};

@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{ApiSpec, RequestContext};
 use crate::error::storage_error_code;
-use crate::state::{now_ms, Partition};
+use crate::state::{now_ms, Commit, Partition};
 
 pub const API: ApiSpec = ApiSpec {
     key: ApiKey::Produce,
@@ -29,6 +29,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
     // slowest of them, not for the sum (Kafka's produce purgatory).
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut pending: Vec<((usize, usize), Appended)> = Vec::new();
+    let fenced = ctx.broker.self_fenced();
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
         let known = if acks == 0 || acks == 1 || acks == -1 {
@@ -49,7 +50,11 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
             } else if known.is_none() {
                 r.error_code = ResponseError::UnknownTopicOrPartition.code();
             } else if let Some(partition) = ctx.broker.partition(&name, data.index) {
-                if let Some(appended) = append_to(
+                if let (Some(reason), true) = (&fenced, partition.leadership().0) {
+                    r.error_code = ResponseError::NotLeaderOrFollower.code();
+                    r.error_message = Some(StrBytes::from_string(reason.clone()));
+                    crate::metrics::self_fenced_write();
+                } else if let Some(appended) = append_to(
                     partition,
                     ctx.version,
                     data.records.unwrap_or_default(),
@@ -118,6 +123,8 @@ struct Appended {
     bytes: u64,
     stamp: Option<i64>,
     replicated: bool,
+    /// The leader epoch the records were appended in.
+    leader_epoch: i32,
 }
 
 /// What a completion found: the answer's fields, or an error.
@@ -163,6 +170,7 @@ impl Appended {
             bytes,
             stamp,
             replicated,
+            leader_epoch,
         } = self;
         if info.flush_due {
             if let Err(e) = partition.make_durable(info.last_offset + 1).await {
@@ -176,15 +184,29 @@ impl Appended {
             // (an ISR of the leader alone) or on their next fetches.
             partition.update_high_watermark();
         }
-        if acks == -1
-            && replicated
-            && !wait_for_replicas(&partition, info.last_offset + 1, deadline).await
-        {
-            return Outcome::Failed(
-                ResponseError::RequestTimedOut.code(),
-                "the in-sync replicas did not all copy the records within the request timeout"
-                    .into(),
-            );
+        if acks == -1 && replicated {
+            // Committed means committed in the epoch the records were appended in: a
+            // leader deposed meanwhile may truncate them, whatever its high watermark
+            // says once it follows (Kafka's delayed produce checks the same).
+            match partition
+                .await_committed(info.last_offset + 1, leader_epoch, deadline)
+                .await
+            {
+                Commit::Committed => {}
+                Commit::LeadershipLost => {
+                    return Outcome::Failed(
+                        ResponseError::NotLeaderOrFollower.code(),
+                        "leadership moved before the in-sync replicas copied the records; refresh metadata and retry".into(),
+                    )
+                }
+                Commit::TimedOut => {
+                    return Outcome::Failed(
+                        ResponseError::RequestTimedOut.code(),
+                        "the in-sync replicas did not all copy the records within the request timeout"
+                            .into(),
+                    )
+                }
+            }
         }
         partition.metrics.produce_records.increment(info.records);
         partition.metrics.produce_bytes.increment(bytes);
@@ -253,6 +275,7 @@ fn append_to(
             bytes: bytes.len() as u64,
             stamp,
             replicated,
+            leader_epoch,
         }),
         Err(e @ gregor_storage::StorageError::Sequence(_)) => {
             tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "idempotent batch refused");
@@ -265,30 +288,6 @@ fn append_to(
             r.error_code = storage_error_code(&e);
             r.error_message = Some(StrBytes::from_string(e.to_string()));
             None
-        }
-    }
-}
-
-/// Waits until the high watermark reaches `offset` (every in-sync replica holds the
-/// records), or the deadline passes, or this broker stops leading the partition.
-async fn wait_for_replicas(
-    partition: &Partition,
-    offset: i64,
-    deadline: tokio::time::Instant,
-) -> bool {
-    let mut hw = partition.hw_watch.subscribe();
-    loop {
-        if *hw.borrow_and_update() >= offset {
-            return true;
-        }
-        if !partition.leadership().0 {
-            return false;
-        }
-        tokio::select! {
-            changed = hw.changed() => if changed.is_err() { return false; },
-            _ = tokio::time::sleep_until(deadline) => return *hw.borrow() >= offset,
-            // Leadership changes do not move the watch; look again now and then.
-            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
         }
     }
 }

@@ -31,3 +31,16 @@ pub fn context(
         deferred: None,
     }
 }
+
+/// A single-node broker on a fresh data directory (kept alive by the returned guard).
+pub fn open_broker() -> (Arc<Broker>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = gregor_broker::BrokerConfig::new(
+        dir.path().to_path_buf(),
+        "127.0.0.1:0".parse().expect("addr"),
+        None,
+        0,
+    );
+    let broker = Broker::open(config, Arc::new(gregor_storage::OsDisk)).expect("open");
+    (broker, dir)
+}

@@ -1,0 +1,354 @@
+"""The fault suite: the faults an outside campaign used to find lost acknowledged writes,
+data served corrupted, and brokers that would not stop, run against real brokers on
+loopback with hand-built requests and real clients, each judged by a checker that reads
+every partition back and does not trust the broker's own account.
+
+Each scenario runs `FAULT_RUNS` times (default 1: the bounded profile that
+`./scripts/test.sh` runs); `./scripts/faults.sh --runs N` is the long profile (see
+docs/reliability.md for what it found).
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from cluster import BIN, Cluster
+from kafka_raw import Conn, Reader, batch, frame, produce_v3, produce_v3_answer, produce_v3_body
+
+RUNS = int(os.environ.get("FAULT_RUNS", "1"))
+runs = pytest.mark.parametrize("run", range(RUNS))
+
+NOT_LEADER_OR_FOLLOWER = 6
+REQUEST_TIMED_OUT = 7
+NOT_ENOUGH_REPLICAS = 19
+
+
+def log_of(cluster, topic, partition, timeout=60):
+    """{offset: value} of one partition, read back from whichever broker leads it, from the
+    log start to its high watermark, with confluent-kafka (not the broker's own tools)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "fault-checker",
+                  "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        c.assign([TopicPartition(topic, partition, low)])
+        out = {}
+        while high > low and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF and m.offset() >= high:
+                    break
+                continue
+            out[m.offset()] = m.value().decode()
+            if m.offset() + 1 >= high:
+                break
+        return out
+    finally:
+        c.close()
+
+
+def judge(acked, log):
+    """The checker for hand-built produces: `acked` maps each value whose Produce was
+    answered with no error to the base offset the broker gave it. Returns the lost, moved
+    and duplicated values."""
+    where = {}
+    duplicated = []
+    for offset, value in log.items():
+        if value in where:
+            duplicated.append(value)
+        where[value] = offset
+    lost = [v for v in acked if v not in where]
+    moved = [(v, acked[v], where[v]) for v in acked if v in where and where[v] != acked[v]]
+    return lost, moved, duplicated
+
+
+def one(value):
+    return batch([(None, value.encode(), [])])
+
+
+@runs
+def test_a_paused_leader_acknowledges_nothing_it_then_truncates(tmp_path, run):
+    """Item 1 of the fault campaign: SIGSTOP the leader past the session timeout with
+    acks=all Produce requests queued on its connections, let the new leader take writes,
+    then SIGCONT. Every Produce the resumed broker answers with no error must be in the
+    log at the offset it gave."""
+    cluster = Cluster(tmp_path).start()
+    try:
+        topic = "paused"
+        cluster.create_topic(topic, 1, 3, {"min.insync.replicas": "2"})
+        cluster.wait_leaders(topic, 1, isr=3)
+        victim = cluster.leader(topic, 0)
+        acked = {}
+        conns = [Conn(cluster.nodes[victim].bootstrap, timeout=60) for _ in range(6)]
+        for i, conn in enumerate(conns):
+            err, base, _ = produce_v3(conn, topic, 0, one(f"warm-{i}"), acks=-1)
+            assert err == 0, f"warm-up produce refused with {err}"
+            acked[f"warm-{i}"] = base
+
+        cluster.nodes[victim].pause()
+        paused_at = time.monotonic()
+        others = [n for n in cluster.nodes if n != victim]
+        # The others fence the paused broker and elect a leader among themselves; the new
+        # leader takes more records than the paused one will append.
+        new_leader = None
+        while time.monotonic() - paused_at < 30:
+            new_leader = leader_seen_by(cluster, others[0], topic)
+            if new_leader in others:
+                break
+            time.sleep(0.2)
+        assert new_leader in others, "no new leader within 30 s of pausing the old one"
+        fresh = Conn(cluster.nodes[new_leader].bootstrap)
+        for i in range(40):
+            err, base, _ = produce_v3(fresh, topic, 0, one(f"new-{i}"), acks=-1)
+            if err == 0:
+                acked[f"new-{i}"] = base
+        fresh.close()
+        # Requests queued at the paused broker: read once it runs again.
+        correlation = 100
+        queued = []
+        for j, conn in enumerate(conns):
+            for k in range(3):
+                value = f"queued-{j}-{k}"
+                conn.send_raw(frame(0, 3, correlation, produce_v3_body(topic, 0, one(value), acks=-1)))
+                queued.append((conn, correlation, value))
+                correlation += 1
+        time.sleep(max(0.0, 6.0 - (time.monotonic() - paused_at)))
+        cluster.nodes[victim].resume()
+        answers = {}
+        for conn, corr, value in queued:
+            data = conn.recv_frame()
+            if data is None:
+                answers[value] = "closed"
+                continue
+            r = Reader(data)
+            assert r.take(">i") == corr
+            err, base, _ = produce_v3_answer(r, topic, 0)
+            answers[value] = err
+            if err == 0:
+                acked[value] = base
+        for conn in conns:
+            conn.close()
+        cluster.wait_leaders(topic, 1, isr=3, timeout=60)
+        log = log_of(cluster, topic, 0)
+        lost, moved, duplicated = judge(acked, log)
+        assert not lost and not moved and not duplicated, (
+            f"acknowledged records lost: {lost}; moved (value, acked at, now at): {moved}; "
+            f"stored twice: {duplicated}; queued answers: {answers}")
+        # Whatever the paused broker refused, it refused with a retriable error.
+        assert set(answers.values()) <= {0, NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT,
+                                         NOT_ENOUGH_REPLICAS, "closed"}, answers
+        print(f"run {run}: {len(acked)} acknowledged, none lost; queued answers {sorted(set(map(str, answers.values())))}")
+    finally:
+        cluster.stop()
+
+
+def leader_seen_by(cluster, node_id, topic):
+    """The partition-0 leader as one broker's metadata shows it (kcat, so the paused
+    broker in the bootstrap list cannot stall the question)."""
+    import json
+    out = subprocess.run(["kcat", "-L", "-J", "-b", cluster.nodes[node_id].bootstrap, "-t", topic],
+                         capture_output=True, text=True, timeout=10)
+    try:
+        parts = json.loads(out.stdout)["topics"][0]["partitions"]
+        return next(p for p in parts if p["partition"] == 0)["leader"]
+    except (ValueError, KeyError, IndexError, StopIteration):
+        return None
+
+
+def test_a_second_broker_on_the_same_data_directory_exits_at_once(tmp_path):
+    """Item 2: the data directory is locked before anything in it is opened; a second
+    broker, and an offline command that writes there, exit with a message that says so,
+    and the first broker's acknowledged records are all there after a restart."""
+    from conftest import Broker, free_port
+    data = tmp_path / "data"
+    first = Broker(data).start()
+    try:
+        conn = Conn(first.bootstrap)
+        acked = {}
+        for i in range(20):
+            err, base, _ = produce_v3(conn, "shared-dir", 0, one(f"first-{i}"), acks=-1)
+            if err == 3:  # the topic is being auto-created
+                time.sleep(0.2)
+                err, base, _ = produce_v3(conn, "shared-dir", 0, one(f"first-{i}"), acks=-1)
+            assert err == 0
+            acked[f"first-{i}"] = base
+        conn.close()
+        before = sorted(p.name for p in data.rglob("*"))
+        second = subprocess.run(
+            [str(BIN), "broker", "--data-dir", str(data), "--listen", f"127.0.0.1:{free_port()}",
+             "--metrics", "off"], capture_output=True, text=True, timeout=20)
+        assert second.returncode != 0
+        assert "another process" in second.stderr and str(data) in second.stderr, second.stderr
+        pw = tmp_path / "mallory.pw"
+        pw.write_text("correct horse battery\n")
+        offline = subprocess.run(
+            [str(BIN), "user", "create", "mallory", "--data-dir", str(data), "--password-file", str(pw)],
+            capture_output=True, text=True, timeout=20)
+        assert offline.returncode != 0 and "another process" in offline.stderr, offline.stderr
+        assert sorted(p.name for p in data.rglob("*")) == before, "the second process touched the directory"
+        conn = Conn(first.bootstrap)
+        err, _, _ = produce_v3(conn, "shared-dir", 0, one("first-after"), acks=-1)
+        assert err == 0
+        conn.close()
+        first.restart()
+        got = read_partition(first.bootstrap, "shared-dir", 0)
+        lost, moved, duplicated = judge(acked, got)
+        assert not lost and not moved and not duplicated, (lost, moved, duplicated)
+    finally:
+        first.stop()
+
+
+def read_partition(bootstrap, topic, partition):
+    class One:
+        pass
+    c = One()
+    c.bootstrap = bootstrap
+    return log_of(c, topic, partition)
+
+
+def test_a_broker_that_finished_its_controlled_shutdown_is_fenced_at_once(tmp_path):
+    """Item 5: with a long session timeout (9 s), a broker stopped with SIGTERM leaves the
+    broker list and every ISR as soon as its controlled shutdown is done, and the next
+    broker's controlled shutdown moves nothing to it."""
+    cluster = Cluster(tmp_path, env={"GREGOR_BROKER_SESSION_TIMEOUT_MS": "9000"}).start()
+    try:
+        topic = "stopping"
+        cluster.create_topic(topic, 6, 3)
+        cluster.wait_leaders(topic, 6, isr=3)
+        assert cluster.nodes[3].stop() == 0
+        stopped_at = time.monotonic()
+        md = None
+        while time.monotonic() - stopped_at < 3:
+            md = metadata_via(cluster, 1, topic)
+            if md and sorted(md["brokers"]) == [1, 2] and all(
+                    3 not in p["isrs"] and p["leader"] != 3 for p in md["partitions"]):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"3 s after its clean stop broker 3 is still listed or in sync: {md}")
+        # The next broker to stop hands its leaderships to broker 1 only.
+        assert cluster.nodes[2].stop() == 0
+        md = metadata_via(cluster, 1, topic)
+        assert sorted(md["brokers"]) == [1], md
+        assert all(p["leader"] in (1, -1) for p in md["partitions"]), md
+    finally:
+        cluster.stop()
+
+
+def metadata_via(cluster, node_id, topic):
+    """{brokers, partitions: [{partition, leader, isrs}]} as one broker answers Metadata
+    (kcat, so only that broker is asked)."""
+    import json
+    out = subprocess.run(["kcat", "-L", "-J", "-b", cluster.nodes[node_id].bootstrap, "-t", topic],
+                         capture_output=True, text=True, timeout=10)
+    try:
+        md = json.loads(out.stdout)
+    except ValueError:
+        return None
+    parts = md["topics"][0]["partitions"] if md.get("topics") else []
+    return {"brokers": [b["id"] for b in md["brokers"]],
+            "partitions": [{"partition": p["partition"], "leader": p["leader"],
+                            "isrs": [r["id"] for r in p.get("isrs", [])]} for p in parts]}
+
+
+# A clean stop ends within shutdown.timeout.ms (10 s) + 15 s plus the final fsyncs; the
+# test allows 30 s.
+STOP_BOUND_S = 30
+
+
+@runs
+def test_every_broker_of_a_cluster_stops_on_sigterm_within_its_bound(tmp_path, run):
+    """Item 6: the README's whole-cluster stop (broker 3, then 1 and 2), after load: every
+    broker exits 0 within the bound, with its clean-shutdown marker written."""
+    from confluent_kafka import Producer
+    # The defaults of the README's cluster block, not the test suite's fast ones.
+    cluster = Cluster(tmp_path, env={"GREGOR_BROKER_SESSION_TIMEOUT_MS": "9000",
+                                     "GREGOR_BROKER_HEARTBEAT_INTERVAL_MS": "2000"}).start()
+    try:
+        cluster.create_topic("orders", 6, 3)
+        p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5})
+        for i in range(2000):
+            p.produce("orders", value=f"o{i}".encode())
+            p.poll(0)
+        p.flush(30)
+        # The active controller stops last: alone, it has no quorum to commit anything.
+        controller = cluster.controller()
+        first, second = [n for n in cluster.nodes if n != controller]
+        started = time.monotonic()
+        codes = {first: cluster.nodes[first].stop(timeout=STOP_BOUND_S)}
+        # Even runs stop the second broker and then the controller; odd runs both at once.
+        if run % 2 == 0:
+            codes[second] = cluster.nodes[second].stop(timeout=STOP_BOUND_S)
+        for n in (second, controller):
+            if cluster.nodes[n].proc is not None:
+                cluster.nodes[n].proc.send_signal(signal.SIGTERM)
+        for n in (second, controller):
+            if n in codes:
+                continue
+            proc = cluster.nodes[n].proc
+            try:
+                codes[n] = proc.wait(timeout=STOP_BOUND_S)
+            except subprocess.TimeoutExpired:
+                codes[n] = "hung"
+                proc.kill()
+                proc.wait()
+            cluster.nodes[n].proc = None
+        took = time.monotonic() - started
+        assert codes == {1: 0, 2: 0, 3: 0}, f"exit codes {codes}\n{cluster.log_digest()}"
+        for n in cluster.nodes.values():
+            assert (n.data_dir / ".clean-shutdown").exists(), f"node {n.id}: no clean-shutdown marker"
+            assert "broker stopped cleanly" in n.log_path.read_text(errors="replace")
+        print(f"run {run}: the whole cluster stopped in {took:.1f} s")
+    finally:
+        cluster.stop()
+
+
+def test_internal_topics_are_created_once_at_cluster_start(tmp_path):
+    """Item 8: every broker is asked for a group coordinator and a transaction coordinator
+    at the same moment; `__consumer_offsets` and `__transaction_state` are created once,
+    and no broker logs a second creation or records of an unknown topic."""
+    import threading
+    from kafka_raw import string
+    import struct
+    cluster = Cluster(tmp_path).start()
+    try:
+        def find(node, key_type, key):
+            conn = Conn(cluster.nodes[node].bootstrap)
+            try:
+                for _ in range(50):
+                    r = conn.request(10, 1, string(key) + struct.pack(">b", key_type))
+                    r.take(">i")  # throttle
+                    if r.take(">h") == 0:
+                        return
+                    time.sleep(0.2)
+            finally:
+                conn.close()
+        threads = [threading.Thread(target=find, args=(n, t, k))
+                   for n in cluster.nodes for t, k in ((0, "g1"), (1, "t1"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        md = cluster.metadata()
+        assert "__consumer_offsets" in md.topics and "__transaction_state" in md.topics
+        time.sleep(1)
+        for n in cluster.nodes.values():
+            text = n.log_path.read_text(errors="replace")
+            assert "second creation of a topic ignored" not in text, f"node {n.id}"
+            assert "partition record for an unknown topic ignored" not in text, f"node {n.id}"
+            assert text.count("created topic") <= 2, f"node {n.id} created topics {text.count('created topic')} times"
+    finally:
+        cluster.stop()
