@@ -175,6 +175,33 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "After each fsync of a partition, what of its active segment lies more than this many bytes behind the log end is dropped from the page cache (posix_fadvise DONTNEED), so that appends reuse the memory just freed instead of growing the cache into fresh memory or making the kernel reclaim; consumers further behind read from disk. 0 leaves the page cache to the kernel, as Kafka does. Gregor's own setting."
     ),
     def!(
+        "log.flush.unreplicated.enable",
+        None,
+        "true",
+        Boolean,
+        [],
+        0,
+        "A partition with a single replica (every partition of a single broker) fsyncs what it appended before it acknowledges, sharing each fsync among the requests that wait for it (group commit): with no other copy, an acknowledgement that is only in the page cache is lost with power. flush.messages or flush.ms, set for the topic or the broker, wins. false keeps Kafka's behaviour (the page cache only). Gregor's own setting."
+    ),
+    def!(
+        "log.scrub.bytes.per.second",
+        None,
+        "16777216",
+        Long,
+        [],
+        0,
+        "How fast the scrubber reads segments in the background to check every batch's CRC-32C, so damage on disk is found (and the partition taken offline, and in a cluster repaired from another replica) before a consumer reads it; 0 turns it off. Gregor's own setting."
+    ),
+    def!(
+        "log.scrub.interval.ms",
+        None,
+        "3600000",
+        Long,
+        [],
+        0,
+        "How long the scrubber waits after it has checked every partition before it starts again. Gregor's own setting."
+    ),
+    def!(
         "log.writeback.bytes",
         None,
         "8388608",

@@ -7,6 +7,7 @@ pub mod error;
 pub mod group;
 pub mod metrics;
 pub mod replica;
+pub mod scrub;
 pub mod security;
 pub mod server;
 pub mod state;

@@ -240,6 +240,11 @@ pub fn log_flushed(elapsed: Duration) {
     metrics::histogram!("gregor_log_flush_duration_seconds").record(elapsed.as_secs_f64());
 }
 
+/// Counts one damaged batch found (at start-up or by the scrubber).
+pub fn damaged_batch() {
+    metrics::counter!("gregor_damaged_batches_total").increment(1);
+}
+
 /// Counts one partition's write refused because this broker's controller lease expired.
 pub fn self_fenced_write() {
     metrics::counter!("gregor_self_fenced_writes_total").increment(1);

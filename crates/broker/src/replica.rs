@@ -80,6 +80,7 @@ pub async fn run_isr_upkeep(broker: Arc<Broker>, mut stop: watch::Receiver<bool>
         let Some(node) = broker.clustered().cloned() else {
             return;
         };
+        crate::scrub::heal(&broker, &node);
         let now = now_ms();
         let image = broker.image();
         let alive = |b: i32| image.broker_alive(b);
@@ -128,6 +129,10 @@ fn followed(broker: &Broker, leader: i32) -> Vec<Followed> {
         .all_partitions()
         .into_iter()
         .filter_map(|p| {
+            // A damaged replica fetches nothing until the healer repaired it.
+            if p.log().damage().is_some() {
+                return None;
+            }
             let r = p.replica();
             let out = (r.leader == leader && leader != p.node_id)
                 .then_some((r.leader_epoch, r.needs_truncation));

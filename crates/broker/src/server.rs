@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use gregor_protocol::frame::{self, RawHeader};
 use gregor_storage::OsDisk;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -113,6 +113,7 @@ pub async fn run(
         stop_rx.clone(),
         Broker::clean_compacted_paced,
     ));
+    let scrubber = tokio::spawn(crate::scrub::run(broker.clone(), stop_rx.clone()));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -162,6 +163,7 @@ pub async fn run(
         transactions,
         retention,
         cleaner,
+        scrubber,
     ];
     background.extend(cluster_tasks);
     let deadline = tokio::time::Instant::now() + TASK_STOP_TIMEOUT;
@@ -505,6 +507,58 @@ enum Reply {
     SendParts(Vec<zero_copy::Part>),
     /// A failed authentication: wait, answer, close.
     SendAndClose(Bytes, Duration),
+    /// A Produce appended, whose answer waits for fsyncs or replicas in its own task; the
+    /// connection reads on meanwhile and sends answers in request order.
+    Later(tokio::task::JoinHandle<Result<Reply, String>>),
+}
+
+/// How many Produce requests of one connection may wait for their answers at once while
+/// the connection reads on (librdkafka sends up to 5 at a time by default when
+/// idempotent). A bound, so that a client cannot make the broker hold more.
+const PIPELINE_MAX: usize = 16;
+
+/// What a connection waits for between requests.
+enum Next {
+    /// The oldest pipelined Produce has its answer.
+    Answer(Result<Result<Reply, String>, tokio::task::JoinError>),
+    /// Bytes of the next request arrived (`true`: the peer closed its side instead).
+    Input(std::io::Result<bool>),
+}
+
+/// Sends one answer. `Err`: the connection closes.
+async fn send_reply<S: Socket>(stream: &mut BufReader<S>, reply: Reply) -> Result<(), Close> {
+    match reply {
+        Reply::None => Ok(()),
+        Reply::Send(bytes) => {
+            stream.write_all(&bytes).await.map_err(Close::Io)?;
+            stream.flush().await.map_err(Close::Io)
+        }
+        Reply::SendParts(parts) => send_parts(stream.get_mut(), &parts)
+            .await
+            .map_err(Close::Io),
+        Reply::SendAndClose(bytes, delay) => {
+            tokio::time::sleep(delay).await;
+            let _ = stream.write_all(&bytes).await;
+            let _ = stream.flush().await;
+            Err(Close::Refused("authentication failed".into()))
+        }
+        Reply::Later(task) => match task.await {
+            Ok(Ok(reply)) => Box::pin(send_reply(stream, reply)).await,
+            Ok(Err(reason)) => Err(Close::Refused(reason)),
+            Err(e) => Err(Close::Refused(format!("a produce task failed: {e}"))),
+        },
+    }
+}
+
+/// Sends every pipelined answer, oldest first.
+async fn drain<S: Socket>(
+    stream: &mut BufReader<S>,
+    inflight: &mut std::collections::VecDeque<tokio::task::JoinHandle<Result<Reply, String>>>,
+) -> Result<(), Close> {
+    while let Some(task) = inflight.pop_front() {
+        send_reply(stream, Reply::Later(task)).await?;
+    }
+    Ok(())
 }
 
 async fn connection_loop<S: Socket>(
@@ -517,15 +571,44 @@ async fn connection_loop<S: Socket>(
 ) -> Close {
     // Whether Fetch responses may be sent from the files (plain TCP), decided once.
     let zero_copy = stream.get_ref().tcp().is_some() && broker.config.get_bool("fetch.sendfile");
+    let mut inflight = std::collections::VecDeque::new();
     loop {
-        // Between requests is the only place a connection stops for shutdown.
-        let size = tokio::select! {
-            r = stream.read_i32() => match r {
-                Ok(size) => size,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Close::Normal,
-                Err(e) => return Close::Io(e),
-            },
-            _ = stop.changed() => return Close::Normal,
+        // Between requests is the only place a connection stops for shutdown (after the
+        // answers it owes).
+        let next = tokio::select! {
+            biased;
+            done = async { inflight.front_mut().expect("checked non-empty").await }, if !inflight.is_empty() => Next::Answer(done),
+            r = stream.fill_buf(), if inflight.len() < PIPELINE_MAX => Next::Input(r.map(|b| b.is_empty())),
+            _ = stop.changed(), if inflight.is_empty() => return Close::Normal,
+        };
+        match next {
+            Next::Answer(done) => {
+                inflight.pop_front();
+                let reply = match done {
+                    Ok(Ok(reply)) => reply,
+                    Ok(Err(reason)) => return Close::Refused(reason),
+                    Err(e) => return Close::Refused(format!("a produce task failed: {e}")),
+                };
+                if let Err(close) = send_reply(stream, reply).await {
+                    return close;
+                }
+                continue;
+            }
+            Next::Input(Ok(true)) => {
+                return match drain(stream, &mut inflight).await {
+                    Ok(()) => Close::Normal,
+                    Err(close) => close,
+                };
+            }
+            Next::Input(Err(e)) => return Close::Io(e),
+            Next::Input(Ok(false)) => {}
+        }
+        let size = match stream.read_i32().await {
+            Ok(size) => size,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Close::Refused("truncated frame: peer closed inside a frame's size".into())
+            }
+            Err(e) => return Close::Io(e),
         };
         // Before authentication, a frame may hold only a SASL or ApiVersions request.
         let limit = if session.authenticated() {
@@ -557,29 +640,24 @@ async fn connection_loop<S: Socket>(
             Ok(raw) => raw,
             Err(e) => return Close::Refused(e.to_string()),
         };
-        let response =
-            match handle_frame(broker, raw, frame, peer, session, stop.clone(), zero_copy).await {
-                Ok(Reply::Send(bytes)) => bytes,
-                Ok(Reply::SendParts(parts)) => {
-                    if let Err(e) = send_parts(stream.get_mut(), &parts).await {
-                        return Close::Io(e);
-                    }
-                    continue;
-                }
-                Ok(Reply::None) => continue,
-                Ok(Reply::SendAndClose(bytes, delay)) => {
-                    tokio::time::sleep(delay).await;
-                    let _ = stream.write_all(&bytes).await;
-                    let _ = stream.flush().await;
-                    return Close::Refused("authentication failed".into());
-                }
-                Err(reason) => return Close::Refused(reason),
-            };
-        if let Err(e) = stream.write_all(&response).await {
-            return Close::Io(e);
+        // Only Produce requests overlap; anything else is handled once every earlier
+        // request has been answered, as Kafka handles a connection's requests in order.
+        if raw.api_key != ApiKey::Produce as i16 {
+            if let Err(close) = drain(stream, &mut inflight).await {
+                return close;
+            }
         }
-        if let Err(e) = stream.flush().await {
-            return Close::Io(e);
+        match handle_frame(broker, raw, frame, peer, session, stop.clone(), zero_copy).await {
+            Ok(Reply::Later(task)) => inflight.push_back(task),
+            Ok(reply) => {
+                if let Err(close) = drain(stream, &mut inflight).await {
+                    return close;
+                }
+                if let Err(close) = send_reply(stream, reply).await {
+                    return close;
+                }
+            }
+            Err(reason) => return Close::Refused(reason),
         }
     }
 }
@@ -686,6 +764,16 @@ async fn handle_frame(
     let security = &broker.security;
     // SaslHandshake and SaslAuthenticate change the connection's state, so the connection
     // answers them itself; everything else goes to the handlers.
+    let ctx = |header, deferred| RequestContext {
+        broker: broker.clone(),
+        header,
+        version,
+        shutdown: stop.clone(),
+        peer,
+        caller: session.caller.clone(),
+        listener: session.listener.clone(),
+        deferred,
+    };
     let (body, close_after) = match request {
         kafka_protocol::messages::RequestKind::SaslHandshake(r) => (
             ResponseKind::SaslHandshake(session.handshake(security, &r)),
@@ -699,17 +787,24 @@ async fn handle_frame(
                 }
             }
         }
+        kafka_protocol::messages::RequestKind::Produce(r) => {
+            let answer = api::produce_pipelined(ctx(header, None), r);
+            let correlation_id = raw.correlation_id;
+            return Ok(Reply::Later(tokio::spawn(async move {
+                let Some(body) = answer.await else {
+                    crate::metrics::request_done(api, started.elapsed());
+                    return Ok(Reply::None);
+                };
+                let bytes = encode(api, version, correlation_id, &body)?;
+                crate::metrics::request_done(api, started.elapsed());
+                Ok(Reply::Send(bytes))
+            })));
+        }
         request => {
-            let ctx = RequestContext {
-                broker: broker.clone(),
+            let ctx = ctx(
                 header,
-                version,
-                shutdown: stop,
-                peer,
-                caller: session.caller.clone(),
-                listener: session.listener.clone(),
-                deferred: (zero_copy && api == ApiKey::Fetch).then(Default::default),
-            };
+                (zero_copy && api == ApiKey::Fetch).then(Default::default),
+            );
             let Some(body) = api::dispatch(&ctx, request).await else {
                 crate::metrics::request_done(api, started.elapsed());
                 return Ok(Reply::None);

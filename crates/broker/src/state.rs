@@ -69,6 +69,9 @@ pub struct ProduceSettings {
     pub min_insync_replicas: usize,
     /// `log.cache.window.bytes`: what an fsync leaves in the page cache (0: everything).
     pub cache_window_bytes: u64,
+    /// `log.flush.unreplicated.enable`, unless `flush.messages` or `flush.ms` is set: an
+    /// unreplicated partition fsyncs before it acknowledges.
+    pub sync_unreplicated: bool,
 }
 
 /// A partition's place in replication, from the metadata image (and, on the leader, its
@@ -820,6 +823,12 @@ impl Broker {
             compacted: log.compact,
             min_insync_replicas: get("min.insync.replicas").max(1) as usize,
             cache_window_bytes: c.get_i64("log.cache.window.bytes").max(0) as u64,
+            sync_unreplicated: c.get_bool("log.flush.unreplicated.enable")
+                && ["flush.messages", "flush.ms"].iter().all(|name| {
+                    crate::config::topic_def(name).is_some_and(|d| {
+                        c.topic_value(d, overrides).1 == crate::config::ConfigSource::Default
+                    })
+                }),
         };
         (log, settings)
     }
@@ -833,6 +842,9 @@ impl Broker {
             now_ms(),
             self.clean_start,
         )?;
+        if log.damage().is_some() {
+            crate::metrics::damaged_batch();
+        }
         let flushed = log.flushed_offset();
         let hw = log.high_watermark();
         let meta = topic.partitions.get(index as usize);

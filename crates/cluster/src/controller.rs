@@ -354,14 +354,25 @@ impl ClusterNode {
     }
 
     /// Moves this broker's leaderships to other in-sync replicas before it stops.
+    /// Retries while no controller answers (one may be being elected: the previous one
+    /// may have just stopped); the caller bounds the wait.
     pub async fn controlled_shutdown(&self) -> Result<(), ControlError> {
-        let index = self
-            .call_leader(ControlRequest::ControlledShutdown {
-                node_id: self.node_id,
-                incarnation: self.incarnation,
-            })
-            .await?;
-        self.await_applied(index).await
+        loop {
+            let asked = self
+                .call_leader(ControlRequest::ControlledShutdown {
+                    node_id: self.node_id,
+                    incarnation: self.incarnation,
+                })
+                .await;
+            match asked {
+                Ok(index) => return self.await_applied(index).await,
+                Err(ControlError::Unavailable(e)) => {
+                    tracing::debug!(error = %e, "controlled shutdown: no controller yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn await_applied(&self, index: u64) -> Result<(), ControlError> {
@@ -643,7 +654,29 @@ impl ClusterNode {
             .filter(|r| isr.contains(r) && (p.isr.contains(r) || image.broker_alive(*r)))
             .collect();
         if !isr.contains(&node_id) {
-            isr.insert(0, node_id);
+            // The leader leaves its own ISR only when its replica is damaged: the
+            // leadership moves to the first live member of the current ISR it names.
+            let successor = isr
+                .iter()
+                .copied()
+                .find(|&b| p.isr.contains(&b) && image.broker_alive(b));
+            let Some(successor) = successor else {
+                return Err(ControlError::Refused(format!(
+                    "node {node_id} cannot leave the ISR of partition {partition}: no other live in-sync replica"
+                )));
+            };
+            isr.retain(|&b| p.isr.contains(&b));
+            tracing::warn!(%topic_id, partition, from = node_id, to = successor, "a damaged leader hands its partition over");
+            return self
+                .propose(vec![MetadataRecord::Partition {
+                    topic_id,
+                    partition,
+                    replicas: p.replicas.clone(),
+                    leader: successor,
+                    leader_epoch: p.leader_epoch + 1,
+                    isr: Some(isr),
+                }])
+                .await;
         }
         if isr == p.isr {
             return Ok(self.machine.applied_index().unwrap_or(0));

@@ -15,3 +15,4 @@ pub use disk::{Disk, DiskFile, FaultyDisk, OsDisk};
 pub use error::StorageError;
 pub use lock::DataDirLock;
 pub use log::{AppendInfo, FileRegion, LogConfig, LogOffsets, PartitionLog, ReadPlan};
+pub use segment::Damage;

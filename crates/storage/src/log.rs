@@ -14,7 +14,7 @@ use gregor_protocol::batch::{self, BatchHeader};
 use crate::disk::{Disk, DiskFile};
 use crate::error::{Result, StorageError};
 use crate::producer::{Check, ProducerStates, SequenceError};
-use crate::segment::Segment;
+use crate::segment::{Damage, Segment};
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// The log start offset, when DeleteRecords or retention moved it inside a segment.
@@ -193,6 +193,8 @@ pub struct PartitionLog {
     /// Set by a failed write or fsync: the log refuses reads and appends until the broker
     /// restarts and recovers it, so nothing that may not be on disk is served or acknowledged.
     offline: Option<String>,
+    /// Damage inside the log, found at start-up or by the scrubber (the log is offline).
+    damage: Option<Damage>,
     /// Idempotent producers' last batches (see `producer.rs`).
     producers: ProducerStates,
     /// `None` while every appended record counts as committed (a single node, or a
@@ -259,6 +261,7 @@ impl PartitionLog {
         bases.dedup();
         let recovery_point = read_recovery_point(disk.as_ref(), &dir);
         let mut segments = BTreeMap::new();
+        let mut damage: Option<Damage> = None;
         for (i, &base) in bases.iter().enumerate() {
             let is_last = i + 1 == bases.len();
             let verify = if is_last {
@@ -275,30 +278,35 @@ impl PartitionLog {
                 now_ms,
             )?;
             let cut = recovery.truncated_bytes > 0;
-            if cut {
+            if let Some(found) = recovery.damage {
+                damage.get_or_insert(found);
+            } else if cut && !is_last {
+                // Invalid bytes to the end of a segment that later segments follow: not an
+                // unfinished write but damage. The invalid tail is cut (it held nothing
+                // valid); the later segments, which may hold acknowledged records, stay.
+                tracing::error!(
+                    segment = %segment.path().display(),
+                    truncated_bytes = recovery.truncated_bytes,
+                    reason = recovery.reason.as_deref().unwrap_or(""),
+                    "a closed segment ends in invalid bytes and later segments follow"
+                );
+                damage.get_or_insert(Damage {
+                    path: segment.path().to_path_buf(),
+                    position: segment.size,
+                    first_offset: segment.next_offset,
+                    resume_position: 0,
+                    resume_offset: bases[i + 1],
+                    reason: recovery.reason.clone().unwrap_or_default(),
+                });
+            } else if cut {
                 tracing::warn!(
                     segment = %segment.path().display(),
                     truncated_bytes = recovery.truncated_bytes,
                     reason = recovery.reason.as_deref().unwrap_or(""),
-                    "recovery truncated a torn or corrupt tail"
+                    "recovery truncated a torn tail (an unfinished write: nothing valid follows it)"
                 );
             }
             segments.insert(base, segment);
-            if cut && !is_last {
-                for &later in &bases[i + 1..] {
-                    tracing::warn!(dir = %dir.display(), base_offset = later, "removing segment after a truncated one");
-                    let (dead, _) = Segment::open(
-                        disk.as_ref(),
-                        &dir,
-                        later,
-                        config.index_interval_bytes,
-                        false,
-                        now_ms,
-                    )?;
-                    dead.delete_files(disk.as_ref(), &dir);
-                }
-                break;
-            }
         }
         if segments.is_empty() {
             segments.insert(
@@ -322,13 +330,144 @@ impl PartitionLog {
             oldest_unflushed_ms: None,
             flushed_offset: 0,
             offline: None,
+            damage: None,
             producers: ProducerStates::default(),
             high_watermark: None,
             epochs: None,
         };
         log.flushed_offset = log.log_end();
         log.rebuild_producer_state()?;
+        if let Some(found) = damage {
+            log.mark_damaged(found);
+        }
         Ok(log)
+    }
+
+    /// Damage found inside the log (at start-up or by the scrubber), until repaired.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
+    }
+
+    /// Takes the log offline for damage: nothing is served or appended (so no damaged
+    /// batch reaches a client and no offset is given out twice) until a replica repairs
+    /// it from its leader or an operator acts.
+    pub fn mark_damaged(&mut self, found: Damage) {
+        if self.damage.is_some() {
+            return;
+        }
+        tracing::error!(
+            dir = %self.dir.display(),
+            file = %found.path.display(),
+            position = found.position,
+            first_offset = found.first_offset,
+            resume_offset = found.resume_offset,
+            reason = %found.reason,
+            "damaged batches inside the log: the partition is offline on this broker. In a cluster the replica refetches the damaged range from an in-sync replica once another replica leads; alone, restore the partition from a copy, or run `gregor data verify --data-dir` to list the damage"
+        );
+        self.offline = Some(found.to_string());
+        self.damage = Some(found);
+    }
+
+    /// What the scrubber reads: every segment's base offset, file, path and size in whole
+    /// batches, oldest first (none while the log is offline).
+    pub fn scrub_targets(&self) -> Vec<(i64, Arc<dyn DiskFile>, PathBuf, u64)> {
+        if self.offline.is_some() {
+            return Vec::new();
+        }
+        self.segments
+            .values()
+            .map(|s| (s.base_offset, s.file(), s.path().to_path_buf(), s.size))
+            .collect()
+    }
+
+    /// The scrubber found an invalid batch at `position` of the segment at `path` (read
+    /// without the log's lock). Checked again here, under it, so that a segment cut or
+    /// replaced meanwhile is not taken for damage. Returns the damage if it is real.
+    pub fn confirm_damage(
+        &mut self,
+        path: &Path,
+        position: u64,
+        expected_offset: i64,
+    ) -> Option<Damage> {
+        if self.offline.is_some() {
+            return None;
+        }
+        let seg = self.segments.values().find(|s| s.path() == path)?;
+        if position >= seg.size {
+            return None;
+        }
+        let again = crate::segment::verify_batches(
+            seg.file().as_ref(),
+            position,
+            seg.size,
+            expected_offset,
+            1,
+            1 << 20,
+        );
+        let reason = match again {
+            Ok(Err((_, _, reason))) => reason,
+            Ok(Ok(_)) => return None,
+            Err(e) => format!("read failed: {e}"),
+        };
+        let (resume_position, resume_offset) = match seg.find_valid_batch(position + 1, seg.size) {
+            Ok(Some((at, h))) => (at, h.base_offset),
+            _ => (seg.size, seg.next_offset),
+        };
+        let found = Damage {
+            path: path.to_path_buf(),
+            position,
+            first_offset: expected_offset,
+            resume_position,
+            resume_offset,
+            reason,
+        };
+        self.mark_damaged(found.clone());
+        Some(found)
+    }
+
+    /// Discards the damaged range and everything after it (a follower then fetches it all
+    /// again from its leader, so nothing is lost), and brings the log back online.
+    /// Returns the new log end.
+    pub fn repair_damage(&mut self) -> Result<Option<i64>> {
+        let Some(found) = self.damage.clone() else {
+            return Ok(None);
+        };
+        let Some(base) = self
+            .segments
+            .iter()
+            .find(|(_, seg)| seg.path() == found.path)
+            .map(|(&b, _)| b)
+        else {
+            return Err(StorageError::Corrupt {
+                path: found.path.clone(),
+                reason: "the damaged segment is no longer in the log".into(),
+            });
+        };
+        let doomed: Vec<i64> = self.segments.range(base + 1..).map(|(&b, _)| b).collect();
+        for b in doomed {
+            if let Some(segment) = self.segments.remove(&b) {
+                segment.delete_files(self.disk.as_ref(), &self.dir);
+            }
+        }
+        if let Some(segment) = self.segments.get_mut(&base) {
+            segment.cut_at(found.position)?;
+        }
+        let dir = self.dir.clone();
+        let _ = self.disk.remove_file(&dir.join(PRODUCER_SNAPSHOT_FILE));
+        self.disk
+            .sync_dir(&dir)
+            .map_err(|e| StorageError::io("fsync", &dir, e))?;
+        let end = self.log_end();
+        self.flushed_offset = self.flushed_offset.min(end);
+        if let Some(hw) = self.high_watermark.as_mut() {
+            *hw = (*hw).min(end);
+        }
+        self.epochs = None;
+        self.rebuild_producer_state()?;
+        self.damage = None;
+        self.offline = None;
+        tracing::warn!(dir = %dir.display(), log_end = end, damaged_from = found.first_offset, "damaged range and what followed it discarded; fetching them again from the leader");
+        Ok(Some(end))
     }
 
     /// Loads the producer snapshot when it fits the recovered log, then replays the batch
@@ -1664,7 +1803,7 @@ mod tests {
     }
 
     #[test]
-    fn flipped_byte_in_the_active_segment_truncates_from_that_batch() {
+    fn a_flipped_byte_inside_the_log_is_damage_that_keeps_every_offset() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = open(dir.path(), LogConfig::default());
         for i in 0..5 {
@@ -1677,7 +1816,81 @@ mod tests {
         let third_start: usize = good[..2].iter().map(|(_, b)| b.len()).sum();
         raw[third_start + 40] ^= 0xff;
         std::fs::write(&path, &raw).expect("write");
+        let mut log = open(dir.path(), LogConfig::default());
+        // Valid batches follow the bad one: nothing is cut, no offset is given out again,
+        // and nothing is served until the damage is repaired.
+        assert_eq!(log.log_end(), 5);
+        assert_eq!(std::fs::read(&path).expect("read").len(), raw.len());
+        let damage = log.damage().expect("damage found").clone();
+        assert_eq!((damage.first_offset, damage.resume_offset), (2, 3));
+        assert_eq!(damage.position as usize, third_start);
+        assert!(matches!(
+            log.read(0, 1 << 20, true),
+            Err(StorageError::Offline(_))
+        ));
+        let mut b = build_batch(0, 9, &[b"x".to_vec()]);
+        let h = check_batch(&b).expect("valid");
+        assert!(matches!(
+            log.append(&mut b, &[(0, h)], 0, None, 9),
+            Err(StorageError::Offline(_))
+        ));
+        // A replica repairs by discarding the damaged range and what follows, to fetch it
+        // again from its leader.
+        assert_eq!(log.repair_damage().expect("repair"), Some(2));
+        assert_eq!(read_all(&log, 0), good[..2].to_vec());
+        assert_eq!(
+            append_values(&mut log, &[b"again".to_vec()], 10).base_offset,
+            2
+        );
+    }
+
+    #[test]
+    fn damage_in_a_closed_segment_keeps_the_later_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            segment_bytes: 200,
+            ..LogConfig::default()
+        };
+        let mut log = open(dir.path(), config.clone());
+        for i in 0..12 {
+            append_values(&mut log, &[vec![i; 60]], i64::from(i));
+        }
+        let segments = log.segment_count();
+        assert!(
+            segments >= 4,
+            "the test needs several segments, got {segments}"
+        );
+        let end = log.log_end();
+        drop(log);
+        let first = dir.path().join(format!("{:020}.log", 0));
+        let mut raw = std::fs::read(&first).expect("read");
+        raw[70] ^= 0x55;
+        std::fs::write(&first, &raw).expect("write");
+        // The recovery point may be anywhere: make the start verify every segment.
+        std::fs::remove_file(dir.path().join(RECOVERY_POINT_FILE)).ok();
+        let log = open(dir.path(), config);
+        assert_eq!(log.segment_count(), segments, "no segment was removed");
+        assert_eq!(log.log_end(), end);
+        assert!(log.damage().is_some());
+        assert!(log.offline_reason().is_some());
+    }
+
+    #[test]
+    fn a_bad_last_batch_with_nothing_after_it_is_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(dir.path(), LogConfig::default());
+        for i in 0..3 {
+            append_values(&mut log, &[vec![i; 40]], i64::from(i));
+        }
+        let good = read_all(&log, 0);
+        drop(log);
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let mut raw = std::fs::read(&path).expect("read");
+        let n = raw.len();
+        raw[n - 5] ^= 0xff;
+        std::fs::write(&path, &raw).expect("write");
         let log = open(dir.path(), LogConfig::default());
+        assert!(log.damage().is_none());
         assert_eq!(log.log_end(), 2);
         assert_eq!(read_all(&log, 0), good[..2].to_vec());
     }

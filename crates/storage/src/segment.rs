@@ -44,10 +44,117 @@ fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
 /// What opening a segment found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Recovery {
-    /// Bytes cut off the end because they did not form whole, valid batches.
+    /// Bytes cut off the end because they did not form whole, valid batches (a torn
+    /// write: nothing valid follows them).
     pub truncated_bytes: u64,
     /// Why the cut was made.
     pub reason: Option<String>,
+    /// Invalid bytes with valid batches after them: damage, never cut.
+    pub damage: Option<Damage>,
+}
+
+/// Invalid bytes inside a segment, followed by valid batches. Unlike a torn tail this is
+/// not an unfinished write: acknowledged records may follow, so nothing is truncated and
+/// no offset is reused; the log goes offline until repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub path: PathBuf,
+    /// Where the invalid bytes start; everything before is whole, valid batches.
+    pub position: u64,
+    /// The offset the damaged batch holds (the valid prefix ends below it).
+    pub first_offset: i64,
+    /// The next valid batch: its position and base offset (the damaged range is
+    /// `first_offset..resume_offset`).
+    pub resume_position: u64,
+    pub resume_offset: i64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: bytes {}..{} are damaged ({}); offsets {}..{} are unreadable, valid batches follow",
+            self.path.display(),
+            self.position,
+            self.resume_position,
+            self.reason,
+            self.first_offset,
+            self.resume_offset
+        )
+    }
+}
+
+/// What [`verify_batches`] found: `Ok((position, next offset))` where it stopped, or
+/// `Err((position, offset expected there, why))` at the first invalid batch.
+pub type Verified = std::result::Result<(u64, i64), (u64, i64, String)>;
+
+/// Checks the batches of `file` from `from` (a batch boundary) towards `to` (the end
+/// of its whole batches): length, magic, offsets and CRC-32C, reading `chunk_bytes` at a
+/// time and stopping at the first batch boundary past `from + budget`. `expected_offset`
+/// is where the batch at `from` starts at the earliest. `Ok((position, next offset))`
+/// where it stopped, or `Err((position, offset expected there, why))` at the first
+/// invalid batch.
+pub fn verify_batches(
+    file: &dyn DiskFile,
+    from: u64,
+    to: u64,
+    mut expected_offset: i64,
+    budget: u64,
+    chunk_bytes: usize,
+) -> std::io::Result<Verified> {
+    let mut pos = from;
+    let mut chunk = Vec::new();
+    while pos < to && pos - from < budget.max(1) {
+        let want = ((to - pos) as usize).min(chunk_bytes.max(HEADER_BYTES));
+        chunk.resize(want, 0);
+        file.read_exact_at(&mut chunk, pos)?;
+        let mut at = 0usize;
+        while at < chunk.len() && pos + (at as u64) - from < budget.max(1) {
+            let rest = &chunk[at..];
+            let here = pos + at as u64;
+            let header = match BatchHeader::parse(rest) {
+                Ok(h) => h,
+                Err(batch::BatchError::Truncated { .. }) if here + HEADER_BYTES as u64 <= to => {
+                    break
+                }
+                Err(e) => return Ok(Err((here, expected_offset, e.to_string()))),
+            };
+            let total = header.total_bytes();
+            if here + total as u64 > to {
+                return Ok(Err((
+                    here,
+                    expected_offset,
+                    format!("batch of {total} bytes runs past the end at {to}"),
+                )));
+            }
+            if rest.len() < total {
+                if at == 0 {
+                    chunk.resize(total, 0);
+                    file.read_exact_at(&mut chunk, pos)?;
+                    continue;
+                }
+                break;
+            }
+            if !header.offsets_sane() || header.base_offset < expected_offset {
+                return Ok(Err((
+                    here,
+                    expected_offset,
+                    format!(
+                        "batch at offset {} does not follow {expected_offset}",
+                        header.base_offset
+                    ),
+                )));
+            }
+            if let Err(e) = batch::verify_crc(&header, &rest[..total]) {
+                return Ok(Err((here, expected_offset, e.to_string())));
+            }
+            expected_offset = header.last_offset() + 1;
+            at += total;
+        }
+        pos += at as u64;
+    }
+    Ok(Ok((pos, expected_offset)))
 }
 
 #[derive(Debug)]
@@ -283,6 +390,38 @@ impl Segment {
         }
         let mut recovery = Recovery::default();
         if pos < file_len {
+            if let Some((resume, header)) = self.find_valid_batch(pos + 1, file_len)? {
+                // Valid batches follow the bad bytes: damage, not a torn write. Nothing is
+                // cut; the rest of the segment is walked so the log's end (and so every
+                // offset ever given out) stays where it was.
+                let first_offset = self.next_offset;
+                let mut end_offset = header.last_offset() + 1;
+                let mut at = resume + header.total_bytes() as u64;
+                let mut header_buf = [0u8; HEADER_BYTES];
+                while at + HEADER_BYTES as u64 <= file_len {
+                    if self.file.read_exact_at(&mut header_buf, at).is_err() {
+                        break;
+                    }
+                    match BatchHeader::parse(&header_buf) {
+                        Ok(h) if h.offsets_sane() && h.base_offset >= end_offset => {
+                            end_offset = h.last_offset() + 1;
+                            at += h.total_bytes() as u64;
+                        }
+                        _ => break,
+                    }
+                }
+                recovery.damage = Some(Damage {
+                    path: self.path.clone(),
+                    position: pos,
+                    first_offset,
+                    resume_position: resume,
+                    resume_offset: header.base_offset,
+                    reason: bad.unwrap_or_else(|| "invalid bytes".into()),
+                });
+                self.size = pos;
+                self.next_offset = end_offset.max(self.next_offset);
+                return Ok(recovery);
+            }
             recovery.truncated_bytes = file_len - pos;
             recovery.reason = bad.or_else(|| Some("incomplete tail".to_string()));
             self.file
@@ -291,6 +430,78 @@ impl Segment {
         }
         self.size = pos;
         Ok(recovery)
+    }
+
+    /// The first position at or after `from` where a whole batch with a sane header, an
+    /// offset past this segment's valid prefix and a correct CRC starts, if any. Read
+    /// only when a bad batch was found, to tell damage from a torn tail.
+    pub fn find_valid_batch(&self, from: u64, file_len: u64) -> Result<Option<(u64, BatchHeader)>> {
+        let mut chunk = Vec::new();
+        let mut base = from;
+        while base + HEADER_BYTES as u64 <= file_len {
+            let want = ((file_len - base) as usize).min(SCAN_CHUNK_BYTES);
+            chunk.resize(want, 0);
+            self.file
+                .read_exact_at(&mut chunk, base)
+                .map_err(|e| StorageError::io("read", &self.path, e))?;
+            let last_start = chunk.len().saturating_sub(HEADER_BYTES);
+            for i in 0..=last_start {
+                if chunk[i + 16] as i8 != batch::MAGIC_V2 {
+                    continue;
+                }
+                let Ok(header) = BatchHeader::parse(&chunk[i..]) else {
+                    continue;
+                };
+                let at = base + i as u64;
+                let total = header.total_bytes() as u64;
+                if !header.offsets_sane()
+                    || header.base_offset < self.next_offset
+                    || !self.fits(&header)
+                    || at + total > file_len
+                {
+                    continue;
+                }
+                let mut whole = vec![0u8; total as usize];
+                if self.file.read_exact_at(&mut whole, at).is_err() {
+                    continue;
+                }
+                if batch::verify_crc(&header, &whole).is_ok() {
+                    return Ok(Some((at, header)));
+                }
+            }
+            if want < SCAN_CHUNK_BYTES {
+                break;
+            }
+            base += (last_start + 1) as u64;
+        }
+        Ok(None)
+    }
+
+    /// Cuts the segment at `position` (a batch boundary before damage, when a replica
+    /// repairs it from its leader) and rebuilds the in-memory indexes. Returns the new
+    /// next offset.
+    pub fn cut_at(&mut self, position: u64) -> Result<i64> {
+        self.file
+            .set_len(position)
+            .map_err(|e| StorageError::io("truncate", &self.path, e))?;
+        let mut kept = Vec::new();
+        self.size = position;
+        self.walk_headers(0, |at, h| {
+            kept.push((at, *h));
+            true
+        })?;
+        self.next_offset = self.base_offset;
+        self.size = 0;
+        self.max_timestamp = -1;
+        self.max_timestamp_batch_offset = -1;
+        self.index.clear();
+        self.time_index.clear();
+        self.bytes_since_index = 0;
+        for (at, h) in kept {
+            self.note_batch(&h, at);
+        }
+        self.size = position;
+        Ok(self.next_offset)
     }
 
     /// Whether a batch's offsets fit the segment's relative-offset range (indexes store
@@ -342,31 +553,10 @@ impl Segment {
     /// leader's log): the file is shortened and the in-memory indexes rebuilt from the
     /// headers that remain. Returns the new next offset.
     pub fn truncate_to(&mut self, offset: i64) -> Result<i64> {
-        let cut = match self.position_of(offset)? {
-            Some((pos, _)) => pos,
-            None => return Ok(self.next_offset),
-        };
-        self.file
-            .set_len(cut)
-            .map_err(|e| StorageError::io("truncate", &self.path, e))?;
-        let mut kept = Vec::new();
-        self.size = cut;
-        self.walk_headers(0, |at, h| {
-            kept.push((at, *h));
-            true
-        })?;
-        self.next_offset = self.base_offset;
-        self.size = 0;
-        self.max_timestamp = -1;
-        self.max_timestamp_batch_offset = -1;
-        self.index.clear();
-        self.time_index.clear();
-        self.bytes_since_index = 0;
-        for (at, h) in kept {
-            self.note_batch(&h, at);
+        match self.position_of(offset)? {
+            Some((pos, _)) => self.cut_at(pos),
+            None => Ok(self.next_offset),
         }
-        self.size = cut;
-        Ok(self.next_offset)
     }
 
     /// Position of the batch holding `offset`, or `None` if the segment ends before it.

@@ -177,6 +177,37 @@ pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<Resp
     Some(authorize::complete(ctx, denied, response))
 }
 
+/// A Produce as [`dispatch`] would serve it, split in two: authorized and appended now,
+/// in the order the connection read it; the returned future (which owns the context)
+/// waits for fsyncs and replicas and answers, while the connection goes on reading.
+pub fn produce_pipelined(
+    ctx: RequestContext,
+    request: kafka_protocol::messages::ProduceRequest,
+) -> impl std::future::Future<Output = Option<ResponseKind>> + Send + 'static {
+    let checked = authorize::check(&ctx, RequestKind::Produce(request));
+    let appended = match checked {
+        Ok((RequestKind::Produce(request), denied)) => Ok((produce::append(&ctx, request), denied)),
+        Ok((other, _)) => Err(Some(unexpected(other))),
+        Err(refused) => Err(Some(refused)),
+    };
+    async move {
+        match appended {
+            Ok((pending, denied)) => {
+                let response = ResponseKind::Produce(pending.finish().await?);
+                Some(authorize::complete(&ctx, denied, response))
+            }
+            Err(answer) => answer,
+        }
+    }
+}
+
+/// The authorizer gives back the request it was given; anything else is a bug, answered
+/// as an error rather than a panic.
+fn unexpected(other: RequestKind) -> ResponseKind {
+    tracing::error!(request = ?std::mem::discriminant(&other), "the authorizer changed a Produce into another request");
+    ResponseKind::Produce(kafka_protocol::messages::ProduceResponse::default())
+}
+
 async fn dispatch_allowed(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKind> {
     if let Some(refused) = coordinator_check::refuse(ctx, &request) {
         return Some(refused);

@@ -21,6 +21,21 @@ pub const API: ApiSpec = ApiSpec {
 };
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
+    append(ctx, request).finish().await
+}
+
+/// A Produce request whose partitions are appended; what is left is waiting for fsyncs
+/// and replicas. The connection reads and appends its next Produce while this one waits
+/// (pipelining), so one request's fsync does not hold back the next append.
+pub struct Pending {
+    acks: i16,
+    deadline: tokio::time::Instant,
+    responses: Vec<TopicProduceResponse>,
+    pending: Vec<((usize, usize), Appended)>,
+}
+
+/// Validates and appends every partition of `request`, in order, now.
+pub fn append(ctx: &RequestContext, request: ProduceRequest) -> Pending {
     let acks = request.acks;
     let deadline = tokio::time::Instant::now()
         + std::time::Duration::from_millis(request.timeout_ms.clamp(0, 300_000) as u64);
@@ -74,45 +89,65 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
             partition_responses
         }));
     }
-    let waits = pending.iter().filter(|(_, a)| a.must_wait(acks)).count();
-    if waits > 1 {
-        let mut set = tokio::task::JoinSet::new();
-        for ((t, p), appended) in pending {
-            // Stays the answer should a completion never report (it cannot panic, but an
-            // unanswered append must not look acknowledged).
-            Outcome::Failed(
-                ResponseError::UnknownServerError.code(),
-                "the append's completion did not finish".into(),
-            )
-            .apply(&mut responses[t].partition_responses[p]);
-            let at = (t, p);
-            set.spawn(async move { (at, appended.complete(acks, deadline).await) });
-        }
-        while let Some(done) = set.join_next().await {
-            match done {
-                Ok(((t, p), outcome)) => outcome.apply(&mut responses[t].partition_responses[p]),
-                // A completion that panicked leaves its partition unanswered with an error.
-                Err(e) => tracing::error!(error = %e, "a produce completion failed"),
+    Pending {
+        acks,
+        deadline,
+        responses,
+        pending,
+    }
+}
+
+impl Pending {
+    /// Waits for what `acks` and the flush policy ask for, and answers.
+    pub async fn finish(self) -> Option<ProduceResponse> {
+        let Pending {
+            acks,
+            deadline,
+            mut responses,
+            pending,
+        } = self;
+        let waits = pending.iter().filter(|(_, a)| a.must_wait(acks)).count();
+        if waits > 1 {
+            let mut set = tokio::task::JoinSet::new();
+            for ((t, p), appended) in pending {
+                // Stays the answer should a completion never report (it cannot panic, but an
+                // unanswered append must not look acknowledged).
+                Outcome::Failed(
+                    ResponseError::UnknownServerError.code(),
+                    "the append's completion did not finish".into(),
+                )
+                .apply(&mut responses[t].partition_responses[p]);
+                let at = (t, p);
+                set.spawn(async move { (at, appended.complete(acks, deadline).await) });
+            }
+            while let Some(done) = set.join_next().await {
+                match done {
+                    Ok(((t, p), outcome)) => {
+                        outcome.apply(&mut responses[t].partition_responses[p])
+                    }
+                    // A completion that panicked leaves its partition unanswered with an error.
+                    Err(e) => tracing::error!(error = %e, "a produce completion failed"),
+                }
+            }
+        } else {
+            for ((t, p), appended) in pending {
+                let outcome = appended.complete(acks, deadline).await;
+                outcome.apply(&mut responses[t].partition_responses[p]);
             }
         }
-    } else {
-        for ((t, p), appended) in pending {
-            let outcome = appended.complete(acks, deadline).await;
-            outcome.apply(&mut responses[t].partition_responses[p]);
-        }
-    }
-    for topic in &responses {
-        for r in &topic.partition_responses {
-            if r.error_code != 0 {
-                crate::metrics::error_code(ApiKey::Produce, r.error_code);
-                tracing::debug!(topic = %topic.name.0, partition = r.index, error_code = r.error_code, message = ?r.error_message, "produce refused");
+        for topic in &responses {
+            for r in &topic.partition_responses {
+                if r.error_code != 0 {
+                    crate::metrics::error_code(ApiKey::Produce, r.error_code);
+                    tracing::debug!(topic = %topic.name.0, partition = r.index, error_code = r.error_code, message = ?r.error_message, "produce refused");
+                }
             }
         }
+        if acks == 0 {
+            return None;
+        }
+        Some(build!(ProduceResponse { responses }))
     }
-    if acks == 0 {
-        return None;
-    }
-    Some(build!(ProduceResponse { responses }))
 }
 
 /// Records appended to one partition, whose answer may still wait for an fsync or for
@@ -125,6 +160,9 @@ struct Appended {
     replicated: bool,
     /// The leader epoch the records were appended in.
     leader_epoch: i32,
+    /// Fsync before answering: the flush policy says so, or the partition has no other
+    /// replica (`log.flush.unreplicated.enable`).
+    sync: bool,
 }
 
 /// What a completion found: the answer's fields, or an error.
@@ -158,7 +196,7 @@ impl Outcome {
 
 impl Appended {
     fn must_wait(&self, acks: i16) -> bool {
-        self.info.flush_due || (acks == -1 && self.replicated)
+        self.sync || (acks == -1 && self.replicated)
     }
 
     /// Fsyncs if the flush policy says so, wakes fetches, and waits for the in-sync
@@ -171,8 +209,9 @@ impl Appended {
             stamp,
             replicated,
             leader_epoch,
+            sync,
         } = self;
-        if info.flush_due {
+        if sync {
             if let Err(e) = partition.make_durable(info.last_offset + 1).await {
                 tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fsync failed; the append is not acknowledged");
                 return Outcome::Failed(storage_error_code(&e), e.to_string());
@@ -276,6 +315,7 @@ fn append_to(
             stamp,
             replicated,
             leader_epoch,
+            sync: info.flush_due || (!replicated && settings.sync_unreplicated),
         }),
         Err(e @ gregor_storage::StorageError::Sequence(_)) => {
             tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "idempotent batch refused");
