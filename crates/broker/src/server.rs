@@ -1,7 +1,9 @@
 //! Listener and connections.
 //!
-//! A connection reads one request frame at a time and answers it before reading the next,
-//! so responses go out in request order. A frame over `socket.request.max.bytes`, a
+//! A connection reads one request frame at a time and answers in request order. Produce
+//! requests are pipelined: each is appended as soon as it is read, and the connection
+//! reads on (up to `PIPELINE_MAX` waiting) while earlier ones wait for fsyncs or replicas;
+//! any other request is handled only once every earlier one has been answered. A frame over `socket.request.max.bytes`, a
 //! truncated or undecodable frame, or an unknown API key closes that connection with one
 //! log line; the broker keeps serving everyone else. A request at a version Gregor does not
 //! serve gets Kafka's answer: ApiVersions replies v0 with `UNSUPPORTED_VERSION` and the

@@ -390,6 +390,15 @@ impl ClusterNode {
     /// before giving up.
     async fn call_leader(&self, request: ControlRequest) -> Result<u64, ControlError> {
         let voters: Vec<NodeId> = self.voters.keys().copied().collect();
+        // A paused controller accepts connections and never answers: a heartbeat waits
+        // for it a third of a session at most, then tries the others, so that a new
+        // controller hears from every live broker well within the session.
+        let answer_within = match request {
+            ControlRequest::Heartbeat(_) => {
+                Duration::from_millis((self.settings.session_timeout_ms / 3).clamp(200, 15_000))
+            }
+            _ => Duration::from_secs(15),
+        };
         let mut target = self.leader();
         let mut last = String::from("no controller known yet");
         for attempt in 0..(voters.len() * 3 + 2) {
@@ -401,7 +410,9 @@ impl ClusterNode {
                 self.handle(request.clone()).await
             } else {
                 match self.address_of(id) {
-                    Some(addr) => rpc(self.transport.as_ref(), &addr, &request).await,
+                    Some(addr) => {
+                        rpc(self.transport.as_ref(), &addr, &request, answer_within).await
+                    }
                     None => Err(ControlError::Unavailable(format!(
                         "no address for node {id}"
                     ))),
@@ -797,39 +808,21 @@ impl ClusterNode {
     ) {
         let heartbeat = Duration::from_millis(self.settings.heartbeat_interval_ms.max(10));
         let tick = Duration::from_millis(200).min(heartbeat);
-        let mut next_heartbeat = tokio::time::Instant::now();
-        let mut failures = 0u32;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(tick) => {}
-                _ = stop.changed() => return,
+        // The controller's duties and the heartbeats run side by side: a heartbeat stuck
+        // on a controller that stopped answering (paused) must not hold back the fencing
+        // that the new controller owes it. Either can wait for a quorum that is gone (the
+        // last broker of a stopping cluster): stopping never waits for them.
+        let duties = async {
+            loop {
+                tokio::time::sleep(tick).await;
+                self.tick().await;
             }
-            if *stop.borrow() {
-                return;
-            }
-            // A decision or heartbeat can wait for a quorum that is gone (the last
-            // broker of a stopping cluster): stopping never waits for it.
-            let round = self.round(&registration, &mut next_heartbeat, &mut failures, heartbeat);
-            tokio::select! {
-                _ = round => {}
-                _ = stop.changed() => return,
-            }
-        }
-    }
-
-    /// One turn of [`ClusterNode::run`]: the controller's duties, then a heartbeat if due.
-    async fn round(
-        &self,
-        registration: &Registration,
-        next_heartbeat: &mut tokio::time::Instant,
-        failures: &mut u32,
-        heartbeat: Duration,
-    ) {
-        {
-            self.tick().await;
-            if tokio::time::Instant::now() >= *next_heartbeat {
-                *next_heartbeat = tokio::time::Instant::now() + heartbeat;
+        };
+        let beats = async {
+            let mut failures = 0u32;
+            loop {
                 let sent = Instant::now();
+                let next = tokio::time::Instant::now() + heartbeat;
                 match self
                     .call_leader(ControlRequest::Heartbeat(registration.clone()))
                     .await
@@ -837,22 +830,34 @@ impl ClusterNode {
                     Ok(index) => {
                         let _ = self.catch_up_to.set(index);
                         self.renew_lease(sent, index);
-                        if *failures > 0 {
+                        if failures > 0 {
                             tracing::info!(
-                                failures = *failures,
+                                failures,
                                 "heartbeats reach the active controller again"
                             );
                         }
-                        *failures = 0;
+                        failures = 0;
                     }
                     Err(e) => {
-                        *failures += 1;
-                        if *failures == 1 || failures.is_power_of_two() {
-                            tracing::warn!(failures = *failures, error = %e, "heartbeat failed");
+                        failures += 1;
+                        if failures == 1 || failures.is_power_of_two() {
+                            tracing::warn!(failures, error = %e, "heartbeat failed");
                         }
                     }
                 }
+                tokio::time::sleep_until(next).await;
             }
+        };
+        tokio::select! {
+            _ = duties => {}
+            _ = beats => {}
+            _ = async {
+                while !*stop.borrow_and_update() {
+                    if stop.changed().await.is_err() {
+                        return;
+                    }
+                }
+            } => {}
         }
     }
 
@@ -1019,6 +1024,7 @@ async fn rpc(
     transport: &dyn raft_net::Transport,
     addr: &str,
     request: &ControlRequest,
+    answer_within: Duration,
 ) -> Result<u64, ControlError> {
     let unavailable = |e: std::io::Error| ControlError::Unavailable(format!("{addr}: {e}"));
     let mut stream = transport
@@ -1029,7 +1035,7 @@ async fn rpc(
         raft_net::write_frame(&mut stream, &Request::Control(request.clone())).await?;
         raft_net::read_frame::<Response>(&mut stream).await
     };
-    match tokio::time::timeout(Duration::from_secs(15), exchange).await {
+    match tokio::time::timeout(answer_within, exchange).await {
         Ok(Ok(Response::Control(r))) => r,
         Ok(Ok(_)) => Err(ControlError::Unavailable(format!(
             "{addr} answered another RPC"
