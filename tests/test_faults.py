@@ -22,6 +22,7 @@ RUNS = int(os.environ.get("FAULT_RUNS", "1"))
 runs = pytest.mark.parametrize("run", range(RUNS))
 
 NOT_LEADER_OR_FOLLOWER = 6
+MEMBER_CLIENT = os.environ.get("FAULT_MEMBER_CLIENT", "confluent")
 REQUEST_TIMED_OUT = 7
 NOT_ENOUGH_REPLICAS = 19
 
@@ -599,4 +600,75 @@ def test_rolling_kill9_of_leaders_and_of_every_broker_loses_nothing(tmp_path, ru
         print(f"run {run}: {summary['acked']} acknowledged, {summary['stored']} stored, "
               f"{len(w.failed)} failed deliveries, {summary['seen']} consumed; none lost")
     finally:
+        cluster.stop()
+
+
+@runs
+def test_group_members_survive_their_coordinators_failover(tmp_path, run):
+    """Item 7: three confluent-kafka members with manual commits; kill -9 the broker that
+    coordinates the group. The new coordinator carries the members on: no rebalance is
+    caused by the failover, commits succeed after the clients' retries, and no record is
+    processed twice."""
+    import threading
+    from cluster import coordinator_partition
+    from members import Member, wait_for
+    from confluent_kafka import Producer
+    # Kafka's and Gregor's default timeouts, as the outside campaign ran them.
+    cluster = Cluster(tmp_path, env={"GREGOR_BROKER_SESSION_TIMEOUT_MS": "9000",
+                                     "GREGOR_BROKER_HEARTBEAT_INTERVAL_MS": "2000"}).start()
+    members = []
+    stop = threading.Event()
+    try:
+        topic, group = "work", "failover-group"
+        cluster.create_topic(topic, 6, 3, {"min.insync.replicas": "2"})
+        members = [Member(MEMBER_CLIENT, cluster.bootstrap, topic, group, session_ms=10000) for _ in range(3)]
+        wait_for(lambda: sum(len(m.assignment()) for m in members) == 6
+                 and all(m.assignment() for m in members), 60, "three members sharing six partitions")
+
+        def produce():
+            p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5,
+                          "enable.idempotence": True})
+            i = 0
+            while not stop.is_set() and i < 100_000:
+                p.produce(topic, f"w{i}".encode(), partition=i % 6)
+                p.poll(0)
+                i += 1
+                time.sleep(0.005)
+            p.flush(60)
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        wait_for(lambda: sum(len(m.records()) for m in members) >= 300, 60, "records consumed")
+        cluster.wait_leaders("__consumer_offsets", 6, isr=3)
+        coordinator = cluster.leader("__consumer_offsets", coordinator_partition(group))
+        generations = [len(m.assignments_history()) for m in members]
+        killed_at = time.time()
+        cluster.nodes[coordinator].kill9()
+        wait_for(lambda: sum(1 for m in members for r in m.records() if r[3] > killed_at + 12) >= 300,
+                 90, "records consumed after the coordinator's failover")
+        # The killed broker returns, and with it (as the preferred replica) the group.
+        cluster.nodes[coordinator].start()
+        wait_for(lambda: cluster.leader("__consumer_offsets", coordinator_partition(group)) == coordinator,
+                 90, "the coordinator's return")
+        back_at = time.time()
+        wait_for(lambda: sum(1 for m in members for r in m.records() if r[3] > back_at + 3) >= 300,
+                 90, "records consumed after the coordinator came back")
+        time.sleep(3)
+        stop.set()
+        producer.join(90)
+        after = [len(m.assignments_history()) for m in members]
+        seen = {}
+        twice = []
+        for m in members:
+            for p, o, v, t in m.records():
+                if (p, o) in seen:
+                    twice.append((p, o, v))
+                seen[(p, o)] = v
+        assert after == generations, f"the failover caused a rebalance: assignments {generations} -> {after}"
+        assert not twice, f"{len(twice)} records processed twice, e.g. {twice[:5]}"
+        print(f"run {run}: {len(seen)} records consumed once each; coordinator {coordinator} killed, no rebalance")
+    finally:
+        stop.set()
+        for m in members:
+            if m.alive():
+                m.kill()
         cluster.stop()
