@@ -221,7 +221,8 @@ class Cluster:
             text = re.sub(r"\x1b\[[0-9;]*m", "", text)
             picked = [l for l in text.splitlines() if " WARN " in l or " ERROR " in l
                       or "ready" in l or "stopped" in l]
-            out.append(f"--- node {n.id} ({'alive' if n.proc and n.proc.poll() is None else 'down'}):")
+            state = ("alive" if n.proc.poll() is None else f"exited with {n.proc.returncode}") if n.proc else "stopped"
+            out.append(f"--- node {n.id} ({state}):")
             out.extend(picked[-lines:])
         return "\n".join(out)
 

@@ -156,9 +156,10 @@ pub async fn run(
         );
         connections.abort_all();
     }
-    // Every wait on the way out has a bound: a task that does not end in time is
-    // aborted, so the logs are always closed and the clean-shutdown marker written.
-    let mut background = vec![
+    // The periodic tasks end at their next tick once told to stop; a tick in progress
+    // (blocking work: a cleaning, a retention pass, a scrub step) is waited for, not
+    // aborted, because the logs must not be closed under it.
+    for task in [
         flusher,
         coordinator,
         gauges,
@@ -166,10 +167,14 @@ pub async fn run(
         retention,
         cleaner,
         scrubber,
-    ];
-    background.extend(cluster_tasks);
+    ] {
+        let _ = task.await;
+    }
+    // The cluster's tasks may wait for a quorum that is gone: each has a bound, and a
+    // task that does not end in time is aborted, so the logs are always closed and the
+    // clean-shutdown marker written.
     let deadline = tokio::time::Instant::now() + TASK_STOP_TIMEOUT;
-    for task in background {
+    for task in cluster_tasks {
         let abort = task.abort_handle();
         if tokio::time::timeout_at(deadline, task).await.is_err() {
             tracing::warn!("a background task did not stop within 5 s; aborting it");
@@ -577,11 +582,21 @@ async fn connection_loop<S: Socket>(
     loop {
         // Between requests is the only place a connection stops for shutdown (after the
         // answers it owes).
+        if *stop.borrow() {
+            // Stopping: no new request is read; the answers owed go out first.
+            return match drain(stream, &mut inflight).await {
+                Ok(()) => Close::Normal,
+                Err(close) => close,
+            };
+        }
         let next = tokio::select! {
             biased;
+            changed = stop.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => return Close::Normal,
+            },
             done = async { inflight.front_mut().expect("checked non-empty").await }, if !inflight.is_empty() => Next::Answer(done),
             r = stream.fill_buf(), if inflight.len() < PIPELINE_MAX => Next::Input(r.map(|b| b.is_empty())),
-            _ = stop.changed(), if inflight.is_empty() => return Close::Normal,
         };
         match next {
             Next::Answer(done) => {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -163,7 +163,6 @@ pub struct Partition {
     waiters: Mutex<Vec<Arc<Notify>>>,
     /// Serializes fsyncs so concurrent producers share one (group commit).
     flush_lock: tokio::sync::Mutex<()>,
-    flushed_offset: AtomicI64,
     /// Where the active segment's pages were last dropped from the page cache up to
     /// (`log.cache.window.bytes`).
     cache_dropped: Arc<std::sync::atomic::AtomicU64>,
@@ -199,6 +198,13 @@ impl Partition {
             r.isr.len(),
             r.replicated(),
         )
+    }
+
+    /// Whether every append must be fsynced before it is acknowledged: the partition has
+    /// no other replica and `log.flush.unreplicated.enable` applies. Read before the log's
+    /// lock is taken (the replica lock comes first).
+    pub fn syncs_every_append(&self) -> bool {
+        !self.replica().replicated() && self.settings().sync_unreplicated
     }
 
     /// Whether everything below `offset` is committed in leader epoch `epoch`: `None`
@@ -405,14 +411,20 @@ impl Partition {
 
     /// Makes everything below `offset` durable, sharing the fsync with concurrent callers.
     pub async fn make_durable(&self, offset: i64) -> Result<(), StorageError> {
-        if self.flushed_offset.load(Ordering::Acquire) >= offset {
+        // The log's own flushed offset, which a truncation lowers: offsets written again
+        // after a cut are not durable because the old ones were.
+        if self.log().flushed_offset() >= offset {
             return Ok(());
         }
         let _turn = self.flush_lock.lock().await;
-        if self.flushed_offset.load(Ordering::Acquire) >= offset {
+        if self.log().flushed_offset() >= offset {
             return Ok(()); // an fsync that ran while we waited covered us
         }
-        let (file, path, end, size) = self.log().sync_target();
+        let (file, path, end, size, cuts) = {
+            let mut log = self.log();
+            let (file, path, end, size) = log.sync_target();
+            (file, path, end, size, log.cuts())
+        };
         let window = self.settings().cache_window_bytes;
         let dropped = self.cache_dropped.clone();
         let started = std::time::Instant::now();
@@ -441,8 +453,14 @@ impl Partition {
             // A failed fsync may have lost pages: the log goes offline rather than serve them.
             return Err(self.log().fail(e));
         }
-        self.log().mark_flushed(end);
-        self.flushed_offset.fetch_max(end, Ordering::AcqRel);
+        {
+            let mut log = self.log();
+            // A cut while the fsync ran: what is below `end` now may be new, unsynced
+            // bytes, so the fsync proves nothing about it.
+            if log.cuts() == cuts {
+                log.mark_flushed(end);
+            }
+        }
         Ok(())
     }
 }
@@ -845,7 +863,6 @@ impl Broker {
         if log.damage().is_some() {
             crate::metrics::damaged_batch();
         }
-        let flushed = log.flushed_offset();
         let hw = log.high_watermark();
         let meta = topic.partitions.get(index as usize);
         let partition = Arc::new(Partition {
@@ -872,7 +889,6 @@ impl Broker {
             settings: RwLock::new(settings),
             waiters: Mutex::new(Vec::new()),
             flush_lock: tokio::sync::Mutex::new(()),
-            flushed_offset: AtomicI64::new(flushed),
             cache_dropped: Default::default(),
             metrics: crate::metrics::PartitionMetrics::new(&topic.name, index),
         });
@@ -1702,6 +1718,11 @@ impl Broker {
     /// led elsewhere), or `None` when it is the group's coordinator.
     pub fn not_coordinator(&self, group: &str) -> Option<ResponseError> {
         self.cluster.get()?;
+        // A self-fenced broker may have lost the group's partition already: the client
+        // looks the coordinator up again (Kafka answers a failed append with this too).
+        if self.self_fenced().is_some() {
+            return Some(ResponseError::NotCoordinator);
+        }
         match self.offsets_partition(group) {
             Ok(p) if p.leadership().0 => None,
             Ok(_) | Err(BrokerError::UnknownTopic) => Some(ResponseError::NotCoordinator),
@@ -1712,6 +1733,9 @@ impl Broker {
     /// Why this broker may not coordinate transactional id `id` now, or `None` if it does.
     pub fn not_txn_coordinator(&self, id: &str) -> Option<ResponseError> {
         self.cluster.get()?;
+        if self.self_fenced().is_some() {
+            return Some(ResponseError::NotCoordinator);
+        }
         let Some(topic) = self.image().topic(TXN_TOPIC).cloned() else {
             // Created by FindCoordinator first; until then nobody coordinates.
             return Some(ResponseError::NotCoordinator);
@@ -1777,11 +1801,12 @@ impl Broker {
         if !partition.leadership().0 {
             return Err(ResponseError::NotLeaderOrFollower);
         }
+        let sync_all = partition.syncs_every_append();
         {
             let mut log = partition.log();
             match log.append_marker(producer_id, epoch, commit, coordinator_epoch, now_ms()) {
                 Ok(info) => {
-                    if info.flush_due {
+                    if info.flush_due || sync_all {
                         log.flush().map_err(|_| ResponseError::KafkaStorageError)?;
                     }
                 }
@@ -2016,10 +2041,11 @@ fn append_internal(
             reason,
         });
     }
+    let sync_all = partition.syncs_every_append();
     {
         let mut log = partition.log();
         let info = log.append(&mut batch, &[(0, header)], leader_epoch, None, now)?;
-        if info.flush_due {
+        if info.flush_due || sync_all {
             log.flush()?;
         }
     }
@@ -2117,11 +2143,12 @@ impl TxnHost for Broker {
                 tracing::warn!(topic = %topic, partition = index, producer_id, "no marker for a partition that no longer exists");
                 continue;
             };
+            let sync_all = partition.syncs_every_append();
             {
                 let mut log = partition.log();
                 match log.append_marker(producer_id, epoch, commit, 0, now) {
                     Ok(info) => {
-                        if info.flush_due {
+                        if info.flush_due || sync_all {
                             log.flush().map_err(|e| format!("{topic}-{index}: {e}"))?;
                         }
                     }

@@ -407,7 +407,15 @@ impl ClusterNode {
                 None => voters[attempt % voters.len()],
             };
             let result = if id == self.node_id as NodeId {
-                self.handle(request.clone()).await
+                // Bounded as a remote call is: this node's own duties may hold `decide`
+                // while they wait for a quorum that is gone.
+                tokio::time::timeout(answer_within, self.handle(request.clone()))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ControlError::Unavailable(
+                            "this node did not answer in time".into(),
+                        ))
+                    })
             } else {
                 match self.address_of(id) {
                     Some(addr) => {

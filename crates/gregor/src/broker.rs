@@ -16,7 +16,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let watchdog = std::time::Duration::from_millis(
         config.get_i64("shutdown.timeout.ms").max(0) as u64 + WATCHDOG_MARGIN_MS,
     );
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = async move {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(s) => s,
@@ -51,5 +51,9 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
             });
         };
         gregor_broker::run(config, shutdown).await.map_err(|e| e.to_string())
-    })
+    });
+    // Blocking work still running (a detached task's) must not hold the exit: the logs
+    // are closed by now.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }

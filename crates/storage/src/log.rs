@@ -195,6 +195,9 @@ pub struct PartitionLog {
     offline: Option<String>,
     /// Damage inside the log, found at start-up or by the scrubber (the log is offline).
     damage: Option<Damage>,
+    /// How many times the log was cut (truncated or repaired): an fsync that began before
+    /// a cut does not cover offsets written after it.
+    cuts: u64,
     /// Idempotent producers' last batches (see `producer.rs`).
     producers: ProducerStates,
     /// `None` while every appended record counts as committed (a single node, or a
@@ -269,7 +272,7 @@ impl PartitionLog {
             } else {
                 bases[i + 1] > recovery_point
             };
-            let (segment, recovery) = Segment::open(
+            let (mut segment, recovery) = Segment::open(
                 disk.as_ref(),
                 &dir,
                 base,
@@ -277,34 +280,68 @@ impl PartitionLog {
                 verify,
                 now_ms,
             )?;
-            let cut = recovery.truncated_bytes > 0;
-            if let Some(found) = recovery.damage {
-                damage.get_or_insert(found);
-            } else if cut && !is_last {
-                // Invalid bytes to the end of a segment that later segments follow: not an
-                // unfinished write but damage. The invalid tail is cut (it held nothing
-                // valid); the later segments, which may hold acknowledged records, stay.
-                tracing::error!(
-                    segment = %segment.path().display(),
-                    truncated_bytes = recovery.truncated_bytes,
-                    reason = recovery.reason.as_deref().unwrap_or(""),
-                    "a closed segment ends in invalid bytes and later segments follow"
-                );
-                damage.get_or_insert(Damage {
-                    path: segment.path().to_path_buf(),
-                    position: segment.size,
-                    first_offset: segment.next_offset,
-                    resume_position: 0,
-                    resume_offset: bases[i + 1],
-                    reason: recovery.reason.clone().unwrap_or_default(),
-                });
-            } else if cut {
-                tracing::warn!(
-                    segment = %segment.path().display(),
-                    truncated_bytes = recovery.truncated_bytes,
-                    reason = recovery.reason.as_deref().unwrap_or(""),
-                    "recovery truncated a torn tail (an unfinished write: nothing valid follows it)"
-                );
+            // A torn write can only be in the last segment, above the recovery point
+            // (everything below it was fsynced before the point was written).
+            let torn = |first_offset: i64| is_last && first_offset >= recovery_point;
+            let reason = recovery.reason.clone().unwrap_or_default();
+            match (recovery.damage, recovery.tail_at) {
+                (Some(found), _) if found.hole && torn(found.first_offset) => {
+                    // Zeros, then valid batches, above the recovery point: pages that a
+                    // power loss kept from the disk (writeback has no order). What follows
+                    // the hole was never fsynced, so nothing after it was acknowledged as
+                    // durable: cut as a torn write.
+                    let len = segment.file().len().unwrap_or(0);
+                    segment.cut_at(found.position)?;
+                    tracing::warn!(
+                        segment = %segment.path().display(),
+                        truncated_bytes = len.saturating_sub(found.position),
+                        "recovery cut an unwritten hole (zeros above the recovery point) and what followed it"
+                    );
+                }
+                (Some(found), _) => {
+                    damage.get_or_insert(found);
+                }
+                (None, Some(pos)) if torn(segment.next_offset) => {
+                    let len = segment.file().len().unwrap_or(0);
+                    segment.cut_at(pos)?;
+                    tracing::warn!(
+                        segment = %segment.path().display(),
+                        truncated_bytes = len.saturating_sub(pos),
+                        reason = %reason,
+                        "recovery truncated a torn tail (an unfinished write: nothing valid follows it)"
+                    );
+                }
+                (None, Some(pos)) => {
+                    // Invalid bytes to the end of a segment that later segments follow, or
+                    // below the recovery point: not an unfinished write but damage. Nothing
+                    // is cut and no later segment removed.
+                    let len = segment.file().len().unwrap_or(pos);
+                    damage.get_or_insert(Damage {
+                        path: segment.path().to_path_buf(),
+                        position: pos,
+                        first_offset: segment.next_offset,
+                        resume_position: len,
+                        resume_offset: bases.get(i + 1).copied().unwrap_or(recovery_point),
+                        reason,
+                        hole: false,
+                    });
+                }
+                (None, None) if is_last && segment.next_offset < recovery_point => {
+                    // Whole batches, but fewer than were fsynced: the file lost its end.
+                    damage.get_or_insert(Damage {
+                        path: segment.path().to_path_buf(),
+                        position: segment.size,
+                        first_offset: segment.next_offset,
+                        resume_position: segment.size,
+                        resume_offset: recovery_point,
+                        reason: format!(
+                            "the log ends at offset {} but offsets below {recovery_point} were fsynced",
+                            segment.next_offset
+                        ),
+                        hole: false,
+                    });
+                }
+                (None, None) => {}
             }
             segments.insert(base, segment);
         }
@@ -331,6 +368,7 @@ impl PartitionLog {
             flushed_offset: 0,
             offline: None,
             damage: None,
+            cuts: 0,
             producers: ProducerStates::default(),
             high_watermark: None,
             epochs: None,
@@ -341,6 +379,11 @@ impl PartitionLog {
             log.mark_damaged(found);
         }
         Ok(log)
+    }
+
+    /// How many times the log was cut since it was opened.
+    pub fn cuts(&self) -> u64 {
+        self.cuts
     }
 
     /// Damage found inside the log (at start-up or by the scrubber), until repaired.
@@ -396,6 +439,27 @@ impl PartitionLog {
         if position >= seg.size {
             return None;
         }
+        // The segment may have been cut and written again since the scrubber read it:
+        // `position` must still be a batch boundary, and the offset expected there is
+        // what the batches before it end at now.
+        let mut boundary = position == 0;
+        let mut expected_offset = if position == 0 {
+            seg.base_offset
+        } else {
+            expected_offset
+        };
+        if position > 0 {
+            let walked = seg.walk_headers(0, |at, h| {
+                if at + h.total_bytes() as u64 == position {
+                    boundary = true;
+                    expected_offset = h.last_offset() + 1;
+                }
+                at + (h.total_bytes() as u64) < position
+            });
+            if walked.is_err() || !boundary {
+                return None;
+            }
+        }
         let again = crate::segment::verify_batches(
             seg.file().as_ref(),
             position,
@@ -409,10 +473,13 @@ impl PartitionLog {
             Ok(Ok(_)) => return None,
             Err(e) => format!("read failed: {e}"),
         };
-        let (resume_position, resume_offset) = match seg.find_valid_batch(position + 1, seg.size) {
-            Ok(Some((at, h))) => (at, h.base_offset),
-            _ => (seg.size, seg.next_offset),
-        };
+        // Searched under the lock, so bounded: past it the range is reported to the end.
+        let limit = seg.size.min(position + (64 << 20));
+        let (resume_position, resume_offset) =
+            match seg.find_valid_batch(position + 1, limit, expected_offset) {
+                Ok(Some((at, h))) => (at, h.base_offset),
+                _ => (seg.size, seg.next_offset),
+            };
         let found = Damage {
             path: path.to_path_buf(),
             position,
@@ -420,6 +487,7 @@ impl PartitionLog {
             resume_position,
             resume_offset,
             reason,
+            hole: false,
         };
         self.mark_damaged(found.clone());
         Some(found)
@@ -443,6 +511,8 @@ impl PartitionLog {
                 reason: "the damaged segment is no longer in the log".into(),
             });
         };
+        self.lower_recovery_point(found.first_offset)?;
+        self.cuts += 1;
         let doomed: Vec<i64> = self.segments.range(base + 1..).map(|(&b, _)| b).collect();
         for b in doomed {
             if let Some(segment) = self.segments.remove(&b) {
@@ -808,6 +878,10 @@ impl PartitionLog {
             }
         }
         let dir = self.dir.clone();
+        // The recovery point never stays above the log end: a crash after the cut would
+        // otherwise take the next torn write for damage.
+        self.lower_recovery_point(offset)?;
+        self.cuts += 1;
         if let Err(e) = self.active_mut().truncate_to(offset) {
             return Err(self.fail(e));
         }
@@ -992,6 +1066,8 @@ impl PartitionLog {
 
     /// Closes the active segment (fsynced, indexes written) and starts a new one.
     pub fn roll(&mut self, now_ms: i64) -> Result<()> {
+        // An offline log keeps its files as they are (a damaged one for its repair).
+        self.check_online()?;
         let base = self.log_end();
         self.unflushed_bytes = 0;
         {
@@ -1018,6 +1094,14 @@ impl PartitionLog {
 
     fn write_recovery_point(&self, offset: i64) -> Result<()> {
         self.write_offset_file(RECOVERY_POINT_FILE, offset)
+    }
+
+    /// Moves the stored recovery point down to `offset` if it is above (before a cut).
+    fn lower_recovery_point(&self, offset: i64) -> Result<()> {
+        if read_recovery_point(self.disk.as_ref(), &self.dir) > offset {
+            self.write_recovery_point(offset)?;
+        }
+        Ok(())
     }
 
     /// Plans a read of whole batches starting with the one holding `offset`, up to
@@ -1145,6 +1229,7 @@ impl PartitionLog {
     /// high watermark. Whole segments below the new start are deleted; the start itself is
     /// stored so a restart keeps it. Returns the new log start.
     pub fn delete_records(&mut self, offset: i64, now_ms: i64) -> Result<i64> {
+        self.check_online()?;
         let high_watermark = self.log_end();
         if offset < 0 || offset > high_watermark {
             return Err(StorageError::OffsetOutOfRange {
@@ -1166,7 +1251,7 @@ impl PartitionLog {
     /// are past either limit (the active one is rolled first when it is itself expired).
     /// Returns how many segments were deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
-        if !self.config.retention_enabled {
+        if !self.config.retention_enabled || self.offline.is_some() {
             return Ok(0);
         }
         let expired = |s: &Segment, retention_ms: i64| {
@@ -1306,6 +1391,7 @@ impl PartitionLog {
     /// Swaps a cleaned segment in (crash-safely; see `cleaner.rs`). Skipped, and the
     /// cleaned file removed, if the segment changed or went away meanwhile (retention).
     pub fn install_cleaned(&mut self, cleaned: &crate::cleaner::Cleaned) -> Result<bool> {
+        self.check_online()?;
         let base = cleaned.base_offset;
         let unchanged = self
             .segments
@@ -1777,7 +1863,9 @@ mod tests {
         let last_base = log.log_end();
         append_values(&mut log, &[b"last-one".to_vec(), b"and-two".to_vec()], 9);
         let good = read_all(&log, 0);
-        log.close().expect("close");
+        // No clean close: a close moves the recovery point to the log end, and bytes lost
+        // below it are damage, not a torn write.
+        drop(log);
         let path = dir.path().join(format!("{:020}.log", 0));
         let full = std::fs::read(&path).expect("read");
         let last_len = good.last().expect("batches").1.len();
@@ -1873,6 +1961,28 @@ mod tests {
         assert_eq!(log.log_end(), end);
         assert!(log.damage().is_some());
         assert!(log.offline_reason().is_some());
+    }
+
+    #[test]
+    fn a_bad_last_batch_below_the_recovery_point_is_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(dir.path(), LogConfig::default());
+        for i in 0..3 {
+            append_values(&mut log, &[vec![i; 40]], i64::from(i));
+        }
+        log.close().expect("close"); // fsynced: the recovery point is the log end
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let mut raw = std::fs::read(&path).expect("read");
+        let n = raw.len();
+        raw[n - 5] ^= 0xff;
+        std::fs::write(&path, &raw).expect("write");
+        let log = open(dir.path(), LogConfig::default());
+        let damage = log.damage().expect("damage, not a torn tail");
+        assert_eq!((damage.first_offset, damage.resume_offset), (2, 3));
+        assert!(
+            log.offline_reason().is_some(),
+            "offset 2 must not be given out again"
+        );
     }
 
     #[test]
@@ -2351,7 +2461,8 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         /// Any sequence of appends, with small segments, reads back identically before and
-        /// after a reopen, and a cut anywhere in the file loses only a suffix of batches.
+        /// after a reopen, and a cut anywhere in the file loses only a suffix of batches or,
+        /// when it took fsynced bytes, is reported as damage.
         #[test]
         fn appends_roundtrip_and_cuts_lose_only_a_suffix(
             sizes in proptest::collection::vec(proptest::collection::vec(0usize..120, 1..5), 1..25),
@@ -2381,9 +2492,16 @@ mod tests {
             let f = std::fs::OpenOptions::new().write(true).open(last).expect("open");
             f.set_len(cut).expect("cut");
             let log = open(dir.path(), config);
-            let after = read_all(&log, 0);
-            prop_assert!(after.len() <= before.len());
-            prop_assert_eq!(&before[..after.len()], &after[..]);
+            if log.damage().is_some() {
+                // The cut took bytes below the recovery point (fsynced at the close): that is
+                // damage, not a torn write; nothing is served and no offset reused.
+                prop_assert!(log.read(log.log_start(), 1 << 20, true).is_err());
+                prop_assert!(cut < len);
+            } else {
+                let after = read_all(&log, 0);
+                prop_assert!(after.len() <= before.len());
+                prop_assert_eq!(&before[..after.len()], &after[..]);
+            }
         }
     }
 }

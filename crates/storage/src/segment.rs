@@ -44,13 +44,14 @@ fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
 /// What opening a segment found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Recovery {
-    /// Bytes cut off the end because they did not form whole, valid batches (a torn
-    /// write: nothing valid follows them).
-    pub truncated_bytes: u64,
-    /// Why the cut was made.
+    /// Why the bytes at `tail_at` or the damage are invalid.
     pub reason: Option<String>,
     /// Invalid bytes with valid batches after them: damage, never cut.
     pub damage: Option<Damage>,
+    /// Invalid bytes from this position to the end, with nothing valid after them. Not cut
+    /// yet: the log decides whether this is a torn write (the last segment, above the
+    /// recovery point) or damage.
+    pub tail_at: Option<u64>,
 }
 
 /// Invalid bytes inside a segment, followed by valid batches. Unlike a torn tail this is
@@ -68,6 +69,9 @@ pub struct Damage {
     pub resume_position: u64,
     pub resume_offset: i64,
     pub reason: String,
+    /// Every invalid byte is zero: pages that never reached the disk before a power loss
+    /// (writeback has no order), not altered data.
+    pub hole: bool,
 }
 
 impl std::fmt::Display for Damage {
@@ -390,7 +394,8 @@ impl Segment {
         }
         let mut recovery = Recovery::default();
         if pos < file_len {
-            if let Some((resume, header)) = self.find_valid_batch(pos + 1, file_len)? {
+            let min_offset = self.next_offset;
+            if let Some((resume, header)) = self.find_valid_batch(pos + 1, file_len, min_offset)? {
                 // Valid batches follow the bad bytes: damage, not a torn write. Nothing is
                 // cut; the rest of the segment is walked so the log's end (and so every
                 // offset ever given out) stays where it was.
@@ -403,13 +408,19 @@ impl Segment {
                         break;
                     }
                     match BatchHeader::parse(&header_buf) {
-                        Ok(h) if h.offsets_sane() && h.base_offset >= end_offset => {
+                        Ok(h)
+                            if h.offsets_sane()
+                                && h.base_offset >= end_offset
+                                && self.fits(&h)
+                                && at + h.total_bytes() as u64 <= file_len =>
+                        {
                             end_offset = h.last_offset() + 1;
                             at += h.total_bytes() as u64;
                         }
                         _ => break,
                     }
                 }
+                let hole = self.all_zero(pos, resume)?;
                 recovery.damage = Some(Damage {
                     path: self.path.clone(),
                     position: pos,
@@ -417,25 +428,46 @@ impl Segment {
                     resume_position: resume,
                     resume_offset: header.base_offset,
                     reason: bad.unwrap_or_else(|| "invalid bytes".into()),
+                    hole,
                 });
                 self.size = pos;
                 self.next_offset = end_offset.max(self.next_offset);
                 return Ok(recovery);
             }
-            recovery.truncated_bytes = file_len - pos;
+            recovery.tail_at = Some(pos);
             recovery.reason = bad.or_else(|| Some("incomplete tail".to_string()));
-            self.file
-                .set_len(pos)
-                .map_err(|e| StorageError::io("truncate", &self.path, e))?;
         }
         self.size = pos;
         Ok(recovery)
     }
 
+    /// Whether every byte of `from..to` is zero.
+    fn all_zero(&self, from: u64, to: u64) -> Result<bool> {
+        let mut buf = vec![0u8; SCAN_CHUNK_BYTES.min((to - from) as usize)];
+        let mut at = from;
+        while at < to {
+            let n = buf.len().min((to - at) as usize);
+            self.file
+                .read_exact_at(&mut buf[..n], at)
+                .map_err(|e| StorageError::io("read", &self.path, e))?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += n as u64;
+        }
+        Ok(true)
+    }
+
     /// The first position at or after `from` where a whole batch with a sane header, an
     /// offset past this segment's valid prefix and a correct CRC starts, if any. Read
-    /// only when a bad batch was found, to tell damage from a torn tail.
-    pub fn find_valid_batch(&self, from: u64, file_len: u64) -> Result<Option<(u64, BatchHeader)>> {
+    /// only when a bad batch was found, to tell damage from a torn tail. `min_offset`: the
+    /// offset the bad batch held; a valid batch after it starts at or past it.
+    pub fn find_valid_batch(
+        &self,
+        from: u64,
+        file_len: u64,
+        min_offset: i64,
+    ) -> Result<Option<(u64, BatchHeader)>> {
         let mut chunk = Vec::new();
         let mut base = from;
         while base + HEADER_BYTES as u64 <= file_len {
@@ -455,7 +487,7 @@ impl Segment {
                 let at = base + i as u64;
                 let total = header.total_bytes() as u64;
                 if !header.offsets_sane()
-                    || header.base_offset < self.next_offset
+                    || header.base_offset < min_offset
                     || !self.fits(&header)
                     || at + total > file_len
                 {

@@ -163,6 +163,8 @@ struct Appended {
     /// Fsync before answering: the flush policy says so, or the partition has no other
     /// replica (`log.flush.unreplicated.enable`).
     sync: bool,
+    /// `min.insync.replicas`, checked again once the records are committed.
+    min_insync: usize,
 }
 
 /// What a completion found: the answer's fields, or an error.
@@ -210,6 +212,7 @@ impl Appended {
             replicated,
             leader_epoch,
             sync,
+            min_insync,
         } = self;
         if sync {
             if let Err(e) = partition.make_durable(info.last_offset + 1).await {
@@ -231,6 +234,14 @@ impl Appended {
                 .await_committed(info.last_offset + 1, leader_epoch, deadline)
                 .await
             {
+                // The ISR may have shrunk below min.insync.replicas while the request
+                // waited: then fewer copies hold the records than asked (Kafka's answer).
+                Commit::Committed if partition.leadership().2 < min_insync => {
+                    return Outcome::Failed(
+                        ResponseError::NotEnoughReplicasAfterAppend.code(),
+                        format!("the in-sync replicas fell below min.insync.replicas ({min_insync}) while the records were replicated; they are stored, a retry may duplicate them unless the producer is idempotent"),
+                    )
+                }
                 Commit::Committed => {}
                 Commit::LeadershipLost => {
                     return Outcome::Failed(
@@ -316,6 +327,7 @@ fn append_to(
             replicated,
             leader_epoch,
             sync: info.flush_due || (!replicated && settings.sync_unreplicated),
+            min_insync: settings.min_insync_replicas,
         }),
         Err(e @ gregor_storage::StorageError::Sequence(_)) => {
             tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "idempotent batch refused");
