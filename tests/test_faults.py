@@ -436,6 +436,10 @@ def test_a_damaged_batch_is_never_served_and_recovery_keeps_what_follows(tmp_pat
         assert err == KAFKA_STORAGE_ERROR, err
         conn.close()
         assert b.log_text().count("damaged batches inside the log") >= 2
+        # The offline check finds the same damage, and nothing on a healthy directory.
+        verify = subprocess.run([str(BIN), "data", "verify", "--data-dir", str(tmp_path / "data")],
+                                capture_output=True, text=True, timeout=60)
+        assert verify.returncode == 1 and "DAMAGED" in verify.stdout and segments[0].name in verify.stdout, verify.stdout
         print(f"damage at offset {damaged_offset}: found, partition offline, {sum(size_before.values())} bytes kept")
     finally:
         b.stop()

@@ -12,6 +12,7 @@ mod broker;
 mod client;
 mod cluster;
 mod consume;
+mod data;
 mod group;
 mod produce;
 mod progress;
@@ -46,6 +47,20 @@ struct Cli {
         value_name = "FILE"
     )]
     command_config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum DataCommand {
+    /// Check every batch of every partition (length, offsets, CRC-32C) and list damaged
+    /// segments; exit code 1 when any is damaged. Read-only.
+    Verify {
+        /// The broker's data directory.
+        #[arg(long, value_name = "DIR", default_value = "./gregor-data")]
+        data_dir: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,6 +111,11 @@ enum Command {
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
+    },
+    /// A data directory, offline: `verify` checks every batch's CRC and lists damage.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
     },
     /// Print a shell completion script: `source <(gregor completions bash)`.
     Completions {
@@ -1002,6 +1022,34 @@ fn main() -> ExitCode {
         Some(Command::Produce(cmd)) => return run_produce(cmd),
         Some(Command::Consume(cmd)) => return run_consume(cmd),
         Some(Command::Cluster { command }) => return run_cluster(command),
+        Some(Command::Data {
+            command: DataCommand::Verify { data_dir, json },
+        }) => {
+            return match data::verify(&data_dir) {
+                Ok(r) => {
+                    if json {
+                        match serde_json::to_string(&r) {
+                            Ok(text) => println!("{text}"),
+                            Err(e) => {
+                                eprintln!("gregor: {e}");
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                    } else {
+                        data::print(&r);
+                    }
+                    if r.damaged.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("gregor: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::Completions { shell }) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "gregor", &mut std::io::stdout());

@@ -1961,6 +1961,18 @@ mod tests {
         assert_eq!(log.log_end(), end);
         assert!(log.damage().is_some());
         assert!(log.offline_reason().is_some());
+        // Nothing was cut, so the next start finds the same damage.
+        let position = log.damage().map(|d| d.position);
+        drop(log);
+        let log = open(
+            dir.path(),
+            LogConfig {
+                segment_bytes: 200,
+                ..LogConfig::default()
+            },
+        );
+        assert_eq!(log.damage().map(|d| d.position), position);
+        assert_eq!(log.segment_count(), segments);
     }
 
     #[test]
