@@ -167,9 +167,11 @@ def produce_kib(broker, topic, kib):
 def test_background_writeback_fsyncs_after_log_writeback_bytes(make_broker):
     """With log.writeback.bytes, the flusher fsyncs a partition once that many bytes have
     piled up since its last fsync (checked every 100 ms); below it, or with 0 (and no
-    flush.messages or flush.ms), nothing is fsynced."""
-    on = make_broker('"log.writeback.bytes" = 1048576')
-    off = make_broker('"log.writeback.bytes" = 0')
+    flush.messages or flush.ms), nothing is fsynced. Per-acknowledgement fsyncs of
+    unreplicated partitions are turned off here, so only the writeback's are counted."""
+    no_ack_sync = '"log.flush.unreplicated.enable" = false\n'
+    on = make_broker(no_ack_sync + '"log.writeback.bytes" = 1048576')
+    off = make_broker(no_ack_sync + '"log.writeback.bytes" = 0')
     for b in (on, off):
         admin = AdminClient({"bootstrap.servers": b.bootstrap})  # kept alive until the result
         admin.create_topics([NewTopic("wb", 1, 1)])["wb"].result(30)
@@ -195,8 +197,10 @@ def resident_bytes(path):
 def test_log_cache_window_bytes_drops_what_lies_behind_it_from_the_page_cache(make_broker):
     """After each fsync, a partition's active segment keeps in the page cache only its last
     log.cache.window.bytes; with 0 the kernel keeps all of it."""
-    window = make_broker('"log.writeback.bytes" = 1048576\n"log.cache.window.bytes" = 2097152')
-    kernel = make_broker('"log.writeback.bytes" = 1048576\n"log.cache.window.bytes" = 0')
+    # The scrubber is off: it reads segments too, and this measures the window alone.
+    no_scrub = '"log.scrub.bytes.per.second" = 0\n'
+    window = make_broker(no_scrub + '"log.writeback.bytes" = 1048576\n"log.cache.window.bytes" = 2097152')
+    kernel = make_broker(no_scrub + '"log.writeback.bytes" = 1048576\n"log.cache.window.bytes" = 0')
     for b in (window, kernel):
         admin = AdminClient({"bootstrap.servers": b.bootstrap})  # kept alive until the result
         admin.create_topics([NewTopic("cached", 1, 1)])["cached"].result(30)

@@ -82,11 +82,30 @@ fn step(broker: &Broker, mut cursor: Cursor, budget: u64) -> (Cursor, bool) {
             }
         };
         let targets = partition.log().scrub_targets();
-        let Some((base, file, path, size)) = targets.get(seg).cloned() else {
+        let Some((base, _, path, mut size)) = targets.get(seg).cloned() else {
             // This partition is done (or offline).
             if cursor.queue.is_empty() {
                 return (cursor, true);
             }
+            continue;
+        };
+        // The active segment's last `log.cache.window.bytes` were just written and are
+        // where tailing consumers read: not read here (the next pass does), so that the
+        // scrubber neither races the writer nor pulls pages back into the cache that the
+        // window just dropped.
+        if seg + 1 == targets.len() {
+            let window = partition.settings().cache_window_bytes;
+            size = size.saturating_sub(window);
+            if pos >= size {
+                cursor.current = Some((partition, seg + 1, 0, expected));
+                continue;
+            }
+        }
+        // A handle of its own, with readahead off: the disk's readahead (8 MiB here) would
+        // pull far more of the file into the page cache than the scrubber reads and drops.
+        let Some(file) = open_for_scrub(&path) else {
+            // Deleted or replaced meanwhile: looked at again next pass.
+            cursor.current = Some((partition, seg + 1, 0, expected));
             continue;
         };
         // Compaction leaves gaps between segments: each starts at its own base.
@@ -101,6 +120,9 @@ fn step(broker: &Broker, mut cursor: Cursor, budget: u64) -> (Cursor, bool) {
         );
         match checked {
             Ok(Ok((reached, next_offset))) => {
+                // What the scrubber read is not what consumers asked for: its pages leave
+                // the cache again (clean pages; a consumer that wants them reads them).
+                crate::state::drop_cached(file.as_ref(), &path, pos, reached);
                 left = left.saturating_sub((reached - pos).max(1));
                 cursor.current = Some(if reached >= size {
                     (partition, seg + 1, 0, next_offset)
@@ -125,6 +147,16 @@ fn step(broker: &Broker, mut cursor: Cursor, budget: u64) -> (Cursor, bool) {
         }
     }
     (cursor, false)
+}
+
+/// Opens a segment for reading with readahead off (`POSIX_FADV_RANDOM`).
+fn open_for_scrub(path: &std::path::Path) -> Option<Arc<dyn gregor_storage::DiskFile>> {
+    use gregor_storage::Disk;
+    let file = gregor_storage::OsDisk.open(path, false).ok()?;
+    if let Some(fd) = file.fd() {
+        let _ = rustix::fs::fadvise(fd, 0, None, rustix::fs::Advice::Random);
+    }
+    Some(file)
 }
 
 /// One healer round: see the module comment. Called with the ISR upkeep.

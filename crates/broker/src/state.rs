@@ -470,7 +470,16 @@ const DROP_STEP_BYTES: u64 = 1 << 20;
 
 /// Drops the clean pages of `file` in `from..below` from the page cache (they were just
 /// fsynced). Advice only: a failure is logged and changes nothing else.
-fn drop_cached(file: &dyn gregor_storage::DiskFile, path: &std::path::Path, from: u64, below: u64) {
+pub(crate) fn drop_cached(
+    file: &dyn gregor_storage::DiskFile,
+    path: &std::path::Path,
+    from: u64,
+    below: u64,
+) {
+    // An empty range would read as "to the end of the file" to fadvise.
+    if below <= from {
+        return;
+    }
     let Some(fd) = file.fd() else {
         return;
     };
