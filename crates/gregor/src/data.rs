@@ -99,8 +99,16 @@ pub fn verify(data_dir: &Path) -> Result<Report, String> {
                 Ok((reached, _)) => (reached, None),
                 Err((position, offset, reason)) => {
                     // Damage when a valid batch follows, or when a later segment does.
-                    let tail =
-                        i == last && !valid_batch_after(file.as_ref(), position, len, offset);
+                    let follows = gregor_storage::segment::find_valid_batch(
+                        file.as_ref(),
+                        position + 1,
+                        len,
+                        offset,
+                        &|_| true,
+                    )
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                    .is_some();
+                    let tail = i == last && !follows;
                     (
                         position,
                         Some(Problem {
@@ -127,42 +135,6 @@ pub fn verify(data_dir: &Path) -> Result<Report, String> {
         }
     }
     Ok(report)
-}
-
-/// Whether a whole batch with a correct CRC, at or past `offset`, starts after `position`.
-fn valid_batch_after(
-    file: &dyn gregor_storage::DiskFile,
-    position: u64,
-    len: u64,
-    offset: i64,
-) -> bool {
-    let mut at = position + 1;
-    let mut header = [0u8; gregor_protocol::batch::HEADER_BYTES];
-    while at + header.len() as u64 <= len {
-        if file.read_exact_at(&mut header, at).is_ok() && header[16] == 2 {
-            if let Ok(h) = gregor_protocol::batch::BatchHeader::parse(&header) {
-                if h.offsets_sane()
-                    && h.base_offset >= offset
-                    && at + h.total_bytes() as u64 <= len
-                    && matches!(
-                        gregor_storage::segment::verify_batches(
-                            file,
-                            at,
-                            at + h.total_bytes() as u64,
-                            offset,
-                            1,
-                            1 << 20
-                        ),
-                        Ok(Ok(_))
-                    )
-                {
-                    return true;
-                }
-            }
-        }
-        at += 1;
-    }
-    false
 }
 
 /// Prints the report for a person.

@@ -511,32 +511,14 @@ impl PartitionLog {
                 reason: "the damaged segment is no longer in the log".into(),
             });
         };
-        self.lower_recovery_point(found.first_offset)?;
-        self.cuts += 1;
-        let doomed: Vec<i64> = self.segments.range(base + 1..).map(|(&b, _)| b).collect();
-        for b in doomed {
-            if let Some(segment) = self.segments.remove(&b) {
-                segment.delete_files(self.disk.as_ref(), &self.dir);
-            }
-        }
+        self.begin_cut(found.first_offset, base + 1)?;
         if let Some(segment) = self.segments.get_mut(&base) {
             segment.cut_at(found.position)?;
         }
-        let dir = self.dir.clone();
-        let _ = self.disk.remove_file(&dir.join(PRODUCER_SNAPSHOT_FILE));
-        self.disk
-            .sync_dir(&dir)
-            .map_err(|e| StorageError::io("fsync", &dir, e))?;
-        let end = self.log_end();
-        self.flushed_offset = self.flushed_offset.min(end);
-        if let Some(hw) = self.high_watermark.as_mut() {
-            *hw = (*hw).min(end);
-        }
-        self.epochs = None;
-        self.rebuild_producer_state()?;
+        let end = self.finish_cut()?;
         self.damage = None;
         self.offline = None;
-        tracing::warn!(dir = %dir.display(), log_end = end, damaged_from = found.first_offset, "damaged range and what followed it discarded; fetching them again from the leader");
+        tracing::warn!(dir = %self.dir.display(), log_end = end, damaged_from = found.first_offset, "damaged range and what followed it discarded; fetching them again from the leader");
         Ok(Some(end))
     }
 
@@ -865,10 +847,26 @@ impl PartitionLog {
         let offset = offset.max(self.log_start);
         // Whole segments at or after `offset` go, but the first one always stays (cut
         // empty if need be) so the log keeps an active segment.
+        self.begin_cut(offset, offset)?;
+        if let Err(e) = self.active_mut().truncate_to(offset) {
+            return Err(self.fail(e));
+        }
+        let end = self.finish_cut()?;
+        tracing::info!(dir = %self.dir.display(), log_end = end, "log truncated to match the leader");
+        Ok(())
+    }
+
+    /// Before the log is cut at `offset`: the stored recovery point comes down to it (a
+    /// crash after the cut would otherwise take the next torn write for damage), the cut
+    /// is counted (an fsync in flight covers nothing written after it), and every segment
+    /// whose base is at or after `from_base` is deleted; the first segment always stays.
+    fn begin_cut(&mut self, offset: i64, from_base: i64) -> Result<()> {
+        self.lower_recovery_point(offset)?;
+        self.cuts += 1;
         let first = self.segments.keys().next().copied().unwrap_or(0);
         let doomed: Vec<i64> = self
             .segments
-            .range(offset..)
+            .range(from_base..)
             .map(|(&b, _)| b)
             .filter(|&b| b != first)
             .collect();
@@ -877,14 +875,14 @@ impl PartitionLog {
                 segment.delete_files(self.disk.as_ref(), &self.dir);
             }
         }
+        Ok(())
+    }
+
+    /// After a cut: the producer snapshot goes, the directory is fsynced, the flushed
+    /// offset, high watermark and epoch cache come down to the new end, and the producer
+    /// state is rebuilt from what remains. Returns the new log end.
+    fn finish_cut(&mut self) -> Result<i64> {
         let dir = self.dir.clone();
-        // The recovery point never stays above the log end: a crash after the cut would
-        // otherwise take the next torn write for damage.
-        self.lower_recovery_point(offset)?;
-        self.cuts += 1;
-        if let Err(e) = self.active_mut().truncate_to(offset) {
-            return Err(self.fail(e));
-        }
         let _ = self.disk.remove_file(&dir.join(PRODUCER_SNAPSHOT_FILE));
         self.disk
             .sync_dir(&dir)
@@ -898,8 +896,7 @@ impl PartitionLog {
             epochs.retain(|&(_, start)| start < end);
         }
         self.rebuild_producer_state()?;
-        tracing::info!(dir = %self.dir.display(), log_end = end, "log truncated to match the leader");
-        Ok(())
+        Ok(end)
     }
 
     pub fn size_bytes(&self) -> u64 {

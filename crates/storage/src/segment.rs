@@ -103,9 +103,36 @@ pub fn verify_batches(
     file: &dyn DiskFile,
     from: u64,
     to: u64,
+    expected_offset: i64,
+    budget: u64,
+    chunk_bytes: usize,
+) -> std::io::Result<Verified> {
+    walk_batches(
+        file,
+        from,
+        to,
+        expected_offset,
+        budget,
+        chunk_bytes,
+        true,
+        &mut |_, _| None,
+    )
+}
+
+/// The one walk over a segment's batches, for recovery (`Segment::scan`), the scrubber
+/// and `gregor data verify`: as [`verify_batches`], with the CRC checked only when
+/// `check_crc`, and `on_batch` called with each good batch's position and header (it may
+/// refuse the batch with a reason).
+#[allow(clippy::too_many_arguments)]
+fn walk_batches(
+    file: &dyn DiskFile,
+    from: u64,
+    to: u64,
     mut expected_offset: i64,
     budget: u64,
     chunk_bytes: usize,
+    check_crc: bool,
+    on_batch: &mut dyn FnMut(u64, &BatchHeader) -> Option<String>,
 ) -> std::io::Result<Verified> {
     let mut pos = from;
     let mut chunk = Vec::new();
@@ -119,6 +146,7 @@ pub fn verify_batches(
             let here = pos + at as u64;
             let header = match BatchHeader::parse(rest) {
                 Ok(h) => h,
+                // The header straddles the chunk: read on from here.
                 Err(batch::BatchError::Truncated { .. }) if here + HEADER_BYTES as u64 <= to => {
                     break
                 }
@@ -134,12 +162,15 @@ pub fn verify_batches(
             }
             if rest.len() < total {
                 if at == 0 {
+                    // A batch larger than the chunk: read it whole.
                     chunk.resize(total, 0);
                     file.read_exact_at(&mut chunk, pos)?;
                     continue;
                 }
                 break;
             }
+            // Offsets only grow (compaction may leave gaps, never reorder), and every
+            // batch holds at least one offset.
             if !header.offsets_sane() || header.base_offset < expected_offset {
                 return Ok(Err((
                     here,
@@ -150,8 +181,13 @@ pub fn verify_batches(
                     ),
                 )));
             }
-            if let Err(e) = batch::verify_crc(&header, &rest[..total]) {
-                return Ok(Err((here, expected_offset, e.to_string())));
+            if check_crc {
+                if let Err(e) = batch::verify_crc(&header, &rest[..total]) {
+                    return Ok(Err((here, expected_offset, e.to_string())));
+                }
+            }
+            if let Some(reason) = on_batch(here, &header) {
+                return Ok(Err((here, expected_offset, reason)));
             }
             expected_offset = header.last_offset() + 1;
             at += total;
@@ -159,6 +195,55 @@ pub fn verify_batches(
         pos += at as u64;
     }
     Ok(Ok((pos, expected_offset)))
+}
+
+/// The first position in `from..file_len` where a whole batch starts whose header is sane,
+/// whose base offset is at least `min_offset`, which `fits` accepts, and whose CRC is
+/// correct; read only once a bad batch was found, to tell damage from a torn tail.
+pub fn find_valid_batch(
+    file: &dyn DiskFile,
+    from: u64,
+    file_len: u64,
+    min_offset: i64,
+    fits: &dyn Fn(&BatchHeader) -> bool,
+) -> std::io::Result<Option<(u64, BatchHeader)>> {
+    let mut chunk = Vec::new();
+    let mut base = from;
+    while base + HEADER_BYTES as u64 <= file_len {
+        let want = ((file_len - base) as usize).min(SCAN_CHUNK_BYTES);
+        chunk.resize(want, 0);
+        file.read_exact_at(&mut chunk, base)?;
+        let last_start = chunk.len().saturating_sub(HEADER_BYTES);
+        for i in 0..=last_start {
+            if chunk[i + 16] as i8 != batch::MAGIC_V2 {
+                continue;
+            }
+            let Ok(header) = BatchHeader::parse(&chunk[i..]) else {
+                continue;
+            };
+            let at = base + i as u64;
+            let total = header.total_bytes() as u64;
+            if !header.offsets_sane()
+                || header.base_offset < min_offset
+                || !fits(&header)
+                || at + total > file_len
+            {
+                continue;
+            }
+            let mut whole = vec![0u8; total as usize];
+            if file.read_exact_at(&mut whole, at).is_err() {
+                continue;
+            }
+            if batch::verify_crc(&header, &whole).is_ok() {
+                return Ok(Some((at, header)));
+            }
+        }
+        if want < SCAN_CHUNK_BYTES {
+            break;
+        }
+        base += (last_start + 1) as u64;
+    }
+    Ok(None)
 }
 
 #[derive(Debug)]
@@ -322,76 +407,32 @@ impl Segment {
 
     /// Rebuilds the indexes by reading every batch; truncates a torn or corrupt tail.
     fn scan(&mut self, file_len: u64, verify: bool) -> Result<Recovery> {
-        let mut pos = 0u64;
-        let mut bad: Option<String> = None;
-        let mut chunk = Vec::new();
-        'outer: while pos < file_len {
-            let want = (file_len - pos).min(SCAN_CHUNK_BYTES as u64) as usize;
-            chunk.resize(want, 0);
-            self.file
-                .read_exact_at(&mut chunk, pos)
-                .map_err(|e| StorageError::io("read", &self.path, e))?;
-            let mut at = 0usize;
-            while at < chunk.len() {
-                let rest = &chunk[at..];
-                let header = match BatchHeader::parse(rest) {
-                    Ok(h) => h,
-                    Err(batch::BatchError::Truncated { .. })
-                        if pos + (at as u64) + (HEADER_BYTES as u64) <= file_len =>
-                    {
-                        break; // the header straddles the chunk; read on from here
-                    }
-                    Err(e) => {
-                        bad = Some(e.to_string());
-                        pos += at as u64;
-                        break 'outer;
-                    }
-                };
-                let total = header.total_bytes();
-                if rest.len() < total {
-                    if pos + (at + total) as u64 > file_len {
-                        bad = Some(format!(
-                            "last batch needs {total} bytes, {} remain",
-                            file_len - pos - at as u64
-                        ));
-                        pos += at as u64;
-                        break 'outer;
-                    }
-                    if at == 0 {
-                        // A batch larger than the chunk: read it whole.
-                        chunk.resize(total, 0);
-                        self.file
-                            .read_exact_at(&mut chunk, pos)
-                            .map_err(|e| StorageError::io("read", &self.path, e))?;
-                        continue;
-                    }
-                    break;
-                }
-                // Offsets only grow (compaction may leave gaps, never reorder), and every
-                // batch holds at least one offset.
-                if !header.offsets_sane()
-                    || header.base_offset < self.next_offset
-                    || !self.fits(&header)
-                {
-                    bad = Some(format!(
-                        "batch at offset {} does not follow {}",
-                        header.base_offset, self.next_offset
+        let file = self.file.clone();
+        let base_offset = self.base_offset;
+        let walked = walk_batches(
+            file.as_ref(),
+            0,
+            file_len,
+            base_offset,
+            u64::MAX,
+            SCAN_CHUNK_BYTES,
+            verify,
+            &mut |at, header| {
+                if !self.fits(header) {
+                    return Some(format!(
+                        "batch at offset {} does not fit the segment at {base_offset}",
+                        header.base_offset
                     ));
-                    pos += at as u64;
-                    break 'outer;
                 }
-                if verify {
-                    if let Err(e) = batch::verify_crc(&header, &rest[..total]) {
-                        bad = Some(e.to_string());
-                        pos += at as u64;
-                        break 'outer;
-                    }
-                }
-                self.note_batch(&header, pos + at as u64);
-                at += total;
-            }
-            pos += at as u64;
-        }
+                self.note_batch(header, at);
+                None
+            },
+        )
+        .map_err(|e| StorageError::io("read", &self.path, e))?;
+        let (pos, bad) = match walked {
+            Ok((end, _)) => (end, None),
+            Err((at, _, reason)) => (at, Some(reason)),
+        };
         let mut recovery = Recovery::default();
         if pos < file_len {
             let min_offset = self.next_offset;
@@ -458,55 +499,17 @@ impl Segment {
         Ok(true)
     }
 
-    /// The first position at or after `from` where a whole batch with a sane header, an
-    /// offset past this segment's valid prefix and a correct CRC starts, if any. Read
-    /// only when a bad batch was found, to tell damage from a torn tail. `min_offset`: the
-    /// offset the bad batch held; a valid batch after it starts at or past it.
+    /// [`find_valid_batch`] in this segment's file, for batches that fit the segment.
     pub fn find_valid_batch(
         &self,
         from: u64,
         file_len: u64,
         min_offset: i64,
     ) -> Result<Option<(u64, BatchHeader)>> {
-        let mut chunk = Vec::new();
-        let mut base = from;
-        while base + HEADER_BYTES as u64 <= file_len {
-            let want = ((file_len - base) as usize).min(SCAN_CHUNK_BYTES);
-            chunk.resize(want, 0);
-            self.file
-                .read_exact_at(&mut chunk, base)
-                .map_err(|e| StorageError::io("read", &self.path, e))?;
-            let last_start = chunk.len().saturating_sub(HEADER_BYTES);
-            for i in 0..=last_start {
-                if chunk[i + 16] as i8 != batch::MAGIC_V2 {
-                    continue;
-                }
-                let Ok(header) = BatchHeader::parse(&chunk[i..]) else {
-                    continue;
-                };
-                let at = base + i as u64;
-                let total = header.total_bytes() as u64;
-                if !header.offsets_sane()
-                    || header.base_offset < min_offset
-                    || !self.fits(&header)
-                    || at + total > file_len
-                {
-                    continue;
-                }
-                let mut whole = vec![0u8; total as usize];
-                if self.file.read_exact_at(&mut whole, at).is_err() {
-                    continue;
-                }
-                if batch::verify_crc(&header, &whole).is_ok() {
-                    return Ok(Some((at, header)));
-                }
-            }
-            if want < SCAN_CHUNK_BYTES {
-                break;
-            }
-            base += (last_start + 1) as u64;
-        }
-        Ok(None)
+        find_valid_batch(self.file.as_ref(), from, file_len, min_offset, &|h| {
+            self.fits(h)
+        })
+        .map_err(|e| StorageError::io("read", &self.path, e))
     }
 
     /// Cuts the segment at `position` (a batch boundary before damage, when a replica
