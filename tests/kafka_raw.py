@@ -16,6 +16,36 @@ def batch(records, base_ts=1000, compression=0, producer_id=-1, producer_epoch=-
     return bytes(b.build())
 
 
+TRANSACTIONAL = 0x10
+CONTROL = 0x20
+
+
+def with_attributes(batch_bytes, bits):
+    """The batch with attribute `bits` set (TRANSACTIONAL, CONTROL) and its CRC made right
+    again, as a client that forges one would."""
+    from kafka.record.util import calc_crc32c
+    b = bytearray(batch_bytes)
+    (attrs,) = struct.unpack_from(">h", b, 21)
+    struct.pack_into(">h", b, 21, attrs | bits)
+    struct.pack_into(">I", b, 17, calc_crc32c(bytes(b[21:])))
+    return bytes(b)
+
+
+def marker(producer_id, producer_epoch, commit):
+    """A transaction marker (a control batch) for the producer, built by hand."""
+    key = struct.pack(">hh", 0, 1 if commit else 0)
+    value = struct.pack(">hi", 0, 0)
+    return with_attributes(batch([(key, value, [])], producer_id=producer_id, producer_epoch=producer_epoch),
+                           TRANSACTIONAL | CONTROL)
+
+
+def producer_of(records_bytes):
+    """(producer id, producer epoch, attributes) of the first batch."""
+    (attrs,) = struct.unpack_from(">h", records_bytes, 21)
+    pid, epoch = struct.unpack_from(">qh", records_bytes, 43)
+    return pid, epoch, attrs
+
+
 def string(s):
     if s is None:
         return struct.pack(">h", -1)
@@ -115,14 +145,14 @@ class Conn:
         self.sock.close()
 
 
-def produce_v3_body(topic, partition, records_bytes, acks=1, timeout_ms=10000):
-    body = string(None) + struct.pack(">hi", acks, timeout_ms)
+def produce_v3_body(topic, partition, records_bytes, acks=1, timeout_ms=10000, transactional_id=None):
+    body = string(transactional_id) + struct.pack(">hi", acks, timeout_ms)
     return body + array([string(topic) + array([struct.pack(">i", partition) + nbytes(records_bytes)])])
 
 
-def produce_v3(conn, topic, partition, records_bytes, acks=1):
+def produce_v3(conn, topic, partition, records_bytes, acks=1, transactional_id=None):
     """Returns (error_code, base_offset, log_append_time)."""
-    r = conn.request(0, 3, produce_v3_body(topic, partition, records_bytes, acks))
+    r = conn.request(0, 3, produce_v3_body(topic, partition, records_bytes, acks, transactional_id=transactional_id))
     return produce_v3_answer(r, topic, partition)
 
 

@@ -281,6 +281,56 @@ def test_an_open_transaction_survives_a_broker_kill9_and_commits_after(broker):
     assert values(consume_all(broker.bootstrap, "durable-txn", "read_committed", 20)) == sorted(f"r{i}" for i in range(20))
 
 
+def test_produce_refuses_forged_markers_and_transactional_batches_outside_a_transaction(broker):
+    """The security audit's items 3 and 4: a client wrote COMMIT and ABORT markers with
+    Produce, and a transactional batch with no transactional id (under another producer's
+    id) that held read_committed readers for good."""
+    import kafka_raw as raw
+    create_topic(broker.bootstrap, "forged", 1)
+    tx = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "honest-tx"})
+    tx.init_transactions(30)
+    tx.begin_transaction()
+    tx.produce("forged", value=b"honest")
+    tx.flush(30)
+    conn = raw.Conn(broker.bootstrap)
+    try:
+        err, _, records = raw.fetch_v4(conn, "forged", 0, 0)
+        assert err == 0
+        pid, epoch, attrs = raw.producer_of(records)
+        assert attrs & raw.TRANSACTIONAL and pid >= 0
+        # A forged ABORT for the honest producer's open transaction, and a COMMIT.
+        for commit in (False, True):
+            err, base, _ = raw.produce_v3(conn, "forged", 0, raw.marker(pid, epoch, commit))
+            assert err == 87, f"a client-written {'COMMIT' if commit else 'ABORT'} marker got {err} (INVALID_RECORD expected)"
+        plain = raw.batch([(None, b"forged-txn", [])], producer_id=pid + 1000, producer_epoch=0, base_sequence=0)
+        forged = raw.with_attributes(plain, raw.TRANSACTIONAL)
+        # No transactional id: TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers.
+        err, _, _ = raw.produce_v3(conn, "forged", 0, forged)
+        assert err == 53, f"a transactional batch without a transactional id got {err}"
+        # Someone else's transactional id, with a producer id that is not its own.
+        err, _, _ = raw.produce_v3(conn, "forged", 0, forged, transactional_id="honest-tx")
+        assert err == 49, f"a batch under another producer's transactional id got {err} (INVALID_PRODUCER_ID_MAPPING expected)"
+        # The honest producer's own id and epoch, for a partition outside its transaction.
+        create_topic(broker.bootstrap, "forged-elsewhere", 1)
+        own = raw.with_attributes(raw.batch([(None, b"x", [])], producer_id=pid, producer_epoch=epoch, base_sequence=0),
+                                  raw.TRANSACTIONAL)
+        err, _, _ = raw.produce_v3(conn, "forged-elsewhere", 0, own, transactional_id="honest-tx")
+        assert err == 48, f"a batch for a partition not in the transaction got {err} (INVALID_TXN_STATE expected)"
+        # An unknown transactional id.
+        err, _, _ = raw.produce_v3(conn, "forged", 0, forged, transactional_id="nobody")
+        assert err == 49, f"a batch under an unknown transactional id got {err}"
+    finally:
+        conn.close()
+    tx.commit_transaction(30)
+    plain_producer = Producer({"bootstrap.servers": broker.bootstrap})
+    plain_producer.produce("forged", value=b"after")
+    plain_producer.flush(30)
+    # Nothing forged holds the last stable offset: the committed record and the one after
+    # it reach a read_committed reader, and nothing forged was stored.
+    assert values(consume_all(broker.bootstrap, "forged", "read_committed", 2, timeout_s=15)) == ["after", "honest"]
+    assert values(consume_all(broker.bootstrap, "forged", "read_uncommitted", 2, timeout_s=15)) == ["after", "honest"]
+
+
 def test_a_hanging_transaction_is_listed_and_aborted_by_its_timeout(make_broker):
     b = make_broker('"transaction.abort.timed.out.transaction.cleanup.interval.ms" = 200')
     create_topic(b.bootstrap, "hang", 1)

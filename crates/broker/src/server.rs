@@ -805,7 +805,7 @@ async fn handle_frame(
             }
         }
         kafka_protocol::messages::RequestKind::Produce(r) => {
-            let answer = api::produce_pipelined(ctx(header, None), r);
+            let answer = api::produce_pipelined(ctx(header, None), r).await;
             let correlation_id = raw.correlation_id;
             return Ok(Reply::Later(tokio::spawn(async move {
                 let Some(body) = answer.await else {

@@ -182,8 +182,16 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             t.name = name;
             t.partitions = vec![0];
             let mut r = AddPartitionsToTxnRequest::default();
-            r.v3_and_below_transactional_id = TransactionalId(StrBytes::from_static_str("tx"));
-            r.v3_and_below_topics = vec![t];
+            if version >= 4 {
+                let mut x = add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default();
+                x.transactional_id = TransactionalId(StrBytes::from_static_str("tx"));
+                x.verify_only = true;
+                x.topics = vec![t];
+                r.transactions = vec![x];
+            } else {
+                r.v3_and_below_transactional_id = TransactionalId(StrBytes::from_static_str("tx"));
+                r.v3_and_below_topics = vec![t];
+            }
             r.into()
         }
         ApiKey::AddOffsetsToTxn => {

@@ -1031,6 +1031,12 @@ impl PartitionLog {
         self.producers.aborted_between(from, to)
     }
 
+    /// Whether `producer_id` has a transaction open in this log at `epoch` (Produce then
+    /// need not ask the coordinator again about its batches).
+    pub fn has_open_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers.has_open_transaction(producer_id, epoch)
+    }
+
     /// Open transactions: (producer id, epoch, first offset, last activity in ms).
     pub fn open_transactions(&self) -> Vec<(i64, i16, i64, i64)> {
         self.producers.open_transactions()

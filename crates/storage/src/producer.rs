@@ -234,6 +234,12 @@ impl ProducerStates {
         self.ongoing.iter().next().map(|&(offset, _)| offset)
     }
 
+    /// Whether `producer_id` has a transaction open in this partition at `epoch`.
+    pub fn has_open_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.ongoing.iter().any(|&(_, id)| id == producer_id)
+            && self.map.get(&producer_id).is_some_and(|e| e.epoch == epoch)
+    }
+
     /// Open transactions as (producer id, epoch, first offset, last activity in ms).
     pub fn open_transactions(&self) -> Vec<(i64, i16, i64, i64)> {
         self.ongoing

@@ -1,10 +1,12 @@
 //! AddPartitionsToTxn (key 24): a transactional producer names the partitions it is about
 //! to write, so the coordinator can mark them when the transaction ends. Versions 0-3 are
-//! the client's; 4+ (broker-to-broker verification, KIP-890) are not served.
+//! the client's; version 4 is the brokers' (KIP-890): a partition leader asks the
+//! coordinator, with `verify_only`, whether a transactional batch belongs to an open
+//! transaction before appending it (ClusterAction, checked in `authorize.rs`).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, TopicName,
@@ -17,13 +19,16 @@ use crate::txn::fenced_code;
 pub const API: ApiSpec = ApiSpec {
     key: ApiKey::AddPartitionsToTxn,
     min: 0,
-    max: 3,
+    max: 4,
 };
 
 pub fn handle(
     ctx: &RequestContext,
     request: AddPartitionsToTxnRequest,
 ) -> AddPartitionsToTxnResponse {
+    if ctx.version >= 4 {
+        return handle_batched(ctx, request);
+    }
     let wanted: Vec<(String, i32)> = request
         .v3_and_below_topics
         .iter()
@@ -95,5 +100,61 @@ pub fn refused(
         .collect();
     build!(AddPartitionsToTxnResponse {
         results_by_topic_v3_and_below: results
+    })
+}
+
+/// Version 4: several transactions, from another broker. Only `verify_only` is served
+/// (adding partitions stays the clients' request, versions 0-3).
+fn handle_batched(
+    ctx: &RequestContext,
+    request: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    let results_by_transaction = request
+        .transactions
+        .into_iter()
+        .map(|t| {
+            let id = t.transactional_id.0.to_string();
+            let wanted: Vec<(String, i32)> = t
+                .topics
+                .iter()
+                .flat_map(|tp| tp.partitions.iter().map(|p| (tp.name.0.to_string(), *p)))
+                .collect();
+            let codes = if !t.verify_only {
+                vec![ResponseError::InvalidRequest.code(); wanted.len()]
+            } else if let Some(e) = ctx.broker.not_txn_coordinator(&id) {
+                vec![e.code(); wanted.len()]
+            } else {
+                ctx.broker
+                    .txns
+                    .verify(&id, t.producer_id.0, t.producer_epoch, &wanted)
+            };
+            let mut codes = codes.into_iter();
+            let topic_results = t
+                .topics
+                .into_iter()
+                .map(|tp| {
+                    build!(AddPartitionsToTxnTopicResult {
+                        results_by_partition: tp
+                            .partitions
+                            .iter()
+                            .map(
+                                |&partition_index| build!(AddPartitionsToTxnPartitionResult {
+                                    partition_index,
+                                    partition_error_code: codes.next().unwrap_or(0)
+                                })
+                            )
+                            .collect(),
+                        name: tp.name
+                    })
+                })
+                .collect();
+            build!(AddPartitionsToTxnResult {
+                transactional_id: t.transactional_id,
+                topic_results
+            })
+        })
+        .collect();
+    build!(AddPartitionsToTxnResponse {
+        results_by_transaction
     })
 }

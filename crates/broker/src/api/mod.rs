@@ -180,13 +180,18 @@ pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<Resp
 /// A Produce as [`dispatch`] would serve it, split in two: authorized and appended now,
 /// in the order the connection read it; the returned future (which owns the context)
 /// waits for fsyncs and replicas and answers, while the connection goes on reading.
-pub fn produce_pipelined(
+pub async fn produce_pipelined(
     ctx: RequestContext,
     request: kafka_protocol::messages::ProduceRequest,
 ) -> impl std::future::Future<Output = Option<ResponseKind>> + Send + 'static {
     let checked = authorize::check(&ctx, RequestKind::Produce(request));
     let appended = match checked {
-        Ok((RequestKind::Produce(request), denied)) => Ok((produce::append(&ctx, request), denied)),
+        Ok((RequestKind::Produce(request), denied)) => {
+            // Awaited before the append (and so before the connection reads its next
+            // request): a transactional batch may need its coordinator's word first.
+            let refused = produce::verify_transactional(&ctx, &request).await;
+            Ok((produce::append(&ctx, request, refused), denied))
+        }
         Ok((other, _)) => Err(Some(unexpected(other))),
         Err(refused) => Err(Some(refused)),
     };

@@ -1,13 +1,20 @@
 //! Produce (key 0): validate each partition's record batches, assign offsets, append,
 //! fsync per the flush policy, and answer once `acks` allows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use gregor_protocol::batch::{self, BatchError, BatchHeader};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, ProduceRequest, ProduceResponse,
+    ProducerId, TransactionalId,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{ApiSpec, RequestContext};
@@ -21,7 +28,198 @@ pub const API: ApiSpec = ApiSpec {
 };
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
-    append(ctx, request).finish().await
+    let refused = verify_transactional(ctx, &request).await;
+    append(ctx, request, refused).finish().await
+}
+
+/// Partitions refused before anything is appended, with the error code and message.
+pub type Refused = HashMap<(String, i32), (i16, String)>;
+
+/// Checks the transactional batches of `request` as Kafka does before they are appended:
+/// the request names a transactional id (the authorizer has checked WRITE on it), and a
+/// partition that has no transaction open for the batch's producer id and epoch is asked
+/// about at the transaction's coordinator (KIP-890's verification), so that no client can
+/// open a transaction the coordinator will never end and hold the partition's last
+/// stable offset. A partition with the producer's transaction already open was verified
+/// when it opened, and is not asked about again.
+pub async fn verify_transactional(ctx: &RequestContext, request: &ProduceRequest) -> Refused {
+    let mut refused = Refused::new();
+    // (producer id, epoch) → the partitions to ask the coordinator about.
+    let mut ask: HashMap<(i64, i16), Vec<(String, i32)>> = HashMap::new();
+    for topic in &request.topic_data {
+        for data in &topic.partition_data {
+            let Some(records) = &data.records else {
+                continue;
+            };
+            let key = (topic.name.0.to_string(), data.index);
+            let mut at = 0usize;
+            while at < records.len() {
+                // A batch that does not parse is refused by `validate` later.
+                let Ok(h) = batch::BatchHeader::parse(&records[at..]) else {
+                    break;
+                };
+                at += h.total_bytes().max(1);
+                if !h.is_transactional() || h.is_control() {
+                    continue;
+                }
+                if request.transactional_id.is_none() {
+                    refused.insert(
+                        key.clone(),
+                        (
+                            ResponseError::TransactionalIdAuthorizationFailed.code(),
+                            "a transactional batch needs the producer's transactional.id in the request".into(),
+                        ),
+                    );
+                    break;
+                }
+                let open = ctx.broker.partition(&key.0, key.1).is_some_and(|p| {
+                    p.log()
+                        .has_open_transaction(h.producer_id, h.producer_epoch)
+                });
+                if !open {
+                    let wanted = ask.entry((h.producer_id, h.producer_epoch)).or_default();
+                    if !wanted.contains(&key) {
+                        wanted.push(key.clone());
+                    }
+                }
+            }
+        }
+    }
+    let Some(id) = request.transactional_id.as_ref().map(|t| t.0.to_string()) else {
+        return refused;
+    };
+    for ((producer_id, epoch), partitions) in ask {
+        let codes = ask_coordinator(ctx, &id, producer_id, epoch, &partitions).await;
+        for (key, (code, why)) in partitions.into_iter().zip(codes) {
+            if code != 0 {
+                tracing::debug!(transactional_id = %id, producer_id, epoch, topic = %key.0, partition = key.1, code, "transactional batch refused: {why}");
+                refused.entry(key).or_insert((code, why));
+            }
+        }
+    }
+    refused
+}
+
+/// Asks the coordinator of `id` whether the producer's open transaction holds
+/// `partitions`: this broker's own coordinator directly, another broker's with
+/// AddPartitionsToTxn version 4 (`verify_only`).
+async fn ask_coordinator(
+    ctx: &RequestContext,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> Vec<(i16, String)> {
+    let explain = |code: i16| {
+        // Produce answers a fenced producer with INVALID_PRODUCER_EPOCH, as Kafka maps its
+        // verification's PRODUCER_FENCED (clients treat it as the fencing it is).
+        let code = if code == ResponseError::ProducerFenced.code() {
+            ResponseError::InvalidProducerEpoch.code()
+        } else {
+            code
+        };
+        let why = if code == ResponseError::InvalidTxnState.code() {
+            "the partition is not in an open transaction of this producer (AddPartitionsToTxn first)"
+        } else if code == ResponseError::InvalidProducerIdMapping.code() {
+            "the transactional id does not belong to this producer id"
+        } else if code == ResponseError::InvalidProducerEpoch.code() {
+            "a newer producer with this transactional id fenced this one"
+        } else {
+            "the transaction's coordinator could not confirm the transaction; retry"
+        };
+        (code, why.to_string())
+    };
+    let unavailable = |e: String| {
+        // Retriable for every client, as Kafka maps a coordinator it cannot reach.
+        vec![(ResponseError::NotEnoughReplicas.code(), e); partitions.len()]
+    };
+    if ctx.broker.clustered().is_none() || ctx.broker.not_txn_coordinator(id).is_none() {
+        return ctx
+            .broker
+            .txns
+            .verify(id, producer_id, epoch, partitions)
+            .into_iter()
+            .map(|c| {
+                if c == 0 {
+                    (0, String::new())
+                } else {
+                    explain(c)
+                }
+            })
+            .collect();
+    }
+    let peer = match ctx.broker.coordinator(id, true) {
+        Ok(p) => p,
+        Err((_, e)) => return unavailable(format!("the transaction's coordinator: {e}")),
+    };
+    let mut by_topic: Vec<AddPartitionsToTxnTopic> = Vec::new();
+    for (t, p) in partitions {
+        match by_topic.iter_mut().find(|x| x.name.0.as_str() == t) {
+            Some(x) => x.partitions.push(*p),
+            None => by_topic.push(build!(AddPartitionsToTxnTopic {
+                name: super::topic_name(t),
+                partitions: vec![*p]
+            })),
+        }
+    }
+    let request = build!(AddPartitionsToTxnRequest {
+        transactions: vec![build!(AddPartitionsToTxnTransaction {
+            transactional_id: TransactionalId(StrBytes::from_string(id.to_string())),
+            producer_id: ProducerId(producer_id),
+            producer_epoch: epoch,
+            verify_only: true,
+            topics: by_topic
+        })]
+    });
+    let me = ctx.broker.config.node_id;
+    let answer = async {
+        let mut conn =
+            crate::replica::Conn::connect(&ctx.broker, &peer, format!("gregor-verify-{me}"))
+                .await?;
+        conn.call::<_, AddPartitionsToTxnResponse>(
+            ApiKey::AddPartitionsToTxn,
+            4,
+            &request,
+            std::time::Duration::from_secs(3),
+        )
+        .await
+    }
+    .await;
+    let response = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            return unavailable(format!(
+                "asking the transaction's coordinator (broker {}) failed: {e}",
+                peer.node_id
+            ))
+        }
+    };
+    let mut codes: HashMap<(String, i32), i16> = HashMap::new();
+    for t in response.results_by_transaction {
+        for topic in t.topic_results {
+            for p in topic.results_by_partition {
+                codes.insert(
+                    (topic.name.0.to_string(), p.partition_index),
+                    p.partition_error_code,
+                );
+            }
+        }
+    }
+    partitions
+        .iter()
+        .map(|key| match codes.get(key) {
+            Some(0) => (0, String::new()),
+            Some(&c)
+                if c == ResponseError::NotCoordinator.code()
+                    || c == ResponseError::CoordinatorNotAvailable.code()
+                    || c == ResponseError::CoordinatorLoadInProgress.code() =>
+            {
+                explain(ResponseError::NotEnoughReplicas.code())
+            }
+            Some(&c) => explain(c),
+            None => explain(ResponseError::NotEnoughReplicas.code()),
+        })
+        .collect()
 }
 
 /// A Produce request whose partitions are appended; what is left is waiting for fsyncs
@@ -35,7 +233,7 @@ pub struct Pending {
 }
 
 /// Validates and appends every partition of `request`, in order, now.
-pub fn append(ctx: &RequestContext, request: ProduceRequest) -> Pending {
+pub fn append(ctx: &RequestContext, request: ProduceRequest, refused: Refused) -> Pending {
     let acks = request.acks;
     let deadline = tokio::time::Instant::now()
         + std::time::Duration::from_millis(request.timeout_ms.clamp(0, 300_000) as u64);
@@ -64,6 +262,9 @@ pub fn append(ctx: &RequestContext, request: ProduceRequest) -> Pending {
                 r.error_code = ResponseError::InvalidRequiredAcks.code();
             } else if known.is_none() {
                 r.error_code = ResponseError::UnknownTopicOrPartition.code();
+            } else if let Some((code, why)) = refused.get(&(name.clone(), data.index)) {
+                r.error_code = *code;
+                r.error_message = Some(StrBytes::from_string(why.clone()));
             } else if let Some(partition) = ctx.broker.partition(&name, data.index) {
                 if let (Some(reason), true) = (&fenced, partition.leadership().0) {
                     r.error_code = ResponseError::NotLeaderOrFollower.code();
@@ -372,6 +573,16 @@ fn validate(
                 ))
             }
             _ => {}
+        }
+        if let Ok(h) = batch::BatchHeader::parse(rest) {
+            if h.is_control() {
+                // Markers are the coordinator's (WriteTxnMarkers, ClusterAction): a client
+                // that wrote one would end another producer's transaction.
+                return Err((
+                    ResponseError::InvalidRecord.code(),
+                    "control batches (transaction markers) are written by the transaction coordinator, not by Produce".into(),
+                ));
+            }
         }
         let header = batch::validate_produce_batch(rest).map_err(|e| {
             let code = match e {

@@ -229,6 +229,33 @@ impl TxnCoordinator {
         check_producer(txns.get(id), producer_id, epoch).map(|_| ())
     }
 
+    /// Whether the producer's open transaction holds `partitions` (a partition leader asks
+    /// before it appends a transactional batch it has no open transaction for, as Kafka's
+    /// KIP-890 verification does). One code per partition: 0, or why not.
+    pub fn verify(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Vec<i16> {
+        let txns = self.lock();
+        let meta = match check_producer(txns.get(id), producer_id, epoch) {
+            Ok(m) => m,
+            Err(e) => return vec![e.code(); partitions.len()],
+        };
+        partitions
+            .iter()
+            .map(|p| {
+                if meta.state == TxnState::Ongoing && meta.partitions.contains(p) {
+                    0
+                } else {
+                    ResponseError::InvalidTxnState.code()
+                }
+            })
+            .collect()
+    }
+
     /// EndTxn: commits or aborts the producer's open transaction. A retry of a completed
     /// EndTxn succeeds; ending a transaction the other way, or one never begun, is
     /// `INVALID_TXN_STATE`.
@@ -442,6 +469,44 @@ mod tests {
 
     fn tp(t: &str, p: i32) -> (String, i32) {
         (t.to_string(), p)
+    }
+
+    #[test]
+    fn verify_answers_only_for_a_partition_of_the_producers_open_transaction() {
+        let host = Host::default();
+        let c = TxnCoordinator::new(60_000);
+        let invalid = ResponseError::InvalidTxnState.code();
+        assert_eq!(
+            c.verify("t", 1, 0, &[tp("a", 0)]),
+            vec![ResponseError::InvalidProducerIdMapping.code()],
+            "an unknown transactional id"
+        );
+        let (pid, epoch) = c.init_producer(&host, "t", 10_000, None, 0).expect("init");
+        assert_eq!(
+            c.verify("t", pid, epoch, &[tp("a", 0)]),
+            vec![invalid],
+            "no transaction open"
+        );
+        c.add_partitions(&host, "t", pid, epoch, &[tp("a", 0)], 1);
+        assert_eq!(
+            c.verify("t", pid, epoch, &[tp("a", 0), tp("a", 1)]),
+            vec![0, invalid]
+        );
+        assert_eq!(
+            c.verify("t", pid + 7, epoch, &[tp("a", 0)]),
+            vec![ResponseError::InvalidProducerIdMapping.code()],
+            "another producer's id"
+        );
+        assert_eq!(
+            c.verify("t", pid, epoch + 1, &[tp("a", 0)]),
+            vec![ResponseError::ProducerFenced.code()]
+        );
+        c.end(&host, "t", pid, epoch, false, 2).expect("abort");
+        assert_eq!(
+            c.verify("t", pid, epoch, &[tp("a", 0)]),
+            vec![invalid],
+            "ended"
+        );
     }
 
     #[test]
