@@ -4,8 +4,10 @@ certificates, and the metadata log (Raft, registration, heartbeats) on an SSL co
 listener. Each broker's principal is its certificate's subject, a super user."""
 
 import json
+import os
 import socket
 import ssl
+import struct
 import subprocess
 import time
 
@@ -19,7 +21,7 @@ ADMIN_PASSWORD = "admin-secret"
 
 
 class TlsCluster:
-    def __init__(self, root):
+    def __init__(self, root, controller_listener=True):
         self.root = root
         self.ca = Authority()
         self.ca_file = self.ca.write_ca(root / "ca.pem")
@@ -36,13 +38,17 @@ class TlsCluster:
                             "SCRAM-SHA-512", "--password-file", str(root / "admin.pw")],
                            check=True, capture_output=True)
             p = self.ports[i]
+            # Without a controller listener, the metadata log's port is the voters' entry.
+            listeners = (f"CLIENT://127.0.0.1:{p['CLIENT']},BROKER://127.0.0.1:{p['BROKER']}"
+                         + (f",CONTROLLER://127.0.0.1:{p['CONTROLLER']}" if controller_listener else ""))
+            named = '"controller.listener.names" = "CONTROLLER"' if controller_listener else ""
             (root / f"broker-{i}.toml").write_text(f'''
 "node.id" = {i}
 "log.dirs" = "{data}"
-"listeners" = "CLIENT://127.0.0.1:{p['CLIENT']},BROKER://127.0.0.1:{p['BROKER']},CONTROLLER://127.0.0.1:{p['CONTROLLER']}"
+"listeners" = "{listeners}"
 "listener.security.protocol.map" = "CLIENT:SASL_SSL,BROKER:SSL,CONTROLLER:SSL"
 "inter.broker.listener.name" = "BROKER"
-"controller.listener.names" = "CONTROLLER"
+{named}
 "controller.quorum.voters" = "{voters}"
 "ssl.keystore.location" = "{pem}"
 "ssl.truststore.location" = "{self.ca_file}"
@@ -168,3 +174,132 @@ def test_three_brokers_replicate_over_tls(tmp_path):
         assert "the metadata log runs over mutual TLS" in (c.root / f"broker-{rest[0]}.log").read_text()
     finally:
         c.stop_all()
+
+
+# What the security audit sent to the metadata-log port: a Control Write registering an
+# attacker's broker 7, and a Raft Vote from a node that is not a voter.
+FORGED_WRITE = json.dumps({"Control": {"Write": [
+    {"type": "register_broker", "node_id": 7, "host": "10.6.6.6", "port": 9092}]}}).encode()
+FORGED_VOTE = json.dumps({"Vote": {"vote": {"leader_id": {"term": 999, "node_id": 99}, "committed": False},
+                                   "last_log_id": None}}).encode()
+
+
+def metadata_frame(body):
+    return struct.pack(">i", len(body)) + body
+
+
+def answered_on_metadata_port(port, body, ca=None, identity=None):
+    """Whether the metadata-log port at `port` answers the frame with a response frame
+    (JSON): over plain TCP, or over TLS with `identity` (certificate, key) as the client's
+    certificate. A TLS alert or a closed connection is no answer."""
+    def read_answer(sock):
+        got = b""
+        while len(got) < 4 or len(got) < 4 + struct.unpack(">i", got[:4])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return False
+            got += chunk
+            if len(got) >= 4 and not 0 < struct.unpack(">i", got[:4])[0] < (1 << 20):
+                return False  # not a frame length: a TLS record, say
+        json.loads(got[4:])
+        return True
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.settimeout(10)
+        try:
+            if ca is None:
+                s.sendall(metadata_frame(body))
+                return read_answer(s)
+            ctx = ssl.create_default_context(cafile=ca)
+            ctx.check_hostname = False
+            if identity:
+                ctx.load_cert_chain(*identity)
+            with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
+                t.sendall(metadata_frame(body))
+                return read_answer(t)
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError, socket.timeout):
+            return False
+
+
+def broker_ids(c):
+    return sorted(b["id"] for b in json.loads(c.gregor("cluster", "status", "--json"))["brokers"])
+
+
+def test_the_metadata_port_admits_only_brokers_never_a_client_certificate(tmp_path):
+    """Audit item 2: over an SSL controller listener, an ordinary client certificate from
+    the cluster's CA (not a super user, no ACL) wrote to the metadata log."""
+    c = TlsCluster(tmp_path)
+    client_key, client_crt, _ = write_identity(tmp_path, "client", *c.ca.issue("client"))
+    try:
+        for i in c.ids:
+            c.start(i)
+        c.wait_serving(c.ids)
+        # Every broker's port, so that the active controller's is among them.
+        for port in (c.ports[i]["CONTROLLER"] for i in c.ids):
+            assert not answered_on_metadata_port(port, FORGED_WRITE), "plaintext answered"
+            assert not answered_on_metadata_port(port, FORGED_WRITE, ca=c.ca_file), "TLS without a certificate answered"
+            assert not answered_on_metadata_port(port, FORGED_WRITE, ca=c.ca_file, identity=(client_crt, client_key)), \
+                "a client certificate from the cluster's CA was answered on the metadata log's port"
+        assert 7 not in broker_ids(c)
+        assert "is not a broker of this cluster" in "".join((tmp_path / f"broker-{i}.log").read_text() for i in c.ids)
+    finally:
+        c.stop_all()
+
+
+def test_a_secured_cluster_without_a_controller_listener_secures_its_metadata_port(tmp_path):
+    """Audit item 1: SASL_SSL clients, an SSL inter-broker listener and the authorizer, but
+    no controller.listener.names: the metadata port took plain frames from anyone."""
+    c = TlsCluster(tmp_path, controller_listener=False)
+    client_key, client_crt, _ = write_identity(tmp_path, "client", *c.ca.issue("client"))
+    try:
+        for i in c.ids:
+            c.start(i)
+        c.wait_serving(c.ids)
+        c.gregor("topic", "create", "over-mtls", "--partitions", "1", "--replication-factor", "3")
+        delivered, errors = produce(c.conf(), "over-mtls", [b"a", b"b"])
+        assert (len(delivered), errors) == (2, [])
+        for port, body in ((c.ports[i]["CONTROLLER"], b) for i in c.ids for b in (FORGED_WRITE, FORGED_VOTE)):
+            assert not answered_on_metadata_port(port, body), f"plaintext answered: {body[:30]}"
+            assert not answered_on_metadata_port(port, body, ca=c.ca_file, identity=(client_crt, client_key)), \
+                "a client certificate was admitted"
+        assert 7 not in broker_ids(c)
+        assert "the metadata log runs over mutual TLS with this broker's certificate" in (tmp_path / "broker-1.log").read_text()
+    finally:
+        c.stop_all()
+
+
+def test_a_secured_broker_without_certificates_refuses_an_open_metadata_port(tmp_path):
+    data = tmp_path / "data"
+    port, inter, raft = free_port(), free_port(), free_port()
+    r = subprocess.run([str(BIN), "broker", "--data-dir", str(data),
+                        "--node-id", "1", "--controllers", f"1@127.0.0.1:{raft}"],
+                       env={**os.environ, "GREGOR_LISTENERS": f"CLIENT://127.0.0.1:{port},BROKER://127.0.0.1:{inter}",
+                            "GREGOR_LISTENER_SECURITY_PROTOCOL_MAP": "CLIENT:SASL_PLAINTEXT,BROKER:PLAINTEXT",
+                            "GREGOR_INTER_BROKER_LISTENER_NAME": "BROKER",
+                            "GREGOR_SASL_ENABLED_MECHANISMS": "SCRAM-SHA-512",
+                            "GREGOR_AUTHORIZER_ENABLED": "true"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "would take unauthenticated frames" in r.stderr + r.stdout, r.stderr[-2000:]
+
+
+def test_an_open_cluster_says_so_and_refuses_raft_from_a_non_voter(tmp_path):
+    data = tmp_path / "data"
+    port, raft = free_port(), free_port()
+    log = open(tmp_path / "broker.log", "wb")
+    proc = subprocess.Popen([str(BIN), "broker", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}",
+                             "--node-id", "1", "--controllers", f"1@127.0.0.1:{raft}"], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while "registered with the cluster" not in (tmp_path / "broker.log").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "broker.log").read_text()
+            time.sleep(0.1)
+        text = (tmp_path / "broker.log").read_text()
+        assert "the metadata log's port is unauthenticated" in text
+        assert not answered_on_metadata_port(raft, FORGED_VOTE), "a Vote from node 99 was answered"
+        time.sleep(0.2)
+        assert "not a voter of the metadata log" in (tmp_path / "broker.log").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()

@@ -250,14 +250,7 @@ async fn start_cluster(
             .saturating_mul(1000),
         unclean_leader_election: c.get_bool("unclean.leader.election.enable"),
     };
-    let transport: Arc<dyn gregor_cluster::raft_net::Transport> =
-        match (&c.controller_listener, &broker.security.tls) {
-            (Some(l), Some(tls)) if l.protocol.tls() => {
-                tracing::info!(listener = %l.name, "the metadata log runs over mutual TLS");
-                Arc::new(crate::security::tls::TlsTransport { tls: tls.clone() })
-            }
-            _ => Arc::new(gregor_cluster::raft_net::PlainTcp),
-        };
+    let transport = metadata_transport(broker, &addr)?;
     let node = ClusterNode::start(
         Arc::new(OsDisk),
         &c.data_dir,
@@ -319,6 +312,87 @@ async fn start_cluster(
     // Users created offline for this data directory (`gregor user create --data-dir`).
     broker.apply_bootstrap_records()?;
     Ok(tasks)
+}
+
+/// How the metadata log's port is secured. Every frame on it must come from a broker of
+/// this cluster: over mutual TLS, a peer is admitted by its certificate's principal (this
+/// broker's own, `super.users`, or an explicit ClusterAction ACL on the cluster), never by
+/// the CA alone. When a listener is secured or the authorizer is on, the port is never
+/// left open: without an SSL controller listener it runs over mutual TLS with the
+/// brokers' own certificates, and without certificates the broker refuses to start. A
+/// cluster with no security at all is told, once at start, that the port is open.
+fn metadata_transport(
+    broker: &Arc<Broker>,
+    addr: &str,
+) -> Result<Arc<dyn gregor_cluster::raft_net::Transport>, BrokerError> {
+    use crate::config::SecurityProtocol;
+    use crate::security::acl::{self, Caller};
+    let c = &broker.config;
+    let secured = c
+        .listeners
+        .iter()
+        .any(|l| l.protocol != SecurityProtocol::Plaintext)
+        || broker.security.authorizer.enabled;
+    let tls_listener = c.controller_listener.as_ref().filter(|l| l.protocol.tls());
+    let tls = broker.security.tls.clone().filter(|t| t.client().is_some());
+    let tls = match (tls_listener, tls) {
+        (Some(l), Some(tls)) => {
+            tracing::info!(listener = %l.name, %addr, "the metadata log runs over mutual TLS; peers are admitted by their certificate's principal");
+            tls
+        }
+        (Some(l), None) => {
+            return Err(BrokerError::Config(format!(
+                "controller listener {} is SSL but the brokers have no certificates to use on it: set ssl.keystore.location and ssl.truststore.location",
+                l.name
+            )))
+        }
+        (None, Some(tls)) if secured => {
+            tracing::info!(%addr, "the metadata log runs over mutual TLS with this broker's certificate (ssl.keystore.location), as the cluster is secured; peers are admitted by their certificate's principal. Name an SSL listener in controller.listener.names to choose its port's listener yourself");
+            tls
+        }
+        (None, None) if secured => {
+            return Err(BrokerError::Config(format!(
+                "the cluster is secured (a SASL or SSL listener, or authorizer.enabled) but its metadata-log port {addr} would take unauthenticated frames from anyone who can reach it; give the brokers certificates (ssl.keystore.location and ssl.truststore.location, the CA that signs every broker's certificate) so that the port runs over mutual TLS, with each broker's principal in super.users"
+            )))
+        }
+        (None, _) => {
+            tracing::warn!(%addr, "the metadata log's port is unauthenticated (no listener is secured): anyone who can reach it can change the cluster. Bind --controller-listener to a private address, or secure the cluster (docs/security.md)");
+            return Ok(Arc::new(gregor_cluster::raft_net::PlainTcp));
+        }
+    };
+    let own = tls.own_principal();
+    let weak = Arc::downgrade(broker);
+    let admit: crate::security::tls::Admit = Arc::new(move |principal: &str, host| {
+        if own.as_deref() == Some(principal) {
+            return true;
+        }
+        let Some(broker) = weak.upgrade() else {
+            return false;
+        };
+        let a = &broker.security.authorizer;
+        if a.super_users.iter().any(|u| u == principal) {
+            return true;
+        }
+        // An explicit ALLOW of ClusterAction: "no ACL found" admits nobody here.
+        let explicit = acl::Authorizer {
+            enabled: true,
+            super_users: Vec::new(),
+            allow_if_no_acl: false,
+        };
+        let caller = Caller {
+            principal: principal.to_string(),
+            host,
+        };
+        a.enabled
+            && explicit.authorize(
+                &broker.image(),
+                &caller,
+                acl::op::CLUSTER_ACTION,
+                acl::res::CLUSTER,
+                acl::CLUSTER_NAME,
+            )
+    });
+    Ok(Arc::new(crate::security::tls::TlsTransport { tls, admit }))
 }
 
 /// Applies every new metadata image to the partitions, until the broker stops.

@@ -316,6 +316,11 @@ impl ClusterNode {
         self.leader() == Some(self.node_id as NodeId)
     }
 
+    /// Whether `id` is among the configured voters (`controller.quorum.voters`).
+    pub fn is_configured_voter(&self, id: NodeId) -> bool {
+        self.voters.contains_key(&id)
+    }
+
     fn address_of(&self, id: NodeId) -> Option<String> {
         let metrics = self.raft.metrics().borrow().clone();
         metrics

@@ -3,6 +3,7 @@
 //! open. Input from the network is bounded and checked: a bad frame closes the connection
 //! with a log line, and the node keeps serving.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -144,7 +145,12 @@ pub async fn serve(
             let mut stream = match tokio::time::timeout(Duration::from_secs(10), accepting).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    tracing::warn!(%peer, error = %e, "metadata-log connection refused (TLS handshake failed)");
+                    let kind = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        "not a broker"
+                    } else {
+                        "handshake"
+                    };
+                    refused(peer, kind, &e.to_string());
                     return;
                 }
                 Err(_) => {
@@ -161,6 +167,22 @@ pub async fn serve(
                         return;
                     }
                 };
+                // Raft's own RPCs come from the leader or a candidate, which must be a
+                // voter: a peer claiming anything else is refused and the connection closed.
+                let sender = match &request {
+                    Request::Append(r) => Some(r.vote.leader_id().voted_for()),
+                    Request::Vote(r) => Some(r.vote.leader_id().voted_for()),
+                    Request::Snapshot(r) => Some(r.vote.leader_id().voted_for()),
+                    Request::Control(_) => None,
+                };
+                if let Some(sender) = sender {
+                    if !is_voter(&raft, node.as_deref(), sender) {
+                        refused(peer, "not a voter", &format!(
+                            "a Raft request from node {sender:?}, which is not a voter of the metadata log"
+                        ));
+                        return;
+                    }
+                }
                 let response = match request {
                     Request::Append(r) => Response::Append(raft.append_entries(r).await),
                     Request::Vote(r) => Response::Vote(raft.vote(r).await),
@@ -179,6 +201,43 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+/// Whether node `id` is a voter of the metadata log: in its membership, or (before the
+/// membership is initialized) among the configured voters.
+fn is_voter(raft: &Raft, node: Option<&ClusterNode>, id: Option<NodeId>) -> bool {
+    let Some(id) = id else {
+        return false;
+    };
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == id)
+        || node.is_some_and(|n| n.is_configured_voter(id))
+}
+
+/// Logs a refused metadata-log peer: the first refusal of a kind from an address at once,
+/// then at most one line every 10 s with how many were refused meanwhile, so that a flood
+/// cannot fill the log (the table is emptied when it reaches 1,024 entries).
+fn refused(peer: SocketAddr, kind: &'static str, why: &str) {
+    type Seen = HashMap<(std::net::IpAddr, &'static str), (std::time::Instant, u64)>;
+    static SEEN: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = seen.get_or_insert_with(HashMap::new);
+    if seen.len() >= 1024 {
+        seen.clear();
+    }
+    let now = std::time::Instant::now();
+    match seen.get_mut(&(peer.ip(), kind)) {
+        Some((at, quiet)) if now.duration_since(*at) < Duration::from_secs(10) => *quiet += 1,
+        entry => {
+            let suppressed = entry.map_or(0, |(_, n)| *n);
+            tracing::warn!(%peer, suppressed_since_last_line = suppressed, "metadata-log connection refused: {why}");
+            seen.insert((peer.ip(), kind), (now, 0));
+        }
     }
 }
 
@@ -393,11 +452,14 @@ mod tests {
             let id = i as u64 + 1;
             nodes.insert(id, start(id, dirs[i].path(), l).await);
         }
-        nodes[&1]
-            .raft
-            .initialize(members.clone())
-            .await
-            .expect("initialize");
+        // Every voter initializes with the same members, as `ClusterNode::start` does: a
+        // node refuses Raft requests from a sender it does not know as a voter.
+        for n in nodes.values() {
+            n.raft
+                .initialize(members.clone())
+                .await
+                .expect("initialize");
+        }
         let wait = |n: &Controller| n.raft.wait(Some(Duration::from_secs(15)));
         let leader = wait(&nodes[&1])
             .metrics(|m| m.current_leader.is_some(), "a leader")
@@ -458,11 +520,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn garbage_on_the_raft_port_closes_that_connection_only() {
+    async fn garbage_and_non_voters_on_the_raft_port_close_that_connection_only() {
         let dir = tempfile::tempdir().expect("tmp");
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
         let c = start(1, dir.path(), l).await;
+        c.raft
+            .initialize(BTreeMap::from([(1, node(addr))]))
+            .await
+            .expect("initialize");
         for garbage in [&b"\xff\xff\xff\xff"[..], &b"\x00\x00\x00\x05nope!"[..]] {
             let mut s = TcpStream::connect(addr).await.expect("connect");
             s.write_all(garbage).await.expect("write");
@@ -473,13 +539,20 @@ mod tests {
                 .unwrap_or(0);
             assert_eq!(n, 0, "the connection is closed");
         }
-        // Still serving: a well-formed vote request gets an answer.
+        // Still serving: a well-formed vote request from a voter gets an answer; one from
+        // node 2, which is not a voter, is refused.
         let mut conn = TcpNetwork::default().new_client(1, &node(addr)).await;
-        let vote = VoteRequest::new(openraft::Vote::new(1, 2), None);
+        let vote = VoteRequest::new(openraft::Vote::new(1, 1), None);
         let r = conn
             .vote(vote, RPCOption::new(Duration::from_secs(5)))
             .await;
         assert!(r.is_ok(), "{:?}", r.err());
+        let mut stranger = TcpNetwork::default().new_client(1, &node(addr)).await;
+        let vote = VoteRequest::new(openraft::Vote::new(2, 2), None);
+        let r = stranger
+            .vote(vote, RPCOption::new(Duration::from_secs(5)))
+            .await;
+        assert!(r.is_err(), "a vote from a non-voter was answered: {r:?}");
         c.server.abort();
         c.raft.shutdown().await.expect("shut down");
     }

@@ -265,6 +265,12 @@ impl Tls {
             .ok_or_else(|| "an SSL controller listener needs ssl.truststore.location".into())
     }
 
+    /// The principal of this broker's own certificate (the keystore's first).
+    pub fn own_principal(&self) -> Option<String> {
+        let (certs, _) = load_chain(&self.files.keystore).ok()?;
+        certs.first().and_then(principal_of)
+    }
+
     /// The client configuration for connections to other brokers, if a truststore is set.
     pub fn client(&self) -> Option<Arc<ClientConfig>> {
         self.refresh().client.clone()
@@ -367,11 +373,24 @@ pub fn client_config(
 }
 
 /// The metadata log's connections over TLS: both ends present their certificates and
-/// check the other's against the truststore (mutual TLS), so only brokers of this cluster
-/// take part.
-#[derive(Debug)]
+/// check the other's against the truststore (mutual TLS), and a peer is admitted only if
+/// its certificate's principal is a broker's: `admit` decides (this broker's own
+/// principal, `super.users`, or ClusterAction on the cluster), so that a client holding a
+/// certificate from the same CA cannot write to the metadata log.
 pub struct TlsTransport {
     pub tls: Arc<Tls>,
+    pub admit: Admit,
+}
+
+/// Whether a peer's principal (at an address) may take part in the metadata log.
+pub type Admit = Arc<dyn Fn(&str, std::net::IpAddr) -> bool + Send + Sync>;
+
+impl std::fmt::Debug for TlsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTransport")
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl gregor_cluster::raft_net::Transport for TlsTransport {
@@ -396,11 +415,32 @@ impl gregor_cluster::raft_net::Transport for TlsTransport {
         Box<dyn std::future::Future<Output = std::io::Result<BoxStream>> + Send + 'static>,
     > {
         let config = self.tls.server_mutual();
+        let admit = self.admit.clone();
         Box::pin(async move {
             let _ = tcp.set_nodelay(true);
+            let peer = tcp.peer_addr()?;
             let config = config.map_err(std::io::Error::other)?;
-            let stream = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await?;
-            Ok(Box::new(stream) as BoxStream)
+            let stream = tokio_rustls::TlsAcceptor::from(config)
+                .accept(tcp)
+                .await
+                .map_err(|e| std::io::Error::other(format!("TLS handshake failed: {e}")))?;
+            let principal = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(principal_of);
+            match principal {
+                Some(p) if admit(&p, peer.ip()) => Ok(Box::new(stream) as BoxStream),
+                Some(p) => Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("certificate principal {p} is not a broker of this cluster; a broker's principal must be in super.users (or hold ClusterAction on the cluster)"),
+                )),
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the peer's certificate has no readable subject",
+                )),
+            }
         })
     }
 }
