@@ -537,3 +537,51 @@ def test_debian_kcat_speaks_sasl_ssl_with_scram(secure):
     bad = subprocess.run([kcat, *common[:-4], "-X", "sasl.password=wrong", "-X", f"ssl.ca.location={secure.ca_file}",
                           "-L", "-m", "15"], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "Authentication" in bad.stderr + bad.stdout
+
+
+def test_reauthentication_keeps_the_mechanism(secure):
+    """Audit item 5: a connection authenticated with one mechanism re-authenticated with
+    another for the same user; Kafka refuses that."""
+    conn = raw.Conn(secure.addr("SASL_PLAIN"))
+    try:
+        assert sasl_plain(conn, "alice", PASSWORDS["alice"])[0] == 0
+        conn.send_raw(raw.frame(17, 1, 5, raw.string("SCRAM-SHA-512")))
+        r = raw.Reader(conn.recv_frame())
+        r.take(">i")
+        assert r.take(">h") == 34, "a SaslHandshake for another mechanism is ILLEGAL_SASL_STATE"
+        # The same mechanism again is accepted, and the session goes on.
+        assert sasl_plain(conn, "alice", PASSWORDS["alice"], correlation=10)[0] == 0
+        assert "alice-t" in raw.metadata_v1(conn, ["alice-t"])
+    finally:
+        conn.close()
+
+
+def test_credential_files_are_private_and_tightened_at_start(tmp_path):
+    """Audit item 5: the metadata log and bootstrap-records.jsonl, which hold every user's
+    salted SCRAM keys, were 0644 under 0755 directories."""
+    import os
+    import stat
+    b = SecureBroker(tmp_path)
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)
+    records = b.data / "bootstrap-records.jsonl"
+    assert (mode(b.data), mode(records)) == (0o700, 0o600)
+    # As an older version (or an operator) left them.
+    os.chmod(b.data, 0o755)
+    os.chmod(records, 0o644)
+    b.start()
+    try:
+        metadata = b.data / "__cluster_metadata"
+        deadline = time.monotonic() + 10
+        while not any(metadata.rglob("*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        files = [p for p in metadata.rglob("*") if p.is_file()]
+        assert files, "the metadata log was written"
+        assert (mode(b.data), mode(metadata)) == (0o700, 0o700)
+        # Applied at the first start, then removed; if still there, private.
+        assert not records.exists() or mode(records) == 0o600
+        wrong = {str(p): oct(mode(p)) for p in metadata.rglob("*")
+                 if mode(p) != (0o700 if p.is_dir() else 0o600)}
+        assert wrong == {}
+        assert "made it and its credential files private" in b.log_path.read_text()
+    finally:
+        b.stop()

@@ -38,6 +38,14 @@ pub async fn run(
     // Before anything in the data directory is opened: one process per directory.
     let _dir_lock =
         gregor_storage::DataDirLock::acquire(&config.data_dir).map_err(BrokerError::Config)?;
+    // It holds every record and every user's salted SCRAM keys: the broker's user alone.
+    match _dir_lock.make_private() {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::warn!(data_dir = %config.data_dir.display(), changed = n, "the data directory was readable by other users; made it and its credential files private (0700 directories, 0600 files)")
+        }
+        Err(e) => return Err(BrokerError::Config(e)),
+    }
     if let Some(addr) = config.metrics {
         // Before the partitions open, so their metric handles register with the recorder.
         if let Err(e) = crate::metrics::start(addr) {

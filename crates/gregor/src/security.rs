@@ -74,16 +74,19 @@ pub fn create_offline(
     iterations: u32,
 ) -> Result<(), String> {
     // A running broker owns the directory: the user must then be created online.
-    let _lock = gregor_storage::DataDirLock::acquire(data_dir).map_err(|e| {
+    let lock = gregor_storage::DataDirLock::acquire(data_dir).map_err(|e| {
         format!("{e}; to add a user to a running cluster use `gregor user create` with --bootstrap")
     })?;
+    lock.make_private()?;
     let credential = scram::credential_from_password(mechanism, password, iterations)?;
     let record = gregor_broker::state::bootstrap_record_line(user, mechanism.name(), credential)?;
     let path = gregor_broker::state::bootstrap_records_path(data_dir);
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     writeln!(f, "{record}")

@@ -115,14 +115,27 @@ impl DiskFile for OsFile {
     }
 }
 
-/// Opens a file for positional reads and writes, never truncating it.
+/// Opens a file for positional reads and writes, never truncating it. A file it creates is
+/// readable by the broker's user alone (0600): the data directory holds every record and,
+/// in the metadata log, every user's salted SCRAM keys.
 fn open_read_write(path: &Path, create: bool) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .read(true)
         .write(true)
         .create(create)
         .truncate(false)
+        .mode(0o600)
         .open(path)
+}
+
+/// Creates `path` and its missing parents for the broker's user alone (0700).
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
 }
 
 impl Disk for OsDisk {
@@ -131,7 +144,7 @@ impl Disk for OsDisk {
         Ok(Arc::new(OsFile(file)))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(path)
+        create_private_dir_all(path)
     }
     fn read_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
         let mut out = Vec::new();

@@ -135,6 +135,11 @@ pub struct Session {
     expires: Option<Instant>,
     /// The principal the first authentication established; re-authentication keeps it.
     first_principal: Option<String>,
+    /// The mechanism of the first authentication; re-authentication keeps it too (a
+    /// SCRAM session is not renewed with a PLAIN password, as Kafka refuses).
+    first_mechanism: Option<String>,
+    /// The mechanism of the authentication under way.
+    chosen: Option<String>,
 }
 
 /// What the connection does with a SASL request's answer.
@@ -161,6 +166,8 @@ impl Session {
             },
             expires: None,
             first_principal: None,
+            first_mechanism: None,
+            chosen: None,
         }
     }
 
@@ -191,7 +198,11 @@ impl Session {
             resp.error_code = ResponseError::IllegalSaslState.code();
         } else if !security.mechanisms.contains(&mechanism) {
             resp.error_code = ResponseError::UnsupportedSaslMechanism.code();
+        } else if let Some(first) = self.first_mechanism.as_ref().filter(|f| **f != mechanism) {
+            tracing::warn!(host = %self.caller.host, listener = %self.listener, first = %first, asked = %mechanism, "re-authentication with another mechanism refused");
+            resp.error_code = ResponseError::IllegalSaslState.code();
         } else {
+            self.chosen = Some(mechanism.clone());
             self.state = SaslState::Chosen(mechanism);
         }
         resp
@@ -256,6 +267,7 @@ impl Session {
                 }
                 tracing::debug!(principal, host = %self.caller.host, "authenticated");
                 self.first_principal = Some(principal.clone());
+                self.first_mechanism = self.first_mechanism.take().or(self.chosen.take());
                 self.caller.principal = principal;
                 self.state = SaslState::Authenticated;
                 resp.auth_bytes = Bytes::from(bytes);

@@ -146,6 +146,29 @@ pub fn password_matches(m: Mechanism, cred: &ScramCredentialMeta, password: &str
     same(&hash(m, &mac(m, &salted, b"Client Key")), &stored)
 }
 
+/// A credential for a user who has none, so that the server-first message does not tell
+/// an unknown user from a known one (RFC 5802, section 5.1): a salt derived from the user
+/// name and a secret of this process (the same user gets the same salt on every try), the
+/// default iteration count, and keys no password matches.
+fn decoy_credential(m: Mechanism, user: &str) -> ScramCredentialMeta {
+    static SECRET: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let secret = SECRET.get_or_init(|| random_bytes(32).unwrap_or_else(|_| vec![0x5a; 32]));
+    let derive = |label: &str| {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        hmac::sign(&key, format!("{label}\0{}\0{user}", m.name()).as_bytes())
+            .as_ref()
+            .to_vec()
+    };
+    let stored = derive("stored");
+    let server = derive("server");
+    ScramCredentialMeta {
+        salt: B64.encode(derive("salt")),
+        stored_key: B64.encode(&[stored.as_slice(), stored.as_slice()].concat()[..m.len()]),
+        server_key: B64.encode(&[server.as_slice(), server.as_slice()].concat()[..m.len()]),
+        iterations: ITERATIONS_DEFAULT,
+    }
+}
+
 fn nonce() -> Result<String, String> {
     Ok(B64.encode(random_bytes(24)?))
 }
@@ -225,6 +248,8 @@ pub enum ScramServer {
         /// client-first-bare + "," + server-first, the start of the AuthMessage.
         transcript: String,
         gs2_header: String,
+        /// Whether the user has a credential (else `credential` is a decoy).
+        known: bool,
     },
     Done,
 }
@@ -282,7 +307,12 @@ impl ScramServer {
         if client_nonce.is_empty() || client_nonce.contains(',') {
             return Err(ScramError::Malformed("bad nonce"));
         }
-        let credential = lookup(&user).ok_or_else(|| ScramError::UnknownUser(user.clone()))?;
+        // An unknown user gets a decoy challenge and fails at the proof, as a wrong
+        // password does: the first answer does not say whether the user exists.
+        let (credential, known) = match lookup(&user) {
+            Some(c) => (c, true),
+            None => (decoy_credential(mechanism, &user), false),
+        };
         let nonce = format!("{client_nonce}{}", nonce().map_err(ScramError::Internal)?);
         let server_first = format!(
             "r={nonce},s={},i={}",
@@ -296,6 +326,7 @@ impl ScramServer {
             client_nonce: client_nonce.to_string(),
             transcript: format!("{bare},{server_first}"),
             gs2_header,
+            known,
         };
         Ok(server_first.into_bytes())
     }
@@ -311,6 +342,7 @@ impl ScramServer {
             client_nonce,
             transcript,
             gs2_header,
+            known,
         } = std::mem::replace(self, ScramServer::Done)
         else {
             return Err(ScramError::Malformed("client-final message out of order"));
@@ -353,6 +385,10 @@ impl ScramServer {
         let auth_message = format!("{transcript},{without_proof}");
         let signature = mac(m, &stored, auth_message.as_bytes());
         let client_key: Vec<u8> = proof.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+        if !known {
+            // For the log: the client is told only that authentication failed.
+            return Err(ScramError::UnknownUser(user));
+        }
         if !same(&hash(m, &client_key), &stored) {
             return Err(ScramError::BadProof(user));
         }
@@ -508,6 +544,7 @@ mod tests {
             client_nonce: "rOprNGfwEbeRWgbNEkqO".into(),
             transcript: format!("{client_first_bare},{server_first}"),
             gs2_header: "n,,".into(),
+            known: true,
         };
         let fin = format!("{without_proof},p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
         let (server_final, user) = server
@@ -583,9 +620,44 @@ mod tests {
                 "{msg:?}"
             );
         }
-        let mut s = ScramServer::new(Mechanism::Sha512);
+        // An unknown user is challenged like a known one (same shape, the same salt on
+        // every try) and fails only at the proof.
+        let first_of = |user: &str, lookup: Option<ScramCredentialMeta>| {
+            let mut s = ScramServer::new(Mechanism::Sha512);
+            let first = s
+                .client_first(format!("n,,n={user},r=abc").as_bytes(), |_| lookup)
+                .expect("a challenge");
+            String::from_utf8(first).expect("text")
+        };
+        let salt_of = |first: &str| first.split(',').nth(1).expect("salt").to_string();
+        let known =
+            credential_from_password(Mechanism::Sha512, "pw", ITERATIONS_DEFAULT).expect("c");
+        let (bob, bob_again, eve) = (
+            first_of("bob", None),
+            first_of("bob", None),
+            first_of("eve", None),
+        );
+        let real = first_of("alice", Some(known.clone()));
         assert_eq!(
-            s.client_first(b"n,,n=bob,r=abc", |_| None),
+            salt_of(&bob),
+            salt_of(&bob_again),
+            "the same decoy salt each time"
+        );
+        assert_ne!(salt_of(&bob), salt_of(&eve));
+        assert_eq!(salt_of(&bob).len(), salt_of(&real).len());
+        assert_eq!(
+            bob.rsplit(',').next(),
+            real.rsplit(',').next(),
+            "the same iterations"
+        );
+        let mut client = ScramClient::new(Mechanism::Sha512, "bob", "pw").expect("client");
+        let mut s = ScramServer::new(Mechanism::Sha512);
+        let first = s
+            .client_first(&client.client_first(), |_| None)
+            .expect("challenge");
+        let last = client.client_final(&first).expect("final");
+        assert_eq!(
+            s.client_final(&last),
             Err(ScramError::UnknownUser("bob".into()))
         );
         let mut s = ScramServer::new(Mechanism::Sha512);
