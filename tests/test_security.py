@@ -585,3 +585,63 @@ def test_credential_files_are_private_and_tightened_at_start(tmp_path):
         assert "made it and its credential files private" in b.log_path.read_text()
     finally:
         b.stop()
+
+
+def test_the_metrics_endpoint_can_require_tls_and_a_password(tmp_path):
+    """Audit item 5: the metrics port served every topic and group name, offsets and lag
+    to anyone, with no option for authentication or TLS."""
+    import base64
+    import urllib.error
+    import urllib.request
+    port = free_port()
+    (tmp_path / "metrics.pw").write_text("scrape-secret\n")
+    b = SecureBroker(tmp_path, extra=f'''
+"metrics.listener" = "127.0.0.1:{port}"
+"metrics.ssl.enable" = true
+"metrics.basic.auth.user" = "prometheus"
+"metrics.basic.auth.password.file" = "{tmp_path / 'metrics.pw'}"
+''')
+    # The extra settings come after the default metrics.listener: keep the last one.
+    text = b.config.read_text().splitlines()
+    first = next(i for i, l in enumerate(text) if l.startswith('"metrics.listener"'))
+    b.config.write_text("\n".join(text[:first] + text[first + 1:]) + "\n")
+    b.start()
+    try:
+        ctx = ssl.create_default_context(cafile=b.ca_file)
+        ctx.check_hostname = False
+        url = f"https://127.0.0.1:{port}/metrics"
+
+        def get(user=None, password=None, context=ctx, target=url):
+            req = urllib.request.Request(target)
+            if user is not None:
+                token = base64.b64encode(f"{user}:{password}".encode()).decode()
+                req.add_header("Authorization", f"Basic {token}")
+            try:
+                with urllib.request.urlopen(req, context=context, timeout=10) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                status, body = get("prometheus", "scrape-secret")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert status == 200 and "gregor_" in body
+        assert get()[0] == 401, "no credentials"
+        assert get("prometheus", "wrong")[0] == 401, "a wrong password"
+        assert get("admin", "scrape-secret")[0] == 401, "another user"
+        # Plain HTTP to the TLS port gets no metrics.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(10)
+            try:
+                answer = s.recv(65536)
+            except ConnectionResetError:
+                answer = b""
+            assert b"gregor_" not in answer
+    finally:
+        b.stop()

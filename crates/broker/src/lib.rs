@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod group;
 pub mod metrics;
+pub mod metrics_http;
 pub mod replica;
 pub mod scrub;
 pub mod security;

@@ -24,11 +24,10 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
-/// Installs the Prometheus recorder and starts its HTTP listener. Call before partitions
-/// are opened, so their handles register with it.
-pub fn start(addr: SocketAddr) -> Result<(), String> {
-    let (recorder, exporter) = PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Installs the Prometheus recorder and starts its endpoint (see `metrics_http.rs`). Call
+/// before partitions are opened, so their handles register with it.
+pub fn start(addr: SocketAddr, security: crate::metrics_http::Security) -> Result<(), String> {
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("gregor_request_duration_seconds".into()),
             LATENCY_BUCKETS,
@@ -39,17 +38,34 @@ pub fn start(addr: SocketAddr) -> Result<(), String> {
             LATENCY_BUCKETS,
         )
         .map_err(|e| e.to_string())?
-        .build()
+        .build_recorder();
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .and_then(tokio::net::TcpListener::from_std)
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}; choose another address with --metrics HOST:PORT, or --metrics off"))?;
+    let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
         .map_err(|e| format!("a metrics recorder is already installed: {e}"))?;
+    let upkeep = handle.clone();
     tokio::spawn(async move {
-        if let Err(e) = exporter.await {
-            tracing::warn!(error = ?e, "the metrics endpoint stopped");
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
         }
     });
+    let scheme = if security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let authenticated = security.auth.is_some();
+    if !addr.ip().is_loopback() && !authenticated {
+        tracing::warn!(metrics = %addr, "the metrics endpoint is served without authentication on an address other hosts may reach: it names every topic, partition and group with offsets and lag. Set metrics.basic.auth.user and metrics.basic.auth.password.file (and metrics.ssl.enable), or keep it on 127.0.0.1");
+    }
+    tokio::spawn(crate::metrics_http::serve(listener, handle, security));
     describe();
-    tracing::info!(metrics = %addr, "serving Prometheus metrics");
+    tracing::info!(metrics = %addr, scheme, authenticated, "serving Prometheus metrics");
     Ok(())
 }
 

@@ -48,7 +48,11 @@ pub async fn run(
     }
     if let Some(addr) = config.metrics {
         // Before the partitions open, so their metric handles register with the recorder.
-        if let Err(e) = crate::metrics::start(addr) {
+        // Its security is the operator's explicit choice: a setting that cannot be met
+        // stops the broker rather than serving the metrics open.
+        let security = crate::metrics_http::Security::from_config(&config, None)
+            .map_err(BrokerError::Config)?;
+        if let Err(e) = crate::metrics::start(addr, security) {
             tracing::warn!("metrics are off: {e}");
         }
     }
