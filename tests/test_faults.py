@@ -10,6 +10,7 @@ docs/reliability.md for what it found).
 
 import os
 import signal
+import struct
 import subprocess
 import time
 
@@ -23,6 +24,8 @@ runs = pytest.mark.parametrize("run", range(RUNS))
 
 NOT_LEADER_OR_FOLLOWER = 6
 MEMBER_CLIENT = os.environ.get("FAULT_MEMBER_CLIENT", "confluent")
+# Megabytes of other groups' commits in the failover group's offsets partition.
+PAD_MB = int(os.environ.get("FAULT_PAD_MB", "64"))
 REQUEST_TIMED_OUT = 7
 NOT_ENOUGH_REPLICAS = 19
 
@@ -607,6 +610,34 @@ def test_rolling_kill9_of_leaders_and_of_every_broker_loses_nothing(tmp_path, ru
         cluster.stop()
 
 
+def pad_offsets_partition(node, group, topic, megabytes):
+    """Commits `megabytes` of offsets with 4,000-byte metadata, for other groups that hash
+    to `group`'s offsets partition, straight to its coordinator (raw OffsetCommit v2): a
+    coordinator that takes over must read all of it before it knows the group."""
+    import kafka_raw as raw
+    from cluster import coordinator_partition
+    target = coordinator_partition(group)
+    pads = (f"pad-{i}" for i in range(10**6))
+    meta = "m" * 4000
+    conn = raw.Conn(node.bootstrap)
+    try:
+        written = 0
+        for n, g in enumerate(x for x in pads if coordinator_partition(x) == target):
+            if written >= megabytes << 20:
+                break
+            parts = [struct.pack(">iq", p, n) + raw.string(meta) for p in range(6)]
+            body = (raw.string(g) + struct.pack(">i", -1) + raw.string("") + struct.pack(">q", -1)
+                    + raw.array([raw.string(topic) + raw.array(parts)]))
+            r = conn.request(8, 2, body, correlation_id=n + 1)
+            assert r.take(">i") == 1 and r.string() == topic
+            for _ in range(r.take(">i")):
+                _, err = r.take(">ih")
+                assert err == 0, f"padding commit refused with {err}"
+            written += 6 * 4000
+    finally:
+        conn.close()
+
+
 @runs
 def test_group_members_survive_their_coordinators_failover(tmp_path, run):
     """Item 7: three confluent-kafka members with manual commits; kill -9 the broker that
@@ -644,6 +675,9 @@ def test_group_members_survive_their_coordinators_failover(tmp_path, run):
         wait_for(lambda: sum(len(m.records()) for m in members) >= 300, 60, "records consumed")
         cluster.wait_leaders("__consumer_offsets", 6, isr=3)
         coordinator = cluster.leader("__consumer_offsets", coordinator_partition(group))
+        # A large offsets partition makes the new coordinator's load take a while, as in
+        # the campaign's long runs: members must be told to wait, not that they are gone.
+        pad_offsets_partition(cluster.nodes[coordinator], group, topic, PAD_MB)
         generations = [len(m.assignments_history()) for m in members]
         killed_at = time.time()
         cluster.nodes[coordinator].kill9()

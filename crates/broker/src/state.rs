@@ -528,6 +528,11 @@ pub struct Broker {
     cluster: OnceLock<Arc<ClusterNode>>,
     /// Serializes applying images to the partitions.
     reconcile_lock: Mutex<Option<Arc<MetadataImage>>>,
+    /// Internal-topic partitions whose groups or transactions are being loaded (this
+    /// broker is becoming their leader): their coordinator requests are answered
+    /// COORDINATOR_LOAD_IN_PROGRESS, which clients retry, never as if the group or the
+    /// transactional id did not exist (`true` for `__transaction_state`).
+    loading: Mutex<std::collections::BTreeSet<(bool, i32)>>,
     /// TLS, SASL and the authorizer.
     pub security: crate::security::Security,
 }
@@ -614,6 +619,7 @@ impl Broker {
             clean_start,
             cluster: OnceLock::new(),
             reconcile_lock: Mutex::new(None),
+            loading: Mutex::new(Default::default()),
         });
         broker.remove_deleted_dirs();
         let started = std::time::Instant::now();
@@ -1126,6 +1132,24 @@ impl Broker {
                 }
                 _ => (self.open_partition(topic, index as i32)?, None),
             };
+            // Leading a coordinator partition starts with loading its state: until that is
+            // done its requests must not find the groups (or transactions) missing, so
+            // the partition is marked before its leadership shows.
+            let internal = match topic.name.as_str() {
+                OFFSETS_TOPIC => Some(false),
+                TXN_TOPIC => Some(true),
+                _ => None,
+            };
+            let key = internal.map(|txn| (txn, index as i32));
+            let may_load = self.cluster.get().is_some()
+                && meta.leader == self.config.node_id
+                && led_before != Some(true);
+            if let (Some(key), true) = (key, may_load) {
+                self.loading
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key);
+            }
             partition.set_role(meta, now);
             let leads = partition.leadership().0;
             let moved = self.cluster.get().is_some()
@@ -1136,6 +1160,12 @@ impl Broker {
             }
             if moved && topic.name == TXN_TOPIC {
                 self.txns_moved(index as i32, topic.partitions.len() as i32, leads);
+            }
+            if let Some(key) = key {
+                self.loading
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
             }
         }
         Ok(())
@@ -1733,6 +1763,15 @@ impl Broker {
             return Some(ResponseError::NotCoordinator);
         }
         match self.offsets_partition(group) {
+            Ok(p)
+                if self
+                    .loading
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&(false, p.index)) =>
+            {
+                Some(ResponseError::CoordinatorLoadInProgress)
+            }
             Ok(p) if p.leadership().0 => None,
             Ok(_) | Err(BrokerError::UnknownTopic) => Some(ResponseError::NotCoordinator),
             Err(_) => Some(ResponseError::CoordinatorNotAvailable),
@@ -1751,6 +1790,14 @@ impl Broker {
         };
         let index = group_store::partition_for(id, topic.partitions.len() as i32);
         match self.partition(TXN_TOPIC, index) {
+            _ if self
+                .loading
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&(true, index)) =>
+            {
+                Some(ResponseError::CoordinatorLoadInProgress)
+            }
             Some(p) if p.leadership().0 => None,
             _ => Some(ResponseError::NotCoordinator),
         }

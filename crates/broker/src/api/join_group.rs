@@ -48,7 +48,9 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
         Reply::Later(rx) => {
             let mut shutdown = ctx.shutdown.clone();
             tokio::select! {
-                r = rx => r.unwrap_or_else(|_| unanswered(ResponseError::UnknownMemberId)),
+                // The group was unloaded (its coordinator moved) while the join was parked: the
+                // client finds the new coordinator and joins there with its member id.
+                r = rx => r.unwrap_or_else(|_| unanswered(ResponseError::NotCoordinator)),
                 // A stopping broker answers parked joins so clients retry elsewhere at once.
                 _ = shutdown.wait_for(|stopping| *stopping) => unanswered(ResponseError::CoordinatorNotAvailable),
             }
