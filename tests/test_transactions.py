@@ -319,6 +319,28 @@ def test_produce_refuses_forged_markers_and_transactional_batches_outside_a_tran
         # An unknown transactional id.
         err, _, _ = raw.produce_v3(conn, "forged", 0, forged, transactional_id="nobody")
         assert err == 49, f"a batch under an unknown transactional id got {err}"
+        # A client's own transactional id on the honest producer's id and epoch, while that
+        # producer's transaction is open here (the review's shortcut bypass).
+        own_tx = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "other-tx"})
+        own_tx.init_transactions(30)
+        riding = raw.with_attributes(raw.batch([(None, b"ride", [])], producer_id=pid, producer_epoch=epoch,
+                                               base_sequence=1), raw.TRANSACTIONAL)
+        err, _, _ = raw.produce_v3(conn, "forged", 0, riding, transactional_id="other-tx")
+        assert err == 49, f"a batch riding another producer's open transaction got {err}"
+        # A plain idempotent batch for the honest producer at a higher epoch: it would
+        # fence the producer here and leave its transaction open for good.
+        bump = raw.batch([(None, b"bump", [])], producer_id=pid, producer_epoch=32000, base_sequence=0)
+        err, _, _ = raw.produce_v3(conn, "forged", 0, bump)
+        assert err == 48, f"a non-transactional batch over an open transaction got {err} (INVALID_TXN_STATE expected)"
+        # A producer id without a sequence (it would slip past the sequence checks).
+        nosq = raw.batch([(None, b"nosq", [])], producer_id=pid + 2000, producer_epoch=0, base_sequence=-1)
+        err, _, _ = raw.produce_v3(conn, "forged", 0, nosq)
+        assert err == 87, f"a producer id without a sequence got {err}"
+        # Two producers' transactional batches in one request.
+        two = forged + raw.with_attributes(
+            raw.batch([(None, b"y", [])], producer_id=pid + 3000, producer_epoch=0, base_sequence=0), raw.TRANSACTIONAL)
+        err, _, _ = raw.produce_v3(conn, "forged", 0, two, transactional_id="honest-tx")
+        assert err == 87, f"two producers' transactional batches in one request got {err}"
     finally:
         conn.close()
     tx.commit_transaction(30)

@@ -38,6 +38,9 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
             gregor_storage::producer::SequenceError::MultipleBatches => {
                 ResponseError::InvalidRecord.code()
             }
+            gregor_storage::producer::SequenceError::TransactionOpen(_) => {
+                ResponseError::InvalidTxnState.code()
+            }
         },
         StorageError::Io { .. } | StorageError::Offline(_) | StorageError::Corrupt { .. } => {
             ResponseError::KafkaStorageError.code()

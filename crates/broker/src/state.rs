@@ -1155,13 +1155,16 @@ impl Broker {
             let moved = self.cluster.get().is_some()
                 && led_before != Some(leads)
                 && (leads || led_before == Some(true));
+            let mut loaded = true;
             if moved && topic.name == OFFSETS_TOPIC {
-                self.groups_moved(index as i32, topic.partitions.len() as i32, leads);
+                loaded = self.groups_moved(index as i32, topic.partitions.len() as i32, leads);
             }
             if moved && topic.name == TXN_TOPIC {
-                self.txns_moved(index as i32, topic.partitions.len() as i32, leads);
+                loaded = self.txns_moved(index as i32, topic.partitions.len() as i32, leads);
             }
-            if let Some(key) = key {
+            // A partition that could not be read stays marked: its coordinator answers
+            // "loading" rather than from state it does not have.
+            if let (Some(key), true) = (key, loaded && (may_load || moved)) {
                 self.loading
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -1805,14 +1808,15 @@ impl Broker {
 
     /// Loads the transactions of `__transaction_state` partition `index` (this broker
     /// just became its leader), or forgets them (it stopped leading it).
-    fn txns_moved(&self, index: i32, partitions: i32, leads: bool) {
+    /// Returns false when the partition could not be read (its transactions stay unloaded).
+    fn txns_moved(&self, index: i32, partitions: i32, leads: bool) -> bool {
         let ours = |id: &str| group_store::partition_for(id, partitions) == index;
         self.txns.unload(&ours);
         if !leads {
-            return;
+            return true;
         }
         let Some(partition) = self.partition(TXN_TOPIC, index) else {
-            return;
+            return true;
         };
         let mut records = Vec::new();
         if let Err(e) = replay_partition(&partition, |header, batch| {
@@ -1826,8 +1830,8 @@ impl Broker {
                 ));
             }
         }) {
-            tracing::error!(partition = index, error = %e, "could not read the transaction partition to load it");
-            return;
+            tracing::error!(partition = index, error = %e, "could not read the transaction partition to load it; its transactional ids are answered COORDINATOR_LOAD_IN_PROGRESS until its leadership moves or the broker restarts");
+            return false;
         }
         let count = records.len();
         self.txns.load(records);
@@ -1838,6 +1842,7 @@ impl Broker {
         );
         // What the previous coordinator left half done (stored outcomes whose markers may
         // not all be written) is finished by the periodic transaction check.
+        true
     }
 
     /// Writes a transaction marker to a partition this broker leads (WriteTxnMarkers from
@@ -1977,7 +1982,8 @@ impl Broker {
 
     /// Loads the groups of `__consumer_offsets` partition `index` (this broker just became
     /// its leader), or forgets them (it stopped leading it).
-    fn groups_moved(&self, index: i32, partitions: i32, leads: bool) {
+    /// Returns false when the partition could not be read (its groups stay unloaded).
+    fn groups_moved(&self, index: i32, partitions: i32, leads: bool) -> bool {
         let ours = |g: &str| group_store::partition_for(g, partitions) == index;
         self.groups.unload(&ours);
         if !leads {
@@ -1985,10 +1991,10 @@ impl Broker {
                 partition = index,
                 "groups of this offsets partition moved to another coordinator"
             );
-            return;
+            return true;
         }
         let Some(partition) = self.partition(OFFSETS_TOPIC, index) else {
-            return;
+            return true;
         };
         let mut records = Vec::new();
         let mut open: HashMap<i64, Vec<GroupRecord>> = HashMap::new();
@@ -2008,8 +2014,8 @@ impl Broker {
             }
         });
         if let Err(e) = replayed {
-            tracing::error!(partition = index, error = %e, "could not read the offsets partition to load its groups");
-            return;
+            tracing::error!(partition = index, error = %e, "could not read the offsets partition to load its groups; they are answered COORDINATOR_LOAD_IN_PROGRESS until its leadership moves or the broker restarts");
+            return false;
         }
         let count = records.len();
         self.groups.load(records);
@@ -2018,6 +2024,7 @@ impl Broker {
             records = count,
             "loaded the groups of an offsets partition this broker now leads"
         );
+        true
     }
 
     /// The `__consumer_offsets` partition that holds a group (created with the topic).

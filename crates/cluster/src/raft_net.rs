@@ -154,7 +154,7 @@ pub async fn serve(
                     return;
                 }
                 Err(_) => {
-                    tracing::warn!(%peer, "metadata-log connection refused: handshake timed out");
+                    refused(peer, "handshake", "the handshake timed out");
                     return;
                 }
             };

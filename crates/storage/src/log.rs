@@ -1031,10 +1031,19 @@ impl PartitionLog {
         self.producers.aborted_between(from, to)
     }
 
-    /// Whether `producer_id` has a transaction open in this log at `epoch` (Produce then
-    /// need not ask the coordinator again about its batches).
+    /// Whether `producer_id` has a transaction open in this log at `epoch`.
     pub fn has_open_transaction(&self, producer_id: i64, epoch: i16) -> bool {
         self.producers.has_open_transaction(producer_id, epoch)
+    }
+
+    /// Produce's verification guard for a transactional batch (see `producer.rs`).
+    pub fn producers_mut(&mut self) -> &mut ProducerStates {
+        &mut self.producers
+    }
+
+    /// Produce's verification guards, to read (see `producer.rs`).
+    pub fn producers(&self) -> &ProducerStates {
+        &self.producers
     }
 
     /// Open transactions: (producer id, epoch, first offset, last activity in ms).

@@ -68,6 +68,8 @@ pub enum SequenceError {
     UnknownProducer(i64),
     #[error("an idempotent produce request carries one batch per partition")]
     MultipleBatches,
+    #[error("producer {0} has a transaction open here: only its commit or abort marker ends it")]
+    TransactionOpen(i64),
 }
 
 /// What to do with a batch.
@@ -91,6 +93,13 @@ pub struct ProducerStates {
     ongoing: BTreeSet<(i64, i64)>,
     /// Aborted transactions, in marker order.
     aborted: Vec<AbortedTxn>,
+    /// Produce's verification guards (Kafka's KIP-890): per producer id, the transactional
+    /// id and epoch whose open transaction the coordinator is being asked about (`false`)
+    /// or has confirmed holds this partition (`true`). A client's transactional batch is
+    /// appended only under a confirmed guard for its producer, and any marker for the
+    /// producer removes the guard, so a transaction the coordinator ended while it was
+    /// being asked about is never opened again. Kept in memory only.
+    guards: HashMap<i64, (String, i16, bool)>,
 }
 
 impl ProducerStates {
@@ -113,6 +122,12 @@ impl ProducerStates {
                 Err(SequenceError::UnknownProducer(h.producer_id))
             };
         };
+        if entry.txn_first_offset.is_some()
+            && (!h.is_transactional() || h.producer_epoch > entry.epoch)
+        {
+            // Only the coordinator's marker ends a transaction (or moves the epoch on).
+            return Err(SequenceError::TransactionOpen(h.producer_id));
+        }
         if h.producer_epoch < entry.epoch {
             return Err(SequenceError::InvalidEpoch {
                 producer_id: h.producer_id,
@@ -211,6 +226,7 @@ impl ProducerStates {
         offset: i64,
         timestamp_ms: i64,
     ) {
+        self.guards.remove(&producer_id);
         let entry = self.map.entry(producer_id).or_default();
         if epoch != entry.epoch {
             entry.epoch = epoch;
@@ -232,6 +248,31 @@ impl ProducerStates {
     /// The first offset of the oldest open transaction.
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.ongoing.iter().next().map(|&(offset, _)| offset)
+    }
+
+    /// Starts verifying the producer's batch for transactional id `id` at `epoch`.
+    pub fn begin_verification(&mut self, producer_id: i64, id: &str, epoch: i16) {
+        self.guards
+            .insert(producer_id, (id.to_string(), epoch, false));
+    }
+
+    /// The coordinator confirmed: true if no marker for the producer came meanwhile (the
+    /// guard is still the one begun), which is then confirmed.
+    pub fn confirm_verification(&mut self, producer_id: i64, id: &str, epoch: i16) -> bool {
+        match self.guards.get_mut(&producer_id) {
+            Some((g, e, confirmed)) if g == id && *e == epoch => {
+                *confirmed = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a confirmed guard covers the producer's batch for `id` at `epoch`.
+    pub fn verified(&self, producer_id: i64, id: &str, epoch: i16) -> bool {
+        self.guards
+            .get(&producer_id)
+            .is_some_and(|(g, e, confirmed)| *confirmed && g == id && *e == epoch)
     }
 
     /// Whether `producer_id` has a transaction open in this partition at `epoch`.
@@ -377,6 +418,7 @@ impl ProducerStates {
                 map,
                 ongoing,
                 aborted,
+                guards: HashMap::new(),
             },
         ))
     }

@@ -140,7 +140,9 @@ fn handle_batched(
                             .map(
                                 |&partition_index| build!(AddPartitionsToTxnPartitionResult {
                                     partition_index,
-                                    partition_error_code: codes.next().unwrap_or(0)
+                                    partition_error_code: codes
+                                        .next()
+                                        .unwrap_or(ResponseError::UnknownServerError.code())
                                 })
                             )
                             .collect(),

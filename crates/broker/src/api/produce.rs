@@ -36,16 +36,18 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
 pub type Refused = HashMap<(String, i32), (i16, String)>;
 
 /// Checks the transactional batches of `request` as Kafka does before they are appended:
-/// the request names a transactional id (the authorizer has checked WRITE on it), and a
-/// partition that has no transaction open for the batch's producer id and epoch is asked
-/// about at the transaction's coordinator (KIP-890's verification), so that no client can
-/// open a transaction the coordinator will never end and hold the partition's last
-/// stable offset. A partition with the producer's transaction already open was verified
-/// when it opened, and is not asked about again.
+/// the request names a transactional id (the authorizer has checked WRITE on it) and one
+/// producer; a partition this broker leads is asked about at the transaction's
+/// coordinator (KIP-890's verification) unless a confirmed verification guard for the
+/// same transactional id, producer and epoch covers it there and its transaction is still
+/// open. So no client can open a transaction the coordinator will never end, or add to
+/// another producer's, and hold the partition's last stable offset; the guard (see
+/// `producer.rs`) is checked again under the log's lock at the append.
 pub async fn verify_transactional(ctx: &RequestContext, request: &ProduceRequest) -> Refused {
     let mut refused = Refused::new();
-    // (producer id, epoch) → the partitions to ask the coordinator about.
-    let mut ask: HashMap<(i64, i16), Vec<(String, i32)>> = HashMap::new();
+    let mut producers: Vec<(i64, i16)> = Vec::new();
+    // Partitions with transactional batches: (topic, partition) → (producer id, epoch).
+    let mut transactional: Vec<((String, i32), (i64, i16))> = Vec::new();
     for topic in &request.topic_data {
         for data in &topic.partition_data {
             let Some(records) = &data.records else {
@@ -62,40 +64,81 @@ pub async fn verify_transactional(ctx: &RequestContext, request: &ProduceRequest
                 if !h.is_transactional() || h.is_control() {
                     continue;
                 }
-                if request.transactional_id.is_none() {
-                    refused.insert(
-                        key.clone(),
-                        (
-                            ResponseError::TransactionalIdAuthorizationFailed.code(),
-                            "a transactional batch needs the producer's transactional.id in the request".into(),
-                        ),
-                    );
-                    break;
+                let p = (h.producer_id, h.producer_epoch);
+                if !producers.contains(&p) {
+                    producers.push(p);
                 }
-                let open = ctx.broker.partition(&key.0, key.1).is_some_and(|p| {
-                    p.log()
-                        .has_open_transaction(h.producer_id, h.producer_epoch)
-                });
-                if !open {
-                    let wanted = ask.entry((h.producer_id, h.producer_epoch)).or_default();
-                    if !wanted.contains(&key) {
-                        wanted.push(key.clone());
-                    }
+                if !transactional.iter().any(|(k, _)| *k == key) {
+                    transactional.push((key.clone(), p));
                 }
             }
         }
     }
+    if transactional.is_empty() {
+        return refused;
+    }
+    let refuse_all = |refused: &mut Refused, code: ResponseError, why: &str| {
+        for (key, _) in &transactional {
+            refused.insert(key.clone(), (code.code(), why.to_string()));
+        }
+    };
     let Some(id) = request.transactional_id.as_ref().map(|t| t.0.to_string()) else {
+        refuse_all(
+            &mut refused,
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "a transactional batch needs the producer's transactional.id in the request",
+        );
         return refused;
     };
-    for ((producer_id, epoch), partitions) in ask {
-        let codes = ask_coordinator(ctx, &id, producer_id, epoch, &partitions).await;
-        for (key, (code, why)) in partitions.into_iter().zip(codes) {
-            if code != 0 {
-                tracing::debug!(transactional_id = %id, producer_id, epoch, topic = %key.0, partition = key.1, code, "transactional batch refused: {why}");
-                refused.entry(key).or_insert((code, why));
-            }
+    let &[(producer_id, epoch)] = producers.as_slice() else {
+        refuse_all(
+            &mut refused,
+            ResponseError::InvalidRecord,
+            "a transactional produce request carries the batches of one producer id and epoch",
+        );
+        return refused;
+    };
+    let mut ask: Vec<(String, i32)> = Vec::new();
+    for (key, _) in &transactional {
+        // A partition this broker does not lead is refused at the append.
+        let Some(partition) = ctx.broker.partition(&key.0, key.1) else {
+            continue;
+        };
+        if !partition.leadership().0 {
+            continue;
         }
+        let mut log = partition.log();
+        let open = log.has_open_transaction(producer_id, epoch);
+        if open && log.producers().verified(producer_id, &id, epoch) {
+            continue;
+        }
+        log.producers_mut()
+            .begin_verification(producer_id, &id, epoch);
+        ask.push(key.clone());
+    }
+    if ask.is_empty() {
+        return refused;
+    }
+    let codes = ask_coordinator(ctx, &id, producer_id, epoch, &ask).await;
+    for (key, (code, why)) in ask.into_iter().zip(codes) {
+        let (code, why) = if code != 0 {
+            (code, why)
+        } else {
+            let confirmed = ctx.broker.partition(&key.0, key.1).is_some_and(|p| {
+                p.log()
+                    .producers_mut()
+                    .confirm_verification(producer_id, &id, epoch)
+            });
+            if confirmed {
+                continue;
+            }
+            (
+                ResponseError::NotEnoughReplicas.code(),
+                "the transaction ended while the batch was being verified; retry".to_string(),
+            )
+        };
+        tracing::debug!(transactional_id = %id, producer_id, epoch, topic = %key.0, partition = key.1, code, "transactional batch refused: {why}");
+        refused.insert(key, (code, why));
     }
     refused
 }
@@ -235,6 +278,7 @@ pub struct Pending {
 /// Validates and appends every partition of `request`, in order, now.
 pub fn append(ctx: &RequestContext, request: ProduceRequest, refused: Refused) -> Pending {
     let acks = request.acks;
+    let transactional_id = request.transactional_id.as_ref().map(|t| t.0.to_string());
     let deadline = tokio::time::Instant::now()
         + std::time::Duration::from_millis(request.timeout_ms.clamp(0, 300_000) as u64);
     // First every partition is appended; then the fsyncs and replica waits that `acks`
@@ -275,6 +319,7 @@ pub fn append(ctx: &RequestContext, request: ProduceRequest, refused: Refused) -
                     ctx.version,
                     data.records.unwrap_or_default(),
                     acks,
+                    transactional_id.as_deref(),
                     &mut r,
                 ) {
                     pending.push(((responses.len(), partition_responses.len()), appended));
@@ -475,6 +520,7 @@ fn append_to(
     version: i16,
     records: Bytes,
     acks: i16,
+    transactional_id: Option<&str>,
     r: &mut PartitionProduceResponse,
 ) -> Option<Appended> {
     let settings = partition.settings();
@@ -507,6 +553,22 @@ fn append_to(
     let stamp = settings.log_append_time.then_some(now);
     let appended = {
         let mut log = partition.log();
+        // Under the log's lock, as the markers that end transactions are appended: a
+        // transactional batch needs its confirmed verification guard.
+        let unverified = headers.iter().any(|(_, h)| {
+            h.is_transactional()
+                && !transactional_id.is_some_and(|id| {
+                    log.producers()
+                        .verified(h.producer_id, id, h.producer_epoch)
+                })
+        });
+        if unverified {
+            r.error_code = ResponseError::InvalidTxnState.code();
+            r.error_message = Some(StrBytes::from_static_str(
+                "the producer's transaction was not confirmed to hold this partition (it may have ended meanwhile)",
+            ));
+            return None;
+        }
         let result = log.append(&mut bytes, &headers, leader_epoch, stamp, now);
         if version >= 5 {
             r.log_start_offset = log.log_start();
@@ -575,6 +637,14 @@ fn validate(
             _ => {}
         }
         if let Ok(h) = batch::BatchHeader::parse(rest) {
+            if h.producer_id >= 0 && h.base_sequence < 0 {
+                // Kafka's rule: a producer id comes with sequences, or a client could
+                // write for another producer without disturbing its sequence.
+                return Err((
+                    ResponseError::InvalidRecord.code(),
+                    "a batch with a producer id needs a base sequence".into(),
+                ));
+            }
             if h.is_control() {
                 // Markers are the coordinator's (WriteTxnMarkers, ClusterAction): a client
                 // that wrote one would end another producer's transaction.
