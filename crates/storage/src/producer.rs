@@ -447,6 +447,37 @@ mod tests {
     }
 
     #[test]
+    fn an_open_transaction_ends_only_by_a_marker_and_guards_fall_with_it() {
+        let mut s = ProducerStates::default();
+        let mut txn = header(7, 2, 0, 1, 10);
+        txn.attributes = 0x10;
+        s.begin_verification(7, "tx", 2);
+        assert!(!s.verified(7, "tx", 2), "not until the coordinator confirms");
+        assert!(s.confirm_verification(7, "tx", 2));
+        assert!(s.verified(7, "tx", 2));
+        assert!(!s.verified(7, "other", 2) && !s.verified(7, "tx", 3));
+        s.record(&txn, 1);
+        assert!(s.has_open_transaction(7, 2));
+        // Neither a plain batch nor a later epoch may touch the open transaction.
+        assert_eq!(
+            s.check(&header(7, 2, 1, 1, 0)),
+            Err(SequenceError::TransactionOpen(7))
+        );
+        let mut later = header(7, 30_000, 0, 1, 0);
+        later.attributes = 0x10;
+        assert_eq!(s.check(&later), Err(SequenceError::TransactionOpen(7)));
+        let mut next = header(7, 2, 1, 1, 11);
+        next.attributes = 0x10;
+        assert_eq!(s.check(&next), Ok(Check::Append));
+        // A verification begun before a marker is not confirmed after it.
+        s.begin_verification(7, "tx", 2);
+        s.record_marker(7, 2, false, 12, 2);
+        assert!(!s.confirm_verification(7, "tx", 2));
+        assert!(!s.verified(7, "tx", 2) && !s.has_open_transaction(7, 2));
+        assert_eq!(s.check(&header(7, 2, 1, 1, 0)), Ok(Check::Append));
+    }
+
+    #[test]
     fn duplicates_gaps_epochs_and_unknown_producers() {
         let mut s = ProducerStates::default();
         assert_eq!(
