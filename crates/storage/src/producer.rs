@@ -452,7 +452,10 @@ mod tests {
         let mut txn = header(7, 2, 0, 1, 10);
         txn.attributes = 0x10;
         s.begin_verification(7, "tx", 2);
-        assert!(!s.verified(7, "tx", 2), "not until the coordinator confirms");
+        assert!(
+            !s.verified(7, "tx", 2),
+            "not until the coordinator confirms"
+        );
         assert!(s.confirm_verification(7, "tx", 2));
         assert!(s.verified(7, "tx", 2));
         assert!(!s.verified(7, "other", 2) && !s.verified(7, "tx", 3));
