@@ -176,6 +176,42 @@ pub(crate) struct Conn {
     client_id: StrBytes,
 }
 
+/// Idle inter-broker connections kept for reuse: at most one per peer broker, dropped when
+/// the peer's address changes.
+#[derive(Default)]
+pub struct ConnPool {
+    idle: std::sync::Mutex<HashMap<i32, (String, Conn)>>,
+}
+
+impl std::fmt::Debug for ConnPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnPool")
+    }
+}
+
+impl ConnPool {
+    fn address(peer: &gregor_cluster::BrokerMeta) -> String {
+        format!("{}:{}", peer.host, peer.port)
+    }
+
+    /// The idle connection to `peer`, if one is kept.
+    pub(crate) fn take(&self, node: i32, peer: &gregor_cluster::BrokerMeta) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        match idle.remove(&node) {
+            Some((addr, conn)) if addr == Self::address(peer) => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// Keeps `conn` for the next call to `peer`.
+    pub(crate) fn put(&self, node: i32, peer: &gregor_cluster::BrokerMeta, conn: Conn) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, (Self::address(peer), conn));
+    }
+}
+
 impl Conn {
     /// Connects to `peer` on the inter-broker listener, over TLS if that listener is SSL.
     pub(crate) async fn connect(

@@ -533,6 +533,8 @@ pub struct Broker {
     /// COORDINATOR_LOAD_IN_PROGRESS, which clients retry, never as if the group or the
     /// transactional id did not exist (`true` for `__transaction_state`).
     loading: Mutex<std::collections::BTreeSet<(bool, i32)>>,
+    /// Connections to transaction coordinators, for Produce's verification.
+    pub(crate) verify_conns: crate::replica::ConnPool,
     /// TLS, SASL and the authorizer.
     pub security: crate::security::Security,
 }
@@ -620,6 +622,7 @@ impl Broker {
             cluster: OnceLock::new(),
             reconcile_lock: Mutex::new(None),
             loading: Mutex::new(Default::default()),
+            verify_conns: Default::default(),
         });
         broker.remove_deleted_dirs();
         let started = std::time::Instant::now();

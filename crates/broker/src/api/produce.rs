@@ -215,17 +215,27 @@ async fn ask_coordinator(
         })]
     });
     let me = ctx.broker.config.node_id;
+    // One idle connection per coordinator is kept for the next verification (a
+    // connection per call would cost a TLS handshake each); a failed one is dropped.
+    let pooled = ctx.broker.verify_conns.take(peer.node_id, &peer);
     let answer = async {
-        let mut conn =
-            crate::replica::Conn::connect(&ctx.broker, &peer, format!("gregor-verify-{me}"))
-                .await?;
-        conn.call::<_, AddPartitionsToTxnResponse>(
-            ApiKey::AddPartitionsToTxn,
-            4,
-            &request,
-            std::time::Duration::from_secs(3),
-        )
-        .await
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => {
+                crate::replica::Conn::connect(&ctx.broker, &peer, format!("gregor-verify-{me}"))
+                    .await?
+            }
+        };
+        let answer = conn
+            .call::<_, AddPartitionsToTxnResponse>(
+                ApiKey::AddPartitionsToTxn,
+                4,
+                &request,
+                std::time::Duration::from_secs(3),
+            )
+            .await?;
+        ctx.broker.verify_conns.put(peer.node_id, &peer, conn);
+        Ok::<_, std::io::Error>(answer)
     }
     .await;
     let response = match answer {
