@@ -103,12 +103,29 @@ impl TxnCoordinator {
         if timeout_ms <= 0 || timeout_ms > self.max_timeout_ms {
             return Err(ResponseError::InvalidTransactionTimeout);
         }
-        let mut txns = self.lock();
-        let Some(current) = txns.get(id).cloned() else {
-            let producer_id = host.new_producer_id().map_err(|e| {
+        // A new producer id may come from the controller, whose answer is applied to this
+        // broker's partitions under the image lock; the image applier takes this
+        // coordinator's lock when a transaction partition moves. So the id is allocated
+        // before the lock is taken, never under it (that order deadlocked both).
+        let needs_id = match self.lock().get(id) {
+            None => true,
+            Some(m) => m.epoch >= i16::MAX - 1,
+        };
+        let fresh = if needs_id {
+            Some(host.new_producer_id().map_err(|e| {
                 tracing::error!(error = %e, "could not allocate a producer id");
                 ResponseError::CoordinatorNotAvailable
-            })?;
+            })?)
+        } else {
+            None
+        };
+        let mut txns = self.lock();
+        let Some(current) = txns.get(id).cloned() else {
+            // Another InitProducerId may have changed the entry meanwhile: the client
+            // retries this answer.
+            let Some(producer_id) = fresh else {
+                return Err(ResponseError::ConcurrentTransactions);
+            };
             let meta = TxnMeta {
                 producer_id,
                 epoch: 0,
@@ -134,7 +151,7 @@ impl TxnCoordinator {
             }
             TxnState::Ongoing => {
                 // Fence the old producer: abort its transaction under a new epoch.
-                bump(host, &mut meta)?;
+                bump_with(host, &mut meta, fresh)?;
                 tracing::info!(
                     transactional_id = id,
                     producer_id = meta.producer_id,
@@ -148,7 +165,7 @@ impl TxnCoordinator {
             }
             TxnState::Dead => return Err(ResponseError::InvalidTxnState),
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
-                bump(host, &mut meta)?;
+                bump_with(host, &mut meta, fresh)?;
             }
         }
         meta.state = TxnState::Empty;
@@ -378,10 +395,19 @@ fn check_producer(meta: Option<&TxnMeta>, producer_id: i64, epoch: i16) -> Resul
 
 /// The next epoch, or a new producer id when the epoch is exhausted (as Kafka does).
 fn bump(host: &dyn TxnHost, meta: &mut TxnMeta) -> Result<()> {
+    bump_with(host, meta, None)
+}
+
+/// [`bump`], with a producer id allocated beforehand (outside the coordinator's lock) for
+/// an exhausted epoch.
+fn bump_with(host: &dyn TxnHost, meta: &mut TxnMeta, fresh: Option<i64>) -> Result<()> {
     if meta.epoch >= i16::MAX - 1 {
-        meta.producer_id = host
-            .new_producer_id()
-            .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+        meta.producer_id = match fresh {
+            Some(id) => id,
+            None => host
+                .new_producer_id()
+                .map_err(|_| ResponseError::CoordinatorNotAvailable)?,
+        };
         meta.epoch = 0;
     } else {
         meta.epoch += 1;
@@ -469,6 +495,59 @@ mod tests {
 
     fn tp(t: &str, p: i32) -> (String, i32) {
         (t.to_string(), p)
+    }
+
+    /// A host whose producer-id allocation checks that the coordinator's lock is free
+    /// (allocation may wait for the controller, whose answer the image applier applies
+    /// while it may take that lock).
+    struct LockCheckingHost<'a> {
+        inner: Host,
+        coordinator: &'a TxnCoordinator,
+    }
+
+    impl TxnHost for LockCheckingHost<'_> {
+        fn persist_txn(&self, id: &str, meta: Option<&TxnMeta>) -> std::result::Result<(), String> {
+            self.inner.persist_txn(id, meta)
+        }
+        fn write_markers(
+            &self,
+            pid: i64,
+            epoch: i16,
+            commit: bool,
+            partitions: &BTreeSet<(String, i32)>,
+        ) -> std::result::Result<(), String> {
+            self.inner.write_markers(pid, epoch, commit, partitions)
+        }
+        fn new_producer_id(&self) -> std::result::Result<i64, String> {
+            assert!(
+                self.coordinator.txns.try_lock().is_ok(),
+                "a producer id was allocated under the coordinator's lock"
+            );
+            self.inner.new_producer_id()
+        }
+        fn partition_exists(&self, topic: &str, p: i32) -> bool {
+            self.inner.partition_exists(topic, p)
+        }
+    }
+
+    #[test]
+    fn producer_ids_are_allocated_outside_the_coordinators_lock() {
+        let c = TxnCoordinator::new(60_000);
+        let host = LockCheckingHost {
+            inner: Host::default(),
+            coordinator: &c,
+        };
+        let (pid, epoch) = c.init_producer(&host, "t", 10_000, None, 0).expect("init");
+        assert_eq!((pid, epoch), (1, 0));
+        // An exhausted epoch takes a new producer id, allocated outside the lock too.
+        c.txns
+            .lock()
+            .expect("lock")
+            .get_mut("t")
+            .expect("known")
+            .epoch = i16::MAX - 1;
+        let (pid2, epoch2) = c.init_producer(&host, "t", 10_000, None, 1).expect("bump");
+        assert_eq!((pid2, epoch2), (2, 0));
     }
 
     #[test]
