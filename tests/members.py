@@ -48,6 +48,10 @@ class Member:
         with self.lock:
             return [(ev["p"], ev["o"], ev["v"], ev["t"]) for ev in self.events if ev["ev"] == "rec"]
 
+    def commit_failures(self):
+        with self.lock:
+            return [ev["error"] for ev in self.events if ev["ev"] == "commit_failed"]
+
     def close(self, timeout=30):
         """Graceful: SIGTERM, the member commits and leaves the group."""
         self.proc.send_signal(signal.SIGTERM)

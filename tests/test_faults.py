@@ -706,9 +706,12 @@ def test_group_members_survive_their_coordinators_failover(tmp_path, run):
                 if (p, o) in seen:
                     twice.append((p, o, v))
                 seen[(p, o)] = v
+        assert all(m.alive() for m in members), "a member process ended"
+        failures = [e for m in members for e in m.commit_failures()]
         assert after == generations, f"the failover caused a rebalance: assignments {generations} -> {after}"
         assert not twice, f"{len(twice)} records processed twice, e.g. {twice[:5]}"
-        print(f"run {run}: {len(seen)} records consumed once each; coordinator {coordinator} killed, no rebalance")
+        print(f"run {run}: {len(seen)} records consumed once each; coordinator {coordinator} killed, no rebalance; "
+              f"{len(failures)} commits failed and were covered by the next ({failures[:2]})")
     finally:
         stop.set()
         for m in members:
