@@ -67,7 +67,7 @@ pub struct Security {
 }
 
 impl Security {
-    pub fn from_config(c: &BrokerConfig, tls: Option<&Arc<Tls>>) -> Result<Self, String> {
+    pub fn from_config(c: &BrokerConfig) -> Result<Self, String> {
         let user = c.get("metrics.basic.auth.user").trim().to_string();
         let file = c.get("metrics.basic.auth.password.file").trim().to_string();
         let auth = match (user.is_empty(), file.is_empty()) {
@@ -87,12 +87,9 @@ impl Security {
             _ => return Err("metrics.basic.auth.user and metrics.basic.auth.password.file go together: set both, or neither".into()),
         };
         let tls = if c.get_bool("metrics.ssl.enable") {
-            match tls {
-                Some(t) => Some(t.clone()),
-                None => Some(Arc::new(Tls::new(c).map_err(|e| {
-                    format!("metrics.ssl.enable needs the broker's certificate: {e}")
-                })?)),
-            }
+            Some(Arc::new(Tls::new(c).map_err(|e| {
+                format!("metrics.ssl.enable needs the broker's certificate: {e}")
+            })?))
         } else {
             None
         };

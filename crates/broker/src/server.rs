@@ -50,8 +50,8 @@ pub async fn run(
         // Before the partitions open, so their metric handles register with the recorder.
         // Its security is the operator's explicit choice: a setting that cannot be met
         // stops the broker rather than serving the metrics open.
-        let security = crate::metrics_http::Security::from_config(&config, None)
-            .map_err(BrokerError::Config)?;
+        let security =
+            crate::metrics_http::Security::from_config(&config).map_err(BrokerError::Config)?;
         if let Err(e) = crate::metrics::start(addr, security) {
             tracing::warn!("metrics are off: {e}");
         }

@@ -176,7 +176,8 @@ async fn ask_coordinator(
         // Retriable for every client, as Kafka maps a coordinator it cannot reach.
         vec![(ResponseError::NotEnoughReplicas.code(), e); partitions.len()]
     };
-    if ctx.broker.clustered().is_none() || ctx.broker.not_txn_coordinator(id).is_none() {
+    // `not_txn_coordinator` is `None` on a single broker too: its coordinator is local.
+    if ctx.broker.not_txn_coordinator(id).is_none() {
         return ctx
             .broker
             .txns

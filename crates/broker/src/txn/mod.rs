@@ -459,6 +459,10 @@ mod tests {
         markers: RefCell<Vec<Marker>>,
         next_id: RefCell<i64>,
         fail_markers: RefCell<bool>,
+        /// When set, allocating a producer id checks that this coordinator's lock is free
+        /// (allocation may wait for the controller, whose answer the image applier applies
+        /// while it may take that lock).
+        unlocked: RefCell<Option<std::sync::Arc<TxnCoordinator>>>,
     }
 
     impl TxnHost for Host {
@@ -485,6 +489,12 @@ mod tests {
             Ok(())
         }
         fn new_producer_id(&self) -> std::result::Result<i64, String> {
+            if let Some(c) = self.unlocked.borrow().as_ref() {
+                assert!(
+                    c.txns.try_lock().is_ok(),
+                    "a producer id was allocated under the coordinator's lock"
+                );
+            }
             *self.next_id.borrow_mut() += 1;
             Ok(*self.next_id.borrow())
         }
@@ -497,46 +507,11 @@ mod tests {
         (t.to_string(), p)
     }
 
-    /// A host whose producer-id allocation checks that the coordinator's lock is free
-    /// (allocation may wait for the controller, whose answer the image applier applies
-    /// while it may take that lock).
-    struct LockCheckingHost<'a> {
-        inner: Host,
-        coordinator: &'a TxnCoordinator,
-    }
-
-    impl TxnHost for LockCheckingHost<'_> {
-        fn persist_txn(&self, id: &str, meta: Option<&TxnMeta>) -> std::result::Result<(), String> {
-            self.inner.persist_txn(id, meta)
-        }
-        fn write_markers(
-            &self,
-            pid: i64,
-            epoch: i16,
-            commit: bool,
-            partitions: &BTreeSet<(String, i32)>,
-        ) -> std::result::Result<(), String> {
-            self.inner.write_markers(pid, epoch, commit, partitions)
-        }
-        fn new_producer_id(&self) -> std::result::Result<i64, String> {
-            assert!(
-                self.coordinator.txns.try_lock().is_ok(),
-                "a producer id was allocated under the coordinator's lock"
-            );
-            self.inner.new_producer_id()
-        }
-        fn partition_exists(&self, topic: &str, p: i32) -> bool {
-            self.inner.partition_exists(topic, p)
-        }
-    }
-
     #[test]
     fn producer_ids_are_allocated_outside_the_coordinators_lock() {
-        let c = TxnCoordinator::new(60_000);
-        let host = LockCheckingHost {
-            inner: Host::default(),
-            coordinator: &c,
-        };
+        let c = std::sync::Arc::new(TxnCoordinator::new(60_000));
+        let host = Host::default();
+        *host.unlocked.borrow_mut() = Some(c.clone());
         let (pid, epoch) = c.init_producer(&host, "t", 10_000, None, 0).expect("init");
         assert_eq!((pid, epoch), (1, 0));
         // An exhausted epoch takes a new producer id, allocated outside the lock too.
