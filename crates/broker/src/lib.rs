@@ -2,6 +2,7 @@
 //! Kafka API (`api/`). Only this crate knows Kafka error codes (`error.rs`).
 
 pub mod api;
+pub mod blocking;
 pub mod config;
 pub mod error;
 pub mod group;

@@ -150,7 +150,7 @@ fn followed(broker: &Broker, leader: i32) -> Vec<Followed> {
 /// `follower.replication.throttled.rate` over one-second windows.
 struct Throttle {
     rate: u64,
-    window: std::time::Instant,
+    window: tokio::time::Instant,
     used: u64,
 }
 
@@ -159,7 +159,7 @@ impl Throttle {
     fn open(&mut self) -> bool {
         // A window starts with its first throttled byte, so an idle stretch lends nothing.
         if self.used == 0 || self.window.elapsed() >= Duration::from_secs(1) {
-            self.window = std::time::Instant::now();
+            self.window = tokio::time::Instant::now();
             self.used = 0;
         }
         self.used < self.rate
@@ -305,7 +305,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
         .max(1) as u64;
     let mut throttle = Throttle {
         rate,
-        window: std::time::Instant::now(),
+        window: tokio::time::Instant::now(),
         used: 0,
     };
     let mut conn: Option<Conn> = None;

@@ -46,8 +46,7 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         }
         let b = broker.clone();
         let taken = std::mem::take(&mut cursor);
-        let Ok((next, pass_done)) =
-            tokio::task::spawn_blocking(move || step(&b, taken, budget)).await
+        let Ok((next, pass_done)) = crate::blocking::offload(move || step(&b, taken, budget)).await
         else {
             return;
         };

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use gregor_cluster::net::{TcpListener, TcpStream};
+use gregor_cluster::MetadataImage;
 use gregor_protocol::frame::{self, RawHeader};
 use gregor_storage::OsDisk;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -33,6 +34,16 @@ use crate::zero_copy;
 /// in-flight requests answered, logs flushed and closed.
 pub async fn run(
     config: BrokerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), BrokerError> {
+    run_on(config, Arc::new(OsDisk), shutdown).await
+}
+
+/// [`run`] with the partitions' logs on `disk` (the simulator's, which can lose what was
+/// not fsynced when its host crashes).
+pub async fn run_on(
+    config: BrokerConfig,
+    disk: Arc<dyn gregor_storage::Disk>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BrokerError> {
     // Before anything in the data directory is opened: one process per directory.
@@ -56,7 +67,7 @@ pub async fn run(
             tracing::warn!("metrics are off: {e}");
         }
     }
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config, Arc::new(OsDisk)))
+    let broker = crate::blocking::offload(move || Broker::open(config, disk))
         .await
         .map_err(|e| BrokerError::Metadata(format!("start-up task failed: {e}")))??;
     tokio::pin!(shutdown);
@@ -71,7 +82,7 @@ pub async fn run(
                 node.shutdown().await;
             }
             let b = broker.clone();
-            let _ = tokio::task::spawn_blocking(move || b.close()).await;
+            let _ = crate::blocking::offload(move || b.close()).await;
             tracing::info!("stopped before joining the cluster");
             return Ok(());
         }
@@ -81,7 +92,7 @@ pub async fn run(
     let mut acceptors = JoinSet::new();
     for l in &broker.config.listeners {
         let listen = l.addr;
-        let socket = TcpListener::bind(listen)
+        let socket = TcpListener::bind(&listen.to_string())
             .await
             .map_err(|e| BrokerError::Config(format!("cannot listen on {listen} (listener {}): {e}; is another broker running there? choose another with --listen", l.name)))?;
         tracing::info!(listener = %l.name, protocol = l.protocol.name(), listen = %listen, advertised = %format!("{}:{}", l.advertised_host, l.advertised_port), "listening");
@@ -202,7 +213,7 @@ pub async fn run(
         }
     }
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.close())
+    crate::blocking::offload(move || b.close())
         .await
         .map_err(|e| BrokerError::Metadata(format!("close task failed: {e}")))?;
     tracing::info!("broker stopped cleanly");
@@ -285,38 +296,36 @@ async fn start_cluster(
         raft_addr: addr,
         incarnation: node.incarnation(),
     };
-    let tasks = vec![
-        tokio::spawn(node.clone().run(registration, stop.clone())),
+    let mut tasks = vec![tokio::spawn(node.clone().run(registration, stop.clone()))];
+    let started = tokio::time::Instant::now();
+    let mut waiting = JoinWait {
+        node: &node,
+        images: node.subscribe(),
+        started,
+        next_note: Duration::from_secs(5),
+    };
+    let registered = |image: &MetadataImage| {
+        image.cluster_id().is_some()
+            && image
+                .broker(c.node_id)
+                .is_some_and(|b| !b.fenced && b.incarnation == node.incarnation())
+    };
+    // No partition role is taken from the metadata log replayed at start: it may still
+    // name this broker the leader of what it led before a crash, with a log that lost its
+    // unflushed tail since, and followers would truncate to it. Roles come once the
+    // controller has registered this incarnation, unfenced: a restart within the session
+    // is fenced first (its leaderships move, it leaves the ISRs), so this broker starts
+    // every partition as a follower that must catch up.
+    waiting.until(|| registered(&node.image())).await;
+    tasks.extend([
         tokio::spawn(follow_images(broker.clone(), node.clone(), stop.clone())),
         tokio::spawn(crate::replica::run_fetchers(broker.clone(), stop.clone())),
         tokio::spawn(crate::replica::run_isr_upkeep(broker.clone(), stop)),
-    ];
-    let started = std::time::Instant::now();
-    let mut next_note = Duration::from_secs(5);
-    let mut images = node.subscribe();
-    loop {
-        // Ready once the image that registers this broker has been applied to the
-        // partitions (not only received): only then do Metadata answers carry the
-        // cluster's id and the leaderships this broker holds.
-        let ready = {
-            let _ = images.borrow_and_update();
-            let applied = broker.image();
-            applied.cluster_id().is_some() && applied.broker_alive(c.node_id)
-        };
-        if ready {
-            break;
-        }
-        if started.elapsed() >= next_note {
-            tracing::warn!(
-                waited_s = started.elapsed().as_secs(),
-                active_controller = ?node.leader(),
-                "waiting to join the cluster: a majority of --controllers must be running and reachable"
-            );
-            next_note += Duration::from_secs(10);
-        }
-        // Short: the image is applied a moment after it arrives.
-        let _ = tokio::time::timeout(Duration::from_millis(50), images.changed()).await;
-    }
+    ]);
+    // Ready once the image that registers this broker has been applied to the partitions
+    // (not only received): only then do Metadata answers carry the cluster's id and the
+    // leaderships this broker holds.
+    waiting.until(|| registered(&broker.image())).await;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "registered with the cluster"
@@ -324,6 +333,36 @@ async fn start_cluster(
     // Users created offline for this data directory (`gregor user create --data-dir`).
     broker.apply_bootstrap_records()?;
     Ok(tasks)
+}
+
+/// Waiting to join the cluster, with a warning every 10 s while it lasts.
+struct JoinWait<'a> {
+    node: &'a gregor_cluster::ClusterNode,
+    images: watch::Receiver<Arc<MetadataImage>>,
+    started: tokio::time::Instant,
+    next_note: Duration,
+}
+
+impl JoinWait<'_> {
+    /// Returns once `ready` holds, looking again at every new image and every 50 ms (an
+    /// image is applied to the partitions a moment after it arrives).
+    async fn until(&mut self, mut ready: impl FnMut() -> bool) {
+        loop {
+            self.images.borrow_and_update();
+            if ready() {
+                return;
+            }
+            if self.started.elapsed() >= self.next_note {
+                tracing::warn!(
+                    waited_s = self.started.elapsed().as_secs(),
+                    active_controller = ?self.node.leader(),
+                    "waiting to join the cluster: a majority of --controllers must be running and reachable"
+                );
+                self.next_note += Duration::from_secs(10);
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), self.images.changed()).await;
+        }
+    }
 }
 
 /// How the metadata log's port is secured. Every frame on it must come from a broker of
@@ -422,7 +461,7 @@ async fn follow_images(
         if caught_up {
             let image = images.borrow_and_update().clone();
             let b = broker.clone();
-            let _ = tokio::task::spawn_blocking(move || b.reconcile(image)).await;
+            let _ = crate::blocking::offload(move || b.reconcile(image)).await;
         }
         let recheck = Duration::from_millis(if caught_up { 3_600_000 } else { 50 });
         tokio::select! {
@@ -465,7 +504,7 @@ async fn periodic(
         tokio::select! {
             _ = tokio::time::sleep(every) => {
                 let b = broker.clone();
-                let _ = tokio::task::spawn_blocking(move || tick(&b)).await;
+                let _ = crate::blocking::offload(move || tick(&b)).await;
             }
             _ = stop.changed() => return,
         }
@@ -478,7 +517,7 @@ async fn gauge_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(crate::metrics::GAUGE_INTERVAL) => {
                 let b = broker.clone();
-                let _ = tokio::task::spawn_blocking(move || crate::metrics::update_gauges(&b)).await;
+                let _ = crate::blocking::offload(move || crate::metrics::update_gauges(&b)).await;
             }
             _ = stop.changed() => return,
         }
@@ -564,14 +603,14 @@ async fn serve_connection(
 
 /// A client connection's transport. Plain TCP can send file ranges itself (`sendfile`).
 trait Socket: AsyncRead + AsyncWrite + Unpin {
-    fn tcp(&self) -> Option<&TcpStream> {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
         None
     }
 }
 
 impl Socket for TcpStream {
-    fn tcp(&self) -> Option<&TcpStream> {
-        Some(self)
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        self.os()
     }
 }
 
@@ -786,7 +825,7 @@ async fn send_parts<S: Socket>(stream: &mut S, parts: &[zero_copy::Part]) -> std
 
 /// Sends a file range on a socket with `sendfile`, waiting whenever the socket is full.
 async fn send_file(
-    tcp: &TcpStream,
+    tcp: &tokio::net::TcpStream,
     fd: std::os::fd::BorrowedFd<'_>,
     region: &gregor_storage::FileRegion,
 ) -> std::io::Result<()> {
@@ -861,7 +900,7 @@ async fn handle_frame(
             return Err("the SASL session expired (connections.max.reauth.ms) and the client did not re-authenticate".into());
         }
     }
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let (header, request) = frame::decode_request(frame).map_err(|e| e.to_string())?;
     let version = header.request_api_version;
     let security = &broker.security;
@@ -935,7 +974,7 @@ fn encode_parts(
     correlation_id: i32,
     mut body: ResponseKind,
     regions: &[gregor_storage::FileRegion],
-    started: std::time::Instant,
+    started: tokio::time::Instant,
 ) -> Result<Reply, String> {
     let placeheld = encode(api, version, correlation_id, &body)?;
     crate::metrics::request_done(api, started.elapsed());

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use gregor_cluster::{
     ClusterNode, MetadataImage, MetadataLog, MetadataRecord, PartitionMeta, TopicMeta,
@@ -28,7 +28,7 @@ use gregor_protocol::batch::BatchHeader;
 use kafka_protocol::error::ResponseError;
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
+    gregor_cluster::net::wall_clock()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
@@ -427,8 +427,8 @@ impl Partition {
         };
         let window = self.settings().cache_window_bytes;
         let dropped = self.cache_dropped.clone();
-        let started = std::time::Instant::now();
-        let synced = tokio::task::spawn_blocking(move || {
+        let started = tokio::time::Instant::now();
+        let synced = crate::blocking::offload(move || {
             file.sync_data()
                 .map_err(|e| StorageError::io("fsync", &path, e))?;
             if window > 0 && size > window {
@@ -573,6 +573,26 @@ const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 /// Producer ids reserved per metadata record.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
+/// Runs `fut` from synchronous code: at once when it need not wait (a single node's
+/// metadata is local), else on this worker of the multi-threaded runtime, blocked until
+/// it is done. Only asynchronous callers may run on a single-threaded runtime (the
+/// simulator's) when `fut` waits for the metadata quorum.
+fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, BrokerError> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+        return Ok(v);
+    }
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|e| BrokerError::NoController(e.to_string()))?;
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err(BrokerError::NoController(
+            "a metadata change that waits for the quorum was made from synchronous code on a single-threaded runtime".into(),
+        ));
+    }
+    Ok(tokio::task::block_in_place(|| handle.block_on(fut)))
+}
+
 impl Broker {
     /// Opens the data directory: cluster identity, metadata log, and every partition log
     /// (recovering each).
@@ -625,7 +645,7 @@ impl Broker {
             verify_conns: Default::default(),
         });
         broker.remove_deleted_dirs();
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let mut count = 0usize;
         for topic in image.topics() {
             for index in 0..topic.partitions.len() as i32 {
@@ -777,13 +797,13 @@ impl Broker {
         let partitions = self.config.get_i64(partitions_key) as i32;
         let created = self
             .assign_replicas(name, partitions, rf, 0)
-            .and_then(|a| self.create_topic_assigned(name, a, configs));
+            .and_then(|a| block_on(self.create_topic_assigned(name, a, configs))?);
         match created {
             Ok(t) => Ok(t),
             Err(BrokerError::TopicExists) => {
                 // Another broker created it a moment ago: it is in the image once the
                 // metadata log is applied here.
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
                 loop {
                     let image = self
                         .cluster
@@ -792,7 +812,7 @@ impl Broker {
                     if let Some(t) = image.topic(name) {
                         return Ok(t.clone());
                     }
-                    if std::time::Instant::now() >= deadline {
+                    if tokio::time::Instant::now() >= deadline {
                         return Err(BrokerError::UnknownTopic);
                     }
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -920,7 +940,7 @@ impl Broker {
     /// Appends the records that `build` makes from the current image, durably, under the
     /// metadata lock (so two creators of one topic cannot both succeed), and publishes the
     /// new image.
-    fn commit_metadata(
+    async fn commit_metadata(
         &self,
         build: impl FnOnce(&MetadataImage) -> Result<Vec<MetadataRecord>, BrokerError>,
     ) -> Result<Arc<MetadataImage>, BrokerError> {
@@ -929,13 +949,9 @@ impl Broker {
             // here, and the image is then reconciled with the partitions at once.
             let records = build(&self.image())?;
             let node = node.clone();
-            let handle = tokio::runtime::Handle::try_current()
-                .map_err(|e| BrokerError::NoController(e.to_string()))?;
-            tokio::task::block_in_place(|| handle.block_on(node.write(records))).map_err(|e| {
-                match e {
-                    gregor_cluster::ControlError::TopicExists(_) => BrokerError::TopicExists,
-                    e => BrokerError::NoController(e.to_string()),
-                }
+            node.write(records).await.map_err(|e| match e {
+                gregor_cluster::ControlError::TopicExists(_) => BrokerError::TopicExists,
+                e => BrokerError::NoController(e.to_string()),
             })?;
             let image = node.image();
             self.reconcile(image.clone());
@@ -950,9 +966,20 @@ impl Broker {
         Ok(image)
     }
 
+    /// [`Self::commit_metadata`] from synchronous code, which must run on a worker of the
+    /// multi-threaded runtime (the coordinators' internal topics, the admin handlers not
+    /// yet asynchronous). Asynchronous callers await `commit_metadata`: only they may run
+    /// on a single-threaded runtime such as the simulator's.
+    fn commit_metadata_blocking(
+        &self,
+        build: impl FnOnce(&MetadataImage) -> Result<Vec<MetadataRecord>, BrokerError>,
+    ) -> Result<Arc<MetadataImage>, BrokerError> {
+        block_on(self.commit_metadata(build))?
+    }
+
     /// Commits metadata records as they are (ACLs, SCRAM credentials).
     pub fn commit_records(&self, records: Vec<MetadataRecord>) -> Result<(), BrokerError> {
-        self.commit_metadata(|_| Ok(records)).map(|_| ())
+        self.commit_metadata_blocking(|_| Ok(records)).map(|_| ())
     }
 
     /// Commits the records `gregor user create --data-dir` left for the next start (the
@@ -990,7 +1017,7 @@ impl Broker {
     }
 
     /// Creates a topic with `partitions` partitions and the given (validated) overrides.
-    pub fn create_topic(
+    pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
@@ -998,7 +1025,17 @@ impl Broker {
     ) -> Result<TopicMeta, BrokerError> {
         let rf = self.config.get_i64("default.replication.factor") as i32;
         let assignment = self.assign_replicas(name, partitions, rf, 0)?;
-        self.create_topic_assigned(name, assignment, configs)
+        self.create_topic_assigned(name, assignment, configs).await
+    }
+
+    /// [`Self::create_topic`] from synchronous code on the multi-threaded runtime.
+    pub fn create_topic_blocking(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, BrokerError> {
+        block_on(self.create_topic(name, partitions, configs))?
     }
 
     /// Why this broker takes no writes now, if it does not: in a cluster, its last
@@ -1028,6 +1065,7 @@ impl Broker {
                 rack: None,
                 fenced: false,
                 endpoints: self.config.endpoints(),
+                incarnation: 0,
             }];
         }
         self.image()
@@ -1083,7 +1121,7 @@ impl Broker {
 
     /// Creates a topic whose partition `i` has the replicas `assignment[i]` (the first
     /// one leads).
-    pub fn create_topic_assigned(
+    pub async fn create_topic_assigned(
         &self,
         name: &str,
         assignment: Vec<Vec<i32>>,
@@ -1091,27 +1129,29 @@ impl Broker {
     ) -> Result<TopicMeta, BrokerError> {
         let topic_id = Uuid::new_v4();
         let partitions = assignment.len() as i32;
-        let image = self.commit_metadata(|image| {
-            if image.topic(name).is_some() {
-                return Err(BrokerError::TopicExists);
-            }
-            let mut records = vec![MetadataRecord::Topic {
-                name: name.to_string(),
-                topic_id,
-                configs,
-            }];
-            records.extend(assignment.into_iter().enumerate().map(|(p, replicas)| {
-                MetadataRecord::Partition {
-                    topic_id,
-                    partition: p as i32,
-                    leader: replicas[0],
-                    isr: Some(replicas.clone()),
-                    replicas,
-                    leader_epoch: 0,
+        let image = self
+            .commit_metadata(|image| {
+                if image.topic(name).is_some() {
+                    return Err(BrokerError::TopicExists);
                 }
-            }));
-            Ok(records)
-        })?;
+                let mut records = vec![MetadataRecord::Topic {
+                    name: name.to_string(),
+                    topic_id,
+                    configs,
+                }];
+                records.extend(assignment.into_iter().enumerate().map(|(p, replicas)| {
+                    MetadataRecord::Partition {
+                        topic_id,
+                        partition: p as i32,
+                        leader: replicas[0],
+                        isr: Some(replicas.clone()),
+                        replicas,
+                        leader_epoch: 0,
+                    }
+                }));
+                Ok(records)
+            })
+            .await?;
         let topic = image
             .topic(name)
             .cloned()
@@ -1357,7 +1397,7 @@ impl Broker {
                 ]
             }
         };
-        self.commit_metadata(|_| Ok(records))
+        self.commit_metadata_blocking(|_| Ok(records))
             .map(|_| ())
             .map_err(|e| (ResponseError::NotController, e.to_string()))?;
         tracing::info!(topic, partition, "reassignment changed");
@@ -1392,7 +1432,7 @@ impl Broker {
             return Ok(None);
         }
         let partitions = self.config.get_i64("num.partitions") as i32;
-        match self.create_topic(name, partitions, BTreeMap::new()) {
+        match self.create_topic_blocking(name, partitions, BTreeMap::new()) {
             Ok(topic) => Ok(Some(topic)),
             Err(BrokerError::TopicExists) => Ok(self.image().topic(name).cloned()),
             Err(e) => Err(e),
@@ -1411,7 +1451,7 @@ impl Broker {
             .topic(name)
             .ok_or(BrokerError::UnknownTopic)?
             .topic_id;
-        let image = self.commit_metadata(|image| {
+        let image = self.commit_metadata_blocking(|image| {
             image
                 .topic_by_id(&topic_id)
                 .ok_or(BrokerError::UnknownTopic)?;
@@ -1430,7 +1470,7 @@ impl Broker {
         resource: &str,
         configs: BTreeMap<String, String>,
     ) -> Result<(), BrokerError> {
-        let image = self.commit_metadata(|_| {
+        let image = self.commit_metadata_blocking(|_| {
             Ok(vec![MetadataRecord::BrokerConfig {
                 resource: resource.to_string(),
                 configs,
@@ -1457,20 +1497,36 @@ impl Broker {
 
     /// Hands out a producer id never given before, reserving a new block durably when the
     /// current one runs out.
-    pub fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
-        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
-        if ids.0 >= ids.1 {
-            let image = self.commit_metadata(|image| {
-                Ok(vec![MetadataRecord::ProducerIds {
-                    next_block_start: image.next_producer_id_block() + PRODUCER_ID_BLOCK,
-                }])
-            })?;
+    pub async fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        loop {
+            if let Some(id) = self.next_reserved_producer_id() {
+                return Ok(id);
+            }
+            // The lock is not held while the block is reserved: two callers may each reserve
+            // one, and the one that finds the current block still in use leaves its own
+            // unused. Blocks never overlap, so no id is handed out twice.
+            let image = self
+                .commit_metadata(|image| {
+                    Ok(vec![MetadataRecord::ProducerIds {
+                        next_block_start: image.next_producer_id_block() + PRODUCER_ID_BLOCK,
+                    }])
+                })
+                .await?;
             let end = image.next_producer_id_block();
-            *ids = (end - PRODUCER_ID_BLOCK, end);
+            let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+            if ids.0 >= ids.1 {
+                *ids = (end - PRODUCER_ID_BLOCK, end);
+            }
         }
-        let id = ids.0;
-        ids.0 += 1;
-        Ok(id)
+    }
+
+    /// The next id of the block reserved, if any is left.
+    fn next_reserved_producer_id(&self) -> Option<i64> {
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        (ids.0 < ids.1).then(|| {
+            ids.0 += 1;
+            ids.0 - 1
+        })
     }
 
     /// Adds partitions to a topic so it has `count` in all.
@@ -1484,7 +1540,7 @@ impl Broker {
             .first()
             .map_or(1, |p| p.replicas.len() as i32);
         let assignment = self.assign_replicas(name, count - current, rf, current)?;
-        let image = self.commit_metadata(|image| {
+        let image = self.commit_metadata_blocking(|image| {
             let now = image
                 .topic_by_id(&topic_id)
                 .ok_or(BrokerError::UnknownTopic)?
@@ -1520,7 +1576,7 @@ impl Broker {
         let image = self.image();
         let topic = image.topic(name).ok_or(BrokerError::UnknownTopic)?;
         let topic_id = topic.topic_id;
-        self.commit_metadata(|image| {
+        self.commit_metadata_blocking(|image| {
             image
                 .topic_by_id(&topic_id)
                 .ok_or(BrokerError::UnknownTopic)?;
@@ -1629,7 +1685,7 @@ impl Broker {
             .config
             .get_i64("log.cleaner.io.max.bytes.per.second")
             .max(1) as f64;
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let mut pace = |bytes: u64| {
             let due = std::time::Duration::from_secs_f64(bytes as f64 / rate);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -1649,7 +1705,7 @@ impl Broker {
                 continue;
             };
             let disk = self.disk.clone();
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             let cleaned =
                 gregor_storage::cleaner::clean(disk.as_ref(), &cleanable, now, &mut *pace);
             let (done, stats) = match cleaned {
@@ -2235,7 +2291,9 @@ impl TxnHost for Broker {
     }
 
     fn new_producer_id(&self) -> Result<i64, String> {
-        self.allocate_producer_id().map_err(|e| e.to_string())
+        block_on(self.allocate_producer_id())
+            .and_then(|r| r)
+            .map_err(|e| e.to_string())
     }
 
     fn partition_exists(&self, topic: &str, partition: i32) -> bool {
@@ -2291,6 +2349,7 @@ mod tests {
             rack: Some(rack.into()),
             fenced: false,
             endpoints: Vec::new(),
+            incarnation: 0,
         };
         let brokers = [
             broker(1, "a"),

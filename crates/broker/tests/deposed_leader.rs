@@ -45,6 +45,7 @@ async fn a_deposed_leader_does_not_acknowledge_what_it_appended_in_its_epoch() {
     let me = broker.config.node_id;
     broker
         .create_topic("t", 1, Default::default())
+        .await
         .expect("create");
     let partition = broker.partition("t", 0).expect("partition");
     let meta = |leader, leader_epoch| PartitionMeta {

@@ -319,6 +319,7 @@ async fn every_api_answers_every_declared_version() {
     let (broker, _dir) = common::open_broker();
     let topic = broker
         .create_topic("t", 1, Default::default())
+        .await
         .expect("create");
     let (_tx, rx) = tokio::sync::watch::channel(false);
     for spec in APIS {

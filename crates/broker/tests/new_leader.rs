@@ -44,6 +44,7 @@ async fn a_new_leader_does_not_answer_an_old_high_watermark() {
     let me = broker.config.node_id;
     broker
         .create_topic("t", 1, Default::default())
+        .await
         .expect("create");
     let partition = broker.partition("t", 0).expect("partition");
     let values: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8]).collect();

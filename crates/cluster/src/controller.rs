@@ -17,13 +17,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
+use crate::net::TcpListener;
 use gregor_storage::Disk;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use uuid::Uuid;
 
 use crate::image::{MetadataImage, MetadataRecord};
@@ -185,11 +186,20 @@ impl ClusterNode {
         settings: ControllerSettings,
         transport: Arc<dyn raft_net::Transport>,
     ) -> std::io::Result<Arc<Self>> {
+        // openraft draws each election timeout from a thread-local generator seeded by the
+        // operating system; in the simulator each node has its own fixed timeout instead,
+        // so that a seed replays the same elections.
+        let (election_timeout_min, election_timeout_max) = if turmoil::in_simulation() {
+            let fixed = 600 + 150 * (node_id as u64 % 5);
+            (fixed, fixed + 1)
+        } else {
+            (600, 1200)
+        };
         let config = openraft::Config {
             cluster_name: "gregor".into(),
             heartbeat_interval: 100,
-            election_timeout_min: 600,
-            election_timeout_max: 1200,
+            election_timeout_min,
+            election_timeout_max,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(other)?);
@@ -214,7 +224,7 @@ impl ClusterNode {
             stopped: Mutex::new(HashMap::new()),
             incarnations: Mutex::new(HashMap::new()),
             incarnation: {
-                let nanos = std::time::SystemTime::now()
+                let nanos = crate::net::wall_clock()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64);
                 nanos ^ u64::from(std::process::id()).rotate_left(32)
@@ -462,7 +472,7 @@ impl ClusterNode {
                 // checked here, against the image every earlier decision was applied to,
                 // so two creators racing never commit a topic twice.
                 let _turn = self.decide.lock().await;
-                let image = self.machine.image();
+                let image = self.decision_image().await?;
                 let mut names = Vec::new();
                 for r in all_records(&records) {
                     if let MetadataRecord::Topic { name, topic_id, .. } = r {
@@ -499,7 +509,7 @@ impl ClusterNode {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(node_id, incarnation);
                 let _turn = self.decide.lock().await;
-                let image = self.machine.image();
+                let image = self.decision_image().await?;
                 // Fenced at once, as Kafka fences a broker whose controlled shutdown
                 // completed: it leaves every ISR, leads nothing, is not listed, and is
                 // never chosen for a leadership while it finishes stopping.
@@ -518,6 +528,21 @@ impl ClusterNode {
                 self.propose(records).await
             }
         }
+    }
+
+    /// The image a decision is made from: confirmed with a quorum that this node still
+    /// leads, and with every entry committed before applied. A controller that has just
+    /// taken over (after a restart, with its state machine still replaying the log) must
+    /// not decide from an older image: it would not know a broker's last incarnation, an
+    /// ISR change or a fencing, and could undo them.
+    async fn decision_image(&self) -> Result<MetadataImage, ControlError> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map_err(|_| ControlError::NotLeader {
+                leader: self.leader().filter(|&l| l != self.node_id as NodeId),
+            })?;
+        Ok(self.machine.image())
     }
 
     /// Commits records as one entry; returns its index (or the applied index when there
@@ -566,14 +591,20 @@ impl ClusterNode {
             }
         }
         let _turn = self.decide.lock().await;
-        let image = (*self.image()).clone();
+        let image = self.decision_image().await?;
         let mut records = Vec::new();
-        let restarted = self
+        // The incarnation in the image is the one every controller knows (this one may
+        // have just taken over); the remembered one covers registrations written before
+        // the image kept it.
+        let remembered = self
             .incarnations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(reg.node_id, reg.incarnation)
-            .is_some_and(|previous| previous != reg.incarnation);
+            .insert(reg.node_id, reg.incarnation);
+        let restarted = match image.broker(reg.node_id).map(|b| b.incarnation) {
+            Some(recorded) if recorded != 0 => recorded != reg.incarnation,
+            _ => remembered.is_some_and(|previous| previous != reg.incarnation),
+        };
         if restarted && image.broker_alive(reg.node_id) {
             // It restarted within its session: what it led or held in sync may have lost
             // its unflushed tail, so it is fenced first (its leaderships move, it leaves
@@ -582,6 +613,10 @@ impl ClusterNode {
                 node_id = reg.node_id,
                 "broker restarted within its session; fencing its previous incarnation"
             );
+            // The new incarnation is recorded with the fencing, so that the next
+            // heartbeat unfences it and the broker (which waits for its own incarnation,
+            // unfenced, before it takes any partition role) starts as a follower.
+            records.push(register(&reg));
             records.push(MetadataRecord::FenceBroker {
                 node_id: reg.node_id,
                 fenced: true,
@@ -613,7 +648,8 @@ impl ClusterNode {
                 if b.host == reg.host
                     && b.port == reg.port
                     && b.rack == reg.rack
-                    && b.endpoints == reg.endpoints =>
+                    && b.endpoints == reg.endpoints
+                    && b.incarnation == reg.incarnation =>
             {
                 if b.fenced && !stopping {
                     records.push(MetadataRecord::FenceBroker {
@@ -622,24 +658,12 @@ impl ClusterNode {
                     });
                 }
             }
-            _ => records.push(MetadataRecord::RegisterBroker {
-                node_id: reg.node_id,
-                host: reg.host.clone(),
-                port: reg.port,
-                rack: reg.rack.clone(),
-                endpoints: reg.endpoints.clone(),
-            }),
+            _ => records.push(register(&reg)),
         }
         if records.is_empty() {
             // The answer renews the broker's lease, so a controller deposed while paused
-            // or cut off must not give it: confirm leadership with a quorum first.
-            drop(_turn);
-            self.raft
-                .ensure_linearizable()
-                .await
-                .map_err(|_| ControlError::NotLeader {
-                    leader: self.leader().filter(|&l| l != self.node_id as NodeId),
-                })?;
+            // or cut off must not give it: `decision_image` confirmed leadership with a
+            // quorum after this heartbeat arrived.
             return Ok(self.machine.applied_index().unwrap_or(0));
         }
         tracing::info!(node_id = reg.node_id, host = %reg.host, port = reg.port, "broker registered or back");
@@ -656,7 +680,7 @@ impl ClusterNode {
         isr: Vec<i32>,
     ) -> Result<u64, ControlError> {
         let _turn = self.decide.lock().await;
-        let image = self.image();
+        let image = self.decision_image().await?;
         let Some(p) = image
             .topic_by_id(&topic_id)
             .and_then(|t| t.partitions.get(partition.max(0) as usize))
@@ -744,7 +768,9 @@ impl ClusterNode {
             due
         };
         let _turn = self.decide.lock().await;
-        let image = (*self.image()).clone();
+        let Ok(image) = self.decision_image().await else {
+            return;
+        };
         let timeout = Duration::from_millis(self.settings.session_timeout_ms);
         let mut records = Vec::new();
         if image.cluster_id().is_none() {
@@ -1059,6 +1085,18 @@ async fn rpc(
 }
 
 /// The address this node's Raft listener should bind: its own entry in the voters, or
+/// The record that registers `reg` as it is now (address, listeners, incarnation), unfenced.
+fn register(reg: &Registration) -> MetadataRecord {
+    MetadataRecord::RegisterBroker {
+        node_id: reg.node_id,
+        host: reg.host.clone(),
+        port: reg.port,
+        rack: reg.rack.clone(),
+        endpoints: reg.endpoints.clone(),
+        incarnation: reg.incarnation,
+    }
+}
+
 /// the configured one.
 pub fn raft_listen_addr(
     node_id: i32,
@@ -1092,6 +1130,7 @@ mod tests {
                 port: 1,
                 rack: None,
                 endpoints: Vec::new(),
+                incarnation: 0,
             });
             image.apply(&R::FenceBroker {
                 node_id: id,

@@ -38,6 +38,10 @@ pub enum MetadataRecord {
         /// Every named listener's advertised address: (listener name, host, port).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         endpoints: Vec<(String, String, i32)>,
+        /// The broker process's incarnation (new at every start); 0 in records written
+        /// before it was kept. A different one at a heartbeat means the broker restarted.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        incarnation: u64,
     },
     /// A broker stopped heartbeating (`fenced`) or came back. A fenced broker leads
     /// nothing and is listed nowhere.
@@ -132,6 +136,9 @@ pub struct BrokerMeta {
     /// a broker registered before listeners had names (then `host`/`port` serve all).
     #[serde(default)]
     pub endpoints: Vec<(String, String, i32)>,
+    /// The incarnation it registered with (see `MetadataRecord::RegisterBroker`).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl BrokerMeta {
@@ -267,6 +274,7 @@ impl MetadataImage {
                 port,
                 rack,
                 endpoints,
+                incarnation,
             } => {
                 self.brokers.insert(
                     *node_id,
@@ -277,6 +285,7 @@ impl MetadataImage {
                         rack: rack.clone(),
                         fenced: false,
                         endpoints: endpoints.clone(),
+                        incarnation: *incarnation,
                     },
                 );
             }
@@ -396,6 +405,10 @@ impl MetadataImage {
     pub fn topics(&self) -> impl Iterator<Item = &TopicMeta> {
         self.topics.values()
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

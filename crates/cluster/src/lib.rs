@@ -8,6 +8,7 @@
 pub mod controller;
 pub mod image;
 pub mod metadata_log;
+pub mod net;
 pub mod raft;
 pub mod raft_net;
 

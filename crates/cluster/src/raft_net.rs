@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::net::{TcpListener, TcpStream};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -18,7 +19,6 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use std::sync::Arc;
 
@@ -223,14 +223,14 @@ fn is_voter(raft: &Raft, node: Option<&ClusterNode>, id: Option<NodeId>) -> bool
 /// then at most one line every 10 s with how many were refused meanwhile, so that a flood
 /// cannot fill the log (the table is emptied when it reaches 1,024 entries).
 fn refused(peer: SocketAddr, kind: &'static str, why: &str) {
-    type Seen = HashMap<(std::net::IpAddr, &'static str), (std::time::Instant, u64)>;
+    type Seen = HashMap<(std::net::IpAddr, &'static str), (tokio::time::Instant, u64)>;
     static SEEN: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let seen = seen.get_or_insert_with(HashMap::new);
     if seen.len() >= 1024 {
         seen.clear();
     }
-    let now = std::time::Instant::now();
+    let now = tokio::time::Instant::now();
     match seen.get_mut(&(peer.ip(), kind)) {
         Some((at, quiet)) if now.duration_since(*at) < Duration::from_secs(10) => *quiet += 1,
         entry => {
@@ -530,7 +530,9 @@ mod tests {
             .await
             .expect("initialize");
         for garbage in [&b"\xff\xff\xff\xff"[..], &b"\x00\x00\x00\x05nope!"[..]] {
-            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let mut s = TcpStream::connect(&addr.to_string())
+                .await
+                .expect("connect");
             s.write_all(garbage).await.expect("write");
             let mut buf = [0u8; 1];
             let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))

@@ -4,11 +4,17 @@
 //! - a write that fails outright, or that lands only its first N bytes and then fails
 //!   (a torn write, as after a crash in the middle of `write`);
 //! - an `fsync` that fails (the data may or may not be on the platter);
-//! - a full disk: writes fail with `StorageFull` until space is given back.
+//! - a full disk: writes fail with `StorageFull` until space is given back;
+//! - a crash of the machine ([`FaultyDisk::crash`], with `Faults::track_unsynced`): every
+//!   file loses what was written to it since its last `fsync` (the bytes overwritten come
+//!   back, the length returns to what it was), as the page cache is lost at a power cut.
+//!   Directory changes (creating, renaming, removing files) are kept: only file contents
+//!   are modelled as volatile.
 //!
 //! Reads are assumed to return what was written, except after a torn write, where the tail
 //! is garbage; start-up recovery finds that by length and CRC-32C and truncates it.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -182,12 +188,26 @@ pub struct Faults {
     pub fail_syncs: bool,
     /// Bytes that may still be written before the disk is full; `None` means unlimited.
     pub space_left: Option<u64>,
+    /// Remember what each write since a file's last fsync overwrote, so that
+    /// [`FaultyDisk::crash`] can take it back.
+    pub track_unsynced: bool,
 }
 
-/// An [`OsDisk`] whose writes and syncs fail on demand.
+/// What a crash takes back in one file: its length at its last fsync, and the bytes each
+/// later write or truncation replaced, in order.
+#[derive(Debug, Default)]
+struct Unsynced {
+    synced_len: u64,
+    undo: Vec<(u64, Vec<u8>)>,
+}
+
+type UnsyncedFiles = Arc<Mutex<HashMap<PathBuf, Unsynced>>>;
+
+/// An [`OsDisk`] whose writes and syncs fail on demand, and which can crash.
 #[derive(Debug, Default, Clone)]
 pub struct FaultyDisk {
     faults: Arc<Mutex<Faults>>,
+    unsynced: UnsyncedFiles,
 }
 
 impl FaultyDisk {
@@ -198,6 +218,61 @@ impl FaultyDisk {
     pub fn set(&self, f: impl FnOnce(&mut Faults)) {
         let mut guard = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard);
+    }
+
+    /// The machine crashes: every file loses what was written since its last fsync (needs
+    /// `track_unsynced` from before those writes). Call it once nothing uses the disk any
+    /// more (the process that wrote is gone). Returns the number of files that lost bytes.
+    pub fn crash(&self) -> io::Result<usize> {
+        let files = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut changed = 0;
+        for (path, u) in files {
+            let file = match open_read_write(&path, false) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for (pos, old) in u.undo.iter().rev() {
+                file.write_all_at(old, *pos)?;
+            }
+            file.set_len(u.synced_len)?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    fn tracking(&self) -> bool {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .track_unsynced
+    }
+
+    /// Moves what a crash would take back from `from` (a file or a directory) to `to`.
+    fn rename_unsynced(&self, from: &Path, to: &Path) {
+        let mut files = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+        let moved: Vec<PathBuf> = files
+            .keys()
+            .filter(|p| p.starts_with(from))
+            .cloned()
+            .collect();
+        for old in moved {
+            if let (Some(u), Ok(rest)) = (files.remove(&old), old.strip_prefix(from)) {
+                let new = if rest.as_os_str().is_empty() {
+                    to.to_path_buf()
+                } else {
+                    to.join(rest)
+                };
+                files.insert(new, u);
+            }
+        }
+    }
+
+    fn forget_unsynced(&self, under: &Path) {
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p, _| !p.starts_with(under));
     }
 }
 
@@ -213,6 +288,35 @@ fn check_sync(faults: &Mutex<Faults>) -> io::Result<()> {
 struct FaultyFile {
     inner: OsFile,
     faults: Arc<Mutex<Faults>>,
+    path: PathBuf,
+    unsynced: UnsyncedFiles,
+}
+
+impl FaultyFile {
+    /// Notes the bytes in `pos..end` (and the length) before they change, for a crash.
+    fn remember(&self, pos: u64, end: u64) -> io::Result<()> {
+        if !self
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .track_unsynced
+        {
+            return Ok(());
+        }
+        let len = self.inner.len()?;
+        let mut files = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+        let u = files.entry(self.path.clone()).or_insert_with(|| Unsynced {
+            synced_len: len,
+            undo: Vec::new(),
+        });
+        let end = end.min(len);
+        if pos < end {
+            let mut old = vec![0u8; (end - pos) as usize];
+            self.inner.0.read_exact_at(&mut old, pos)?;
+            u.undo.push((pos, old));
+        }
+        Ok(())
+    }
 }
 
 impl DiskFile for FaultyFile {
@@ -238,16 +342,23 @@ impl DiskFile for FaultyFile {
             *left -= buf.len() as u64;
         }
         drop(f);
+        self.remember(pos, pos + buf.len() as u64)?;
         self.inner.write_all_at(buf, pos)
     }
     fn sync_data(&self) -> io::Result<()> {
         check_sync(&self.faults)?;
-        self.inner.sync_data()
+        self.inner.sync_data()?;
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.path);
+        Ok(())
     }
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.remember(len, u64::MAX)?;
         self.inner.set_len(len)
     }
 }
@@ -258,6 +369,8 @@ impl Disk for FaultyDisk {
         Ok(Arc::new(FaultyFile {
             inner: OsFile(file),
             faults: self.faults.clone(),
+            path: path.to_path_buf(),
+            unsynced: self.unsynced.clone(),
         }))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -267,13 +380,22 @@ impl Disk for FaultyDisk {
         OsDisk.read_dir(path)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        OsDisk.remove_file(path)
+        OsDisk.remove_file(path)?;
+        self.forget_unsynced(path);
+        Ok(())
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        OsDisk.remove_dir_all(path)
+        OsDisk.remove_dir_all(path)?;
+        self.forget_unsynced(path);
+        Ok(())
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        OsDisk.rename(from, to)
+        OsDisk.rename(from, to)?;
+        if self.tracking() {
+            self.forget_unsynced(to);
+            self.rename_unsynced(from, to);
+        }
+        Ok(())
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         check_sync(&self.faults)?;
@@ -281,5 +403,117 @@ impl Disk for FaultyDisk {
     }
     fn exists(&self, path: &Path) -> bool {
         OsDisk.exists(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tracking_disk() -> FaultyDisk {
+        let disk = FaultyDisk::new();
+        disk.set(|f| f.track_unsynced = true);
+        disk
+    }
+
+    #[test]
+    fn a_crash_keeps_what_was_synced_and_takes_back_the_rest() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("f");
+        let disk = tracking_disk();
+        let f = disk.open(&path, true).expect("open");
+        f.write_all_at(b"durable", 0).expect("write");
+        f.sync_data().expect("sync");
+        f.write_all_at(b"DUR", 0).expect("overwrite");
+        f.write_all_at(b" and lost", 7).expect("append");
+        drop(f);
+        assert_eq!(disk.crash().expect("crash"), 1);
+        assert_eq!(std::fs::read(&path).expect("read"), b"durable");
+        assert_eq!(
+            disk.crash().expect("crash again"),
+            0,
+            "nothing left to take back"
+        );
+    }
+
+    #[test]
+    fn renamed_files_carry_their_unsynced_writes_and_removed_ones_drop_them() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let disk = tracking_disk();
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        let f = disk.open(&a, true).expect("open");
+        f.write_all_at(b"never synced", 0).expect("write");
+        drop(f);
+        disk.rename(&a, &b).expect("rename");
+        let g = disk.open(&c, true).expect("open");
+        g.write_all_at(b"gone", 0).expect("write");
+        drop(g);
+        disk.remove_file(&c).expect("remove");
+        assert_eq!(disk.crash().expect("crash"), 1);
+        assert_eq!(
+            std::fs::read(&b).expect("read").len(),
+            0,
+            "the rename kept, the bytes lost"
+        );
+        assert!(!c.exists());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(u64, Vec<u8>),
+        SetLen(u64),
+        Sync,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..64, proptest::collection::vec(any::<u8>(), 1..16))
+                .prop_map(|(p, b)| Op::Write(p, b)),
+            (0u64..80).prop_map(Op::SetLen),
+            Just(Op::Sync),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the writes, truncations and fsyncs, a crash leaves each file exactly as
+        /// it was at its last fsync (a model: the bytes as of the last sync).
+        #[test]
+        fn a_crash_returns_a_file_to_its_last_fsync(ops in proptest::collection::vec(op(), 0..40)) {
+            let dir = tempfile::tempdir().expect("tmp");
+            let path = dir.path().join("f");
+            let disk = tracking_disk();
+            let f = disk.open(&path, true).expect("open");
+            let mut now: Vec<u8> = Vec::new();
+            let mut synced: Vec<u8> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Write(pos, bytes) => {
+                        f.write_all_at(&bytes, pos).expect("write");
+                        let end = pos as usize + bytes.len();
+                        if now.len() < end {
+                            now.resize(end, 0);
+                        }
+                        now[pos as usize..end].copy_from_slice(&bytes);
+                    }
+                    Op::SetLen(len) => {
+                        f.set_len(len).expect("set_len");
+                        now.resize(len as usize, 0);
+                    }
+                    Op::Sync => {
+                        f.sync_data().expect("sync");
+                        synced = now.clone();
+                    }
+                }
+            }
+            prop_assert_eq!(std::fs::read(&path).expect("read"), now);
+            drop(f);
+            disk.crash().expect("crash");
+            prop_assert_eq!(std::fs::read(&path).expect("read"), synced);
+        }
     }
 }

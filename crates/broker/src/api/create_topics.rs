@@ -21,7 +21,7 @@ pub const API: ApiSpec = ApiSpec {
     max: 7,
 };
 
-pub fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let duplicated: HashSet<String> = request
         .topics
@@ -29,68 +29,76 @@ pub fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopic
         .filter(|t| !seen.insert(t.name.0.to_string()))
         .map(|t| t.name.0.to_string())
         .collect();
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let name = t.name.0.to_string();
-            let mut r = build!(CreatableTopicResult {
-                name: t.name.clone(),
-                num_partitions: -1,
-                replication_factor: -1
-            });
-            if duplicated.contains(&name) {
-                fail(
-                    &mut r,
-                    ctx.version,
-                    ResponseError::InvalidRequest,
-                    format!("topic '{name}' appears more than once in the request"),
-                );
-                return r;
-            }
-            match plan(ctx, &t) {
-                Err((code, message)) => fail(&mut r, ctx.version, code, message),
-                Ok((assignment, configs)) => {
-                    let partitions = assignment.len() as i32;
-                    let rf = assignment.first().map_or(1, |a| a.len() as i16);
-                    if !request.validate_only {
-                        match ctx
-                            .broker
-                            .create_topic_assigned(&name, assignment, configs.clone())
-                        {
-                            Ok(topic) if ctx.version >= 7 => r.topic_id = topic.topic_id,
-                            Ok(_) => {}
-                            Err(e) => {
-                                r.error_code = error_code(&e);
-                                r.error_message = Some(StrBytes::from_string(e.to_string()));
-                                return r;
-                            }
-                        }
-                    }
-                    if ctx.version < 5 {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for t in request.topics {
+        topics.push(create_one(ctx, t, &duplicated, request.validate_only).await);
+    }
+    build!(CreateTopicsResponse { topics })
+}
+
+/// Creates one topic of the request (or only checks it, with `validate_only`).
+async fn create_one(
+    ctx: &RequestContext,
+    t: CreatableTopic,
+    duplicated: &HashSet<String>,
+    validate_only: bool,
+) -> CreatableTopicResult {
+    let name = t.name.0.to_string();
+    let mut r = build!(CreatableTopicResult {
+        name: t.name.clone(),
+        num_partitions: -1,
+        replication_factor: -1
+    });
+    if duplicated.contains(&name) {
+        fail(
+            &mut r,
+            ctx.version,
+            ResponseError::InvalidRequest,
+            format!("topic '{name}' appears more than once in the request"),
+        );
+        return r;
+    }
+    match plan(ctx, &t) {
+        Err((code, message)) => fail(&mut r, ctx.version, code, message),
+        Ok((assignment, configs)) => {
+            let partitions = assignment.len() as i32;
+            let rf = assignment.first().map_or(1, |a| a.len() as i16);
+            if !validate_only {
+                match ctx
+                    .broker
+                    .create_topic_assigned(&name, assignment, configs.clone())
+                    .await
+                {
+                    Ok(topic) if ctx.version >= 7 => r.topic_id = topic.topic_id,
+                    Ok(_) => {}
+                    Err(e) => {
+                        r.error_code = error_code(&e);
+                        r.error_message = Some(StrBytes::from_string(e.to_string()));
                         return r;
                     }
-                    r.num_partitions = partitions;
-                    r.replication_factor = rf;
-                    r.configs = Some(
-                        TOPIC_CONFIGS
-                            .iter()
-                            .map(|def| {
-                                let (value, source) = ctx.broker.config.topic_value(def, &configs);
-                                build!(CreatableTopicConfigs {
-                                    name: str_bytes(def.name),
-                                    value: Some(StrBytes::from_string(value)),
-                                    config_source: source as i8
-                                })
-                            })
-                            .collect(),
-                    );
                 }
             }
-            r
-        })
-        .collect();
-    build!(CreateTopicsResponse { topics })
+            if ctx.version < 5 {
+                return r;
+            }
+            r.num_partitions = partitions;
+            r.replication_factor = rf;
+            r.configs = Some(
+                TOPIC_CONFIGS
+                    .iter()
+                    .map(|def| {
+                        let (value, source) = ctx.broker.config.topic_value(def, &configs);
+                        build!(CreatableTopicConfigs {
+                            name: str_bytes(def.name),
+                            value: Some(StrBytes::from_string(value)),
+                            config_source: source as i8
+                        })
+                    })
+                    .collect(),
+            );
+        }
+    }
+    r
 }
 
 fn fail(r: &mut CreatableTopicResult, version: i16, error: ResponseError, message: String) {

@@ -15,7 +15,10 @@ pub const API: ApiSpec = ApiSpec {
     max: 5,
 };
 
-pub fn handle(ctx: &RequestContext, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(
+    ctx: &RequestContext,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let mut r = build!(InitProducerIdResponse {
         producer_id: ProducerId(-1),
         producer_epoch: -1,
@@ -43,7 +46,7 @@ pub fn handle(ctx: &RequestContext, request: InitProducerIdRequest) -> InitProdu
         }
         return r;
     }
-    match ctx.broker.allocate_producer_id() {
+    match ctx.broker.allocate_producer_id().await {
         Ok(id) => {
             r.producer_id = ProducerId(id);
             r.producer_epoch = 0;

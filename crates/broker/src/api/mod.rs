@@ -234,7 +234,9 @@ async fn handle(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKi
         RequestKind::Produce(r) => return produce::handle(ctx, r).await.map(ResponseKind::Produce),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(ctx, r)),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(ctx, r)),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics::handle(ctx, r).await)
+        }
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(ctx, r)),
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(create_partitions::handle(ctx, r))
@@ -246,7 +248,7 @@ async fn handle(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKi
             ResponseKind::DescribeCluster(describe_cluster::handle(ctx, r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(ctx, r))
+            ResponseKind::InitProducerId(init_producer_id::handle(ctx, r).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(ctx, r))

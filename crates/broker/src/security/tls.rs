@@ -9,7 +9,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -287,7 +288,7 @@ pub async fn connect(
     tls: Option<Arc<ClientConfig>>,
     timeout: Duration,
 ) -> std::io::Result<BoxStream> {
-    let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+    let tcp = tokio::time::timeout(timeout, gregor_cluster::net::TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = tcp.set_nodelay(true);
@@ -410,7 +411,7 @@ impl gregor_cluster::raft_net::Transport for TlsTransport {
 
     fn accept(
         &self,
-        tcp: tokio::net::TcpStream,
+        tcp: gregor_cluster::net::TcpStream,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = std::io::Result<BoxStream>> + Send + 'static>,
     > {

@@ -1,0 +1,726 @@
+//! The deterministic simulator: a cluster of real brokers (the broker's own code: its
+//! listeners, Produce and Fetch handlers, replica fetchers, the metadata quorum over its
+//! own transport) and a client in one process, on turmoil's simulated network and clock,
+//! driven by one seed. A run writes through the faults below and then reads every
+//! partition back; the checker reports acknowledged records lost or changed.
+//!
+//! # Fault model
+//! - **Network partitions** between one broker and the other brokers (the client still
+//!   reaches it), or between one broker and every other host. Messages sent across a
+//!   partition are lost; the partition heals after a while.
+//! - **Held links**: every message to and from one broker is held, then delivered late
+//!   and in a burst (a paused process whose peers' bytes wait in its socket buffers).
+//! - **Crashes and restarts**: a broker's host stops at once (no clean shutdown, no
+//!   controlled shutdown, connections dropped) and its partitions' files lose every byte
+//!   written since their last fsync (`FaultyDisk::crash`: a power cut of that machine);
+//!   it starts again later on its data directory and recovers it.
+//! - **Latency**: every message takes between the minimum and the maximum latency, drawn
+//!   from the seed; messages between two hosts on one connection stay in order (TCP).
+//! - At most one broker is faulty at a time, so a majority of the three is always up.
+//!
+//! Not modelled yet (say so when reading a green run): the metadata log's own files are
+//! not on the faulty disk (a crash keeps them whole), directory changes survive a crash,
+//! disk errors and torn writes, a crash of two brokers at once, clock skew between
+//! brokers, and the group and transaction coordinators (the workload has only producers).
+//!
+//! # Determinism
+//! One seed fixes turmoil's network (latencies, which message goes first), the fault
+//! schedule and the workload. What the brokers draw themselves (the metadata quorum's
+//! election timeouts, topic ids) comes from the system's randomness, so a failing seed
+//! reproduces the same faults in the same order, not always the same interleaving; rerun
+//! it a few times with `SIM_LOG=info` to see it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use gregor_cluster::net::TcpStream;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub mod entropy;
+
+/// The topic the workload writes.
+const TOPIC: &str = "t";
+/// The Kafka port of every simulated broker, and the metadata log's.
+const KAFKA_PORT: u16 = 9092;
+const RAFT_PORT: u16 = 9093;
+
+/// Every partition read back: partition -> offset -> value.
+type Logs = BTreeMap<i32, BTreeMap<i64, String>>;
+
+/// What one run does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    pub brokers: u32,
+    pub partitions: i32,
+    /// Writers, each writing one record at a time with `acks=all`, a pause between
+    /// writes, for `writing` (simulated) time.
+    pub writers: u32,
+    pub writing: Duration,
+    /// Inject faults (else the run only checks that a healthy cluster loses nothing).
+    pub faults: bool,
+}
+
+impl Options {
+    pub fn new(seed: u64) -> Self {
+        Options {
+            seed,
+            brokers: 3,
+            partitions: 2,
+            writers: 4,
+            writing: Duration::from_secs(60),
+            faults: true,
+        }
+    }
+}
+
+/// An acknowledged write: the broker said `value` is at `offset` of `partition`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub partition: i32,
+    pub offset: i64,
+    pub value: String,
+    /// Simulated time of the acknowledgement, since the run began.
+    pub at: Duration,
+}
+
+/// What a run found.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub seed: u64,
+    pub acknowledged: usize,
+    /// Acknowledged records missing from the log read back at the end.
+    pub lost: Vec<Ack>,
+    /// Acknowledged offsets that hold another record at the end.
+    pub changed: Vec<(Ack, String)>,
+    /// Every fault injected, with its simulated time.
+    pub faults: Vec<String>,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+    /// The longest simulated time in which no write was acknowledged, while writing, and
+    /// when it began.
+    pub longest_gap: (Duration, Duration),
+    /// A hash of every acknowledgement (partition, offset, value, time) and every fault
+    /// with its time: two runs of a seed are the same run when their fingerprints are.
+    pub fingerprint: u64,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.lost.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// splitmix64: the run's own randomness, from the seed alone.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// A number in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo).max(1)
+    }
+}
+
+fn host(id: u32) -> String {
+    format!("b{id}")
+}
+
+/// One fault, from start to end.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The broker cannot reach the other brokers (nor they it); the client reaches it.
+    IsolateFromBrokers(u32),
+    /// The broker cannot reach anyone.
+    Isolate(u32),
+    /// Everything to and from the broker is held, then delivered.
+    Hold(u32),
+    /// The broker crashes, and restarts at the end.
+    Crash(u32),
+}
+
+/// The fault schedule: (start, end, fault), one at a time with quiet gaps between.
+fn schedule(rng: &mut Rng, brokers: u32, until: Duration) -> Vec<(Duration, Duration, Fault)> {
+    let mut out = Vec::new();
+    let mut t = Duration::from_millis(rng.range(2_000, 6_000));
+    while t < until {
+        let broker = rng.range(1, u64::from(brokers) + 1) as u32;
+        let length = Duration::from_millis(rng.range(500, 12_000));
+        let fault = match rng.range(0, 4) {
+            0 => Fault::IsolateFromBrokers(broker),
+            1 => Fault::Isolate(broker),
+            2 => Fault::Hold(broker),
+            _ => Fault::Crash(broker),
+        };
+        out.push((t, t + length, fault));
+        t += length + Duration::from_millis(rng.range(1_000, 8_000));
+    }
+    out
+}
+
+fn broker_config(
+    id: u32,
+    brokers: u32,
+    dir: &std::path::Path,
+) -> Result<gregor_broker::BrokerConfig, String> {
+    let voters: Vec<String> = (1..=brokers)
+        .map(|i| format!("{i}@{}:{RAFT_PORT}", host(i)))
+        .collect();
+    let flags: Vec<(&str, String, &str)> = vec![
+        ("log.dirs", dir.display().to_string(), "simulator"),
+        ("listeners", format!("0.0.0.0:{KAFKA_PORT}"), "simulator"),
+        (
+            "advertised.listeners",
+            format!("{}:{KAFKA_PORT}", host(id)),
+            "simulator",
+        ),
+        ("node.id", id.to_string(), "simulator"),
+        ("controller.quorum.voters", voters.join(","), "simulator"),
+        ("broker.session.timeout.ms", "3000".into(), "simulator"),
+        ("broker.heartbeat.interval.ms", "500".into(), "simulator"),
+        (
+            "default.replication.factor",
+            brokers.min(3).to_string(),
+            "simulator",
+        ),
+        ("min.insync.replicas", "2".into(), "simulator"),
+        ("metrics.listener", "off".into(), "simulator"),
+    ];
+    gregor_broker::BrokerConfig::from_layers(None, &[], &flags)
+}
+
+/// Runs one seed, on a fresh thread with the process's randomness reseeded from it (see
+/// [`entropy`]). `Err` is a run that could not be judged (the cluster never formed, the
+/// simulation itself failed); a judged run returns its [`Outcome`].
+pub fn run(opts: &Options) -> Result<Outcome, String> {
+    let opts = opts.clone();
+    entropy::reseed(opts.seed);
+    std::thread::Builder::new()
+        .name(format!("seed-{}", opts.seed))
+        .spawn(move || run_here(&opts))
+        .map_err(|e| format!("cannot start the run's thread: {e}"))?
+        .join()
+        .map_err(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            format!("the run panicked: {why}")
+        })?
+}
+
+fn run_here(opts: &Options) -> Result<Outcome, String> {
+    let root = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let mut rng = Rng::new(opts.seed);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(opts.seed)
+        .simulation_duration(Duration::from_secs(600))
+        .tick_duration(Duration::from_millis(2))
+        .min_message_latency(Duration::from_micros(100))
+        .max_message_latency(Duration::from_millis(rng.range(1, 30)))
+        // Deep enough for the connection attempts a held link gathers (turmoil stops the
+        // run when a listen backlog overflows; an OS would drop the SYNs).
+        .tcp_capacity(1 << 16)
+        .build();
+    let mut disks = HashMap::new();
+    for id in 1..=opts.brokers {
+        let dir = root.path().join(host(id));
+        let brokers = opts.brokers;
+        let disk = gregor_storage::FaultyDisk::new();
+        disk.set(|f| f.track_unsynced = true);
+        disks.insert(id, disk.clone());
+        sim.host(host(id), move || {
+            let dir = dir.clone();
+            let disk = disk.clone();
+            async move {
+                let config = broker_config(id, brokers, &dir)?;
+                gregor_broker::server::run_on(config, Arc::new(disk), std::future::pending())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            }
+        });
+    }
+    let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+    let read_back: Arc<Mutex<Option<Logs>>> = Arc::default();
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    {
+        let opts = opts.clone();
+        let acks = acks.clone();
+        let read_back = read_back.clone();
+        let writing = writing.clone();
+        let mut rng = Rng::new(opts.seed.wrapping_mul(31).wrapping_add(7));
+        sim.client("client", async move {
+            let bootstrap: Vec<String> = (1..=opts.brokers).map(host).collect();
+            let mut admin = Client::new(bootstrap.clone());
+            admin.await_cluster(opts.brokers).await?;
+            admin
+                .create_topic(opts.partitions, opts.brokers.min(3) as i16)
+                .await?;
+            let mut writers = Vec::new();
+            for w in 0..opts.writers {
+                let mut client = Client::new(bootstrap.clone());
+                let acks = acks.clone();
+                let seed = rng.next_u64();
+                let opts = opts.clone();
+                writers.push(tokio::task::spawn_local(async move {
+                    let mut rng = Rng::new(seed);
+                    let end = tokio::time::Instant::now() + opts.writing;
+                    for i in 0.. {
+                        if tokio::time::Instant::now() >= end {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(rng.range(10, 300))).await;
+                        let partition = rng.range(0, opts.partitions as u64) as i32;
+                        let value = format!("w{w}-{i}");
+                        if let Some(offset) = client.produce_until_acked(partition, &value).await {
+                            acks.lock().unwrap_or_else(|p| p.into_inner()).push(Ack {
+                                partition,
+                                offset,
+                                value,
+                                at: turmoil::elapsed(),
+                            });
+                        }
+                    }
+                }));
+            }
+            for w in writers {
+                w.await.map_err(|e| format!("writer: {e}"))?;
+            }
+            writing.store(false, std::sync::atomic::Ordering::SeqCst);
+            // The driver heals every fault once writing ends; then read everything back
+            // from each partition's leader, once the leaders have settled.
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            let mut reader = Client::new(bootstrap);
+            let mut all = BTreeMap::new();
+            for p in 0..opts.partitions {
+                all.insert(p, reader.read_partition(p).await?);
+            }
+            *read_back.lock().unwrap_or_else(|p| p.into_inner()) = Some(all);
+            Ok(())
+        });
+    }
+    let until = opts.writing + Duration::from_secs(20);
+    let plan = if opts.faults {
+        schedule(&mut rng, opts.brokers, until)
+    } else {
+        Vec::new()
+    };
+    let mut faults = Vec::new();
+    let mut active: Option<(Duration, Fault)> = None;
+    let mut next = 0;
+    loop {
+        let done = sim
+            .step()
+            .map_err(|e| format!("seed {}: the simulation failed: {e}", opts.seed))?;
+        if done {
+            break;
+        }
+        let now = sim.elapsed();
+        let still_writing = writing.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some((end, fault)) = active {
+            if now >= end || !still_writing {
+                set_fault(&mut sim, &fault, opts.brokers, false);
+                faults.push(format!("{:>7.3}s healed {fault:?}", now.as_secs_f64()));
+                active = None;
+            }
+        } else if still_writing && next < plan.len() && now >= plan[next].0 {
+            let (_, end, fault) = plan[next];
+            next += 1;
+            set_fault(&mut sim, &fault, opts.brokers, true);
+            let mut note = String::new();
+            if let Fault::Crash(b) = fault {
+                let lost = disks[&b]
+                    .crash()
+                    .map_err(|e| format!("seed {}: crashing b{b}'s disk: {e}", opts.seed))?;
+                note = format!(" ({lost} files lost unsynced bytes)");
+            }
+            faults.push(format!("{:>7.3}s {fault:?}{note}", now.as_secs_f64()));
+            active = Some((end, fault));
+        }
+    }
+    let simulated = sim.elapsed();
+    let acks = std::mem::take(&mut *acks.lock().unwrap_or_else(|p| p.into_inner()));
+    let logs = read_back
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .ok_or_else(|| format!("seed {}: the client ended without reading back", opts.seed))?;
+    let mut times: Vec<Duration> = acks.iter().map(|a| a.at).collect();
+    times.sort();
+    let longest_gap = times
+        .windows(2)
+        .map(|w| (w[1] - w[0], w[0]))
+        .max()
+        .unwrap_or_default();
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same in every process.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for a in &acks {
+            (a.partition, a.offset, &a.value, a.at.as_nanos()).hash(&mut h);
+        }
+        faults.hash(&mut h);
+        h.finish()
+    };
+    let mut outcome = Outcome {
+        seed: opts.seed,
+        acknowledged: acks.len(),
+        longest_gap,
+        fingerprint,
+        faults,
+        simulated,
+        ..Outcome::default()
+    };
+    for ack in acks {
+        match logs.get(&ack.partition).and_then(|l| l.get(&ack.offset)) {
+            None => outcome.lost.push(ack),
+            Some(v) if *v != ack.value => outcome.changed.push((ack.clone(), v.clone())),
+            Some(_) => {}
+        }
+    }
+    Ok(outcome)
+}
+
+/// The links a network fault cuts or holds: the broker's to every other broker, and to
+/// the client unless the fault leaves the client reaching it.
+fn links(fault: &Fault, brokers: u32) -> Vec<(String, String)> {
+    let (b, client) = match *fault {
+        Fault::IsolateFromBrokers(b) => (b, false),
+        Fault::Isolate(b) | Fault::Hold(b) => (b, true),
+        Fault::Crash(_) => return Vec::new(),
+    };
+    let mut out: Vec<(String, String)> = (1..=brokers)
+        .filter(|&o| o != b)
+        .map(|o| (host(b), host(o)))
+        .collect();
+    if client {
+        out.push((host(b), "client".into()));
+    }
+    out
+}
+
+/// Starts (`on`) or ends a fault: links cut or held, then repaired or released; a host
+/// crashed, then started again.
+fn set_fault(sim: &mut turmoil::Sim<'_>, fault: &Fault, brokers: u32, on: bool) {
+    for (a, b) in links(fault, brokers) {
+        match (fault, on) {
+            (Fault::Hold(_), true) => sim.hold(a, b),
+            (Fault::Hold(_), false) => sim.release(a, b),
+            (_, true) => sim.partition(a, b),
+            (_, false) => sim.repair(a, b),
+        }
+    }
+    match (*fault, on) {
+        (Fault::Crash(b), true) => sim.crash(host(b)),
+        (Fault::Crash(b), false) => sim.bounce(host(b)),
+        _ => {}
+    }
+}
+
+/// How long the client waits for any answer before it gives the connection up (a
+/// connection into a partition is never closed; only this timeout ends it).
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one write is retried before the writer gives it up (unacknowledged).
+const WRITE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A small Kafka client on the simulated network: one connection per broker, one request
+/// at a time on each, leaders from Metadata.
+struct Client {
+    bootstrap: Vec<String>,
+    next_bootstrap: usize,
+    conns: HashMap<String, (TcpStream, i32)>,
+    /// partition -> the leader's "host:port".
+    leaders: HashMap<i32, String>,
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+impl Client {
+    fn new(bootstrap: Vec<String>) -> Self {
+        Client {
+            bootstrap,
+            next_bootstrap: 0,
+            conns: HashMap::new(),
+            leaders: HashMap::new(),
+        }
+    }
+
+    async fn call<R: Request>(
+        &mut self,
+        addr: &str,
+        request: &R,
+        version: i16,
+    ) -> Res<R::Response> {
+        self.call_within(addr, request, version, CALL_TIMEOUT).await
+    }
+
+    async fn call_within<R: Request>(
+        &mut self,
+        addr: &str,
+        request: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Res<R::Response> {
+        let exchange = async {
+            if !self.conns.contains_key(addr) {
+                let stream = TcpStream::connect(addr).await?;
+                self.conns.insert(addr.to_string(), (stream, 0));
+            }
+            let (stream, correlation) = self.conns.get_mut(addr).ok_or("no connection")?;
+            *correlation += 1;
+            let header = RequestHeader::default()
+                .with_request_api_key(R::KEY)
+                .with_request_api_version(version)
+                .with_correlation_id(*correlation)
+                .with_client_id(Some(StrBytes::from_static_str("sim")));
+            let mut buf = BytesMut::new();
+            buf.put_i32(0);
+            header.encode(&mut buf, R::header_version(version))?;
+            request.encode(&mut buf, version)?;
+            let size = (buf.len() - 4) as i32;
+            buf[0..4].copy_from_slice(&size.to_be_bytes());
+            stream.write_all(&buf).await?;
+            let size = stream.read_i32().await?;
+            if !(0..=(64 << 20)).contains(&size) {
+                return Err(format!("response of {size} bytes").into());
+            }
+            let mut body = vec![0u8; size as usize];
+            stream.read_exact(&mut body).await?;
+            let mut body = Bytes::from(body);
+            let api = ApiKey::try_from(R::KEY).map_err(|_| "unknown API key")?;
+            let h = ResponseHeader::decode(&mut body, api.response_header_version(version))?;
+            if h.correlation_id != *correlation {
+                return Err("response out of step".into());
+            }
+            Ok::<_, Box<dyn std::error::Error>>(R::Response::decode(&mut body, version)?)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                self.conns.remove(addr);
+                Err(e)
+            }
+            Err(_) => {
+                self.conns.remove(addr);
+                Err(format!("{addr}: no answer within {timeout:?}").into())
+            }
+        }
+    }
+
+    fn any_broker(&mut self) -> String {
+        self.next_bootstrap = (self.next_bootstrap + 1) % self.bootstrap.len();
+        format!("{}:{KAFKA_PORT}", self.bootstrap[self.next_bootstrap])
+    }
+
+    async fn metadata(&mut self) -> Res<MetadataResponse> {
+        let mut topic = MetadataRequestTopic::default();
+        topic.name = Some(TopicName(StrBytes::from_static_str(TOPIC)));
+        let mut request = MetadataRequest::default();
+        request.topics = Some(vec![topic]);
+        request.allow_auto_topic_creation = false;
+        let addr = self.any_broker();
+        self.call_within(&addr, &request, 12, Duration::from_secs(3))
+            .await
+    }
+
+    /// Waits until a broker's Metadata lists every broker.
+    async fn await_cluster(&mut self, brokers: u32) -> Res<()> {
+        for _ in 0..600 {
+            if let Ok(m) = self.metadata().await {
+                if m.brokers.len() == brokers as usize {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err("the cluster did not form within 120 s".into())
+    }
+
+    async fn create_topic(&mut self, partitions: i32, rf: i16) -> Res<()> {
+        for _ in 0..300 {
+            let mut config = CreatableTopicConfig::default();
+            config.name = StrBytes::from_static_str("min.insync.replicas");
+            config.value = Some(StrBytes::from_static_str("2"));
+            let mut t = CreatableTopic::default();
+            t.name = TopicName(StrBytes::from_static_str(TOPIC));
+            t.num_partitions = partitions;
+            t.replication_factor = rf;
+            t.configs = vec![config];
+            let mut request = CreateTopicsRequest::default();
+            request.topics = vec![t];
+            request.timeout_ms = 30_000;
+            let addr = self.any_broker();
+            if let Ok(r) = self.call(&addr, &request, 7).await {
+                // 0, or 36 (TOPIC_ALREADY_EXISTS) when an earlier try got through.
+                if r.topics
+                    .first()
+                    .is_some_and(|t| t.error_code == 0 || t.error_code == 36)
+                {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Err("the topic could not be created within 90 s".into())
+    }
+
+    async fn leader(&mut self, partition: i32) -> Option<String> {
+        if let Some(l) = self.leaders.get(&partition) {
+            return Some(l.clone());
+        }
+        let m = self.metadata().await.ok()?;
+        let brokers: HashMap<i32, String> = m
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+            .collect();
+        for t in &m.topics {
+            for p in &t.partitions {
+                if let Some(addr) = brokers.get(&p.leader_id.0) {
+                    self.leaders.insert(p.partition_index, addr.clone());
+                }
+            }
+        }
+        self.leaders.get(&partition).cloned()
+    }
+
+    /// Writes `value` with acks=all until it is acknowledged; its offset, or `None` when
+    /// the write deadline passes first. Retries may write it twice (not idempotent): the
+    /// checker counts only what was acknowledged.
+    async fn produce_until_acked(&mut self, partition: i32, value: &str) -> Option<i64> {
+        let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
+        while tokio::time::Instant::now() < deadline {
+            let Some(leader) = self.leader(partition).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let mut data = PartitionProduceData::default();
+            data.index = partition;
+            data.records = Some(
+                gregor_protocol::batch::build_batch(0, 1, &[value.as_bytes().to_vec()]).into(),
+            );
+            let mut topic = TopicProduceData::default();
+            topic.name = TopicName(StrBytes::from_static_str(TOPIC));
+            topic.partition_data = vec![data];
+            let mut request = ProduceRequest::default();
+            request.acks = -1;
+            request.timeout_ms = 10_000;
+            request.topic_data = vec![topic];
+            if let Ok(r) = self.call(&leader, &request, 9).await {
+                let p = r
+                    .responses
+                    .first()
+                    .and_then(|t| t.partition_responses.first());
+                if let Some(p) = p.filter(|p| p.error_code == 0) {
+                    return Some(p.base_offset);
+                }
+            }
+            self.leaders.remove(&partition);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    /// Reads a whole partition from its leader: offset -> value.
+    async fn read_partition(&mut self, partition: i32) -> Res<BTreeMap<i64, String>> {
+        let mut out = BTreeMap::new();
+        let mut offset = 0;
+        for _ in 0..10_000 {
+            let Some(leader) = self.leader(partition).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let mut p = FetchPartition::default();
+            p.partition = partition;
+            p.fetch_offset = offset;
+            p.partition_max_bytes = 1 << 20;
+            let mut topic = FetchTopic::default();
+            topic.topic = TopicName(StrBytes::from_static_str(TOPIC));
+            topic.partitions = vec![p];
+            let mut request = FetchRequest::default();
+            request.max_bytes = 1 << 20;
+            request.max_wait_ms = 0;
+            request.topics = vec![topic];
+            let Ok(r) = self.call(&leader, &request, 12).await else {
+                self.leaders.remove(&partition);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let Some(data) = r.responses.first().and_then(|t| t.partitions.first()) else {
+                return Err("an empty Fetch response".into());
+            };
+            if data.error_code != 0 {
+                self.leaders.remove(&partition);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let records = data.records.clone().unwrap_or_default();
+            let mut any = false;
+            for (start, header) in gregor_protocol::batch::batches(&records) {
+                let end = start + header.total_bytes();
+                let Some(batch) = records.get(start..end) else {
+                    break;
+                };
+                for r in gregor_protocol::batch::decode_records(batch)
+                    .map_err(|e| format!("partition {partition}: a bad batch: {e:?}"))?
+                {
+                    if r.offset >= offset {
+                        let value = r.value.map(|v| String::from_utf8_lossy(&v).into_owned());
+                        out.insert(r.offset, value.unwrap_or_default());
+                        offset = r.offset + 1;
+                        any = true;
+                    }
+                }
+            }
+            if !any && offset >= data.high_watermark {
+                return Ok(out);
+            }
+        }
+        Err(format!("partition {partition}: not read to its end").into())
+    }
+}
+
+/// Sends the brokers' logs to standard error when `SIM_LOG` is set (`SIM_LOG=info`), each
+/// line stamped with the simulated time and the host (`node{name=...}`).
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(SimulatedTime)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
+/// The simulated time, for log lines.
+struct SimulatedTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimulatedTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(t) => write!(w, "{:>9.3}s", t.as_secs_f64()),
+            None => write!(w, "{:>10}", "-"),
+        }
+    }
+}
