@@ -295,6 +295,7 @@ async fn start_cluster(
         endpoints: c.endpoints(),
         raft_addr: addr,
         incarnation: node.incarnation(),
+        unclean_start: !broker.clean_start,
     };
     let mut tasks = vec![tokio::spawn(node.clone().run(registration, stop.clone()))];
     let started = tokio::time::Instant::now();

@@ -516,7 +516,8 @@ pub struct Broker {
     image: RwLock<Arc<MetadataImage>>,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// Whether the last stop was clean (its marker was found at start-up).
-    clean_start: bool,
+    /// Whether this start found the clean-shutdown marker (every log closed and fsynced).
+    pub clean_start: bool,
     /// The current block of producer ids: (next to hand out, end of block).
     producer_ids: Mutex<(i64, i64)>,
     /// The classic consumer-group coordinator; its state lives in `__consumer_offsets`.

@@ -61,6 +61,10 @@ pub struct Registration {
     /// Differs for every start of the process, so the controller tells a broker that
     /// returned from one that is still stopping.
     pub incarnation: u64,
+    /// This start found no clean-shutdown marker: the process crashed or was killed, and
+    /// its logs may have lost what was not fsynced.
+    #[serde(default)]
+    pub unclean_start: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -451,6 +455,9 @@ impl ClusterNode {
                 }
                 Err(ControlError::Unavailable(e)) => {
                     last = format!("node {id}: {e}");
+                    // The metadata quorum may have elected another controller meanwhile
+                    // (this one crashed): ask it next rather than the next in turn.
+                    target = self.leader().filter(|&l| l != id);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 other => return other,
@@ -621,8 +628,17 @@ impl ClusterNode {
                 node_id: reg.node_id,
                 fenced: true,
             });
+            if reg.unclean_start {
+                records.extend(leave_isrs(&image, reg.node_id));
+            }
             let records = self.with_elections(image, records, false, &[]);
             return self.propose(records).await;
+        }
+        if restarted && reg.unclean_start {
+            // Fenced already (its session ran out while it was down), but it may still be
+            // in the ISR of a partition that has no leader, where it would be elected on
+            // return with the log it lost the tail of.
+            records.extend(leave_isrs(&image, reg.node_id));
         }
         let stopping = {
             let mut stopping = self.shutting_down.lock().unwrap_or_else(|p| p.into_inner());
@@ -782,7 +798,11 @@ impl ClusterNode {
         }
         {
             let seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
-            for b in image.brokers().filter(|b| !b.fenced) {
+            // The active controller's own broker is alive: it is this process.
+            for b in image
+                .brokers()
+                .filter(|b| !b.fenced && b.node_id != self.node_id)
+            {
                 // A new controller gives every broker a full session from its election.
                 let last = seen.get(&b.node_id).copied().unwrap_or(since).max(since);
                 if now.duration_since(last) > timeout {
@@ -924,6 +944,37 @@ fn all_records(records: &[MetadataRecord]) -> Vec<&MetadataRecord> {
 /// fenced brokers leave the ISR of partitions that keep a leader; with `rebalance`, the
 /// preferred (first) replica takes back leadership when it is alive and in sync. Brokers
 /// in `avoid` (stopping) lead nothing.
+/// Takes `node` (restarted after a crash: its logs may have lost what was not fsynced) out
+/// of every ISR that has other members; a partition it led loses its leader, for `elect`
+/// to choose one of the others. Where it is the last member it stays: the partition then
+/// waits for it, as Kafka does, and may have lost records (docs/reliability.md).
+pub fn leave_isrs(image: &MetadataImage, node: i32) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    for topic in image.topics() {
+        for (index, p) in topic.partitions.iter().enumerate() {
+            if !p.isr.contains(&node) || p.isr.len() < 2 {
+                continue;
+            }
+            let isr: Vec<i32> = p.isr.iter().copied().filter(|&b| b != node).collect();
+            let (leader, leader_epoch) = if p.leader == node {
+                (-1, p.leader_epoch + 1)
+            } else {
+                (p.leader, p.leader_epoch)
+            };
+            tracing::info!(topic = %topic.name, partition = index, node_id = node, ?isr, "a broker that restarted after a crash leaves the in-sync replicas until it catches up");
+            out.push(MetadataRecord::Partition {
+                topic_id: topic.topic_id,
+                partition: index as i32,
+                replicas: p.replicas.clone(),
+                leader,
+                leader_epoch,
+                isr: Some(isr),
+            });
+        }
+    }
+    out
+}
+
 pub fn elect(
     image: &MetadataImage,
     unclean_default: bool,
@@ -1066,8 +1117,10 @@ async fn rpc(
     answer_within: Duration,
 ) -> Result<u64, ControlError> {
     let unavailable = |e: std::io::Error| ControlError::Unavailable(format!("{addr}: {e}"));
+    // A controller that crashed with its machine never answers a connection either: the
+    // whole call, connecting included, is bounded by `answer_within`.
     let mut stream = transport
-        .connect(addr, Duration::from_secs(2))
+        .connect(addr, answer_within.min(Duration::from_secs(2)))
         .await
         .map_err(unavailable)?;
     let exchange = async {
@@ -1178,6 +1231,40 @@ mod tests {
             decided(&elect(&image, false, false, &[])),
             Some((3, 5, vec![3]))
         );
+    }
+
+    #[test]
+    fn a_broker_back_from_a_crash_is_not_elected_from_a_stale_isr() {
+        // Every replica was fenced at once (the partition kept its ISR, leaderless); the
+        // one that crashed comes back first: it leaves the ISR, and a replica that did not
+        // crash is elected when it returns.
+        let (image, _) = image_with(
+            &[(1, false), (2, true), (3, true)],
+            vec![1, 2, 3],
+            -1,
+            vec![1, 2, 3],
+        );
+        let mut after = image.clone();
+        for r in leave_isrs(&image, 1) {
+            after.apply(&r);
+        }
+        assert_eq!(decided(&leave_isrs(&image, 1)), Some((-1, 4, vec![2, 3])));
+        assert_eq!(
+            decided(&elect(&after, false, false, &[])),
+            None,
+            "nobody in sync is alive yet"
+        );
+        after.apply(&R::FenceBroker {
+            node_id: 2,
+            fenced: false,
+        });
+        assert_eq!(
+            decided(&elect(&after, false, false, &[])),
+            Some((2, 5, vec![2]))
+        );
+        // The last member of an ISR stays: the partition waits for it.
+        let (alone, _) = image_with(&[(1, false)], vec![1, 2], -1, vec![1]);
+        assert!(leave_isrs(&alone, 1).is_empty());
     }
 
     #[test]
