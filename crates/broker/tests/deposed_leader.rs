@@ -8,53 +8,18 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gregor_broker::api;
 use gregor_broker::state::Broker;
-use gregor_cluster::PartitionMeta;
 use gregor_protocol::batch::build_batch;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 
 async fn produce_acks_all(broker: Arc<Broker>, value: u8) -> (i16, i64) {
-    let version = 9;
-    let mut data = PartitionProduceData::default();
-    data.index = 0;
-    data.records = Some(build_batch(0, 1, &[vec![value]]).into());
-    let mut topic = TopicProduceData::default();
-    topic.name = TopicName(StrBytes::from_static_str("t"));
-    topic.partition_data = vec![data];
-    let mut request = ProduceRequest::default();
-    request.acks = -1;
-    request.timeout_ms = 10_000;
-    request.topic_data = vec![topic];
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let ctx = common::context(&broker, ApiKey::Produce, version, rx);
-    let Some(ResponseKind::Produce(response)) =
-        api::dispatch(&ctx, RequestKind::Produce(request)).await
-    else {
-        panic!("Produce was not answered with a Produce response");
-    };
-    let r = &response.responses[0].partition_responses[0];
-    (r.error_code, r.base_offset)
+    common::produce_acks_all(broker, build_batch(0, 1, &[vec![value]]), 10_000).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leader_does_not_acknowledge_what_it_appended_in_its_epoch() {
-    let (broker, _dir) = common::open_broker();
+    let (broker, partition, _dir) = common::broker_with_topic_t().await;
     let me = broker.config.node_id;
-    broker
-        .create_topic("t", 1, Default::default())
-        .await
-        .expect("create");
-    let partition = broker.partition("t", 0).expect("partition");
-    let meta = |leader, leader_epoch| PartitionMeta {
-        replicas: vec![me, me + 1],
-        leader,
-        leader_epoch,
-        isr: vec![me, me + 1],
-        reassignment: None,
-    };
+    let meta = |leader, leader_epoch| common::two_replicas(me, leader, leader_epoch);
     partition.set_role(&meta(me, 1), 1);
 
     // The follower has everything so far: a first acks=all write is acknowledged.

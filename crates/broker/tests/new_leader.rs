@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use gregor_broker::api;
 use gregor_broker::state::Broker;
-use gregor_cluster::PartitionMeta;
 use gregor_protocol::batch::build_batch;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::*;
@@ -40,13 +39,8 @@ async fn list_offset(broker: &Arc<Broker>, timestamp: i64) -> (i16, i64) {
 
 #[tokio::test]
 async fn a_new_leader_does_not_answer_an_old_high_watermark() {
-    let (broker, _dir) = common::open_broker();
+    let (broker, partition, _dir) = common::broker_with_topic_t().await;
     let me = broker.config.node_id;
-    broker
-        .create_topic("t", 1, Default::default())
-        .await
-        .expect("create");
-    let partition = broker.partition("t", 0).expect("partition");
     let values: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8]).collect();
     partition
         .log()
@@ -63,16 +57,7 @@ async fn a_new_leader_does_not_answer_an_old_high_watermark() {
     // It becomes the leader of a new epoch with a follower it has not heard from: its
     // high watermark restarts below the records it holds.
     let now = 2;
-    partition.set_role(
-        &PartitionMeta {
-            replicas: vec![me, me + 1],
-            leader: me,
-            leader_epoch: 1,
-            isr: vec![me, me + 1],
-            reassignment: None,
-        },
-        now,
-    );
+    partition.set_role(&common::two_replicas(me, me, 1), now);
     let hw = partition.log().high_watermark();
     assert!(
         hw < log_end,

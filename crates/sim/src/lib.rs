@@ -2,7 +2,8 @@
 //! listeners, Produce and Fetch handlers, replica fetchers, the metadata quorum over its
 //! own transport) and a client in one process, on turmoil's simulated network and clock,
 //! driven by one seed. A run writes through the faults below and then reads every
-//! partition back; the checker reports acknowledged records lost or changed.
+//! partition back; the checker reports acknowledged records lost or changed, idempotent
+//! producers' records stored twice or out of order, and idempotent producers refused.
 //!
 //! # Fault model
 //! - **Network partitions** between one broker and the other brokers (the client still
@@ -62,7 +63,9 @@ pub struct Options {
     pub brokers: u32,
     pub partitions: i32,
     /// Writers, each writing one record at a time with `acks=all`, a pause between
-    /// writes, for `writing` (simulated) time.
+    /// writes, for `writing` (simulated) time. Even-numbered writers are idempotent
+    /// producers (a producer id, a sequence per partition, retries with the same
+    /// sequence); the others retry as a plain producer does, possibly writing twice.
     pub writers: u32,
     pub writing: Duration,
     /// Inject faults (else the run only checks that a healthy cluster loses nothing).
@@ -101,6 +104,13 @@ pub struct Outcome {
     pub lost: Vec<Ack>,
     /// Acknowledged offsets that hold another record at the end.
     pub changed: Vec<(Ack, String)>,
+    /// Records of an idempotent producer stored more than once: value, offsets.
+    pub duplicated: Vec<(String, Vec<i64>)>,
+    /// An idempotent producer's records of one partition stored out of their order.
+    pub reordered: Vec<String>,
+    /// Idempotent producers that stopped on an error a correct broker never gives them
+    /// (an out-of-order sequence, an unknown producer id).
+    pub fatal: Vec<String>,
     /// Every fault injected, with its simulated time.
     pub faults: Vec<String>,
     /// Simulated time the run took.
@@ -115,7 +125,11 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn ok(&self) -> bool {
-        self.lost.is_empty() && self.changed.is_empty()
+        self.lost.is_empty()
+            && self.changed.is_empty()
+            && self.duplicated.is_empty()
+            && self.reordered.is_empty()
+            && self.fatal.is_empty()
     }
 }
 
@@ -261,11 +275,13 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
         });
     }
     let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+    let fatal: Arc<Mutex<Vec<String>>> = Arc::default();
     let read_back: Arc<Mutex<Option<Logs>>> = Arc::default();
     let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     {
         let opts = opts.clone();
         let acks = acks.clone();
+        let fatal = fatal.clone();
         let read_back = read_back.clone();
         let writing = writing.clone();
         let mut rng = Rng::new(opts.seed.wrapping_mul(31).wrapping_add(7));
@@ -280,11 +296,17 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
             for w in 0..opts.writers {
                 let mut client = Client::new(bootstrap.clone());
                 let acks = acks.clone();
+                let fatal = fatal.clone();
                 let seed = rng.next_u64();
                 let opts = opts.clone();
                 writers.push(tokio::task::spawn_local(async move {
                     let mut rng = Rng::new(seed);
                     let end = tokio::time::Instant::now() + opts.writing;
+                    let mut producer = if w % 2 == 0 {
+                        Some(client.init_producer_id().await?)
+                    } else {
+                        None
+                    };
                     for i in 0.. {
                         if tokio::time::Instant::now() >= end {
                             break;
@@ -292,7 +314,20 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
                         tokio::time::sleep(Duration::from_millis(rng.range(10, 300))).await;
                         let partition = rng.range(0, opts.partitions as u64) as i32;
                         let value = format!("w{w}-{i}");
-                        if let Some(offset) = client.produce_until_acked(partition, &value).await {
+                        let written = client
+                            .produce_until_acked(partition, &value, producer.as_mut(), end)
+                            .await;
+                        let offset = match written {
+                            Ok(offset) => offset,
+                            Err(e) => {
+                                fatal
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push(format!("writer {w}: {e}"));
+                                break;
+                            }
+                        };
+                        if let Some(offset) = offset {
                             acks.lock().unwrap_or_else(|p| p.into_inner()).push(Ack {
                                 partition,
                                 offset,
@@ -301,10 +336,11 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
                             });
                         }
                     }
+                    Ok::<_, String>(())
                 }));
             }
             for w in writers {
-                w.await.map_err(|e| format!("writer: {e}"))?;
+                w.await.map_err(|e| format!("writer: {e}"))??;
             }
             writing.store(false, std::sync::atomic::Ordering::SeqCst);
             // The driver heals every fault once writing ends; then read everything back
@@ -391,6 +427,7 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
         simulated,
         ..Outcome::default()
     };
+    outcome.fatal = std::mem::take(&mut *fatal.lock().unwrap_or_else(|p| p.into_inner()));
     for ack in acks {
         match logs.get(&ack.partition).and_then(|l| l.get(&ack.offset)) {
             None => outcome.lost.push(ack),
@@ -398,7 +435,40 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
             Some(_) => {}
         }
     }
+    // Idempotent writers' records: each stored once, in the order written.
+    for (partition, log) in &logs {
+        let mut seen: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        let mut last: HashMap<u32, (u64, i64)> = HashMap::new();
+        for (offset, value) in log {
+            let Some((w, i)) = writer_and_index(value) else {
+                continue;
+            };
+            if w % 2 != 0 {
+                continue;
+            }
+            seen.entry(value).or_default().push(*offset);
+            if let Some(&(before, at)) = last.get(&w) {
+                if i < before {
+                    outcome.reordered.push(format!(
+                        "partition {partition}: w{w}-{i} at offset {offset} after w{w}-{before} at {at}"
+                    ));
+                }
+            }
+            last.insert(w, (i, *offset));
+        }
+        outcome.duplicated.extend(
+            seen.into_iter()
+                .filter(|(_, at)| at.len() > 1)
+                .map(|(v, at)| (v.to_string(), at)),
+        );
+    }
     Ok(outcome)
+}
+
+/// "w3-17" -> (3, 17).
+fn writer_and_index(value: &str) -> Option<(u32, u64)> {
+    let (w, i) = value.strip_prefix('w')?.split_once('-')?;
+    Some((w.parse().ok()?, i.parse().ok()?))
 }
 
 /// The links a network fault cuts or holds: the broker's to every other broker, and to
@@ -454,6 +524,13 @@ struct Client {
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// An idempotent producer: its id, epoch, and the next sequence of each partition.
+struct Producer {
+    id: i64,
+    epoch: i16,
+    next: HashMap<i32, i32>,
+}
 
 impl Client {
     fn new(bootstrap: Vec<String>) -> Self {
@@ -604,11 +681,49 @@ impl Client {
         self.leaders.get(&partition).cloned()
     }
 
+    /// An idempotent producer's id and epoch (InitProducerId without a transactional id).
+    async fn init_producer_id(&mut self) -> Result<Producer, String> {
+        for _ in 0..600 {
+            let addr = self.any_broker();
+            let mut request = InitProducerIdRequest::default();
+            request.transactional_id = None;
+            request.transaction_timeout_ms = 60_000;
+            if let Ok(r) = self.call(&addr, &request, 4).await {
+                if r.error_code == 0 {
+                    return Ok(Producer {
+                        id: r.producer_id.0,
+                        epoch: r.producer_epoch,
+                        next: HashMap::new(),
+                    });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err("no producer id within 120 s".into())
+    }
+
     /// Writes `value` with acks=all until it is acknowledged; its offset, or `None` when
-    /// the write deadline passes first. Retries may write it twice (not idempotent): the
-    /// checker counts only what was acknowledged.
-    async fn produce_until_acked(&mut self, partition: i32, value: &str) -> Option<i64> {
-        let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
+    /// it is given up (a plain producer after `WRITE_DEADLINE`; an idempotent one only at
+    /// `end`, since skipping a sequence would break the ones after). A plain producer's
+    /// retries may write it twice; the checker counts only what was acknowledged. `Err`:
+    /// an idempotent producer was refused as a correct broker never refuses it.
+    async fn produce_until_acked(
+        &mut self,
+        partition: i32,
+        value: &str,
+        mut producer: Option<&mut Producer>,
+        end: tokio::time::Instant,
+    ) -> Result<Option<i64>, String> {
+        let deadline = match producer {
+            Some(_) => end,
+            None => tokio::time::Instant::now() + WRITE_DEADLINE,
+        };
+        let mut batch = gregor_protocol::batch::build_batch(0, 1, &[value.as_bytes().to_vec()]);
+        if let Some(p) = producer.as_deref() {
+            let sequence = p.next.get(&partition).copied().unwrap_or(0);
+            batch[53..57].copy_from_slice(&sequence.to_be_bytes());
+            gregor_protocol::batch::set_producer(&mut batch, p.id, p.epoch, false);
+        }
         while tokio::time::Instant::now() < deadline {
             let Some(leader) = self.leader(partition).await else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -616,9 +731,7 @@ impl Client {
             };
             let mut data = PartitionProduceData::default();
             data.index = partition;
-            data.records = Some(
-                gregor_protocol::batch::build_batch(0, 1, &[value.as_bytes().to_vec()]).into(),
-            );
+            data.records = Some(batch.clone().into());
             let mut topic = TopicProduceData::default();
             topic.name = TopicName(StrBytes::from_static_str(TOPIC));
             topic.partition_data = vec![data];
@@ -627,18 +740,31 @@ impl Client {
             request.timeout_ms = 10_000;
             request.topic_data = vec![topic];
             if let Ok(r) = self.call(&leader, &request, 9).await {
-                let p = r
+                let answer = r
                     .responses
                     .first()
                     .and_then(|t| t.partition_responses.first());
-                if let Some(p) = p.filter(|p| p.error_code == 0) {
-                    return Some(p.base_offset);
+                match answer.map(|a| (a.error_code, a.base_offset)) {
+                    Some((0, offset)) => {
+                        if let Some(p) = producer.as_deref_mut() {
+                            *p.next.entry(partition).or_insert(0) += 1;
+                        }
+                        return Ok(Some(offset));
+                    }
+                    // OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_PRODUCER_ID, INVALID_PRODUCER_EPOCH:
+                    // the broker lost this producer's state or a write it acknowledged.
+                    Some((code @ (45 | 59 | 47), _)) if producer.is_some() => {
+                        return Err(format!(
+                            "partition {partition}: {value} refused with error {code}"
+                        ));
+                    }
+                    _ => {}
                 }
             }
             self.leaders.remove(&partition);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        None
+        Ok(None)
     }
 
     /// Reads a whole partition from its leader: offset -> value.

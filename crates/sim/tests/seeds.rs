@@ -27,10 +27,13 @@ fn run_one(seed: u64) {
     let verdict = match run(&Options::new(seed)) {
         Ok(o) => {
             eprintln!(
-                "seed {seed}: {} acknowledged, {} lost, {} changed; {} faults, longest without an acknowledgement {:.1} s (from {:.1} s); {:.0} s simulated in {:.1} s; run {:016x}",
+                "seed {seed}: {} acknowledged, {} lost, {} changed, {} duplicated, {} reordered, {} producers failed; {} faults, longest without an acknowledgement {:.1} s (from {:.1} s); {:.0} s simulated in {:.1} s; run {:016x}",
                 o.acknowledged,
                 o.lost.len(),
                 o.changed.len(),
+                o.duplicated.len(),
+                o.reordered.len(),
+                o.fatal.len(),
                 o.faults.iter().filter(|f| !f.contains("healed")).count(),
                 o.longest_gap.0.as_secs_f64(),
                 o.longest_gap.1.as_secs_f64(),
@@ -42,6 +45,15 @@ fn run_one(seed: u64) {
                 eprintln!("  faults:\n    {}", o.faults.join("\n    "));
                 eprintln!("  lost: {:?}", &o.lost[..o.lost.len().min(10)]);
                 eprintln!("  changed: {:?}", &o.changed[..o.changed.len().min(10)]);
+                eprintln!(
+                    "  duplicated: {:?}",
+                    &o.duplicated[..o.duplicated.len().min(10)]
+                );
+                eprintln!(
+                    "  reordered: {:?}",
+                    &o.reordered[..o.reordered.len().min(10)]
+                );
+                eprintln!("  producers failed: {:?}", o.fatal);
             }
             if o.ok() {
                 "ok"
@@ -131,7 +143,7 @@ fn no_seed_loses_an_acknowledged_write() {
     let first = failed.first().or(unjudged.first()).copied().unwrap_or(0);
     assert!(
         failed.is_empty() && unjudged.is_empty(),
-        "seeds that lost or changed acknowledged writes: {failed:?}; seeds not judged: {unjudged:?}; run one alone with SIM_SEEDS={first}..{} SIM_LOG=info cargo test -p gregor-sim --test seeds -- --nocapture",
+        "seeds the checker failed (acknowledged writes lost or changed, idempotent records duplicated or reordered, idempotent producers refused): {failed:?}; seeds not judged: {unjudged:?}; run one alone with SIM_SEEDS={first}..{} SIM_LOG=info cargo test -p gregor-sim --test seeds -- --nocapture",
         first + 1
     );
 }

@@ -589,9 +589,20 @@ fn append_to(
     match appended {
         Ok(info) if info.duplicate => {
             // A retry of a batch already stored: its original offsets, nothing appended.
+            // It is answered as its first attempt would be, once the original is durable
+            // and (acks=all) committed: the first attempt may have timed out before its
+            // followers had it, and this leader may be cut off from them still.
             tracing::debug!(topic = %partition.topic, partition = partition.index, base_offset = info.base_offset, "duplicate idempotent batch answered with its original offset");
-            r.base_offset = info.base_offset;
-            None
+            Some(Appended {
+                partition,
+                info,
+                bytes: 0,
+                stamp,
+                replicated,
+                leader_epoch,
+                sync: !replicated && settings.sync_unreplicated,
+                min_insync: settings.min_insync_replicas,
+            })
         }
         Ok(info) => Some(Appended {
             partition,
