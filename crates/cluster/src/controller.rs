@@ -420,7 +420,18 @@ impl ClusterNode {
         };
         let mut target = self.leader();
         let mut last = String::from("no controller known yet");
-        for attempt in 0..(voters.len() * 3 + 2) {
+        // A heartbeat goes round the voters a few times; any other request (a metadata
+        // change) waits up to its answer time for a controller, through an election.
+        let until = tokio::time::Instant::now()
+            + match request {
+                ControlRequest::Heartbeat(_) => Duration::ZERO,
+                _ => answer_within,
+            };
+        let tries = voters.len() * 3 + 2;
+        for attempt in 0.. {
+            if attempt >= tries && tokio::time::Instant::now() >= until {
+                break;
+            }
             let id = match target.take() {
                 Some(id) => id,
                 None => voters[attempt % voters.len()],
