@@ -1,0 +1,101 @@
+//! The partitions' background work: periodic flushes, retention, compaction.
+
+use super::*;
+
+impl Broker {
+    /// Fsyncs partitions whose `flush.ms` has passed or which have more than
+    /// `log.writeback.bytes` not yet written back.
+    pub async fn flush_due_partitions(&self) {
+        let now = now_ms();
+        let writeback = self.config.get_i64("log.writeback.bytes");
+        for partition in self.all_partitions() {
+            let due = {
+                let log = partition.log();
+                log.needs_periodic_flush(now)
+                    || (writeback > 0 && log.unflushed_bytes() >= writeback as u64)
+            };
+            if due {
+                let end = partition.log().log_end();
+                if let Err(e) = partition.make_durable(end).await {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "periodic flush failed");
+                }
+            }
+        }
+    }
+
+    /// Applies retention to every partition (`log.retention.check.interval.ms`).
+    pub fn apply_retention(&self) {
+        let now = now_ms();
+        let producer_idle_ms = self.config.get_i64("producer.id.expiration.ms");
+        for partition in self.all_partitions() {
+            let expired = partition.log().expire_producers(now, producer_idle_ms);
+            if expired > 0 {
+                tracing::info!(topic = %partition.topic, partition = partition.index, producers = expired, "expired idle producer ids");
+            }
+            let result = partition.log().apply_retention(now);
+            if let Err(e) = result {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed");
+            }
+        }
+    }
+
+    /// One cleaner pass, reading at most `log.cleaner.io.max.bytes.per.second`.
+    pub fn clean_compacted_paced(&self) {
+        let rate = self
+            .config
+            .get_i64("log.cleaner.io.max.bytes.per.second")
+            .max(1) as f64;
+        let started = tokio::time::Instant::now();
+        let mut pace = |bytes: u64| {
+            let due = std::time::Duration::from_secs_f64(bytes as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait.min(std::time::Duration::from_secs(10)));
+            }
+        };
+        self.clean_compacted(&mut pace);
+    }
+
+    /// One pass of the log cleaner over every compacted partition. The partition lock is
+    /// held only to pick the segments and to swap the cleaned ones in; `pace` is called
+    /// with the bytes processed so far so the caller can throttle.
+    pub fn clean_compacted(&self, pace: &mut dyn FnMut(u64)) {
+        for partition in self.all_partitions() {
+            let now = now_ms();
+            let Some(cleanable) = partition.log().cleanable(now) else {
+                continue;
+            };
+            let disk = self.disk.clone();
+            let started = tokio::time::Instant::now();
+            let cleaned =
+                gregor_storage::cleaner::clean(disk.as_ref(), &cleanable, now, &mut *pace);
+            let (done, stats) = match cleaned {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "log cleaning failed; the log is unchanged");
+                    continue;
+                }
+            };
+            let mut log = partition.log();
+            for c in &done {
+                if let Err(e) = log.install_cleaned(c) {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "could not swap a cleaned segment in; the original stays");
+                }
+            }
+            if let Err(e) = log.set_cleaned_up_to(cleanable.end_offset) {
+                tracing::warn!(error = %e, "could not store the cleaner checkpoint; the range will be cleaned again");
+            }
+            drop(log);
+            tracing::info!(
+                topic = %partition.topic,
+                partition = partition.index,
+                segments = stats.segments,
+                records_read = stats.records_read,
+                records_kept = stats.records_kept,
+                bytes_before = stats.bytes_before,
+                bytes_after = stats.bytes_after,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "log cleaned"
+            );
+        }
+    }
+}

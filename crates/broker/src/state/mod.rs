@@ -1,0 +1,372 @@
+//! The broker's shared state: cluster metadata and the partitions this broker hosts.
+//!
+//! Locking: the metadata log has one mutex, taken only to change metadata; readers use the
+//! latest [`MetadataImage`] snapshot. Each partition has its own log mutex, held for the
+//! in-memory part of an append or a read plan and never across an await, so different
+//! partitions proceed in parallel and no global lock sits on the data path. The appends'
+//! fsyncs (group commit, `Partition::make_durable`) run outside it; the rarer fsyncs of a
+//! segment roll, a truncation, the log-start file (DeleteRecords, retention) and a cleaned
+//! segment's swap run under it (ARCHITECTURE.md, Locks).
+//!
+//! The module's parts: `partition` (one partition's log, replica state and waits),
+//! `placement`, `topics` (metadata changes), `reconcile` (images applied here),
+//! `maintenance` (flushes, retention, compaction), `coordinators` (their internal topics
+//! and records). `Broker` is the one value that holds them all; handlers reach it through
+//! `RequestContext::broker`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::UNIX_EPOCH;
+
+use gregor_cluster::{
+    ClusterNode, MetadataImage, MetadataLog, MetadataRecord, PartitionMeta, TopicMeta,
+};
+use gregor_storage::{Disk, LogConfig, PartitionLog, StorageError};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::group::store::GroupRecord;
+use crate::group::store::{self as group_store, OFFSETS_TOPIC};
+use crate::group::{GroupCoordinator, GroupLog, GroupSettings};
+use crate::txn::{store as txn_store, TxnCoordinator, TxnHost, TxnMeta, TXN_TOPIC};
+use gregor_protocol::batch::BatchHeader;
+use kafka_protocol::error::ResponseError;
+
+mod coordinators;
+mod maintenance;
+mod partition;
+mod placement;
+mod reconcile;
+mod topics;
+
+pub use partition::*;
+pub use placement::*;
+pub use topics::*;
+
+pub fn now_ms() -> i64 {
+    gregor_cluster::net::wall_clock()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Kafka's rule for topic names.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("topic name '{name}' is not allowed"));
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "topic name is {} characters; the limit is 249",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!("topic name '{name}' has the character '{c}'; only ASCII letters, digits, '.', '_' and '-' are allowed"));
+    }
+    Ok(())
+}
+
+/// Topics Kafka treats as internal.
+pub fn is_internal_topic(name: &str) -> bool {
+    name == "__consumer_offsets" || name == "__transaction_state"
+}
+
+pub type TopicPartition = (String, i32);
+
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    disk: Arc<dyn Disk>,
+    metadata: Mutex<MetadataLog>,
+    image: RwLock<Arc<MetadataImage>>,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Whether the last stop was clean (its marker was found at start-up).
+    /// Whether this start found the clean-shutdown marker (every log closed and fsynced).
+    pub clean_start: bool,
+    /// The current block of producer ids: (next to hand out, end of block).
+    producer_ids: Mutex<(i64, i64)>,
+    /// The classic consumer-group coordinator; its state lives in `__consumer_offsets`.
+    pub groups: GroupCoordinator,
+    /// The transaction coordinator; its state lives in `__transaction_state`.
+    pub txns: TxnCoordinator,
+    /// Set when this broker is part of a cluster (`controller.quorum.voters`): metadata
+    /// changes go through the controller and the image comes from the replicated log.
+    cluster: OnceLock<Arc<ClusterNode>>,
+    /// Serializes applying images to the partitions.
+    reconcile_lock: Mutex<Option<Arc<MetadataImage>>>,
+    /// Internal-topic partitions whose groups or transactions are being loaded (this
+    /// broker is becoming their leader): their coordinator requests are answered
+    /// COORDINATOR_LOAD_IN_PROGRESS, which clients retry, never as if the group or the
+    /// transactional id did not exist (`true` for `__transaction_state`).
+    loading: Mutex<std::collections::BTreeSet<(bool, i32)>>,
+    /// Connections to transaction coordinators, for Produce's verification.
+    pub(crate) verify_conns: crate::replica::ConnPool,
+    /// TLS, SASL and the authorizer.
+    pub security: crate::security::Security,
+}
+
+/// Takes this node's and the cluster-wide runtime broker configs from the metadata image.
+fn load_dynamic_configs(config: &BrokerConfig, image: &MetadataImage) {
+    config.set_dynamic(crate::config::DynamicBrokerConfigs {
+        node: image.broker_configs(&config.node_id.to_string()),
+        default: image.broker_configs(""),
+    });
+}
+
+/// The data directory's clean-shutdown marker.
+const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+
+impl Broker {
+    /// Opens the data directory: cluster identity, metadata log, and every partition log
+    /// (recovering each).
+    pub fn open(config: BrokerConfig, disk: Arc<dyn Disk>) -> Result<Arc<Self>, BrokerError> {
+        let dir = config.data_dir.clone();
+        disk.create_dir_all(&dir).map_err(|e| {
+            BrokerError::Storage(StorageError::io("create data directory", &dir, e))
+        })?;
+        let cluster_id = load_or_create_cluster_id(disk.as_ref(), &dir, config.node_id)?;
+        // One marker for the data directory (Kafka's `.kafka_cleanshutdown`): written after
+        // every log closed cleanly, removed durably before anything new is appended.
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean_start = disk.exists(&marker);
+        if clean_start {
+            disk.remove_file(&marker)
+                .map_err(|e| BrokerError::Storage(StorageError::io("remove", &marker, e)))?;
+            disk.sync_dir(&dir)
+                .map_err(|e| BrokerError::Storage(StorageError::io("fsync", &dir, e)))?;
+        }
+        let metadata = MetadataLog::open(disk.clone(), &dir)
+            .map_err(|e| BrokerError::Metadata(e.to_string()))?;
+        let image = Arc::new(metadata.image().clone());
+        load_dynamic_configs(&config, &image);
+        let groups = GroupCoordinator::new(GroupSettings {
+            min_session_timeout_ms: config.get_i64("group.min.session.timeout.ms") as i32,
+            max_session_timeout_ms: config.get_i64("group.max.session.timeout.ms") as i32,
+            initial_rebalance_delay_ms: config.get_i64("group.initial.rebalance.delay.ms") as i32,
+            offsets_retention_ms: config
+                .get_i64("offsets.retention.minutes")
+                .saturating_mul(60_000),
+            offset_metadata_max_bytes: config.get_i64("offset.metadata.max.bytes").max(0) as usize,
+        });
+        let txns = TxnCoordinator::new(config.get_i64("transaction.max.timeout.ms") as i32);
+        let security = crate::security::Security::new(&config).map_err(BrokerError::Config)?;
+        let broker = Arc::new(Broker {
+            security,
+            txns,
+            config,
+            cluster_id,
+            disk,
+            metadata: Mutex::new(metadata),
+            image: RwLock::new(image.clone()),
+            partitions: RwLock::new(HashMap::new()),
+            producer_ids: Mutex::new((0, 0)),
+            groups,
+            clean_start,
+            cluster: OnceLock::new(),
+            reconcile_lock: Mutex::new(None),
+            loading: Mutex::new(Default::default()),
+            verify_conns: Default::default(),
+        });
+        broker.remove_deleted_dirs();
+        let started = tokio::time::Instant::now();
+        let mut count = 0usize;
+        for topic in image.topics() {
+            for index in 0..topic.partitions.len() as i32 {
+                broker.open_partition(topic, index)?;
+                count += 1;
+            }
+        }
+        tracing::info!(
+            partitions = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "partition logs opened"
+        );
+        // In a cluster they go through the controller once this broker is registered.
+        if broker
+            .config
+            .get("controller.quorum.voters")
+            .trim()
+            .is_empty()
+        {
+            broker.apply_bootstrap_records()?;
+        }
+        broker.load_groups()?;
+        broker.load_txns()?;
+        // Finish any transaction whose outcome was stored but whose markers may not all be.
+        broker.txns.tick(broker.as_ref(), now_ms());
+        Ok(broker)
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(topic.to_string(), index))
+            .cloned()
+    }
+
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    /// The storage and produce settings of a topic, from its overrides and the broker's file.
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> (LogConfig, ProduceSettings) {
+        let c = &self.config;
+        let get = |name: &str| c.topic_i64(name, overrides);
+        let policy_def =
+            crate::config::topic_def("cleanup.policy").expect("cleanup.policy is in the table");
+        let (policy, _) = c.topic_value(policy_def, overrides);
+        let log = LogConfig {
+            segment_bytes: get("segment.bytes").max(14) as u64,
+            segment_ms: get("segment.ms"),
+            index_interval_bytes: get("index.interval.bytes").max(1) as u64,
+            flush_messages: get("flush.messages").max(1) as u64,
+            flush_ms: get("flush.ms"),
+            retention_ms: get("retention.ms"),
+            retention_bytes: get("retention.bytes"),
+            retention_enabled: policy.contains("delete"),
+            compact: policy.contains("compact"),
+            min_cleanable_dirty_ratio: crate::config::topic_def("min.cleanable.dirty.ratio")
+                .and_then(|d| c.topic_value(d, overrides).0.parse().ok())
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: get("min.compaction.lag.ms"),
+            max_compaction_lag_ms: get("max.compaction.lag.ms"),
+            delete_retention_ms: get("delete.retention.ms"),
+        };
+        let ts_def = crate::config::topic_def("message.timestamp.type")
+            .expect("message.timestamp.type is in the table");
+        let settings = ProduceSettings {
+            max_message_bytes: get("max.message.bytes").max(0) as usize,
+            log_append_time: c.topic_value(ts_def, overrides).0 == "LogAppendTime",
+            compacted: log.compact,
+            min_insync_replicas: get("min.insync.replicas").max(1) as usize,
+            cache_window_bytes: c.get_i64("log.cache.window.bytes").max(0) as u64,
+            sync_unreplicated: c.get_bool("log.flush.unreplicated.enable")
+                && ["flush.messages", "flush.ms"].iter().all(|name| {
+                    crate::config::topic_def(name).is_some_and(|d| {
+                        c.topic_value(d, overrides).1 == crate::config::ConfigSource::Default
+                    })
+                }),
+        };
+        (log, settings)
+    }
+
+    fn open_partition(&self, topic: &TopicMeta, index: i32) -> Result<Arc<Partition>, BrokerError> {
+        let (log_config, settings) = self.log_config(&topic.configs);
+        let log = PartitionLog::open_with(
+            self.disk.clone(),
+            self.partition_dir(&topic.name, index),
+            log_config,
+            now_ms(),
+            self.clean_start,
+        )?;
+        if log.damage().is_some() {
+            crate::metrics::damaged_batch();
+        }
+        let hw = log.high_watermark();
+        let meta = topic.partitions.get(index as usize);
+        let partition = Arc::new(Partition {
+            node_id: self.config.node_id,
+            replica: Mutex::new(ReplicaState {
+                leader: meta.map_or(self.config.node_id, |m| m.leader),
+                leader_epoch: meta.map_or(0, |m| m.leader_epoch),
+                replicas: meta.map_or_else(|| vec![self.config.node_id], |m| m.replicas.clone()),
+                isr: meta.map_or_else(|| vec![self.config.node_id], |m| m.isr.clone()),
+                followers: meta.map_or_else(HashMap::new, |m| {
+                    fresh_followers(&m.replicas, self.config.node_id, now_ms())
+                }),
+                // A replica opened as a follower first checks its log against the leader's.
+                needs_truncation: meta
+                    .is_some_and(|m| m.leader >= 0 && m.leader != self.config.node_id),
+                epoch_start_offset: log.log_end(),
+                ..ReplicaState::default()
+            }),
+            hw_watch: tokio::sync::watch::Sender::new(hw),
+            topic: topic.name.clone(),
+            topic_id: topic.topic_id,
+            index,
+            log: Mutex::new(log),
+            settings: RwLock::new(settings),
+            waiters: Mutex::new(Vec::new()),
+            flush_lock: tokio::sync::Mutex::new(()),
+            cache_dropped: Default::default(),
+            metrics: crate::metrics::PartitionMetrics::new(&topic.name, index),
+        });
+        self.partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((topic.name.clone(), index), partition.clone());
+        Ok(partition)
+    }
+
+    /// Clean close of every log: fsynced, indexes written, recovery points moved up; then
+    /// the clean-shutdown marker, only if every log closed.
+    pub fn close(&self) {
+        let mut all_closed = true;
+        for partition in self.all_partitions() {
+            if let Err(e) = partition.log().close() {
+                all_closed = false;
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "closing the log failed; it will be recovered on the next start");
+            }
+        }
+        if all_closed {
+            let marker = self.config.data_dir.join(CLEAN_SHUTDOWN_FILE);
+            if let Err(e) = self.disk.write_file_atomic(&marker, b"") {
+                tracing::warn!(error = %e, "could not write the clean-shutdown marker; the next start verifies every active segment");
+            }
+        }
+    }
+}
+
+/// `meta.properties` as Kafka writes it: cluster id and node id of this data directory.
+fn load_or_create_cluster_id(
+    disk: &dyn Disk,
+    dir: &std::path::Path,
+    node_id: i32,
+) -> Result<String, BrokerError> {
+    let path = dir.join("meta.properties");
+    if let Ok(raw) = disk.read_file(&path) {
+        let text = String::from_utf8_lossy(&raw);
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        };
+        if let (Some(cluster), stored_node) = (field("cluster.id="), field("node.id=")) {
+            if let Some(stored) = stored_node.and_then(|n| n.parse::<i32>().ok()) {
+                if stored != node_id {
+                    return Err(BrokerError::Config(format!(
+                        "{} belongs to node {stored}, not {node_id}; start with --node-id {stored} or use another --data-dir",
+                        dir.display()
+                    )));
+                }
+            }
+            return Ok(cluster);
+        }
+    }
+    let cluster = Uuid::new_v4().simple().to_string()[..22].to_string();
+    let text = format!("version=1\ncluster.id={cluster}\nnode.id={node_id}\n");
+    disk.write_file_atomic(&path, text.as_bytes())
+        .map_err(|e| BrokerError::Storage(StorageError::io("write", &path, e)))?;
+    Ok(cluster)
+}
