@@ -332,7 +332,7 @@ async fn start_cluster(
         "registered with the cluster"
     );
     // Users created offline for this data directory (`gregor user create --data-dir`).
-    broker.apply_bootstrap_records()?;
+    broker.apply_bootstrap_records().await?;
     Ok(tasks)
 }
 

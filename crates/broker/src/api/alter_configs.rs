@@ -22,7 +22,7 @@ pub const TOPIC: i8 = 2;
 pub const BROKER: i8 = 4;
 
 /// Applies or (with `validate_only`) checks a new full set of topic overrides.
-pub fn apply_topic(
+pub async fn apply_topic(
     ctx: &RequestContext,
     topic: &str,
     configs: BTreeMap<String, String>,
@@ -42,12 +42,13 @@ pub fn apply_topic(
     }
     ctx.broker
         .set_topic_configs(topic, configs)
+        .await
         .map_err(|e| (ResponseError::UnknownServerError, e.to_string()))
 }
 
 /// Applies or (with `validate_only`) checks a new full set of runtime broker settings for
 /// `resource` ("" for the cluster default, or this broker's id).
-pub fn apply_broker(
+pub async fn apply_broker(
     ctx: &RequestContext,
     resource: &str,
     configs: BTreeMap<String, String>,
@@ -69,6 +70,7 @@ pub fn apply_broker(
     }
     ctx.broker
         .set_broker_configs(resource, configs)
+        .await
         .map_err(|e| (ResponseError::UnknownServerError, e.to_string()))
 }
 
@@ -88,11 +90,10 @@ pub fn outcome(result: Result<(), (ResponseError, String)>) -> (i16, Option<StrB
     }
 }
 
-pub fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> AlterConfigsResponse {
-    let responses = request
-        .resources
-        .into_iter()
-        .map(|res| {
+pub async fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for res in request.resources {
+        responses.push({
             let result = if res.resource_type == TOPIC || res.resource_type == BROKER {
                 let mut configs = BTreeMap::new();
                 let mut nulls = Vec::new();
@@ -110,9 +111,9 @@ pub fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> AlterConfig
                         format!("topic config '{k}' has a null value"),
                     ))
                 } else if res.resource_type == TOPIC {
-                    apply_topic(ctx, &res.resource_name, configs, request.validate_only)
+                    apply_topic(ctx, &res.resource_name, configs, request.validate_only).await
                 } else {
-                    apply_broker(ctx, &res.resource_name, configs, request.validate_only)
+                    apply_broker(ctx, &res.resource_name, configs, request.validate_only).await
                 }
             } else {
                 Err(unsupported(res.resource_type))
@@ -124,7 +125,7 @@ pub fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> AlterConfig
                 error_code,
                 error_message
             })
-        })
-        .collect();
+        });
+    }
     build!(AlterConfigsResponse { responses })
 }

@@ -20,43 +20,38 @@ pub const API: ApiSpec = ApiSpec {
     max: 1,
 };
 
-pub fn handle(
+pub async fn handle(
     ctx: &RequestContext,
     request: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
     let allow_rf_change = ctx.version < 1 || request.allow_replication_factor_change;
-    let responses = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let target = p
-                        .replicas
-                        .as_ref()
-                        .map(|r| r.iter().map(|b| b.0).collect::<Vec<i32>>());
-                    let mut r = build!(ReassignablePartitionResponse {
-                        partition_index: p.partition_index
-                    });
-                    if let Err((e, message)) =
-                        ctx.broker
-                            .reassign(&t.name.0, p.partition_index, target, allow_rf_change)
-                    {
-                        tracing::info!(topic = %t.name.0, partition = p.partition_index, error = %message, "reassignment refused");
-                        r.error_code = e.code();
-                        r.error_message = Some(StrBytes::from_string(message));
-                    }
-                    r
-                })
-                .collect();
-            build!(ReassignableTopicResponse {
-                name: t.name,
-                partitions
-            })
-        })
-        .collect();
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for t in request.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let target = p
+                .replicas
+                .as_ref()
+                .map(|r| r.iter().map(|b| b.0).collect::<Vec<i32>>());
+            let mut r = build!(ReassignablePartitionResponse {
+                partition_index: p.partition_index
+            });
+            if let Err((e, message)) = ctx
+                .broker
+                .reassign(&t.name.0, p.partition_index, target, allow_rf_change)
+                .await
+            {
+                tracing::info!(topic = %t.name.0, partition = p.partition_index, error = %message, "reassignment refused");
+                r.error_code = e.code();
+                r.error_message = Some(StrBytes::from_string(message));
+            }
+            partitions.push(r);
+        }
+        responses.push(build!(ReassignableTopicResponse {
+            name: t.name,
+            partitions
+        }));
+    }
     build!(AlterPartitionReassignmentsResponse {
         allow_replication_factor_change: allow_rf_change,
         responses

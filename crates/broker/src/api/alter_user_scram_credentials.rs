@@ -21,7 +21,7 @@ pub const API: ApiSpec = ApiSpec {
 /// A user's change: the record to commit, or why not.
 type Outcome = Result<MetadataRecord, (ResponseError, String)>;
 
-pub fn handle(
+pub async fn handle(
     ctx: &RequestContext,
     r: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
@@ -108,7 +108,7 @@ pub fn handle(
     let commit = if records.is_empty() {
         Ok(())
     } else {
-        ctx.broker.commit_records(records)
+        ctx.broker.commit_records(records).await
     };
     let results = results
         .into_iter()

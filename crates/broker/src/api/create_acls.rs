@@ -16,7 +16,7 @@ pub const API: ApiSpec = ApiSpec {
     max: 3,
 };
 
-pub fn handle(ctx: &RequestContext, r: CreateAclsRequest) -> CreateAclsResponse {
+pub async fn handle(ctx: &RequestContext, r: CreateAclsRequest) -> CreateAclsResponse {
     let mut results = Vec::new();
     let mut records = Vec::new();
     for c in &r.creations {
@@ -42,7 +42,7 @@ pub fn handle(ctx: &RequestContext, r: CreateAclsRequest) -> CreateAclsResponse 
     }
     if !records.is_empty() {
         let count = records.len();
-        if let Err(e) = ctx.broker.commit_records(records) {
+        if let Err(e) = ctx.broker.commit_records(records).await {
             let (code, message) = (crate::error::error_code(&e), e.to_string());
             for res in results.iter_mut().filter(|x| x.error_code == 0) {
                 res.error_code = code;

@@ -16,7 +16,7 @@ pub const API: ApiSpec = ApiSpec {
     max: 3,
 };
 
-pub fn handle(ctx: &RequestContext, r: DeleteAclsRequest) -> DeleteAclsResponse {
+pub async fn handle(ctx: &RequestContext, r: DeleteAclsRequest) -> DeleteAclsResponse {
     let image = ctx.broker.image();
     let mut records = Vec::new();
     let mut filter_results: Vec<DeleteAclsFilterResult> = Vec::new();
@@ -55,7 +55,7 @@ pub fn handle(ctx: &RequestContext, r: DeleteAclsRequest) -> DeleteAclsResponse 
     }
     if !records.is_empty() {
         let count = records.len();
-        if let Err(e) = ctx.broker.commit_records(records) {
+        if let Err(e) = ctx.broker.commit_records(records).await {
             let code = crate::error::error_code(&e);
             for f in &mut filter_results {
                 f.error_code = code;

@@ -23,14 +23,13 @@ const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
 
-pub fn handle(
+pub async fn handle(
     ctx: &RequestContext,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = request
-        .resources
-        .into_iter()
-        .map(|res| {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for res in request.resources {
+        responses.push({
             let broker = res.resource_type == BROKER;
             let result = if res.resource_type != TOPIC && !broker {
                 Err(unsupported(res.resource_type))
@@ -74,13 +73,13 @@ pub fn handle(
                 }
                 match error {
                     Some(e) => Err(e),
-                    None if broker => apply_broker(ctx, &res.resource_name, configs, request.validate_only),
-                    None => apply_topic(ctx, &res.resource_name, configs, request.validate_only),
+                    None if broker => apply_broker(ctx, &res.resource_name, configs, request.validate_only).await,
+                    None => apply_topic(ctx, &res.resource_name, configs, request.validate_only).await,
                 }
             };
             let (error_code, error_message) = outcome(result);
             build!(AlterConfigsResourceResponse { resource_type: res.resource_type, resource_name: res.resource_name, error_code, error_message })
-        })
-        .collect();
+        });
+    }
     build!(IncrementalAlterConfigsResponse { responses })
 }

@@ -237,9 +237,11 @@ async fn handle(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKi
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(create_topics::handle(ctx, r).await)
         }
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(ctx, r)),
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(ctx, r).await)
+        }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(create_partitions::handle(ctx, r))
+            ResponseKind::CreatePartitions(create_partitions::handle(ctx, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(ctx, r))
@@ -268,9 +270,9 @@ async fn handle(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKi
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(ctx, r))
         }
-        RequestKind::AlterPartitionReassignments(r) => {
-            ResponseKind::AlterPartitionReassignments(alter_partition_reassignments::handle(ctx, r))
-        }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            alter_partition_reassignments::handle(ctx, r).await,
+        ),
         RequestKind::ListPartitionReassignments(r) => {
             ResponseKind::ListPartitionReassignments(list_partition_reassignments::handle(ctx, r))
         }
@@ -280,9 +282,11 @@ async fn handle(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKi
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(ctx, r))
         }
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs::handle(ctx, r)),
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(alter_configs::handle(ctx, r).await)
+        }
         RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(ctx, r))
+            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(ctx, r).await)
         }
         RequestKind::AddPartitionsToTxn(r) => {
             ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(ctx, r))
@@ -300,15 +304,15 @@ async fn handle(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKi
         RequestKind::ListTransactions(r) => {
             ResponseKind::ListTransactions(list_transactions::handle(ctx, r))
         }
-        RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(create_acls::handle(ctx, r)),
+        RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(create_acls::handle(ctx, r).await),
         RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(describe_acls::handle(ctx, r)),
-        RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(delete_acls::handle(ctx, r)),
+        RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(delete_acls::handle(ctx, r).await),
         RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
             describe_user_scram_credentials::handle(ctx, r),
         ),
-        RequestKind::AlterUserScramCredentials(r) => {
-            ResponseKind::AlterUserScramCredentials(alter_user_scram_credentials::handle(ctx, r))
-        }
+        RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
+            alter_user_scram_credentials::handle(ctx, r).await,
+        ),
         // Answered by the connection, which holds the SASL state; here only if a caller
         // without one dispatches them.
         RequestKind::SaslHandshake(_) => {

@@ -196,7 +196,8 @@ impl Broker {
             .trim()
             .is_empty()
         {
-            broker.apply_bootstrap_records()?;
+            // A single node commits locally: this does not wait.
+            block_on(broker.apply_bootstrap_records())??;
         }
         broker.load_groups()?;
         broker.load_txns()?;

@@ -77,26 +77,15 @@ impl Broker {
         Ok(image)
     }
 
-    /// [`Self::commit_metadata`] from synchronous code, which must run on a worker of the
-    /// multi-threaded runtime (the coordinators' internal topics, the admin handlers not
-    /// yet asynchronous). Asynchronous callers await `commit_metadata`: only they may run
-    /// on a single-threaded runtime such as the simulator's.
-    pub(super) fn commit_metadata_blocking(
-        &self,
-        build: impl FnOnce(&MetadataImage) -> Result<Vec<MetadataRecord>, BrokerError>,
-    ) -> Result<Arc<MetadataImage>, BrokerError> {
-        block_on(self.commit_metadata(build))?
-    }
-
     /// Commits metadata records as they are (ACLs, SCRAM credentials).
-    pub fn commit_records(&self, records: Vec<MetadataRecord>) -> Result<(), BrokerError> {
-        self.commit_metadata_blocking(|_| Ok(records)).map(|_| ())
+    pub async fn commit_records(&self, records: Vec<MetadataRecord>) -> Result<(), BrokerError> {
+        self.commit_metadata(|_| Ok(records)).await.map(|_| ())
     }
 
     /// Commits the records `gregor user create --data-dir` left for the next start (the
     /// first users, created offline as Kafka's `kafka-storage format --add-scram` does),
     /// then removes their file.
-    pub fn apply_bootstrap_records(&self) -> Result<(), BrokerError> {
+    pub async fn apply_bootstrap_records(&self) -> Result<(), BrokerError> {
         let path = bootstrap_records_path(&self.config.data_dir);
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Ok(());
@@ -117,7 +106,7 @@ impl Broker {
             records.push(record);
         }
         let count = records.len();
-        self.commit_records(records)?;
+        self.commit_records(records).await?;
         std::fs::remove_file(&path)
             .map_err(|e| BrokerError::Storage(StorageError::io("remove", &path, e)))?;
         tracing::info!(
@@ -192,7 +181,7 @@ impl Broker {
     }
 
     /// Starts moving a partition's replicas to `target`, or (`None`) cancels a move.
-    pub fn reassign(
+    pub async fn reassign(
         &self,
         topic: &str,
         partition: i32,
@@ -307,7 +296,8 @@ impl Broker {
                 ]
             }
         };
-        self.commit_metadata_blocking(|_| Ok(records))
+        self.commit_metadata(|_| Ok(records))
+            .await
             .map(|_| ())
             .map_err(|e| (ResponseError::NotController, e.to_string()))?;
         tracing::info!(topic, partition, "reassignment changed");
@@ -340,7 +330,7 @@ impl Broker {
 
     /// Replaces a topic's dynamic configs (already validated) durably, and applies them to
     /// its open partitions at once.
-    pub fn set_topic_configs(
+    pub async fn set_topic_configs(
         &self,
         name: &str,
         configs: BTreeMap<String, String>,
@@ -350,12 +340,14 @@ impl Broker {
             .topic(name)
             .ok_or(BrokerError::UnknownTopic)?
             .topic_id;
-        let image = self.commit_metadata_blocking(|image| {
-            image
-                .topic_by_id(&topic_id)
-                .ok_or(BrokerError::UnknownTopic)?;
-            Ok(vec![MetadataRecord::TopicConfig { topic_id, configs }])
-        })?;
+        let image = self
+            .commit_metadata(|image| {
+                image
+                    .topic_by_id(&topic_id)
+                    .ok_or(BrokerError::UnknownTopic)?;
+                Ok(vec![MetadataRecord::TopicConfig { topic_id, configs }])
+            })
+            .await?;
         let topic = image.topic(name).ok_or(BrokerError::UnknownTopic)?;
         self.reconfigure(topic);
         tracing::info!(topic = name, configs = ?topic.configs, "topic configs changed");
@@ -364,17 +356,19 @@ impl Broker {
 
     /// Replaces the runtime-changed broker settings of `resource` ("" for the cluster
     /// default, or this node's id), durably, and applies them to every partition at once.
-    pub fn set_broker_configs(
+    pub async fn set_broker_configs(
         &self,
         resource: &str,
         configs: BTreeMap<String, String>,
     ) -> Result<(), BrokerError> {
-        let image = self.commit_metadata_blocking(|_| {
-            Ok(vec![MetadataRecord::BrokerConfig {
-                resource: resource.to_string(),
-                configs,
-            }])
-        })?;
+        let image = self
+            .commit_metadata(|_| {
+                Ok(vec![MetadataRecord::BrokerConfig {
+                    resource: resource.to_string(),
+                    configs,
+                }])
+            })
+            .await?;
         load_dynamic_configs(&self.config, &image);
         for topic in image.topics() {
             self.reconfigure(topic);
@@ -429,7 +423,7 @@ impl Broker {
     }
 
     /// Adds partitions to a topic so it has `count` in all.
-    pub fn add_partitions(&self, name: &str, count: i32) -> Result<(), BrokerError> {
+    pub async fn add_partitions(&self, name: &str, count: i32) -> Result<(), BrokerError> {
         let image = self.image();
         let topic = image.topic(name).ok_or(BrokerError::UnknownTopic)?;
         let topic_id = topic.topic_id;
@@ -439,30 +433,32 @@ impl Broker {
             .first()
             .map_or(1, |p| p.replicas.len() as i32);
         let assignment = self.assign_replicas(name, count - current, rf, current)?;
-        let image = self.commit_metadata_blocking(|image| {
-            let now = image
-                .topic_by_id(&topic_id)
-                .ok_or(BrokerError::UnknownTopic)?
-                .partitions
-                .len() as i32;
-            if now != current {
-                return Err(BrokerError::Metadata(format!(
-                    "partitions of '{name}' changed meanwhile; retry"
-                )));
-            }
-            Ok(assignment
-                .into_iter()
-                .zip(current..count)
-                .map(|(replicas, p)| MetadataRecord::Partition {
-                    topic_id,
-                    partition: p,
-                    leader: replicas[0],
-                    isr: Some(replicas.clone()),
-                    replicas,
-                    leader_epoch: 0,
-                })
-                .collect())
-        })?;
+        let image = self
+            .commit_metadata(|image| {
+                let now = image
+                    .topic_by_id(&topic_id)
+                    .ok_or(BrokerError::UnknownTopic)?
+                    .partitions
+                    .len() as i32;
+                if now != current {
+                    return Err(BrokerError::Metadata(format!(
+                        "partitions of '{name}' changed meanwhile; retry"
+                    )));
+                }
+                Ok(assignment
+                    .into_iter()
+                    .zip(current..count)
+                    .map(|(replicas, p)| MetadataRecord::Partition {
+                        topic_id,
+                        partition: p,
+                        leader: replicas[0],
+                        isr: Some(replicas.clone()),
+                        replicas,
+                        leader_epoch: 0,
+                    })
+                    .collect())
+            })
+            .await?;
         let topic = image.topic(name).ok_or(BrokerError::UnknownTopic)?;
         self.open_local_replicas(topic)?;
         tracing::info!(topic = name, partitions = count, "added partitions");
@@ -471,16 +467,17 @@ impl Broker {
 
     /// Deletes a topic: metadata first (so it is gone even if the files linger), then its
     /// partition directories are renamed aside and removed in the background.
-    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         let image = self.image();
         let topic = image.topic(name).ok_or(BrokerError::UnknownTopic)?;
         let topic_id = topic.topic_id;
-        self.commit_metadata_blocking(|image| {
+        self.commit_metadata(|image| {
             image
                 .topic_by_id(&topic_id)
                 .ok_or(BrokerError::UnknownTopic)?;
             Ok(vec![MetadataRecord::RemoveTopic { topic_id }])
-        })?;
+        })
+        .await?;
         let removed: Vec<Arc<Partition>> = self
             .all_partitions()
             .into_iter()
