@@ -88,7 +88,7 @@ pub async fn run_isr_upkeep(broker: Arc<Broker>, mut stop: watch::Receiver<bool>
             let Some((epoch, isr)) = partition.wanted_isr(now, lag_max_ms, &alive) else {
                 continue;
             };
-            partition.replica().isr_change_pending = true;
+            partition.isr_change_proposed(&isr);
             tracing::info!(topic = %partition.topic, partition = partition.index, isr = ?isr, "asking the controller to change the in-sync replicas");
             let node = node.clone();
             tokio::spawn(async move {
@@ -98,7 +98,7 @@ pub async fn run_isr_upkeep(broker: Arc<Broker>, mut stop: watch::Receiver<bool>
                 {
                     tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "ISR change refused");
                 }
-                partition.replica().isr_change_pending = false;
+                partition.isr_change_done();
             });
         }
     }

@@ -35,6 +35,11 @@ pub struct ReplicaState {
     pub needs_truncation: bool,
     /// On the leader: an ISR change was asked of the controller and not yet applied.
     pub isr_change_pending: bool,
+    /// On the leader: the followers that change adds to the ISR. Until it is applied the
+    /// high watermark waits for them too (Kafka's maximal ISR, KIP-497): committed records
+    /// they lack would otherwise be in no ISR member's log but the others', and the new
+    /// ISR would hold a member missing records below the high watermark.
+    pub isr_joining: Vec<i32>,
     /// On the leader: its log end when its epoch began. Until the high watermark reaches
     /// it, the latest offset is not known (Kafka's OFFSET_NOT_AVAILABLE).
     pub epoch_start_offset: i64,
@@ -188,6 +193,15 @@ impl Partition {
         r.replicas = meta.replicas.clone();
         r.isr = meta.isr.clone();
         r.isr_change_pending = false;
+        // Any image passes through here, not only the one with the ISR change: followers
+        // still joining keep counting for the high watermark until the change is answered
+        // or the epoch ends.
+        if new_epoch {
+            r.isr_joining.clear();
+        } else {
+            let isr = r.isr.clone();
+            r.isr_joining.retain(|b| !isr.contains(b));
+        }
         if new_epoch {
             if meta.leader == self.node_id || r.leader == self.node_id {
                 tracing::info!(topic = %self.topic, partition = self.index, leader = meta.leader, leader_epoch = meta.leader_epoch, "partition leadership changed");
@@ -233,7 +247,12 @@ impl Partition {
         let mut log = self.log();
         let mut hw = log.log_end();
         if r.replicated() {
-            for member in r.isr.iter().filter(|&&m| m != self.node_id) {
+            for member in r
+                .isr
+                .iter()
+                .chain(&r.isr_joining)
+                .filter(|&&m| m != self.node_id)
+            {
                 match r.followers.get(member) {
                     Some(f) if f.log_end >= 0 => hw = hw.min(f.log_end),
                     _ => return false,
@@ -318,6 +337,22 @@ impl Partition {
         let mut sorted_new = isr.clone();
         sorted_new.sort_unstable();
         (sorted_now != sorted_new).then_some((r.leader_epoch, isr))
+    }
+
+    /// On the leader: `isr` was asked of the controller. Until the answer, no other change
+    /// is asked and the followers it adds count for the high watermark.
+    pub fn isr_change_proposed(&self, isr: &[i32]) {
+        let mut r = self.replica();
+        r.isr_change_pending = true;
+        r.isr_joining = isr.iter().copied().filter(|b| !r.isr.contains(b)).collect();
+    }
+
+    /// On the leader: the controller answered the ISR change (its image, if it took it,
+    /// was applied before).
+    pub fn isr_change_done(&self) {
+        let mut r = self.replica();
+        r.isr_change_pending = false;
+        r.isr_joining.clear();
     }
 
     /// Registers a fetch to be woken by the next append.
