@@ -489,8 +489,7 @@ impl ClusterNode {
                 // Brokers build topic creations from their own image, which may lag:
                 // checked here, against the image every earlier decision was applied to,
                 // so two creators racing never commit a topic twice.
-                let _turn = self.decide.lock().await;
-                let image = self.decision_image().await?;
+                let (_turn, image) = self.decision_turn().await?;
                 let mut names = Vec::new();
                 for r in all_records(&records) {
                     if let MetadataRecord::Topic { name, topic_id, .. } = r {
@@ -526,8 +525,7 @@ impl ClusterNode {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(node_id, incarnation);
-                let _turn = self.decide.lock().await;
-                let image = self.decision_image().await?;
+                let (_turn, image) = self.decision_turn().await?;
                 // Fenced at once, as Kafka fences a broker whose controlled shutdown
                 // completed: it leaves every ISR, leads nothing, is not listed, and is
                 // never chosen for a leadership while it finishes stopping.
@@ -548,19 +546,26 @@ impl ClusterNode {
         }
     }
 
-    /// The image a decision is made from: confirmed with a quorum that this node still
-    /// leads, and with every entry committed before applied. A controller that has just
-    /// taken over (after a restart, with its state machine still replaying the log) must
-    /// not decide from an older image: it would not know a broker's last incarnation, an
-    /// ISR change or a fencing, and could undo them.
-    async fn decision_image(&self) -> Result<MetadataImage, ControlError> {
+    /// This node's turn to decide, and the image to decide from: leadership confirmed with
+    /// a quorum and every entry committed before applied, then the decision lock taken. A
+    /// controller that has just taken over (after a restart, with its state machine still
+    /// replaying the log) must not decide from an older image: it would not know a
+    /// broker's last incarnation, an ISR change or a fencing, and could undo them. The
+    /// quorum read runs before the lock, so concurrent requests (every broker's
+    /// heartbeat) do not queue one round trip each behind it; what other decisions commit
+    /// meanwhile is applied here before they release the lock, so the image read under it
+    /// is as fresh.
+    async fn decision_turn(
+        &self,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, MetadataImage), ControlError> {
         self.raft
             .ensure_linearizable()
             .await
             .map_err(|_| ControlError::NotLeader {
                 leader: self.leader().filter(|&l| l != self.node_id as NodeId),
             })?;
-        Ok(self.machine.image())
+        let turn = self.decide.lock().await;
+        Ok((turn, self.machine.image()))
     }
 
     /// Commits records as one entry; returns its index (or the applied index when there
@@ -608,8 +613,7 @@ impl ClusterNode {
                 });
             }
         }
-        let _turn = self.decide.lock().await;
-        let image = self.decision_image().await?;
+        let (_turn, image) = self.decision_turn().await?;
         let mut records = Vec::new();
         // The incarnation in the image is the one every controller knows (this one may
         // have just taken over); the remembered one covers registrations written before
@@ -689,7 +693,7 @@ impl ClusterNode {
         }
         if records.is_empty() {
             // The answer renews the broker's lease, so a controller deposed while paused
-            // or cut off must not give it: `decision_image` confirmed leadership with a
+            // or cut off must not give it: `decision_turn` confirmed leadership with a
             // quorum after this heartbeat arrived.
             return Ok(self.machine.applied_index().unwrap_or(0));
         }
@@ -706,8 +710,7 @@ impl ClusterNode {
         leader_epoch: i32,
         isr: Vec<i32>,
     ) -> Result<u64, ControlError> {
-        let _turn = self.decide.lock().await;
-        let image = self.decision_image().await?;
+        let (_turn, image) = self.decision_turn().await?;
         let Some(p) = image
             .topic_by_id(&topic_id)
             .and_then(|t| t.partitions.get(partition.max(0) as usize))
@@ -794,8 +797,7 @@ impl ClusterNode {
             }
             due
         };
-        let _turn = self.decide.lock().await;
-        let Ok(image) = self.decision_image().await else {
+        let Ok((_turn, image)) = self.decision_turn().await else {
             return;
         };
         let timeout = Duration::from_millis(self.settings.session_timeout_ms);
