@@ -210,6 +210,16 @@ class Cluster:
         raise AssertionError(f"{topic}: leaders (isr >= {isr}) not ready within {timeout} s; "
                              f"last seen (leader, isr) by partition: {seen}\n{self.log_digest()}")
 
+    def log_lines(self):
+        """(node id, line) for every line of every node's log, colour codes removed."""
+        for node_id, n in self.nodes.items():
+            try:
+                text = n.log_path.read_text(errors="replace")
+            except OSError:
+                continue
+            for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines():
+                yield node_id, line
+
     def log_digest(self, lines=40):
         """The last warnings and errors of every node's log, for a failure message."""
         out = []

@@ -129,7 +129,25 @@ pub struct ClusterNode {
     catch_up_to: std::sync::OnceLock<u64>,
     /// This broker's lease on its leaderships: see [`ClusterNode::lease_expired`].
     lease: Mutex<Lease>,
+    /// What the active controller learned by knocking at silent brokers' metadata-log
+    /// ports: see [`Knocks`].
+    knocks: Arc<Mutex<Knocks>>,
 }
+
+/// A broker whose heartbeats stopped is knocked at (a bare TCP connect to its
+/// metadata-log port, at most every [`KNOCK_EVERY`]). A refused connection means no
+/// process listens there any more: the broker was killed or crashed, and it is fenced at
+/// once instead of at the end of its session. A paused or cut-off broker does not refuse
+/// (its kernel accepts, or nothing answers at all), so it keeps its whole session, and
+/// with it the lease that its self-fencing counts on.
+#[derive(Debug, Default)]
+struct Knocks {
+    sent: HashMap<i32, Instant>,
+    refused: HashMap<i32, Instant>,
+}
+
+const KNOCK_EVERY: Duration = Duration::from_millis(500);
+const KNOCK_WAIT: Duration = Duration::from_millis(500);
 
 /// When the last heartbeats that the active controller answered were sent. A heartbeat
 /// counts only once the metadata log is applied here as far as the controller's answer
@@ -237,6 +255,7 @@ impl ClusterNode {
             transport: transport.clone(),
             catch_up_to: std::sync::OnceLock::new(),
             lease: Mutex::new(Lease::default()),
+            knocks: Arc::new(Mutex::new(Knocks::default())),
         });
         tokio::spawn(raft_net::serve(
             listener,
@@ -809,8 +828,13 @@ impl ClusterNode {
                 cluster_id: id[..22].to_string(),
             });
         }
+        // A broker silent for one and a half heartbeats is knocked at (see `Knocks`).
+        let knock_after =
+            Duration::from_millis(self.settings.heartbeat_interval_ms.saturating_mul(3) / 2);
+        let mut knock = Vec::new();
         {
             let seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+            let knocks = self.knocks.lock().unwrap_or_else(|p| p.into_inner());
             // The active controller's own broker is alive: it is this process.
             for b in image
                 .brokers()
@@ -818,19 +842,40 @@ impl ClusterNode {
             {
                 // A new controller gives every broker a full session from its election.
                 let last = seen.get(&b.node_id).copied().unwrap_or(since).max(since);
+                let silent_ms = now.duration_since(last).as_millis() as u64;
+                let gone = knocks.refused.get(&b.node_id).is_some_and(|&at| at > last);
                 if now.duration_since(last) > timeout {
                     tracing::warn!(
                         node_id = b.node_id,
-                        silent_ms = now.duration_since(last).as_millis() as u64,
+                        silent_ms,
                         "broker missed its session timeout; fencing it"
                     );
-                    records.push(MetadataRecord::FenceBroker {
-                        node_id: b.node_id,
-                        fenced: true,
-                    });
+                } else if gone && now.duration_since(last) > knock_after {
+                    tracing::warn!(
+                        node_id = b.node_id,
+                        silent_ms,
+                        "broker stopped heartbeating and its metadata-log port refuses \
+                         connections: its process is gone; fencing it without waiting for \
+                         its session timeout"
+                    );
+                } else {
+                    if now.duration_since(last) > knock_after
+                        && knocks
+                            .sent
+                            .get(&b.node_id)
+                            .is_none_or(|&at| now.duration_since(at) >= KNOCK_EVERY)
+                    {
+                        knock.push(b.node_id);
+                    }
+                    continue;
                 }
+                records.push(MetadataRecord::FenceBroker {
+                    node_id: b.node_id,
+                    fenced: true,
+                });
             }
         }
+        self.knock_at(&knock);
         let avoid: Vec<i32> = {
             let mut stopping = self.shutting_down.lock().unwrap_or_else(|p| p.into_inner());
             stopping.retain(|_, (_, at)| now.duration_since(*at) < timeout);
@@ -847,6 +892,44 @@ impl ClusterNode {
         }
         if let Err(e) = self.propose(records).await {
             tracing::warn!(error = %e, "controller decision not committed");
+        }
+    }
+
+    /// Knocks at the metadata-log port of each broker in `ids` in the background; a
+    /// refusal is remembered in `knocks` for the next tick (see [`Knocks`]).
+    fn knock_at(&self, ids: &[i32]) {
+        if ids.is_empty() {
+            return;
+        }
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let now = Instant::now();
+        for &id in ids {
+            let Some(addr) = membership
+                .membership()
+                .get_node(&(id as NodeId))
+                .map(|n| n.addr.clone())
+            else {
+                continue;
+            };
+            self.knocks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sent
+                .insert(id, now);
+            let knocks = self.knocks.clone();
+            tokio::spawn(async move {
+                let answer =
+                    tokio::time::timeout(KNOCK_WAIT, crate::net::TcpStream::connect(&addr)).await;
+                if let Ok(Err(e)) = answer {
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                        knocks
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .refused
+                            .insert(id, Instant::now());
+                    }
+                }
+            });
         }
     }
 

@@ -144,6 +144,12 @@ pub async fn serve(
         tokio::spawn(async move {
             let mut stream = match tokio::time::timeout(Duration::from_secs(10), accepting).await {
                 Ok(Ok(s)) => s,
+                // Closed before a byte of its handshake: the active controller knocking
+                // (see `controller::Knocks`) or a port check, not a refused peer.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    tracing::debug!(%peer, "metadata-log connection closed before its handshake");
+                    return;
+                }
                 Ok(Err(e)) => {
                     let kind = if e.kind() == std::io::ErrorKind::PermissionDenied {
                         "not a broker"

@@ -8,7 +8,11 @@
 //! # Fault model
 //! - **Network partitions** between one broker and the other brokers (the client still
 //!   reaches it), or between one broker and every other host. Messages sent across a
-//!   partition are lost; the partition heals after a while.
+//!   partition are lost; the partition heals after a while. A connection attempt across a
+//!   partition is refused at once (turmoil drops the SYN, which the connecting side sees
+//!   as a refusal), as behind a firewall that rejects rather than drops: the controller's
+//!   knock (`controller::Knocks`) therefore fences a cut-off broker early here, while its
+//!   lease still runs, which is harsher than a partition that drops packets.
 //! - **Held links**: every message to and from one broker is held, then delivered late
 //!   and in a burst (a paused process whose peers' bytes wait in its socket buffers).
 //! - **Crashes and restarts**: a broker's host stops at once (no clean shutdown, no
@@ -26,10 +30,10 @@
 //!
 //! # Determinism
 //! One seed fixes turmoil's network (latencies, which message goes first), the fault
-//! schedule and the workload. What the brokers draw themselves (the metadata quorum's
-//! election timeouts, topic ids) comes from the system's randomness, so a failing seed
-//! reproduces the same faults in the same order, not always the same interleaving; rerun
-//! it a few times with `SIM_LOG=info` to see it.
+//! schedule and the workload; what the brokers draw themselves (topic ids, incarnations)
+//! comes from `getrandom`, which the test binary answers from the seed (`entropy.rs`), and
+//! each seed runs in a process of its own, so a failing seed replays the same run
+//! (`a_seed_replays_the_same_run`). `SIM_LOG=info` shows its log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

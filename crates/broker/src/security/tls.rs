@@ -424,7 +424,7 @@ impl gregor_cluster::raft_net::Transport for TlsTransport {
             let stream = tokio_rustls::TlsAcceptor::from(config)
                 .accept(tcp)
                 .await
-                .map_err(|e| std::io::Error::other(format!("TLS handshake failed: {e}")))?;
+                .map_err(|e| std::io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
             let principal = stream
                 .get_ref()
                 .1
