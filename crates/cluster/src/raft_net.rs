@@ -33,7 +33,7 @@ pub(crate) enum Request {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
-    /// A request to the active controller (see `controller.rs`).
+    /// A request to the active controller (see `controller/client.rs`).
     Control(ControlRequest),
 }
 
