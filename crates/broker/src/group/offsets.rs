@@ -47,17 +47,12 @@ impl GroupCoordinator {
             instance_id,
         } = by;
         let fail_all = |e: ResponseError| vec![e.code(); offsets.len()];
-        if !store::valid_group_id(group_id) {
-            return fail_all(ResponseError::InvalidGroupId);
-        }
         let mut groups = self.lock();
-        let g = groups
-            .entry(group_id.to_string())
-            .or_insert_with(|| Group::new(group_id));
+        let g = match committing_to(&mut groups, group_id) {
+            Ok(g) => g,
+            Err(e) => return fail_all(e),
+        };
         let simple = generation < 0 && member_id.is_empty();
-        if g.state == GroupState::Dead {
-            return fail_all(ResponseError::CoordinatorNotAvailable);
-        }
         if !(simple && g.state == GroupState::Empty) {
             if let Err(e) = Self::check_member(g, member_id, instance_id) {
                 return fail_all(e);
@@ -114,16 +109,11 @@ impl GroupCoordinator {
             instance_id,
         } = by;
         let fail_all = |e: ResponseError| vec![e.code(); offsets.len()];
-        if !store::valid_group_id(group_id) {
-            return fail_all(ResponseError::InvalidGroupId);
-        }
         let mut groups = self.lock();
-        let g = groups
-            .entry(group_id.to_string())
-            .or_insert_with(|| Group::new(group_id));
-        if g.state == GroupState::Dead {
-            return fail_all(ResponseError::CoordinatorNotAvailable);
-        }
+        let g = match committing_to(&mut groups, group_id) {
+            Ok(g) => g,
+            Err(e) => return fail_all(e),
+        };
         // Older clients send no generation: Kafka then skips the member check.
         if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
             if let Err(e) = Self::check_member(g, member_id, instance_id) {
@@ -272,4 +262,22 @@ impl GroupCoordinator {
         }
         Ok(codes)
     }
+}
+
+/// The group a commit goes to (created when new), or the error every offset of the commit
+/// gets: an invalid group id, or a group being deleted.
+fn committing_to<'g>(
+    groups: &'g mut HashMap<String, Group>,
+    group_id: &str,
+) -> Result<&'g mut Group, ResponseError> {
+    if !store::valid_group_id(group_id) {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    let g = groups
+        .entry(group_id.to_string())
+        .or_insert_with(|| Group::new(group_id));
+    if g.state == GroupState::Dead {
+        return Err(ResponseError::CoordinatorNotAvailable);
+    }
+    Ok(g)
 }
