@@ -1,0 +1,277 @@
+//! The broker's process: starting it (on one node, or joining a cluster: `cluster.rs`),
+//! its periodic tasks (flusher, retention and cleaner, gauges), and stopping it cleanly.
+//! Connections are served in `connection.rs`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use gregor_cluster::net::{TcpListener, TcpStream};
+use gregor_cluster::MetadataImage;
+use gregor_protocol::frame::{self, RawHeader};
+use gregor_storage::OsDisk;
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::api::{self, api_versions, RequestContext};
+use crate::config::{BrokerConfig, Listener};
+use crate::error::BrokerError;
+use crate::security::{SaslOutcome, Session};
+use crate::state::Broker;
+use crate::zero_copy;
+
+mod cluster;
+mod connection;
+
+use cluster::start_cluster;
+use connection::{accept_loop, serve_connection};
+
+/// Runs the broker until `shutdown` resolves, then stops cleanly: no new connections,
+/// in-flight requests answered, logs flushed and closed.
+pub async fn run(
+    config: BrokerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), BrokerError> {
+    run_on(config, Arc::new(OsDisk), shutdown).await
+}
+
+/// [`run`] with the partitions' logs on `disk` (the simulator's, which can lose what was
+/// not fsynced when its host crashes).
+pub async fn run_on(
+    config: BrokerConfig,
+    disk: Arc<dyn gregor_storage::Disk>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), BrokerError> {
+    // Before anything in the data directory is opened: one process per directory.
+    let _dir_lock =
+        gregor_storage::DataDirLock::acquire(&config.data_dir).map_err(BrokerError::Config)?;
+    // It holds every record and every user's salted SCRAM keys: the broker's user alone.
+    match _dir_lock.make_private() {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::warn!(data_dir = %config.data_dir.display(), changed = n, "the data directory was readable by other users; made it and its credential files private (0700 directories, 0600 files)")
+        }
+        Err(e) => return Err(BrokerError::Config(e)),
+    }
+    if let Some(addr) = config.metrics {
+        // Before the partitions open, so their metric handles register with the recorder.
+        // Its security is the operator's explicit choice: a setting that cannot be met
+        // stops the broker rather than serving the metrics open.
+        let security =
+            crate::metrics_http::Security::from_config(&config).map_err(BrokerError::Config)?;
+        if let Err(e) = crate::metrics::start(addr, security) {
+            tracing::warn!("metrics are off: {e}");
+        }
+    }
+    let broker = crate::blocking::offload(move || Broker::open(config, disk))
+        .await
+        .map_err(|e| BrokerError::Metadata(format!("start-up task failed: {e}")))??;
+    tokio::pin!(shutdown);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // In a cluster, clients are served only once this broker is registered and has the
+    // cluster's metadata, as a Kafka broker waits to be unfenced.
+    let cluster_tasks = tokio::select! {
+        r = start_cluster(&broker, stop_rx.clone()) => r?,
+        _ = &mut shutdown => {
+            let _ = stop_tx.send(true);
+            if let Some(node) = broker.clustered() {
+                node.shutdown().await;
+            }
+            let b = broker.clone();
+            let _ = crate::blocking::offload(move || b.close()).await;
+            tracing::info!("stopped before joining the cluster");
+            return Ok(());
+        }
+    };
+    // One accepting task per listener; accepted connections come back on one channel.
+    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel(64);
+    let mut acceptors = JoinSet::new();
+    for l in &broker.config.listeners {
+        let listen = l.addr;
+        let socket = TcpListener::bind(&listen.to_string())
+            .await
+            .map_err(|e| BrokerError::Config(format!("cannot listen on {listen} (listener {}): {e}; is another broker running there? choose another with --listen", l.name)))?;
+        tracing::info!(listener = %l.name, protocol = l.protocol.name(), listen = %listen, advertised = %format!("{}:{}", l.advertised_host, l.advertised_port), "listening");
+        acceptors.spawn(accept_loop(
+            socket,
+            Arc::new(l.clone()),
+            accepted_tx.clone(),
+        ));
+    }
+    drop(accepted_tx);
+    tracing::info!(
+        listen = %broker.config.listen,
+        advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
+        node_id = broker.config.node_id,
+        data_dir = %broker.config.data_dir.display(),
+        cluster_id = %broker.cluster_id(),
+        "broker ready"
+    );
+    let gauges = tokio::spawn(gauge_loop(broker.clone(), stop_rx.clone()));
+    let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
+    // Group session and rebalance timeouts; retention; compaction.
+    let coordinator = tokio::spawn(periodic(
+        broker.clone(),
+        "group.coordinator.tick.ms",
+        stop_rx.clone(),
+        |b| b.groups.tick(b),
+    ));
+    let transactions = tokio::spawn(periodic(
+        broker.clone(),
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        stop_rx.clone(),
+        |b| b.txns.tick(b, crate::state::now_ms()),
+    ));
+    let retention = tokio::spawn(periodic(
+        broker.clone(),
+        "log.retention.check.interval.ms",
+        stop_rx.clone(),
+        Broker::apply_retention,
+    ));
+    let cleaner = tokio::spawn(periodic(
+        broker.clone(),
+        "log.cleaner.backoff.ms",
+        stop_rx.clone(),
+        Broker::clean_compacted_paced,
+    ));
+    let scrubber = tokio::spawn(crate::scrub::run(broker.clone(), stop_rx.clone()));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some((stream, peer, listener)) = accepted_rx.recv() => {
+                connections.spawn(serve_connection(broker.clone(), stream, peer, listener, stop_rx.clone()));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    if let Some(node) = broker.clustered() {
+        // Kafka's controlled shutdown: leaderships move to other in-sync replicas before
+        // this broker stops answering, so producers see one quick NOT_LEADER_OR_FOLLOWER.
+        match tokio::time::timeout(Duration::from_secs(5), node.controlled_shutdown()).await {
+            Ok(Ok(())) => tracing::info!("leaderships moved to other replicas"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "controlled shutdown refused; stopping anyway")
+            }
+            Err(_) => tracing::warn!("controlled shutdown timed out; stopping anyway"),
+        }
+    }
+    tracing::info!(
+        connections = connections.len(),
+        "shutting down: answering in-flight requests"
+    );
+    acceptors.abort_all();
+    let _ = stop_tx.send(true);
+    let timeout = Duration::from_millis(broker.config.get_i64("shutdown.timeout.ms").max(0) as u64);
+    if tokio::time::timeout(timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            remaining = connections.len(),
+            "connections still busy at the shutdown timeout; closing them"
+        );
+        connections.abort_all();
+    }
+    // The periodic tasks end at their next tick once told to stop; a tick in progress
+    // (blocking work: a cleaning, a retention pass, a scrub step) is waited for, not
+    // aborted, because the logs must not be closed under it.
+    for task in [
+        flusher,
+        coordinator,
+        gauges,
+        transactions,
+        retention,
+        cleaner,
+        scrubber,
+    ] {
+        let _ = task.await;
+    }
+    // The cluster's tasks may wait for a quorum that is gone: each has a bound, and a
+    // task that does not end in time is aborted, so the logs are always closed and the
+    // clean-shutdown marker written.
+    let deadline = tokio::time::Instant::now() + TASK_STOP_TIMEOUT;
+    for task in cluster_tasks {
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            tracing::warn!("a background task did not stop within 5 s; aborting it");
+            abort.abort();
+        }
+    }
+    if let Some(node) = broker.clustered() {
+        if tokio::time::timeout(TASK_STOP_TIMEOUT, node.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the metadata quorum did not stop within 5 s; going on");
+        }
+    }
+    let b = broker.clone();
+    crate::blocking::offload(move || b.close())
+        .await
+        .map_err(|e| BrokerError::Metadata(format!("close task failed: {e}")))?;
+    tracing::info!("broker stopped cleanly");
+    Ok(())
+}
+
+/// How long a clean stop waits for the background tasks (all together), and then for the
+/// metadata quorum. With the controlled shutdown's 5 s and `shutdown.timeout.ms` for the
+/// connections, a stop ends within `shutdown.timeout.ms` + 15 s plus the final fsyncs.
+const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut every = Duration::from_millis(
+        broker
+            .config
+            .get_i64("log.flush.scheduler.interval.ms")
+            .max(1) as u64,
+    );
+    if broker.config.get_i64("log.writeback.bytes") > 0 {
+        // Writeback is checked more often than flush.ms usually needs.
+        every = every.min(Duration::from_millis(100));
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => broker.flush_due_partitions().await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs `tick` on the blocking pool every `interval_key` milliseconds (a broker setting)
+/// until the broker stops.
+async fn periodic(
+    broker: Arc<Broker>,
+    interval_key: &'static str,
+    mut stop: watch::Receiver<bool>,
+    tick: fn(&Broker),
+) {
+    let every = Duration::from_millis(broker.config.get_i64(interval_key).max(1) as u64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {
+                let b = broker.clone();
+                let _ = crate::blocking::offload(move || tick(&b)).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Recomputes the metrics gauges until the broker stops.
+async fn gauge_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(crate::metrics::GAUGE_INTERVAL) => {
+                let b = broker.clone();
+                let _ = crate::blocking::offload(move || crate::metrics::update_gauges(&b)).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
