@@ -456,4 +456,6 @@ fn read_offset_file(disk: &dyn Disk, dir: &Path, name: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
+mod cleaner_tests;
+#[cfg(test)]
 mod tests;

@@ -152,7 +152,7 @@ impl PartitionLog {
                     file: s.file(),
                 })
                 .collect(),
-            config: self.config.clone(),
+            delete_retention_ms: self.config.delete_retention_ms,
         })
     }
 
@@ -200,5 +200,19 @@ impl PartitionLog {
     /// Records that offsets below `offset` are compacted.
     pub fn set_cleaned_up_to(&self, offset: i64) -> Result<()> {
         self.write_offset_file(CLEANER_CHECKPOINT_FILE, offset)
+    }
+
+    /// Compacts the log in one go (all three steps), for callers that hold the log alone.
+    pub fn compact_now(&mut self, now_ms: i64) -> Result<crate::cleaner::CleanStats> {
+        let Some(c) = self.cleanable(now_ms) else {
+            return Ok(crate::cleaner::CleanStats::default());
+        };
+        let disk = self.disk().clone();
+        let (cleaned, stats) = crate::cleaner::clean(disk.as_ref(), &c, now_ms, |_| {})?;
+        for done in cleaned {
+            self.install_cleaned(&done)?;
+        }
+        self.set_cleaned_up_to(c.end_offset)?;
+        Ok(stats)
     }
 }
