@@ -396,6 +396,12 @@ impl MetadataImage {
         self.next_producer_id_block
     }
 
+    /// Whether the image has partition `partition` of topic `topic`.
+    pub fn has_partition(&self, topic: &str, partition: i32) -> bool {
+        self.topic(topic)
+            .is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len())
+    }
+
     pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
         self.topics.get(name)
     }

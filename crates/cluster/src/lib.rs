@@ -5,6 +5,7 @@
 //!
 //! Architecture invariant: metadata records never enter a partition's offset space.
 
+pub mod control;
 pub mod controller;
 pub mod image;
 pub mod metadata_log;

@@ -194,6 +194,13 @@ pub fn wall_clock() -> std::time::SystemTime {
     }
 }
 
+/// [`wall_clock`] in milliseconds since the Unix epoch (0 before it).
+pub fn now_ms() -> i64 {
+    wall_clock()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::host_port;

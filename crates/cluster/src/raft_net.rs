@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use std::sync::Arc;
 
-use crate::controller::{ClusterNode, ControlError, ControlRequest};
+use crate::control::{ControlError, ControlRequest, ControlService};
 use crate::raft::{NodeId, Raft, TypeConfig};
 
 /// Largest frame accepted either way (snapshots of the metadata image included).
@@ -126,7 +126,7 @@ pub fn decode_request(body: &[u8]) -> bool {
 pub async fn serve(
     listener: TcpListener,
     raft: Raft,
-    node: Option<Arc<ClusterNode>>,
+    node: Option<Arc<dyn ControlService>>,
     transport: Arc<dyn Transport>,
 ) {
     loop {
@@ -194,7 +194,7 @@ pub async fn serve(
                     Request::Vote(r) => Response::Vote(raft.vote(r).await),
                     Request::Snapshot(r) => Response::Snapshot(raft.install_snapshot(r).await),
                     Request::Control(r) => match &node {
-                        Some(node) => Response::Control(node.handle(r).await),
+                        Some(node) => Response::Control(node.serve_control(r).await),
                         None => {
                             tracing::warn!(%peer, "control request on a node without a controller; closing");
                             return;
@@ -212,7 +212,7 @@ pub async fn serve(
 
 /// Whether node `id` is a voter of the metadata log: in its membership, or (before the
 /// membership is initialized) among the configured voters.
-fn is_voter(raft: &Raft, node: Option<&ClusterNode>, id: Option<NodeId>) -> bool {
+fn is_voter(raft: &Raft, node: Option<&dyn ControlService>, id: Option<NodeId>) -> bool {
     let Some(id) = id else {
         return false;
     };
@@ -442,6 +442,28 @@ mod tests {
         }
     }
 
+    /// Commits `record` through whichever node leads (an election may still be settling:
+    /// a node that just lost its leadership answers ForwardToLeader, and the write is tried
+    /// again); returns that leader and the record's index.
+    async fn commit(nodes: &BTreeMap<u64, Controller>, record: MetadataRecord) -> (u64, u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            for (&id, n) in nodes {
+                if n.raft.metrics().borrow().current_leader != Some(id) {
+                    continue;
+                }
+                if let Ok(r) = n.raft.client_write(record.clone()).await {
+                    return (id, r.log_id.index);
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader committed {record:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn three_controllers_over_loopback_tcp_agree_and_fail_over() {
         let dirs: Vec<tempfile::TempDir> =
@@ -467,21 +489,10 @@ mod tests {
                 .expect("initialize");
         }
         let wait = |n: &Controller| n.raft.wait(Some(Duration::from_secs(15)));
-        let leader = wait(&nodes[&1])
-            .metrics(|m| m.current_leader.is_some(), "a leader")
-            .await
-            .expect("elected")
-            .current_leader
-            .expect("checked");
         let mut last = 0;
+        let mut leader = 0;
         for i in 0..3 {
-            last = nodes[&leader]
-                .raft
-                .client_write(topic(&format!("t{i}")))
-                .await
-                .expect("committed")
-                .log_id
-                .index;
+            (leader, last) = commit(&nodes, topic(&format!("t{i}"))).await;
         }
         for n in nodes.values() {
             wait(n)
@@ -496,22 +507,14 @@ mod tests {
         old.server.abort();
         old.raft.shutdown().await.expect("shut down");
         let any = nodes.values().next().expect("a survivor");
-        let next = wait(any)
+        wait(any)
             .metrics(
                 |m| m.current_leader.is_some_and(|l| l != leader),
                 "a new leader",
             )
             .await
-            .expect("failover")
-            .current_leader
-            .expect("checked");
-        last = nodes[&next]
-            .raft
-            .client_write(topic("after"))
-            .await
-            .expect("committed")
-            .log_id
-            .index;
+            .expect("failover");
+        (_, last) = commit(&nodes, topic("after")).await;
         for n in nodes.values() {
             wait(n)
                 .applied_index_at_least(Some(last), "applied")

@@ -24,7 +24,6 @@ use crate::net::TcpListener;
 use gregor_storage::Disk;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::image::{MetadataImage, MetadataRecord};
@@ -35,6 +34,8 @@ mod client;
 mod decide;
 mod elect;
 
+use crate::control::ControlService;
+pub use crate::control::{ControlError, ControlRequest, Registration};
 use elect::{all_records, register};
 pub use elect::{elect, finish_reassignments, leave_isrs};
 
@@ -51,59 +52,6 @@ pub struct ControllerSettings {
     pub leader_imbalance_check_ms: u64,
     /// The cluster default of `unclean.leader.election.enable`; a topic config overrides it.
     pub unclean_leader_election: bool,
-}
-
-/// What a broker tells the controller about itself with every heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registration {
-    pub node_id: i32,
-    pub host: String,
-    pub port: i32,
-    pub rack: Option<String>,
-    /// Every named listener's advertised address: (listener name, host, port).
-    #[serde(default)]
-    pub endpoints: Vec<(String, String, i32)>,
-    /// Where its Raft listener is, so the controller can add it as a learner.
-    pub raft_addr: String,
-    /// Differs for every start of the process, so the controller tells a broker that
-    /// returned from one that is still stopping.
-    pub incarnation: u64,
-    /// This start found no clean-shutdown marker: the process crashed or was killed, and
-    /// its logs may have lost what was not fsynced.
-    #[serde(default)]
-    pub unclean_start: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum ControlRequest {
-    /// Commit these records as one (topic creation, configs, ...).
-    Write(Vec<MetadataRecord>),
-    Heartbeat(Registration),
-    /// A partition leader asks to change the in-sync replicas (Kafka's AlterPartition).
-    AlterIsr {
-        node_id: i32,
-        topic_id: Uuid,
-        partition: i32,
-        leader_epoch: i32,
-        isr: Vec<i32>,
-    },
-    /// A broker about to stop asks that its leaderships move elsewhere first.
-    ControlledShutdown {
-        node_id: i32,
-        incarnation: u64,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
-pub enum ControlError {
-    #[error("this node is not the active controller (the active one is {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
-    #[error("refused: {0}")]
-    Refused(String),
-    #[error("topic {0} already exists")]
-    TopicExists(String),
-    #[error("no active controller answered: {0}; check that a majority of the controllers in --controllers are running and reachable")]
-    Unavailable(String),
 }
 
 /// One node's part in the cluster: its Raft instance over the metadata log, and the
@@ -264,10 +212,11 @@ impl ClusterNode {
             lease: Mutex::new(Lease::default()),
             knocks: Arc::new(Mutex::new(Knocks::default())),
         });
+        let service: Arc<dyn ControlService> = node.clone();
         tokio::spawn(raft_net::serve(
             listener,
             raft.clone(),
-            Some(node.clone()),
+            Some(service),
             transport,
         ));
         if voters.contains_key(&(node_id as NodeId))
@@ -453,6 +402,20 @@ pub fn raft_listen_addr(
     voters.get(&(node_id as NodeId)).cloned().ok_or_else(|| {
         format!("node {node_id} is not among --controllers, so it needs its own address for the metadata log: give it with --controller-listener HOST:PORT")
     })
+}
+
+impl ControlService for ClusterNode {
+    fn serve_control(
+        &self,
+        request: ControlRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, ControlError>> + Send + '_>>
+    {
+        Box::pin(self.handle(request))
+    }
+
+    fn is_configured_voter(&self, id: NodeId) -> bool {
+        ClusterNode::is_configured_voter(self, id)
+    }
 }
 
 #[cfg(test)]
