@@ -21,41 +21,7 @@ impl PartitionLog {
         now_ms: i64,
         clean_shutdown: bool,
     ) -> Result<Self> {
-        disk.create_dir_all(&dir)
-            .map_err(|e| StorageError::io("create directory", &dir, e))?;
-        let entries = disk
-            .read_dir(&dir)
-            .map_err(|e| StorageError::io("list", &dir, e))?;
-        let mut bases = Vec::new();
-        for path in &entries {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if name.ends_with(".tmp") || name.ends_with(".cleaned") {
-                // An unfinished write or cleaning: the original is intact.
-                let _ = disk.remove_file(path);
-            } else if let Some(log_name) = name.strip_suffix(".swap") {
-                // A cleaned segment that was complete but not yet in place: finish the swap.
-                crate::cleaner::finish_swap(disk.as_ref(), &dir, log_name)
-                    .map_err(|e| StorageError::io("finish swap of", path, e))?;
-                if let Some(base) = log_name
-                    .strip_suffix(".log")
-                    .and_then(|b| b.parse::<i64>().ok())
-                {
-                    bases.push(base);
-                }
-            } else if let Some(stem) = name.strip_suffix(".log") {
-                match stem.parse::<i64>() {
-                    Ok(base) if base >= 0 => bases.push(base),
-                    _ => {
-                        tracing::warn!(path = %path.display(), "ignoring a file that is not a segment")
-                    }
-                }
-            }
-        }
-        bases.sort_unstable();
-        bases.dedup();
+        let bases = segment_bases(disk.as_ref(), &dir)?;
         let recovery_point = read_recovery_point(disk.as_ref(), &dir);
         let mut segments = BTreeMap::new();
         let mut damage: Option<Damage> = None;
@@ -74,68 +40,11 @@ impl PartitionLog {
                 verify,
                 now_ms,
             )?;
-            // A torn write can only be in the last segment, above the recovery point
-            // (everything below it was fsynced before the point was written).
-            let torn = |first_offset: i64| is_last && first_offset >= recovery_point;
-            let reason = recovery.reason.clone().unwrap_or_default();
-            match (recovery.damage, recovery.tail_at) {
-                (Some(found), _) if found.hole && torn(found.first_offset) => {
-                    // Zeros, then valid batches, above the recovery point: pages that a
-                    // power loss kept from the disk (writeback has no order). What follows
-                    // the hole was never fsynced, so nothing after it was acknowledged as
-                    // durable: cut as a torn write.
-                    let len = segment.file().len().unwrap_or(0);
-                    segment.cut_at(found.position)?;
-                    tracing::warn!(
-                        segment = %segment.path().display(),
-                        truncated_bytes = len.saturating_sub(found.position),
-                        "recovery cut an unwritten hole (zeros above the recovery point) and what followed it"
-                    );
-                }
-                (Some(found), _) => {
-                    damage.get_or_insert(found);
-                }
-                (None, Some(pos)) if torn(segment.next_offset) => {
-                    let len = segment.file().len().unwrap_or(0);
-                    segment.cut_at(pos)?;
-                    tracing::warn!(
-                        segment = %segment.path().display(),
-                        truncated_bytes = len.saturating_sub(pos),
-                        reason = %reason,
-                        "recovery truncated a torn tail (an unfinished write: nothing valid follows it)"
-                    );
-                }
-                (None, Some(pos)) => {
-                    // Invalid bytes to the end of a segment that later segments follow, or
-                    // below the recovery point: not an unfinished write but damage. Nothing
-                    // is cut and no later segment removed.
-                    let len = segment.file().len().unwrap_or(pos);
-                    damage.get_or_insert(Damage {
-                        path: segment.path().to_path_buf(),
-                        position: pos,
-                        first_offset: segment.next_offset,
-                        resume_position: len,
-                        resume_offset: bases.get(i + 1).copied().unwrap_or(recovery_point),
-                        reason,
-                        hole: false,
-                    });
-                }
-                (None, None) if is_last && segment.next_offset < recovery_point => {
-                    // Whole batches, but fewer than were fsynced: the file lost its end.
-                    damage.get_or_insert(Damage {
-                        path: segment.path().to_path_buf(),
-                        position: segment.size,
-                        first_offset: segment.next_offset,
-                        resume_position: segment.size,
-                        resume_offset: recovery_point,
-                        reason: format!(
-                            "the log ends at offset {} but offsets below {recovery_point} were fsynced",
-                            segment.next_offset
-                        ),
-                        hole: false,
-                    });
-                }
-                (None, None) => {}
+            let next_base = bases.get(i + 1).copied();
+            if let Some(found) =
+                judge_recovery(&mut segment, recovery, is_last, recovery_point, next_base)?
+            {
+                damage.get_or_insert(found);
             }
             segments.insert(base, segment);
         }
@@ -377,4 +286,121 @@ impl PartitionLog {
             .write_file_atomic(&path, &self.producers.encode(self.log_end()))
             .map_err(|e| StorageError::io("write", &path, e))
     }
+}
+
+/// The base offsets of the segments in `dir`, ascending, once unfinished writes and
+/// cleanings are removed (their originals are intact) and an interrupted swap finished.
+fn segment_bases(disk: &dyn Disk, dir: &Path) -> Result<Vec<i64>> {
+    disk.create_dir_all(dir)
+        .map_err(|e| StorageError::io("create directory", dir, e))?;
+    let entries = disk
+        .read_dir(dir)
+        .map_err(|e| StorageError::io("list", dir, e))?;
+    let mut bases = Vec::new();
+    for path in &entries {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.ends_with(".tmp") || name.ends_with(".cleaned") {
+            // An unfinished write or cleaning: the original is intact.
+            let _ = disk.remove_file(path);
+        } else if let Some(log_name) = name.strip_suffix(".swap") {
+            // A cleaned segment that was complete but not yet in place: finish the swap.
+            crate::cleaner::finish_swap(disk, dir, log_name)
+                .map_err(|e| StorageError::io("finish swap of", path, e))?;
+            if let Some(base) = log_name
+                .strip_suffix(".log")
+                .and_then(|b| b.parse::<i64>().ok())
+            {
+                bases.push(base);
+            }
+        } else if let Some(stem) = name.strip_suffix(".log") {
+            match stem.parse::<i64>() {
+                Ok(base) if base >= 0 => bases.push(base),
+                _ => {
+                    tracing::warn!(path = %path.display(), "ignoring a file that is not a segment")
+                }
+            }
+        }
+    }
+    bases.sort_unstable();
+    bases.dedup();
+    Ok(bases)
+}
+
+/// What recovery makes of one segment's check: a torn tail or an unwritten hole in the
+/// last segment above the recovery point is cut; anything else invalid is damage, for the
+/// log to take offline (nothing is cut, no later segment removed).
+fn judge_recovery(
+    segment: &mut Segment,
+    recovery: crate::segment::Recovery,
+    is_last: bool,
+    recovery_point: i64,
+    next_base: Option<i64>,
+) -> Result<Option<Damage>> {
+    // A torn write can only be in the last segment, above the recovery point
+    // (everything below it was fsynced before the point was written).
+    let torn = |first_offset: i64| is_last && first_offset >= recovery_point;
+    let reason = recovery.reason.clone().unwrap_or_default();
+    match (recovery.damage, recovery.tail_at) {
+        (Some(found), _) if found.hole && torn(found.first_offset) => {
+            // Zeros, then valid batches, above the recovery point: pages that a
+            // power loss kept from the disk (writeback has no order). What follows
+            // the hole was never fsynced, so nothing after it was acknowledged as
+            // durable: cut as a torn write.
+            let len = segment.file().len().unwrap_or(0);
+            segment.cut_at(found.position)?;
+            tracing::warn!(
+                segment = %segment.path().display(),
+                truncated_bytes = len.saturating_sub(found.position),
+                "recovery cut an unwritten hole (zeros above the recovery point) and what followed it"
+            );
+        }
+        (Some(found), _) => {
+            return Ok(Some(found));
+        }
+        (None, Some(pos)) if torn(segment.next_offset) => {
+            let len = segment.file().len().unwrap_or(0);
+            segment.cut_at(pos)?;
+            tracing::warn!(
+                segment = %segment.path().display(),
+                truncated_bytes = len.saturating_sub(pos),
+                reason = %reason,
+                "recovery truncated a torn tail (an unfinished write: nothing valid follows it)"
+            );
+        }
+        (None, Some(pos)) => {
+            // Invalid bytes to the end of a segment that later segments follow, or
+            // below the recovery point: not an unfinished write but damage. Nothing
+            // is cut and no later segment removed.
+            let len = segment.file().len().unwrap_or(pos);
+            return Ok(Some(Damage {
+                path: segment.path().to_path_buf(),
+                position: pos,
+                first_offset: segment.next_offset,
+                resume_position: len,
+                resume_offset: next_base.unwrap_or(recovery_point),
+                reason,
+                hole: false,
+            }));
+        }
+        (None, None) if is_last && segment.next_offset < recovery_point => {
+            // Whole batches, but fewer than were fsynced: the file lost its end.
+            return Ok(Some(Damage {
+                path: segment.path().to_path_buf(),
+                position: segment.size,
+                first_offset: segment.next_offset,
+                resume_position: segment.size,
+                resume_offset: recovery_point,
+                reason: format!(
+                    "the log ends at offset {} but offsets below {recovery_point} were fsynced",
+                    segment.next_offset
+                ),
+                hole: false,
+            }));
+        }
+        (None, None) => {}
+    }
+    Ok(None)
 }
