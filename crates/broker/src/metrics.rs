@@ -5,71 +5,23 @@
 //! set by a periodic task every [`GAUGE_INTERVAL`]. `docs/metrics.md` lists every name.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 use metrics::{Counter, Gauge, Histogram, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-
-use crate::state::Broker;
 
 /// How often gauges are recomputed.
 pub const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Request latency buckets, in seconds: 100 µs to 30 s.
-const LATENCY_BUCKETS: &[f64] = &[
+pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0,
 ];
 
-/// Installs the Prometheus recorder and starts its endpoint (see `metrics_http.rs`). Call
-/// before partitions are opened, so their handles register with it.
-pub fn start(addr: SocketAddr, security: crate::metrics_http::Security) -> Result<(), String> {
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("gregor_request_duration_seconds".into()),
-            LATENCY_BUCKETS,
-        )
-        .map_err(|e| e.to_string())?
-        .set_buckets_for_metric(
-            Matcher::Full("gregor_log_flush_duration_seconds".into()),
-            LATENCY_BUCKETS,
-        )
-        .map_err(|e| e.to_string())?
-        .build_recorder();
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|_| l))
-        .and_then(tokio::net::TcpListener::from_std)
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}; choose another address with --metrics HOST:PORT, or --metrics off"))?;
-    let handle = recorder.handle();
-    metrics::set_global_recorder(recorder)
-        .map_err(|e| format!("a metrics recorder is already installed: {e}"))?;
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-    let scheme = if security.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let authenticated = security.auth.is_some();
-    if !addr.ip().is_loopback() && !authenticated {
-        tracing::warn!(metrics = %addr, "the metrics endpoint is served without authentication on an address other hosts may reach: it names every topic, partition and group with offsets and lag. Set metrics.basic.auth.user and metrics.basic.auth.password.file (and metrics.ssl.enable), or keep it on 127.0.0.1");
-    }
-    tokio::spawn(crate::metrics_http::serve(listener, handle, security));
-    describe();
-    tracing::info!(metrics = %addr, scheme, authenticated, "serving Prometheus metrics");
-    Ok(())
-}
-
-fn describe() {
+/// Describes every metric to the recorder (its HELP line).
+pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "gregor_produce_records_total",
@@ -183,6 +135,14 @@ impl std::fmt::Debug for PartitionMetrics {
 }
 
 impl PartitionMetrics {
+    /// Sets the log's gauges: its size, segment count, start and end offsets.
+    pub fn set_log(&self, size_bytes: u64, segments: usize, log_start: i64, log_end: i64) {
+        self.size_bytes.set(size_bytes as f64);
+        self.segments.set(segments as f64);
+        self.start_offset.set(log_start as f64);
+        self.end_offset.set(log_end as f64);
+    }
+
     pub fn new(topic: &str, partition: i32) -> Self {
         let labels = [
             ("topic", topic.to_string()),
@@ -207,28 +167,30 @@ struct ApiMetrics {
     duration: Histogram,
 }
 
-fn api_metrics() -> &'static HashMap<i16, ApiMetrics> {
-    static CELL: OnceLock<HashMap<i16, ApiMetrics>> = OnceLock::new();
-    CELL.get_or_init(|| {
-        crate::api::APIS
-            .iter()
-            .map(|spec| {
-                let name = format!("{:?}", spec.key);
+static API_METRICS: OnceLock<HashMap<i16, ApiMetrics>> = OnceLock::new();
+
+/// Registers the request counter and latency histogram of every API in `apis` (the
+/// registry the server serves); requests of other APIs are not counted.
+pub fn register_apis(apis: impl IntoIterator<Item = ApiKey>) {
+    let _ = API_METRICS.set(
+        apis.into_iter()
+            .map(|key| {
+                let name = format!("{key:?}");
                 (
-                    spec.key as i16,
+                    key as i16,
                     ApiMetrics {
                         requests: metrics::counter!("gregor_requests_total", "api" => name.clone()),
                         duration: metrics::histogram!("gregor_request_duration_seconds", "api" => name),
                     },
                 )
             })
-            .collect()
-    })
+            .collect(),
+    );
 }
 
 /// Counts one answered request and its latency.
 pub fn request_done(api: ApiKey, elapsed: Duration) {
-    if let Some(m) = api_metrics().get(&(api as i16)) {
+    if let Some(m) = API_METRICS.get().and_then(|m| m.get(&(api as i16))) {
         m.requests.increment(1);
         m.duration.record(elapsed.as_secs_f64());
     }
@@ -275,70 +237,8 @@ pub fn connection_closed() {
     metrics::gauge!("gregor_connections").decrement(1.0);
 }
 
-/// Recomputes the gauges: partition sizes and offsets, group members, committed offsets
-/// and lag, and the process's resident memory.
-pub fn update_gauges(broker: &Broker) {
-    let mut log_ends = HashMap::new();
-    for p in broker.all_partitions() {
-        let (size, segments, offsets) = {
-            let log = p.log();
-            (log.size_bytes(), log.segment_count(), log.offsets())
-        };
-        p.metrics.size_bytes.set(size as f64);
-        p.metrics.segments.set(segments as f64);
-        p.metrics.start_offset.set(offsets.log_start as f64);
-        p.metrics.end_offset.set(offsets.log_end as f64);
-        log_ends.insert((p.topic.clone(), p.index), offsets.high_watermark);
-    }
-    // Groups (and their partitions) reported last time but gone now read 0, not their last
-    // value: the exporter keeps a gauge once it exists.
-    static REPORTED: std::sync::Mutex<Vec<[(&str, String); 3]>> = std::sync::Mutex::new(Vec::new());
-    static GROUPS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut reported = Vec::new();
-    let mut groups_now = Vec::new();
-    for (group, _, _) in broker.groups.list() {
-        let members = broker
-            .groups
-            .describe(&group)
-            .map_or(0, |g| g.members.len());
-        metrics::gauge!("gregor_consumer_group_members", "group" => group.clone())
-            .set(members as f64);
-        groups_now.push(group.clone());
-        for (topic, partition, committed) in broker.groups.fetch_offsets(&group, None) {
-            let (Some(committed), Some(&end)) =
-                (committed, log_ends.get(&(topic.clone(), partition)))
-            else {
-                continue;
-            };
-            let labels = [
-                ("group", group.clone()),
-                ("topic", topic),
-                ("partition", partition.to_string()),
-            ];
-            metrics::gauge!("gregor_consumer_group_committed_offset", &labels)
-                .set(committed.offset as f64);
-            metrics::gauge!("gregor_consumer_group_lag", &labels)
-                .set((end - committed.offset).max(0) as f64);
-            reported.push(labels);
-        }
-    }
-    let mut previous = GROUPS.lock().unwrap_or_else(|p| p.into_inner());
-    for gone in previous.iter().filter(|g| !groups_now.contains(g)) {
-        metrics::gauge!("gregor_consumer_group_members", "group" => gone.clone()).set(0.0);
-    }
-    *previous = groups_now;
-    let mut previous = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
-    for gone in previous.iter().filter(|l| !reported.contains(l)) {
-        metrics::gauge!("gregor_consumer_group_lag", gone).set(0.0);
-    }
-    *previous = reported;
-    if let Some(rss) = resident_memory_bytes() {
-        metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
-    }
-}
-
 /// VmRSS from `/proc/self/status`, where there is one.
-fn resident_memory_bytes() -> Option<u64> {
+pub fn resident_memory_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -95,6 +97,56 @@ impl Security {
         };
         Ok(Security { tls, auth })
     }
+}
+
+/// Installs the Prometheus recorder, registers the handles of `apis`, and starts the
+/// endpoint. Call before partitions are opened, so their handles register with it.
+pub fn start(
+    addr: SocketAddr,
+    security: Security,
+    apis: impl IntoIterator<Item = kafka_protocol::messages::ApiKey>,
+) -> Result<(), String> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("gregor_request_duration_seconds".into()),
+            crate::metrics::LATENCY_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            Matcher::Full("gregor_log_flush_duration_seconds".into()),
+            crate::metrics::LATENCY_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .build_recorder();
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}; choose another address with --metrics HOST:PORT, or --metrics off"))?;
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| format!("a metrics recorder is already installed: {e}"))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let scheme = if security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let authenticated = security.auth.is_some();
+    if !addr.ip().is_loopback() && !authenticated {
+        tracing::warn!(metrics = %addr, "the metrics endpoint is served without authentication on an address other hosts may reach: it names every topic, partition and group with offsets and lag. Set metrics.basic.auth.user and metrics.basic.auth.password.file (and metrics.ssl.enable), or keep it on 127.0.0.1");
+    }
+    tokio::spawn(serve(listener, handle, security));
+    crate::metrics::describe();
+    crate::metrics::register_apis(apis);
+    tracing::info!(metrics = %addr, scheme, authenticated, "serving Prometheus metrics");
+    Ok(())
 }
 
 /// Serves `handle`'s metrics on `listener` for the life of the process.

@@ -16,15 +16,15 @@
 //! - **Held links**: every message to and from one broker is held, then delivered late
 //!   and in a burst (a paused process whose peers' bytes wait in its socket buffers).
 //! - **Crashes and restarts**: a broker's host stops at once (no clean shutdown, no
-//!   controlled shutdown, connections dropped) and its partitions' files lose every byte
-//!   written since their last fsync (`FaultyDisk::crash`: a power cut of that machine);
-//!   it starts again later on its data directory and recovers it.
+//!   controlled shutdown, connections dropped) and its files (its partitions' logs and its
+//!   copy of the metadata log, votes included) lose every byte written since their last
+//!   fsync (`FaultyDisk::crash`: a power cut of that machine); it starts again later on its
+//!   data directory and recovers it.
 //! - **Latency**: every message takes between the minimum and the maximum latency, drawn
 //!   from the seed; messages between two hosts on one connection stay in order (TCP).
 //! - At most one broker is faulty at a time, so a majority of the three is always up.
 //!
-//! Not modelled yet (say so when reading a green run): the metadata log's own files are
-//! not on the faulty disk (a crash keeps them whole), directory changes survive a crash,
+//! Not modelled yet (say so when reading a green run): directory changes survive a crash,
 //! disk errors and torn writes, a crash of two brokers at once, clock skew between
 //! brokers, and the group and transaction coordinators (the workload has only producers).
 //!
@@ -249,6 +249,22 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         })?
 }
 
+/// What the client task shares with the driver: every acknowledgement, the writers'
+/// fatal errors, the logs read back, and whether writing goes on.
+#[derive(Default, Clone)]
+struct Shared {
+    acks: Arc<Mutex<Vec<Ack>>>,
+    fatal: Arc<Mutex<Vec<String>>>,
+    read_back: Arc<Mutex<Option<Logs>>>,
+    writing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Shared {
+    fn writing(&self) -> bool {
+        self.writing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 fn run_here(opts: &Options) -> Result<Outcome, String> {
     let root = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let mut rng = Rng::new(opts.seed);
@@ -262,9 +278,41 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
         // run when a listen backlog overflows; an OS would drop the SYNs).
         .tcp_capacity(1 << 16)
         .build();
+    let disks = add_brokers(&mut sim, opts, root.path());
+    let shared = Shared::default();
+    shared
+        .writing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    add_client(&mut sim, opts, &shared);
+    let until = opts.writing + Duration::from_secs(20);
+    let plan = if opts.faults {
+        schedule(&mut rng, opts.brokers, until)
+    } else {
+        Vec::new()
+    };
+    let faults = drive(&mut sim, opts, &plan, &disks, &shared)?;
+    let simulated = sim.elapsed();
+    let acks = std::mem::take(&mut *shared.acks.lock().unwrap_or_else(|p| p.into_inner()));
+    let logs = shared
+        .read_back
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .ok_or_else(|| format!("seed {}: the client ended without reading back", opts.seed))?;
+    let fatal = std::mem::take(&mut *shared.fatal.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(judge(opts.seed, acks, &logs, faults, fatal, simulated))
+}
+
+/// Starts every broker on its own host, each on a faulty disk of its own (returned, so
+/// that a crash can lose what it did not fsync).
+fn add_brokers(
+    sim: &mut turmoil::Sim<'_>,
+    opts: &Options,
+    root: &std::path::Path,
+) -> HashMap<u32, gregor_storage::FaultyDisk> {
     let mut disks = HashMap::new();
     for id in 1..=opts.brokers {
-        let dir = root.path().join(host(id));
+        let dir = root.join(host(id));
         let brokers = opts.brokers;
         let disk = gregor_storage::FaultyDisk::new();
         disk.set(|f| f.track_unsynced = true);
@@ -281,93 +329,114 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
             }
         });
     }
-    let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
-    let fatal: Arc<Mutex<Vec<String>>> = Arc::default();
-    let read_back: Arc<Mutex<Option<Logs>>> = Arc::default();
-    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    {
-        let opts = opts.clone();
-        let acks = acks.clone();
-        let fatal = fatal.clone();
-        let read_back = read_back.clone();
-        let writing = writing.clone();
-        let mut rng = Rng::new(opts.seed.wrapping_mul(31).wrapping_add(7));
-        sim.client("client", async move {
-            let bootstrap: Vec<String> = (1..=opts.brokers).map(host).collect();
-            let mut admin = Client::new(bootstrap.clone());
-            admin.await_cluster(opts.brokers).await?;
-            admin
-                .create_topic(opts.partitions, opts.brokers.min(3) as i16)
-                .await?;
-            let mut writers = Vec::new();
-            for w in 0..opts.writers {
-                let mut client = Client::new(bootstrap.clone());
-                let acks = acks.clone();
-                let fatal = fatal.clone();
-                let seed = rng.next_u64();
-                let opts = opts.clone();
-                writers.push(tokio::task::spawn_local(async move {
-                    let mut rng = Rng::new(seed);
-                    let end = tokio::time::Instant::now() + opts.writing;
-                    let mut producer = if w % 2 == 0 {
-                        Some(client.init_producer_id().await?)
-                    } else {
-                        None
-                    };
-                    for i in 0.. {
-                        if tokio::time::Instant::now() >= end {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(rng.range(10, 300))).await;
-                        let partition = rng.range(0, opts.partitions as u64) as i32;
-                        let value = format!("w{w}-{i}");
-                        let written = client
-                            .produce_until_acked(partition, &value, producer.as_mut(), end)
-                            .await;
-                        let offset = match written {
-                            Ok(offset) => offset,
-                            Err(e) => {
-                                fatal
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .push(format!("writer {w}: {e}"));
-                                break;
-                            }
-                        };
-                        if let Some(offset) = offset {
-                            acks.lock().unwrap_or_else(|p| p.into_inner()).push(Ack {
-                                partition,
-                                offset,
-                                value,
-                                at: turmoil::elapsed(),
-                            });
-                        }
-                    }
-                    Ok::<_, String>(())
-                }));
-            }
-            for w in writers {
-                w.await.map_err(|e| format!("writer: {e}"))??;
-            }
-            writing.store(false, std::sync::atomic::Ordering::SeqCst);
-            // The driver heals every fault once writing ends; then read everything back
-            // from each partition's leader, once the leaders have settled.
-            tokio::time::sleep(Duration::from_secs(15)).await;
-            let mut reader = Client::new(bootstrap);
-            let mut all = BTreeMap::new();
-            for p in 0..opts.partitions {
-                all.insert(p, reader.read_partition(p).await?);
-            }
-            *read_back.lock().unwrap_or_else(|p| p.into_inner()) = Some(all);
-            Ok(())
-        });
-    }
-    let until = opts.writing + Duration::from_secs(20);
-    let plan = if opts.faults {
-        schedule(&mut rng, opts.brokers, until)
+    disks
+}
+
+/// The client host: creates the topic, runs the writers until `opts.writing` ends, then
+/// (once the driver has healed every fault) reads every partition back.
+fn add_client(sim: &mut turmoil::Sim<'_>, opts: &Options, shared: &Shared) {
+    let opts = opts.clone();
+    let shared = shared.clone();
+    let mut rng = Rng::new(opts.seed.wrapping_mul(31).wrapping_add(7));
+    sim.client("client", async move {
+        let bootstrap: Vec<String> = (1..=opts.brokers).map(host).collect();
+        let mut admin = Client::new(bootstrap.clone());
+        admin.await_cluster(opts.brokers).await?;
+        admin
+            .create_topic(opts.partitions, opts.brokers.min(3) as i16)
+            .await?;
+        let mut writers = Vec::new();
+        for w in 0..opts.writers {
+            let client = Client::new(bootstrap.clone());
+            let seed = rng.next_u64();
+            writers.push(tokio::task::spawn_local(write(
+                w,
+                client,
+                Rng::new(seed),
+                opts.clone(),
+                shared.clone(),
+            )));
+        }
+        for w in writers {
+            w.await.map_err(|e| format!("writer: {e}"))??;
+        }
+        shared
+            .writing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        // The driver heals every fault once writing ends; then read everything back
+        // from each partition's leader, once the leaders have settled.
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let mut reader = Client::new(bootstrap);
+        let mut all = BTreeMap::new();
+        for p in 0..opts.partitions {
+            all.insert(p, reader.read_partition(p).await?);
+        }
+        *shared.read_back.lock().unwrap_or_else(|p| p.into_inner()) = Some(all);
+        Ok(())
+    });
+}
+
+/// Writer `w`: random partitions at random intervals until `opts.writing` ends, each
+/// write retried until acknowledged or its deadline; even writers are idempotent.
+async fn write(
+    w: u32,
+    mut client: Client,
+    mut rng: Rng,
+    opts: Options,
+    shared: Shared,
+) -> Result<(), String> {
+    let end = tokio::time::Instant::now() + opts.writing;
+    let mut producer = if w.is_multiple_of(2) {
+        Some(client.init_producer_id().await?)
     } else {
-        Vec::new()
+        None
     };
+    for i in 0.. {
+        if tokio::time::Instant::now() >= end {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.range(10, 300))).await;
+        let partition = rng.range(0, opts.partitions as u64) as i32;
+        let value = format!("w{w}-{i}");
+        let written = client
+            .produce_until_acked(partition, &value, producer.as_mut(), end)
+            .await;
+        let offset = match written {
+            Ok(offset) => offset,
+            Err(e) => {
+                shared
+                    .fatal
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("writer {w}: {e}"));
+                break;
+            }
+        };
+        if let Some(offset) = offset {
+            shared
+                .acks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Ack {
+                    partition,
+                    offset,
+                    value,
+                    at: turmoil::elapsed(),
+                });
+        }
+    }
+    Ok(())
+}
+
+/// Steps the simulation to its end, starting each planned fault in turn (one at a time)
+/// and healing it at its end or once writing ends; returns what happened, for the report.
+fn drive(
+    sim: &mut turmoil::Sim<'_>,
+    opts: &Options,
+    plan: &[(Duration, Duration, Fault)],
+    disks: &HashMap<u32, gregor_storage::FaultyDisk>,
+    shared: &Shared,
+) -> Result<Vec<String>, String> {
     let mut faults = Vec::new();
     let mut active: Option<(Duration, Fault)> = None;
     let mut next = 0;
@@ -376,20 +445,20 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
             .step()
             .map_err(|e| format!("seed {}: the simulation failed: {e}", opts.seed))?;
         if done {
-            break;
+            return Ok(faults);
         }
         let now = sim.elapsed();
-        let still_writing = writing.load(std::sync::atomic::Ordering::SeqCst);
+        let still_writing = shared.writing();
         if let Some((end, fault)) = active {
             if now >= end || !still_writing {
-                set_fault(&mut sim, &fault, opts.brokers, false);
+                set_fault(sim, &fault, opts.brokers, false);
                 faults.push(format!("{:>7.3}s healed {fault:?}", now.as_secs_f64()));
                 active = None;
             }
         } else if still_writing && next < plan.len() && now >= plan[next].0 {
             let (_, end, fault) = plan[next];
             next += 1;
-            set_fault(&mut sim, &fault, opts.brokers, true);
+            set_fault(sim, &fault, opts.brokers, true);
             let mut note = String::new();
             if let Fault::Crash(b) = fault {
                 let lost = disks[&b]
@@ -401,13 +470,18 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
             active = Some((end, fault));
         }
     }
-    let simulated = sim.elapsed();
-    let acks = std::mem::take(&mut *acks.lock().unwrap_or_else(|p| p.into_inner()));
-    let logs = read_back
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .ok_or_else(|| format!("seed {}: the client ended without reading back", opts.seed))?;
+}
+
+/// The checker: every acknowledged record at its offset with its value; each idempotent
+/// writer's records stored once and in the order written.
+fn judge(
+    seed: u64,
+    acks: Vec<Ack>,
+    logs: &Logs,
+    faults: Vec<String>,
+    fatal: Vec<String>,
+    simulated: Duration,
+) -> Outcome {
     let mut times: Vec<Duration> = acks.iter().map(|a| a.at).collect();
     times.sort();
     let longest_gap = times
@@ -426,15 +500,15 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
         h.finish()
     };
     let mut outcome = Outcome {
-        seed: opts.seed,
+        seed,
         acknowledged: acks.len(),
         longest_gap,
         fingerprint,
         faults,
         simulated,
+        fatal,
         ..Outcome::default()
     };
-    outcome.fatal = std::mem::take(&mut *fatal.lock().unwrap_or_else(|p| p.into_inner()));
     for ack in acks {
         match logs.get(&ack.partition).and_then(|l| l.get(&ack.offset)) {
             None => outcome.lost.push(ack),
@@ -442,8 +516,7 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
             Some(_) => {}
         }
     }
-    // Idempotent writers' records: each stored once, in the order written.
-    for (partition, log) in &logs {
+    for (partition, log) in logs {
         let mut seen: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
         let mut last: HashMap<u32, (u64, i64)> = HashMap::new();
         for (offset, value) in log {
@@ -469,7 +542,7 @@ fn run_here(opts: &Options) -> Result<Outcome, String> {
                 .map(|(v, at)| (v.to_string(), at)),
         );
     }
-    Ok(outcome)
+    outcome
 }
 
 /// "w3-17" -> (3, 17).

@@ -12,15 +12,9 @@ use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, TopicName,
 };
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::state::now_ms;
 use crate::txn::fenced_code;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::AddPartitionsToTxn,
-    min: 0,
-    max: 4,
-};
 
 pub fn handle(
     ctx: &RequestContext,
@@ -159,4 +153,105 @@ fn handle_batched(
     build!(AddPartitionsToTxnResponse {
         results_by_transaction
     })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = AddPartitionsToTxnRequest;
+        type Response = AddPartitionsToTxnResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::AddPartitionsToTxn,
+            min: 0,
+            max: 4,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: AddPartitionsToTxnRequest,
+        ) -> Option<AddPartitionsToTxnResponse> {
+            Some(handle(ctx, request))
+        }
+
+        /// Versions 0-3 come from a transactional producer; version 4 from a broker.
+        fn coordinator_keys<'r>(
+            ctx: &RequestContext,
+            request: &'r AddPartitionsToTxnRequest,
+        ) -> Vec<crate::api::Key<'r>> {
+            if ctx.version <= 3 {
+                vec![crate::api::Key::Txn(
+                    &request.v3_and_below_transactional_id.0,
+                )]
+            } else {
+                Vec::new()
+            }
+        }
+
+        fn error_response(
+            ctx: &RequestContext,
+            request: &AddPartitionsToTxnRequest,
+            error: ResponseError,
+        ) -> AddPartitionsToTxnResponse {
+            if ctx.version <= 3 {
+                refused(request, |_| error)
+            } else {
+                build!(AddPartitionsToTxnResponse {
+                    error_code: error.code()
+                })
+            }
+        }
+
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut AddPartitionsToTxnRequest,
+            _denied: &mut Denied,
+        ) -> Result<(), AddPartitionsToTxnResponse> {
+            if a.ctx.version > 3 {
+                return crate::api::authorize::needs_cluster(a, op::CLUSTER_ACTION, |e| {
+                    Self::error_response(a.ctx, request, e)
+                });
+            }
+            let denied: Vec<&TopicName> = request
+                .v3_and_below_topics
+                .iter()
+                .map(|t| &t.name)
+                .filter(|n| !a.topic(op::WRITE, &n.0))
+                .collect();
+            if let Some(first) = denied.first() {
+                crate::api::authorize::log_denied(a.ctx, &first.0);
+                return Err(refused(request, |name| {
+                    if denied.contains(&name) {
+                        crate::api::authorize::TOPIC_DENIED
+                    } else {
+                        ResponseError::OperationNotAttempted
+                    }
+                }));
+            }
+            Ok(())
+        }
+
+        fn replicated_writes(
+            ctx: &RequestContext,
+            request: &AddPartitionsToTxnRequest,
+        ) -> Vec<std::sync::Arc<crate::state::Partition>> {
+            if ctx.version <= 3 {
+                crate::api::coordinator_check::txn_partition(
+                    ctx,
+                    &request.v3_and_below_transactional_id.0,
+                )
+            } else {
+                Vec::new()
+            }
+        }
+    }
 }

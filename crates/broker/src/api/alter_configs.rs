@@ -9,14 +9,8 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::config::validate_topic_override;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::AlterConfigs,
-    min: 0,
-    max: 2,
-};
 
 pub const TOPIC: i8 = 2;
 pub const BROKER: i8 = 4;
@@ -128,4 +122,36 @@ pub async fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> Alter
         });
     }
     build!(AlterConfigsResponse { responses })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+
+    impl crate::api::Api for super::Handler {
+        type Request = AlterConfigsRequest;
+        type Response = AlterConfigsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::AlterConfigs,
+            min: 0,
+            max: 2,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: AlterConfigsRequest,
+        ) -> Option<AlterConfigsResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        config_change_refusals!(
+            AlterConfigsRequest,
+            AlterConfigsResponse,
+            AlterConfigsResourceResponse
+        );
+    }
 }

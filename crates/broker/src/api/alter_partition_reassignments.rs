@@ -12,13 +12,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{ApiSpec, RequestContext};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::AlterPartitionReassignments,
-    min: 0,
-    max: 1,
-};
+use super::RequestContext;
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -56,4 +50,44 @@ pub async fn handle(
         allow_replication_factor_change: allow_rf_change,
         responses
     })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = AlterPartitionReassignmentsRequest;
+        type Response = AlterPartitionReassignmentsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::AlterPartitionReassignments,
+            min: 0,
+            max: 1,
+        };
+        const CLUSTER_OPERATION: Option<i8> = Some(op::ALTER);
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: AlterPartitionReassignmentsRequest,
+        ) -> Option<AlterPartitionReassignmentsResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            _request: &AlterPartitionReassignmentsRequest,
+            error: ResponseError,
+        ) -> AlterPartitionReassignmentsResponse {
+            build!(AlterPartitionReassignmentsResponse {
+                error_code: error.code(),
+                error_message: crate::api::authorize::message_of(error)
+            })
+        }
+    }
 }

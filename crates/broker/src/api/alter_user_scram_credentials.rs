@@ -9,14 +9,8 @@ use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, ApiKey,
 };
 
-use super::{str_bytes, ApiSpec, RequestContext};
+use super::{str_bytes, RequestContext};
 use crate::security::scram::{self, Mechanism};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::AlterUserScramCredentials,
-    min: 0,
-    max: 0,
-};
 
 /// A user's change: the record to commit, or why not.
 type Outcome = Result<MetadataRecord, (ResponseError, String)>;
@@ -129,4 +123,57 @@ pub async fn handle(
         })
         .collect();
     build!(AlterUserScramCredentialsResponse { results })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::protocol::StrBytes;
+
+    impl crate::api::Api for super::Handler {
+        type Request = AlterUserScramCredentialsRequest;
+        type Response = AlterUserScramCredentialsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::AlterUserScramCredentials,
+            min: 0,
+            max: 0,
+        };
+        const CLUSTER_OPERATION: Option<i8> = Some(op::ALTER);
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: AlterUserScramCredentialsRequest,
+        ) -> Option<AlterUserScramCredentialsResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            request: &AlterUserScramCredentialsRequest,
+            error: ResponseError,
+        ) -> AlterUserScramCredentialsResponse {
+            let mut users: Vec<StrBytes> =
+                request.deletions.iter().map(|d| d.name.clone()).collect();
+            users.extend(request.upsertions.iter().map(|u| u.name.clone()));
+            users.dedup();
+            build!(AlterUserScramCredentialsResponse {
+            results: users
+                .into_iter()
+                .map(|user| build!(
+                    kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult {
+                        user,
+                        error_code: error.code(),
+                        error_message: crate::api::authorize::message_of(error)
+                    }
+                ))
+                .collect()
+        })
+        }
+    }
 }

@@ -4,13 +4,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 
-use super::{ApiSpec, RequestContext, APIS};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::ApiVersions,
-    min: 0,
-    max: 4,
-};
+use super::{RequestContext, APIS};
 
 pub fn handle(_ctx: &RequestContext, _request: ApiVersionsRequest) -> ApiVersionsResponse {
     response(0)
@@ -35,4 +29,29 @@ pub fn response(error_code: i16) -> ApiVersionsResponse {
 
 pub fn unsupported_version() -> ApiVersionsResponse {
     response(ResponseError::UnsupportedVersion.code())
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    impl crate::api::Api for super::Handler {
+        type Request = ApiVersionsRequest;
+        type Response = ApiVersionsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::ApiVersions,
+            min: 0,
+            max: 4,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: ApiVersionsRequest,
+        ) -> Option<ApiVersionsResponse> {
+            Some(handle(ctx, request))
+        }
+    }
 }

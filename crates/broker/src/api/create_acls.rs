@@ -7,14 +7,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
 use kafka_protocol::messages::{ApiKey, CreateAclsRequest, CreateAclsResponse};
 
-use super::{str_bytes, ApiSpec, RequestContext};
+use super::{str_bytes, RequestContext};
 use crate::security::acl::invalid_binding;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::CreateAcls,
-    min: 1,
-    max: 3,
-};
 
 pub async fn handle(ctx: &RequestContext, r: CreateAclsRequest) -> CreateAclsResponse {
     let mut results = Vec::new();
@@ -53,4 +47,52 @@ pub async fn handle(ctx: &RequestContext, r: CreateAclsRequest) -> CreateAclsRes
         }
     }
     build!(CreateAclsResponse { results })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = CreateAclsRequest;
+        type Response = CreateAclsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::CreateAcls,
+            min: 1,
+            max: 3,
+        };
+        const CLUSTER_OPERATION: Option<i8> = Some(op::ALTER);
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: CreateAclsRequest,
+        ) -> Option<CreateAclsResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            request: &CreateAclsRequest,
+            error: ResponseError,
+        ) -> CreateAclsResponse {
+            build!(CreateAclsResponse {
+                results: request
+                    .creations
+                    .iter()
+                    .map(|_| build!(
+                        kafka_protocol::messages::create_acls_response::AclCreationResult {
+                            error_code: error.code(),
+                            error_message: crate::api::authorize::message_of(error)
+                        }
+                    ))
+                    .collect()
+            })
+        }
+    }
 }

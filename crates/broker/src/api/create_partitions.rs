@@ -6,14 +6,8 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::error::error_code;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::CreatePartitions,
-    min: 0,
-    max: 3,
-};
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -92,4 +86,54 @@ async fn create_one(
         }
     }
     r
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+
+    impl crate::api::Api for super::Handler {
+        type Request = CreatePartitionsRequest;
+        type Response = CreatePartitionsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::CreatePartitions,
+            min: 0,
+            max: 3,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: CreatePartitionsRequest,
+        ) -> Option<CreatePartitionsResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut CreatePartitionsRequest,
+            denied: &mut Denied,
+        ) -> Result<(), CreatePartitionsResponse> {
+            request
+                .topics
+                .retain(|t| a.keep(denied, op::ALTER, &t.name, uuid::Uuid::nil(), Vec::new()));
+            Ok(())
+        }
+
+        fn complete(_a: &Auth<'_>, denied: Denied, response: &mut CreatePartitionsResponse) {
+            use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+            for (name, _, _) in denied.topics {
+                response.results.push(build!(CreatePartitionsTopicResult {
+                    name,
+                    error_code: crate::api::authorize::TOPIC_DENIED.code()
+                }));
+            }
+        }
+    }
 }

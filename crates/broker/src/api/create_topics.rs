@@ -10,16 +10,10 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{str_bytes, ApiSpec, RequestContext};
+use super::{str_bytes, RequestContext};
 use crate::config::{validate_topic_override, TOPIC_CONFIGS};
 use crate::error::error_code;
 use crate::state::validate_topic_name;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::CreateTopics,
-    min: 2,
-    max: 7,
-};
 
 pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
@@ -194,4 +188,58 @@ fn plan(ctx: &RequestContext, t: &CreatableTopic) -> Result<Plan, (ResponseError
         configs.insert(key.to_string(), value.to_string());
     }
     Ok((assignment, configs))
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+
+    impl crate::api::Api for super::Handler {
+        type Request = CreateTopicsRequest;
+        type Response = CreateTopicsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::CreateTopics,
+            min: 2,
+            max: 7,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: CreateTopicsRequest,
+        ) -> Option<CreateTopicsResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut CreateTopicsRequest,
+            denied: &mut Denied,
+        ) -> Result<(), CreateTopicsResponse> {
+            let cluster = a.cluster(op::CREATE);
+            request.topics.retain(|t| {
+                cluster || a.keep(denied, op::CREATE, &t.name, uuid::Uuid::nil(), Vec::new())
+            });
+            Ok(())
+        }
+
+        fn complete(_a: &Auth<'_>, denied: Denied, response: &mut CreateTopicsResponse) {
+            use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+            for (name, _, _) in denied.topics {
+                response.topics.push(build!(CreatableTopicResult {
+                    name,
+                    error_code: crate::api::authorize::TOPIC_DENIED.code(),
+                    error_message: Some(crate::api::str_bytes("Topic authorization failed.")),
+                    num_partitions: -1,
+                    replication_factor: -1
+                }));
+            }
+        }
+    }
 }

@@ -7,14 +7,8 @@ use kafka_protocol::messages::delete_acls_response::{
 };
 use kafka_protocol::messages::{ApiKey, DeleteAclsRequest, DeleteAclsResponse};
 
-use super::{str_bytes, ApiSpec, RequestContext};
+use super::{str_bytes, RequestContext};
 use crate::security::acl::AclFilter;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::DeleteAcls,
-    min: 1,
-    max: 3,
-};
 
 pub async fn handle(ctx: &RequestContext, r: DeleteAclsRequest) -> DeleteAclsResponse {
     let image = ctx.broker.image();
@@ -67,4 +61,52 @@ pub async fn handle(ctx: &RequestContext, r: DeleteAclsRequest) -> DeleteAclsRes
         }
     }
     build!(DeleteAclsResponse { filter_results })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = DeleteAclsRequest;
+        type Response = DeleteAclsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::DeleteAcls,
+            min: 1,
+            max: 3,
+        };
+        const CLUSTER_OPERATION: Option<i8> = Some(op::ALTER);
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: DeleteAclsRequest,
+        ) -> Option<DeleteAclsResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            request: &DeleteAclsRequest,
+            error: ResponseError,
+        ) -> DeleteAclsResponse {
+            build!(DeleteAclsResponse {
+                filter_results: request
+                    .filters
+                    .iter()
+                    .map(|_| build!(
+                        kafka_protocol::messages::delete_acls_response::DeleteAclsFilterResult {
+                            error_code: error.code(),
+                            error_message: crate::api::authorize::message_of(error)
+                        }
+                    ))
+                    .collect()
+            })
+        }
+    }
 }

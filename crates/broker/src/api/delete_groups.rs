@@ -3,13 +3,7 @@
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{ApiKey, DeleteGroupsRequest, DeleteGroupsResponse};
 
-use super::{ApiSpec, RequestContext};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::DeleteGroups,
-    min: 0,
-    max: 2,
-};
+use super::RequestContext;
 
 pub fn handle(ctx: &RequestContext, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let results = request
@@ -24,4 +18,60 @@ pub fn handle(ctx: &RequestContext, request: DeleteGroupsRequest) -> DeleteGroup
         })
         .collect();
     build!(DeleteGroupsResponse { results })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = DeleteGroupsRequest;
+        type Response = DeleteGroupsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::DeleteGroups,
+            min: 0,
+            max: 2,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: DeleteGroupsRequest,
+        ) -> Option<DeleteGroupsResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut DeleteGroupsRequest,
+            denied: &mut Denied,
+        ) -> Result<(), DeleteGroupsResponse> {
+            request.groups_names.retain(|g| {
+                let ok = a.group(op::DELETE, &g.0);
+                if !ok {
+                    crate::api::authorize::log_denied(a.ctx, &g.0);
+                    denied.groups.push(g.clone());
+                }
+                ok
+            });
+            Ok(())
+        }
+
+        fn complete(_a: &Auth<'_>, denied: Denied, response: &mut DeleteGroupsResponse) {
+            use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+            for group_id in denied.groups {
+                response.results.push(build!(DeletableGroupResult {
+                    group_id,
+                    error_code: ResponseError::GroupAuthorizationFailed.code()
+                }));
+            }
+        }
+    }
 }

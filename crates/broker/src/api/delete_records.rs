@@ -7,15 +7,9 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::error::storage_error_code;
 use crate::state::now_ms;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::DeleteRecords,
-    min: 0,
-    max: 2,
-};
 
 pub fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let topics = request
@@ -47,4 +41,65 @@ pub fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> DeleteReco
         })
         .collect();
     build!(DeleteRecordsResponse { topics })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+
+    impl crate::api::Api for super::Handler {
+        type Request = DeleteRecordsRequest;
+        type Response = DeleteRecordsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::DeleteRecords,
+            min: 0,
+            max: 2,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: DeleteRecordsRequest,
+        ) -> Option<DeleteRecordsResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut DeleteRecordsRequest,
+            denied: &mut Denied,
+        ) -> Result<(), DeleteRecordsResponse> {
+            request.topics.retain(|t| {
+                let parts = t.partitions.iter().map(|p| p.partition_index).collect();
+                a.keep(denied, op::DELETE, &t.name, uuid::Uuid::nil(), parts)
+            });
+            Ok(())
+        }
+
+        fn complete(_a: &Auth<'_>, denied: Denied, response: &mut DeleteRecordsResponse) {
+            use kafka_protocol::messages::delete_records_response::{
+                DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+            };
+            let t = crate::api::authorize::TOPIC_DENIED.code();
+            for (name, _, parts) in denied.topics {
+                response.topics.push(build!(DeleteRecordsTopicResult {
+                    name,
+                    partitions: parts
+                        .into_iter()
+                        .map(|partition_index| build!(DeleteRecordsPartitionResult {
+                            partition_index,
+                            low_watermark: -1,
+                            error_code: t
+                        }))
+                        .collect()
+                }));
+            }
+        }
+    }
 }

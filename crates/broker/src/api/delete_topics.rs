@@ -6,14 +6,8 @@ use kafka_protocol::messages::{ApiKey, DeleteTopicsRequest, DeleteTopicsResponse
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::{topic_name, ApiSpec, RequestContext};
+use super::{topic_name, RequestContext};
 use crate::error::error_code;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::DeleteTopics,
-    min: 1,
-    max: 6,
-};
 
 pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
     // v0-5 list names; v6 lists (name or id) states.
@@ -63,4 +57,59 @@ async fn delete_one(ctx: &RequestContext, name: Option<String>, id: Uuid) -> Del
         }
     }
     r
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+
+    impl crate::api::Api for super::Handler {
+        type Request = DeleteTopicsRequest;
+        type Response = DeleteTopicsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::DeleteTopics,
+            min: 1,
+            max: 6,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: DeleteTopicsRequest,
+        ) -> Option<DeleteTopicsResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut DeleteTopicsRequest,
+            denied: &mut Denied,
+        ) -> Result<(), DeleteTopicsResponse> {
+            request
+                .topic_names
+                .retain(|n| a.keep(denied, op::DELETE, n, uuid::Uuid::nil(), Vec::new()));
+            request.topics.retain(|t| {
+                let name = t.name.clone().unwrap_or_default();
+                a.keep(denied, op::DELETE, &name, t.topic_id, Vec::new())
+            });
+            Ok(())
+        }
+
+        fn complete(_a: &Auth<'_>, denied: Denied, response: &mut DeleteTopicsResponse) {
+            use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+            for (name, topic_id, _) in denied.topics {
+                response.responses.push(build!(DeletableTopicResult {
+                    name: Some(name),
+                    topic_id,
+                    error_code: crate::api::authorize::TOPIC_DENIED.code()
+                }));
+            }
+        }
+    }
 }

@@ -6,14 +6,8 @@ use std::collections::BTreeMap;
 use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeAclsResource};
 use kafka_protocol::messages::{ApiKey, DescribeAclsRequest, DescribeAclsResponse};
 
-use super::{str_bytes, ApiSpec, RequestContext};
+use super::{str_bytes, RequestContext};
 use crate::security::acl::AclFilter;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::DescribeAcls,
-    min: 1,
-    max: 3,
-};
 
 pub fn handle(ctx: &RequestContext, r: DescribeAclsRequest) -> DescribeAclsResponse {
     let filter = AclFilter {
@@ -54,4 +48,44 @@ pub fn handle(ctx: &RequestContext, r: DescribeAclsRequest) -> DescribeAclsRespo
         })
         .collect();
     build!(DescribeAclsResponse { resources })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = DescribeAclsRequest;
+        type Response = DescribeAclsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::DescribeAcls,
+            min: 1,
+            max: 3,
+        };
+        const CLUSTER_OPERATION: Option<i8> = Some(op::DESCRIBE);
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: DescribeAclsRequest,
+        ) -> Option<DescribeAclsResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            _request: &DescribeAclsRequest,
+            error: ResponseError,
+        ) -> DescribeAclsResponse {
+            build!(DescribeAclsResponse {
+                error_code: error.code(),
+                error_message: crate::api::authorize::message_of(error)
+            })
+        }
+    }
 }

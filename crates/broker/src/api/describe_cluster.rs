@@ -3,13 +3,7 @@
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::{str_bytes, ApiSpec, RequestContext};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::DescribeCluster,
-    min: 0,
-    max: 1,
-};
+use super::{str_bytes, RequestContext};
 
 pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> DescribeClusterResponse {
     let broker = &ctx.broker;
@@ -32,4 +26,44 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
             .collect(),
         cluster_authorized_operations: i32::MIN
     })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = DescribeClusterRequest;
+        type Response = DescribeClusterResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::DescribeCluster,
+            min: 0,
+            max: 1,
+        };
+        const CLUSTER_OPERATION: Option<i8> = Some(op::DESCRIBE);
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: DescribeClusterRequest,
+        ) -> Option<DescribeClusterResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            _request: &DescribeClusterRequest,
+            error: ResponseError,
+        ) -> DescribeClusterResponse {
+            build!(DescribeClusterResponse {
+                error_code: error.code(),
+                error_message: crate::api::authorize::message_of(error)
+            })
+        }
+    }
 }

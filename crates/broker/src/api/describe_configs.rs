@@ -8,14 +8,8 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{str_bytes, ApiSpec, RequestContext};
+use super::{str_bytes, RequestContext};
 use crate::config::{ConfigDef, ConfigSource, TOPIC_CONFIGS};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::DescribeConfigs,
-    min: 1,
-    max: 4,
-};
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
@@ -136,4 +130,47 @@ fn synonym(name: &str, value: &str, source: ConfigSource) -> DescribeConfigsSyno
         value: Some(str_bytes(value)),
         source: source as i8
     })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+
+    impl crate::api::Api for super::Handler {
+        type Request = DescribeConfigsRequest;
+        type Response = DescribeConfigsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::DescribeConfigs,
+            min: 1,
+            max: 4,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: DescribeConfigsRequest,
+        ) -> Option<DescribeConfigsResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn complete(a: &Auth<'_>, _denied: Denied, response: &mut DescribeConfigsResponse) {
+            for x in &mut response.results {
+                let ok = match x.resource_type {
+                    2 => a.topic(op::DESCRIBE_CONFIGS, &x.resource_name),
+                    _ => a.cluster(op::DESCRIBE_CONFIGS),
+                };
+                if !ok {
+                    x.error_code = crate::api::authorize::config_error(x.resource_type);
+                    x.error_message = None;
+                    x.configs.clear();
+                }
+            }
+        }
+    }
 }

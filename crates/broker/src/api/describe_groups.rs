@@ -5,13 +5,7 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{ApiKey, DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{str_bytes, ApiSpec, RequestContext};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::DescribeGroups,
-    min: 0,
-    max: 5,
-};
+use super::{str_bytes, RequestContext};
 
 pub fn handle(ctx: &RequestContext, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let groups = request
@@ -54,4 +48,46 @@ pub fn handle(ctx: &RequestContext, request: DescribeGroupsRequest) -> DescribeG
         })
         .collect();
     build!(DescribeGroupsResponse { groups })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = DescribeGroupsRequest;
+        type Response = DescribeGroupsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::DescribeGroups,
+            min: 0,
+            max: 5,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: DescribeGroupsRequest,
+        ) -> Option<DescribeGroupsResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn complete(a: &Auth<'_>, _denied: Denied, response: &mut DescribeGroupsResponse) {
+            use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+            for g in &mut response.groups {
+                if !a.group(op::DESCRIBE, &g.group_id.0) {
+                    *g = build!(DescribedGroup {
+                        group_id: g.group_id.clone(),
+                        error_code: ResponseError::GroupAuthorizationFailed.code()
+                    });
+                }
+            }
+        }
+    }
 }

@@ -9,13 +9,7 @@ use kafka_protocol::messages::{
     ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId,
 };
 
-use super::{str_bytes, topic_name, ApiSpec, RequestContext};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::DescribeTransactions,
-    min: 0,
-    max: 0,
-};
+use super::{str_bytes, topic_name, RequestContext};
 
 pub fn handle(
     ctx: &RequestContext,
@@ -59,4 +53,49 @@ pub fn handle(
         })
         .collect();
     build!(DescribeTransactionsResponse { transaction_states })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+    use crate::security::acl::res;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = DescribeTransactionsRequest;
+        type Response = DescribeTransactionsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::DescribeTransactions,
+            min: 0,
+            max: 0,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: DescribeTransactionsRequest,
+        ) -> Option<DescribeTransactionsResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn complete(a: &Auth<'_>, _denied: Denied, response: &mut DescribeTransactionsResponse) {
+            use kafka_protocol::messages::describe_transactions_response::TransactionState;
+            for s in &mut response.transaction_states {
+                if !a.allow(op::DESCRIBE, res::TRANSACTIONAL_ID, &s.transactional_id.0) {
+                    *s = build!(TransactionState {
+                        transactional_id: s.transactional_id.clone(),
+                        error_code: ResponseError::TransactionalIdAuthorizationFailed.code(),
+                        producer_id: ProducerId(-1),
+                        producer_epoch: -1
+                    });
+                }
+            }
+        }
+    }
 }

@@ -9,14 +9,8 @@ use kafka_protocol::messages::{
     ApiKey, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
 };
 
-use super::{str_bytes, ApiSpec, RequestContext};
+use super::{str_bytes, RequestContext};
 use crate::security::scram::Mechanism;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::DescribeUserScramCredentials,
-    min: 0,
-    max: 0,
-};
 
 pub fn handle(
     ctx: &RequestContext,
@@ -74,4 +68,44 @@ pub fn handle(
         }
     };
     build!(DescribeUserScramCredentialsResponse { results })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = DescribeUserScramCredentialsRequest;
+        type Response = DescribeUserScramCredentialsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::DescribeUserScramCredentials,
+            min: 0,
+            max: 0,
+        };
+        const CLUSTER_OPERATION: Option<i8> = Some(op::DESCRIBE);
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: DescribeUserScramCredentialsRequest,
+        ) -> Option<DescribeUserScramCredentialsResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            _request: &DescribeUserScramCredentialsRequest,
+            error: ResponseError,
+        ) -> DescribeUserScramCredentialsResponse {
+            build!(DescribeUserScramCredentialsResponse {
+                error_code: error.code(),
+                error_message: crate::api::authorize::message_of(error)
+            })
+        }
+    }
 }

@@ -3,15 +3,9 @@
 
 use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse, ProducerId};
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::state::now_ms;
 use crate::txn::fenced_code;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::EndTxn,
-    min: 0,
-    max: 3,
-};
 
 pub fn handle(ctx: &RequestContext, request: EndTxnRequest) -> EndTxnResponse {
     let result = ctx.broker.txns.end(
@@ -31,4 +25,52 @@ pub fn handle(ctx: &RequestContext, request: EndTxnRequest) -> EndTxnResponse {
         producer_id: ProducerId(-1),
         producer_epoch: -1
     })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = EndTxnRequest;
+        type Response = EndTxnResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::EndTxn,
+            min: 0,
+            max: 3,
+        };
+
+        async fn handle(ctx: &RequestContext, request: EndTxnRequest) -> Option<EndTxnResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn coordinator_keys<'r>(
+            _ctx: &RequestContext,
+            request: &'r EndTxnRequest,
+        ) -> Vec<crate::api::Key<'r>> {
+            vec![crate::api::Key::Txn(&request.transactional_id.0)]
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            _request: &EndTxnRequest,
+            error: ResponseError,
+        ) -> EndTxnResponse {
+            build!(EndTxnResponse {
+                error_code: error.code()
+            })
+        }
+
+        fn replicated_writes(
+            ctx: &RequestContext,
+            request: &EndTxnRequest,
+        ) -> Vec<std::sync::Arc<crate::state::Partition>> {
+            crate::api::coordinator_check::txn_partition(ctx, &request.transactional_id.0)
+        }
+    }
 }

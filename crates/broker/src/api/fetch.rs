@@ -14,16 +14,10 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::error::storage_error_code;
 use crate::state::Partition;
 use gregor_storage::StorageError;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::Fetch,
-    min: 4,
-    max: 16,
-};
 
 const READ_COMMITTED: i8 = 1;
 
@@ -120,7 +114,11 @@ fn read_once(ctx: &RequestContext, request: &FetchRequest, notify: &Arc<Notify>)
                     any_error = true;
                 }
                 Some(partition) => {
-                    let (leads, epoch, _, _) = partition.leadership();
+                    let crate::state::Leadership {
+                        leads,
+                        leader_epoch: epoch,
+                        ..
+                    } = partition.leadership();
                     let refused = if !leads {
                         Some(ResponseError::NotLeaderOrFollower)
                     } else if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
@@ -268,4 +266,76 @@ fn read_partition(
         _ => Bytes::from(plan.read()?),
     });
     Ok((n, records))
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+
+    impl crate::api::Api for super::Handler {
+        type Request = FetchRequest;
+        type Response = FetchResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::Fetch,
+            min: 4,
+            max: 16,
+        };
+
+        async fn handle(ctx: &RequestContext, request: FetchRequest) -> Option<FetchResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut FetchRequest,
+            denied: &mut Denied,
+        ) -> Result<(), FetchResponse> {
+            let replica = if a.ctx.version >= 15 {
+                request.replica_state.replica_id.0
+            } else {
+                request.replica_id.0
+            };
+            if replica >= 0 {
+                if let Some(e) = a.cluster_refused(op::CLUSTER_ACTION) {
+                    return Err(build!(FetchResponse {
+                        error_code: e.code()
+                    }));
+                }
+            } else {
+                request.topics.retain(|t| {
+                    let parts = t.partitions.iter().map(|p| p.partition).collect();
+                    a.keep(denied, op::READ, &t.topic, t.topic_id, parts)
+                });
+            }
+            Ok(())
+        }
+
+        fn complete(_a: &Auth<'_>, denied: Denied, response: &mut FetchResponse) {
+            use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+            let t = crate::api::authorize::TOPIC_DENIED.code();
+            for (topic, topic_id, parts) in denied.topics {
+                response.responses.push(build!(FetchableTopicResponse {
+                    topic,
+                    topic_id,
+                    partitions: parts
+                        .into_iter()
+                        .map(|partition_index| build!(PartitionData {
+                            partition_index,
+                            error_code: t,
+                            high_watermark: -1,
+                            last_stable_offset: -1,
+                            log_start_offset: -1
+                        }))
+                        .collect()
+                }));
+            }
+        }
+    }
 }

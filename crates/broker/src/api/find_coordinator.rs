@@ -7,13 +7,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{str_bytes, ApiSpec, RequestContext};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::FindCoordinator,
-    min: 0,
-    max: 5,
-};
+use super::{str_bytes, RequestContext};
 
 const GROUP: i8 = 0;
 const TRANSACTION: i8 = 1;
@@ -88,4 +82,84 @@ pub fn handle(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoor
         r.port = -1;
     }
     r
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+    use crate::security::acl::res;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = FindCoordinatorRequest;
+        type Response = FindCoordinatorResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::FindCoordinator,
+            min: 0,
+            max: 5,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: FindCoordinatorRequest,
+        ) -> Option<FindCoordinatorResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut FindCoordinatorRequest,
+            denied: &mut Denied,
+        ) -> Result<(), FindCoordinatorResponse> {
+            let key_type = request.key_type;
+            let allowed = |key: &str| match key_type {
+                1 => a.allow(op::DESCRIBE, res::TRANSACTIONAL_ID, key),
+                _ => a.group(op::DESCRIBE, key),
+            };
+            let error = if key_type == 1 {
+                ResponseError::TransactionalIdAuthorizationFailed
+            } else {
+                ResponseError::GroupAuthorizationFailed
+            };
+            if a.ctx.version < 4 {
+                if !allowed(&request.key) {
+                    crate::api::authorize::log_denied(a.ctx, &request.key);
+                    return Err(build!(FindCoordinatorResponse {
+                        error_code: error.code(),
+                        node_id: BrokerId(-1),
+                        port: -1
+                    }));
+                }
+            } else {
+                request.coordinator_keys.retain(|k| {
+                    let ok = allowed(k);
+                    if !ok {
+                        crate::api::authorize::log_denied(a.ctx, k);
+                        denied.keys.push((k.clone(), error));
+                    }
+                    ok
+                });
+            }
+            Ok(())
+        }
+
+        fn complete(_a: &Auth<'_>, denied: Denied, response: &mut FindCoordinatorResponse) {
+            use kafka_protocol::messages::find_coordinator_response::Coordinator;
+            for (key, e) in denied.keys {
+                response.coordinators.push(build!(Coordinator {
+                    key,
+                    node_id: BrokerId(-1),
+                    port: -1,
+                    error_code: e.code()
+                }));
+            }
+        }
+    }
 }

@@ -9,14 +9,8 @@ use kafka_protocol::messages::{
 };
 
 use super::alter_configs::{apply_broker, apply_topic, outcome, unsupported, BROKER, TOPIC};
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::config::{topic_def, ConfigType, TOPIC_CONFIGS};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::IncrementalAlterConfigs,
-    min: 0,
-    max: 1,
-};
 
 const SET: i8 = 0;
 const DELETE: i8 = 1;
@@ -82,4 +76,36 @@ pub async fn handle(
         });
     }
     build!(IncrementalAlterConfigsResponse { responses })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+
+    impl crate::api::Api for super::Handler {
+        type Request = IncrementalAlterConfigsRequest;
+        type Response = IncrementalAlterConfigsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::IncrementalAlterConfigs,
+            min: 0,
+            max: 1,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: IncrementalAlterConfigsRequest,
+        ) -> Option<IncrementalAlterConfigsResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        config_change_refusals!(
+            IncrementalAlterConfigsRequest,
+            IncrementalAlterConfigsResponse,
+            AlterConfigsResourceResponse
+        );
+    }
 }

@@ -4,16 +4,10 @@
 
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::error::error_code;
 use crate::state::now_ms;
 use crate::txn::fenced_code;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::InitProducerId,
-    min: 0,
-    max: 5,
-};
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -57,4 +51,97 @@ pub async fn handle(
         }
     }
     r
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+    use crate::security::acl::res;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = InitProducerIdRequest;
+        type Response = InitProducerIdResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::InitProducerId,
+            min: 0,
+            max: 5,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: InitProducerIdRequest,
+        ) -> Option<InitProducerIdResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        fn coordinator_keys<'r>(
+            _ctx: &RequestContext,
+            request: &'r InitProducerIdRequest,
+        ) -> Vec<crate::api::Key<'r>> {
+            request
+                .transactional_id
+                .as_ref()
+                .map(|t| crate::api::Key::Txn(&t.0))
+                .into_iter()
+                .collect()
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            _request: &InitProducerIdRequest,
+            error: ResponseError,
+        ) -> InitProducerIdResponse {
+            build!(InitProducerIdResponse {
+                error_code: error.code(),
+                producer_id: ProducerId(-1),
+                producer_epoch: -1
+            })
+        }
+
+        /// An idempotent producer (no transactional id) needs IDEMPOTENT_WRITE on the cluster
+        /// or WRITE on some topic.
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut InitProducerIdRequest,
+            _denied: &mut Denied,
+        ) -> Result<(), InitProducerIdResponse> {
+            if request.transactional_id.is_none()
+                && !a.cluster(op::IDEMPOTENT_WRITE)
+                && !a.ctx.broker.security.authorizer.authorize_any(
+                    &a.image,
+                    &a.ctx.caller,
+                    op::WRITE,
+                    res::TOPIC,
+                )
+            {
+                crate::api::authorize::log_denied(a.ctx, "idempotent write");
+                return Err(Self::error_response(
+                    a.ctx,
+                    request,
+                    crate::api::authorize::CLUSTER_DENIED,
+                ));
+            }
+            Ok(())
+        }
+
+        fn replicated_writes(
+            ctx: &RequestContext,
+            request: &InitProducerIdRequest,
+        ) -> Vec<std::sync::Arc<crate::state::Partition>> {
+            request
+                .transactional_id
+                .as_ref()
+                .map_or_else(Vec::new, |t| {
+                    crate::api::coordinator_check::txn_partition(ctx, &t.0)
+                })
+        }
+    }
 }

@@ -5,14 +5,8 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{ApiKey, JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::group::{JoinRequest, JoinResult, Reply};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::JoinGroup,
-    min: 0,
-    max: 9,
-};
 
 pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGroupResponse {
     let join = JoinRequest {
@@ -85,4 +79,49 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
         r.skip_assignment = result.skip_assignment;
     }
     r
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = JoinGroupRequest;
+        type Response = JoinGroupResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::JoinGroup,
+            min: 0,
+            max: 9,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: JoinGroupRequest,
+        ) -> Option<JoinGroupResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        fn coordinator_keys<'r>(
+            _ctx: &RequestContext,
+            request: &'r JoinGroupRequest,
+        ) -> Vec<crate::api::Key<'r>> {
+            vec![crate::api::Key::Group(&request.group_id.0)]
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            _request: &JoinGroupRequest,
+            error: ResponseError,
+        ) -> JoinGroupResponse {
+            build!(JoinGroupResponse {
+                error_code: error.code(),
+                generation_id: -1
+            })
+        }
+    }
 }

@@ -3,13 +3,7 @@
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
 
-use super::{ApiSpec, RequestContext};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::LeaveGroup,
-    min: 0,
-    max: 5,
-};
+use super::RequestContext;
 
 pub fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGroupResponse {
     let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
@@ -46,5 +40,49 @@ pub fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGroupRes
         Ok(codes) => build!(LeaveGroupResponse {
             error_code: codes.first().copied().unwrap_or(0)
         }),
+    }
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = LeaveGroupRequest;
+        type Response = LeaveGroupResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::LeaveGroup,
+            min: 0,
+            max: 5,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: LeaveGroupRequest,
+        ) -> Option<LeaveGroupResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn coordinator_keys<'r>(
+            _ctx: &RequestContext,
+            request: &'r LeaveGroupRequest,
+        ) -> Vec<crate::api::Key<'r>> {
+            vec![crate::api::Key::Group(&request.group_id.0)]
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            _request: &LeaveGroupRequest,
+            error: ResponseError,
+        ) -> LeaveGroupResponse {
+            build!(LeaveGroupResponse {
+                error_code: error.code()
+            })
+        }
     }
 }

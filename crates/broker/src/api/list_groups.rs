@@ -3,13 +3,7 @@
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{ApiKey, GroupId, ListGroupsRequest, ListGroupsResponse};
 
-use super::{str_bytes, ApiSpec, RequestContext};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::ListGroups,
-    min: 0,
-    max: 5,
-};
+use super::{str_bytes, RequestContext};
 
 pub fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsResponse {
     let states: Vec<String> = request
@@ -44,4 +38,42 @@ pub fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsRes
         })
         .collect();
     build!(ListGroupsResponse { groups })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+
+    impl crate::api::Api for super::Handler {
+        type Request = ListGroupsRequest;
+        type Response = ListGroupsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::ListGroups,
+            min: 0,
+            max: 5,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: ListGroupsRequest,
+        ) -> Option<ListGroupsResponse> {
+            Some(handle(ctx, request))
+        }
+
+        /// Without DESCRIBE on the cluster, only the groups the caller may describe.
+        fn complete(a: &Auth<'_>, _denied: Denied, response: &mut ListGroupsResponse) {
+            if !a.cluster(op::DESCRIBE) {
+                response
+                    .groups
+                    .retain(|g| a.group(op::DESCRIBE, &g.group_id.0));
+            }
+        }
+    }
 }

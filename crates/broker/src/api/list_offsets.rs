@@ -6,14 +6,8 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::error::storage_error_code;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::ListOffsets,
-    min: 1,
-    max: 8,
-};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -35,7 +29,11 @@ pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsR
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         return r;
                     };
-                    let (leads, epoch, _, _) = partition.leadership();
+                    let crate::state::Leadership {
+                        leads,
+                        leader_epoch: epoch,
+                        ..
+                    } = partition.leadership();
                     if !leads {
                         r.error_code = ResponseError::NotLeaderOrFollower.code();
                         return r;
@@ -97,4 +95,67 @@ pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsR
         })
         .collect();
     build!(ListOffsetsResponse { topics })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+
+    impl crate::api::Api for super::Handler {
+        type Request = ListOffsetsRequest;
+        type Response = ListOffsetsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::ListOffsets,
+            min: 1,
+            max: 8,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: ListOffsetsRequest,
+        ) -> Option<ListOffsetsResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut ListOffsetsRequest,
+            denied: &mut Denied,
+        ) -> Result<(), ListOffsetsResponse> {
+            request.topics.retain(|t| {
+                let parts = t.partitions.iter().map(|p| p.partition_index).collect();
+                a.keep(denied, op::DESCRIBE, &t.name, uuid::Uuid::nil(), parts)
+            });
+            Ok(())
+        }
+
+        fn complete(_a: &Auth<'_>, denied: Denied, response: &mut ListOffsetsResponse) {
+            use kafka_protocol::messages::list_offsets_response::{
+                ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+            };
+            let t = crate::api::authorize::TOPIC_DENIED.code();
+            for (name, _, parts) in denied.topics {
+                response.topics.push(build!(ListOffsetsTopicResponse {
+                    name,
+                    partitions: parts
+                        .into_iter()
+                        .map(|partition_index| build!(ListOffsetsPartitionResponse {
+                            partition_index,
+                            error_code: t,
+                            timestamp: -1,
+                            offset: -1,
+                            leader_epoch: -1
+                        }))
+                        .collect()
+                }));
+            }
+        }
+    }
 }

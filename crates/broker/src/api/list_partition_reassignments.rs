@@ -8,13 +8,7 @@ use kafka_protocol::messages::{
     ApiKey, BrokerId, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
 
-use super::{topic_name, ApiSpec, RequestContext};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::ListPartitionReassignments,
-    min: 0,
-    max: 0,
-};
+use super::{topic_name, RequestContext};
 
 pub fn handle(
     ctx: &RequestContext,
@@ -68,4 +62,44 @@ pub fn handle(
         })
         .collect();
     build!(ListPartitionReassignmentsResponse { topics })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = ListPartitionReassignmentsRequest;
+        type Response = ListPartitionReassignmentsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::ListPartitionReassignments,
+            min: 0,
+            max: 0,
+        };
+        const CLUSTER_OPERATION: Option<i8> = Some(op::DESCRIBE);
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: ListPartitionReassignmentsRequest,
+        ) -> Option<ListPartitionReassignmentsResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            _request: &ListPartitionReassignmentsRequest,
+            error: ResponseError,
+        ) -> ListPartitionReassignmentsResponse {
+            build!(ListPartitionReassignmentsResponse {
+                error_code: error.code(),
+                error_message: crate::api::authorize::message_of(error)
+            })
+        }
+    }
 }

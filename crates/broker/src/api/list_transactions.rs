@@ -6,15 +6,9 @@ use kafka_protocol::messages::{
     ApiKey, ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
 };
 
-use super::{str_bytes, ApiSpec, RequestContext};
+use super::{str_bytes, RequestContext};
 use crate::state::now_ms;
 use crate::txn::TxnState;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::ListTransactions,
-    min: 0,
-    max: 1,
-};
 
 const STATES: [TxnState; 8] = [
     TxnState::Empty,
@@ -62,4 +56,40 @@ pub fn handle(ctx: &RequestContext, request: ListTransactionsRequest) -> ListTra
         unknown_state_filters,
         transaction_states
     })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+    use crate::security::acl::res;
+
+    impl crate::api::Api for super::Handler {
+        type Request = ListTransactionsRequest;
+        type Response = ListTransactionsResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::ListTransactions,
+            min: 0,
+            max: 1,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: ListTransactionsRequest,
+        ) -> Option<ListTransactionsResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn complete(a: &Auth<'_>, _denied: Denied, response: &mut ListTransactionsResponse) {
+            response
+                .transaction_states
+                .retain(|s| a.allow(op::DESCRIBE, res::TRANSACTIONAL_ID, &s.transactional_id.0));
+        }
+    }
 }

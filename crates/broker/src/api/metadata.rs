@@ -9,14 +9,8 @@ use uuid::Uuid;
 
 use gregor_cluster::TopicMeta;
 
-use super::{str_bytes, topic_name, ApiSpec, RequestContext};
+use super::{str_bytes, topic_name, RequestContext};
 use crate::state::{is_internal_topic, validate_topic_name};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::Metadata,
-    min: 0,
-    max: 12,
-};
 
 pub fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
     let broker = &ctx.broker;
@@ -140,4 +134,81 @@ pub fn describe_topic(topic: &TopicMeta, version: i16) -> MetadataResponseTopic 
             .collect(),
         topic_authorized_operations: i32::MIN
     })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+
+    impl crate::api::Api for super::Handler {
+        type Request = MetadataRequest;
+        type Response = MetadataResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::Metadata,
+            min: 0,
+            max: 12,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: MetadataRequest,
+        ) -> Option<MetadataResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut MetadataRequest,
+            denied: &mut Denied,
+        ) -> Result<(), MetadataResponse> {
+            if let Some(topics) = &mut request.topics {
+                topics.retain(|t| {
+                    let name = a.topic_name_of(&t.name.clone().unwrap_or_default(), &t.topic_id);
+                    let ok = a.topic(op::DESCRIBE, &name);
+                    if !ok {
+                        denied.topics.push((
+                            t.name.clone().unwrap_or_default(),
+                            t.topic_id,
+                            Vec::new(),
+                        ));
+                    }
+                    ok
+                });
+                // Auto-creation needs CREATE on the cluster or on the topic.
+                if request.allow_auto_topic_creation && !a.cluster(op::CREATE) {
+                    let all_creatable = topics.iter().all(|t| {
+                        t.name.as_ref().is_none_or(|n| {
+                            a.topic(op::CREATE, &n.0) || a.image.topic(&n.0).is_some()
+                        })
+                    });
+                    request.allow_auto_topic_creation = all_creatable;
+                }
+            }
+            Ok(())
+        }
+
+        fn complete(a: &Auth<'_>, denied: Denied, response: &mut MetadataResponse) {
+            use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+            response.topics.retain(|topic| {
+                topic
+                    .name
+                    .as_ref()
+                    .is_none_or(|n| a.topic(op::DESCRIBE, &n.0))
+            });
+            for (name, topic_id, _) in denied.topics {
+                response.topics.push(build!(MetadataResponseTopic {
+                    error_code: crate::api::authorize::TOPIC_DENIED.code(),
+                    name: Some(name),
+                    topic_id
+                }));
+            }
+        }
+    }
 }

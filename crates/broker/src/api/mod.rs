@@ -5,14 +5,14 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::{
-    ApiKey, RequestHeader, RequestKind, ResponseKind, SaslAuthenticateResponse,
-    SaslHandshakeResponse, TopicName,
-};
-use kafka_protocol::protocol::StrBytes;
+use std::future::Future;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use tokio::sync::watch;
 
-use crate::state::Broker;
+use crate::state::{Broker, Partition};
+pub use crate::wire::{str_bytes, topic_name};
 
 /// Builds a `kafka-protocol` message (its structs are `#[non_exhaustive]`, so struct
 /// literals are not allowed): `build!(Type { field: value, shorthand })` starts from
@@ -29,50 +29,8 @@ macro_rules! build {
     (@set $v:ident; $f:ident $(, $($rest:tt)*)?) => { $v.$f = $f; build!(@set $v; $($($rest)*)?); };
 }
 
-pub mod add_offsets_to_txn;
-pub mod add_partitions_to_txn;
-pub mod alter_configs;
-pub mod alter_partition_reassignments;
-pub mod alter_user_scram_credentials;
-pub mod api_versions;
 pub mod authorize;
 pub mod coordinator_check;
-pub mod create_acls;
-pub mod create_partitions;
-pub mod create_topics;
-pub mod delete_acls;
-pub mod delete_groups;
-pub mod delete_records;
-pub mod delete_topics;
-pub mod describe_acls;
-pub mod describe_cluster;
-pub mod describe_configs;
-pub mod describe_groups;
-pub mod describe_transactions;
-pub mod describe_user_scram_credentials;
-pub mod end_txn;
-pub mod fetch;
-pub mod find_coordinator;
-pub mod heartbeat;
-pub mod incremental_alter_configs;
-pub mod init_producer_id;
-pub mod join_group;
-pub mod leave_group;
-pub mod list_groups;
-pub mod list_offsets;
-pub mod list_partition_reassignments;
-pub mod list_transactions;
-pub mod metadata;
-pub mod offset_commit;
-pub mod offset_delete;
-pub mod offset_fetch;
-pub mod offset_for_leader_epoch;
-pub mod produce;
-pub mod sasl_authenticate;
-pub mod sasl_handshake;
-pub mod sync_group;
-pub mod txn_offset_commit;
-pub mod write_txn_markers;
 
 /// The versions of one API that Gregor serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,51 +40,266 @@ pub struct ApiSpec {
     pub max: i16,
 }
 
-/// Every API Gregor serves, each declared by its handler module.
-pub const APIS: &[ApiSpec] = &[
-    produce::API,
-    fetch::API,
-    list_offsets::API,
-    metadata::API,
-    api_versions::API,
-    create_topics::API,
-    delete_topics::API,
-    describe_configs::API,
-    create_partitions::API,
-    describe_cluster::API,
-    init_producer_id::API,
-    find_coordinator::API,
-    join_group::API,
-    sync_group::API,
-    heartbeat::API,
-    leave_group::API,
-    offset_commit::API,
-    offset_fetch::API,
-    describe_groups::API,
-    list_groups::API,
-    delete_groups::API,
-    offset_delete::API,
-    delete_records::API,
-    offset_for_leader_epoch::API,
-    alter_partition_reassignments::API,
-    list_partition_reassignments::API,
-    write_txn_markers::API,
-    alter_configs::API,
-    incremental_alter_configs::API,
-    add_partitions_to_txn::API,
-    add_offsets_to_txn::API,
-    end_txn::API,
-    txn_offset_commit::API,
-    describe_transactions::API,
-    list_transactions::API,
-    sasl_handshake::API,
-    sasl_authenticate::API,
-    create_acls::API,
-    describe_acls::API,
-    delete_acls::API,
-    describe_user_scram_credentials::API,
-    alter_user_scram_credentials::API,
-];
+/// The group or transactional id a request is about: only that group's or transactional
+/// id's coordinator serves it, and the caller needs a right on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key<'a> {
+    Group(&'a str),
+    Txn(&'a str),
+}
+
+/// The refusal builders of an offset commit (OffsetCommit, TxnOffsetCommit), whose
+/// requests and answers have the same shape in different types: `error_response` (every
+/// partition asked for gets the error), `authorize` (READ on each topic) and `complete`
+/// (refused topics answered TOPIC_AUTHORIZATION_FAILED). Used inside `impl Api`.
+macro_rules! offset_commit_refusals {
+    ($request:ty, $response:ident, $topic:ident, $partition:ident) => {
+        fn error_response(
+            _ctx: &RequestContext,
+            request: &$request,
+            error: ResponseError,
+        ) -> $response {
+            let asked = request.topics.iter().map(|t| {
+                let parts = t.partitions.iter().map(|p| p.partition_index).collect();
+                (t.name.clone(), parts)
+            });
+            build!($response {
+                topics: offset_commit_refusals!(@answer $topic, $partition, asked, error.code())
+            })
+        }
+
+        fn authorize(
+            a: &crate::api::authorize::Auth<'_>,
+            request: &mut $request,
+            denied: &mut crate::api::authorize::Denied,
+        ) -> Result<(), $response> {
+            request.topics.retain(|t| {
+                let parts = t.partitions.iter().map(|p| p.partition_index).collect();
+                let read = crate::security::acl::op::READ;
+                a.keep(denied, read, &t.name, uuid::Uuid::nil(), parts)
+            });
+            Ok(())
+        }
+
+        fn complete(
+            _a: &crate::api::authorize::Auth<'_>,
+            denied: crate::api::authorize::Denied,
+            response: &mut $response,
+        ) {
+            let refused = denied.topics.into_iter().map(|(name, _, parts)| (name, parts));
+            let code = crate::api::authorize::TOPIC_DENIED.code();
+            response
+                .topics
+                .extend(offset_commit_refusals!(@answer $topic, $partition, refused, code));
+        }
+    };
+    (@answer $topic:ident, $partition:ident, $topics:expr, $code:expr) => {
+        $topics
+            .map(|(name, parts): (kafka_protocol::messages::TopicName, Vec<i32>)| {
+                let partitions = parts
+                    .into_iter()
+                    .map(|partition_index| build!($partition { partition_index, error_code: $code }))
+                    .collect();
+                build!($topic { name, partitions })
+            })
+            .collect::<Vec<_>>()
+    };
+}
+
+/// The authorization of a config change (AlterConfigs, IncrementalAlterConfigs, whose
+/// answers have the same shape in different types): ALTER_CONFIGS on each resource, and
+/// the refused ones answered with the topic's or the cluster's authorization error.
+macro_rules! config_change_refusals {
+    ($request:ty, $response:ident, $resource:ident) => {
+        fn authorize(
+            a: &crate::api::authorize::Auth<'_>,
+            request: &mut $request,
+            denied: &mut crate::api::authorize::Denied,
+        ) -> Result<(), $response> {
+            let alter = crate::security::acl::op::ALTER_CONFIGS;
+            request.resources.retain(|x| {
+                let ok = crate::api::authorize::config_allowed(
+                    a,
+                    alter,
+                    x.resource_type,
+                    &x.resource_name,
+                );
+                if !ok {
+                    denied
+                        .resources
+                        .push((x.resource_type, x.resource_name.clone()));
+                }
+                ok
+            });
+            Ok(())
+        }
+
+        fn complete(
+            _a: &crate::api::authorize::Auth<'_>,
+            denied: crate::api::authorize::Denied,
+            response: &mut $response,
+        ) {
+            for (resource_type, resource_name) in denied.resources {
+                let error_code = crate::api::authorize::config_error(resource_type);
+                response.responses.push(build!($resource {
+                    error_code,
+                    resource_type,
+                    resource_name
+                }));
+            }
+        }
+    };
+}
+
+/// One Kafka API: everything the broker needs to serve it, implemented by the unit struct
+/// `Handler` in the API's own module and registered with one line in [`apis!`]'s list.
+/// Only `SPEC` and `handle` are required; the rest describe what the API touches, and
+/// default to nothing (Kafka's `AbstractRequest.getErrorResponse` is `error_response`).
+pub trait Api {
+    type Request: Send;
+    type Response: Send + Default;
+    /// The API key and the versions served.
+    const SPEC: ApiSpec;
+    /// The operation a caller needs on the request's group (see [`Api::coordinator_keys`]).
+    const GROUP_OPERATION: i8 = crate::security::acl::op::READ;
+    /// The operation a caller needs on the cluster for any request of this API, if one
+    /// (the request is refused whole with CLUSTER_AUTHORIZATION_FAILED otherwise).
+    const CLUSTER_OPERATION: Option<i8> = None;
+
+    /// Serves a request that passed authorization and the coordinator checks; `None`
+    /// sends no answer (Produce with `acks=0`).
+    fn handle(
+        ctx: &RequestContext,
+        request: Self::Request,
+    ) -> impl Future<Output = Option<Self::Response>> + Send;
+
+    /// The groups and transactional ids the request is about: in a cluster, a broker that
+    /// is not their coordinator answers NOT_COORDINATOR; with the authorizer on, the
+    /// caller needs `GROUP_OPERATION` on a group and WRITE on a transactional id.
+    fn coordinator_keys<'r>(_ctx: &RequestContext, _request: &'r Self::Request) -> Vec<Key<'r>> {
+        Vec::new()
+    }
+
+    /// The answer that refuses the whole request with `error`. Needed by every API that
+    /// has coordinator keys or refuses whole requests in [`Api::authorize`].
+    fn error_response(
+        _ctx: &RequestContext,
+        _request: &Self::Request,
+        error: ResponseError,
+    ) -> Self::Response {
+        tracing::error!(api = ?Self::SPEC.key, ?error, "no error response is built for this API; implement Api::error_response");
+        Self::Response::default()
+    }
+
+    /// The answer when some of the request's keys are refused (each with its error); for
+    /// requests on one key, [`Api::error_response`] with its error.
+    fn keys_refused(
+        ctx: &RequestContext,
+        request: &Self::Request,
+        refused: &[(Key<'_>, ResponseError)],
+    ) -> Self::Response {
+        Self::error_response(ctx, request, refused[0].1)
+    }
+
+    /// Authorization beyond the coordinator keys (with the authorizer on): `Err` is the
+    /// answer refusing the whole request; parts the caller may not touch are taken out
+    /// of the request into `denied`, to be answered for in [`Api::complete`].
+    fn authorize(
+        _a: &authorize::Auth<'_>,
+        _request: &mut Self::Request,
+        _denied: &mut authorize::Denied,
+    ) -> Result<(), Self::Response> {
+        Ok(())
+    }
+
+    /// Adds back to the answer what `authorize` took out, refused, and hides from a
+    /// read-only answer what the caller may not describe.
+    fn complete(
+        _a: &authorize::Auth<'_>,
+        _denied: authorize::Denied,
+        _response: &mut Self::Response,
+    ) {
+    }
+
+    /// The internal partitions (or marker partitions) the request writes to, whose
+    /// in-sync replicas must hold the write before the answer goes back (in a cluster).
+    fn replicated_writes(_ctx: &RequestContext, _request: &Self::Request) -> Vec<Arc<Partition>> {
+        Vec::new()
+    }
+
+    /// Changes the answer when those writes did not reach the in-sync replicas in time.
+    fn not_replicated(_response: &mut Self::Response) {}
+}
+
+/// The one list of APIs: `Variant => module` declares the module (whose `Handler`
+/// implements [`Api`]) and registers it for ApiVersions (`APIS`), dispatch,
+/// authorization and the coordinator checks.
+macro_rules! apis {
+    ($($variant:ident => $module:ident),* $(,)?) => {
+        $(pub mod $module;)*
+
+        /// Every API Gregor serves.
+        pub const APIS: &[ApiSpec] = &[$(<$module::Handler as Api>::SPEC),*];
+
+        async fn serve_kind(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKind> {
+            match request {
+                $(RequestKind::$variant(r) => {
+                    serve::<$module::Handler>(ctx, r).await.map(ResponseKind::$variant)
+                })*
+                other => {
+                    // The connection checks the registry before decoding, so this is a bug.
+                    tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a registered API");
+                    None
+                }
+            }
+        }
+    };
+}
+
+apis! {
+    Produce => produce,
+    Fetch => fetch,
+    ListOffsets => list_offsets,
+    Metadata => metadata,
+    ApiVersions => api_versions,
+    CreateTopics => create_topics,
+    DeleteTopics => delete_topics,
+    DescribeConfigs => describe_configs,
+    CreatePartitions => create_partitions,
+    DescribeCluster => describe_cluster,
+    InitProducerId => init_producer_id,
+    FindCoordinator => find_coordinator,
+    JoinGroup => join_group,
+    SyncGroup => sync_group,
+    Heartbeat => heartbeat,
+    LeaveGroup => leave_group,
+    OffsetCommit => offset_commit,
+    OffsetFetch => offset_fetch,
+    DescribeGroups => describe_groups,
+    ListGroups => list_groups,
+    DeleteGroups => delete_groups,
+    OffsetDelete => offset_delete,
+    DeleteRecords => delete_records,
+    OffsetForLeaderEpoch => offset_for_leader_epoch,
+    AlterPartitionReassignments => alter_partition_reassignments,
+    ListPartitionReassignments => list_partition_reassignments,
+    WriteTxnMarkers => write_txn_markers,
+    AlterConfigs => alter_configs,
+    IncrementalAlterConfigs => incremental_alter_configs,
+    AddPartitionsToTxn => add_partitions_to_txn,
+    AddOffsetsToTxn => add_offsets_to_txn,
+    EndTxn => end_txn,
+    TxnOffsetCommit => txn_offset_commit,
+    DescribeTransactions => describe_transactions,
+    ListTransactions => list_transactions,
+    SaslHandshake => sasl_handshake,
+    SaslAuthenticate => sasl_authenticate,
+    CreateAcls => create_acls,
+    DescribeAcls => describe_acls,
+    DeleteAcls => delete_acls,
+    DescribeUserScramCredentials => describe_user_scram_credentials,
+    AlterUserScramCredentials => alter_user_scram_credentials,
+}
 
 /// The handler's spec for an API key, if Gregor serves it at all.
 pub fn spec(api_key: i16) -> Option<&'static ApiSpec> {
@@ -169,12 +342,61 @@ impl RequestContext {
 
 /// Runs the handler for a decoded request. `None` means no response is sent (acks=0).
 pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKind> {
-    let (request, denied) = match authorize::check(ctx, request) {
-        Ok(allowed) => allowed,
-        Err(refused) => return Some(refused),
+    serve_kind(ctx, request).await
+}
+
+/// One request of API `A`, in order: the caller's rights on its coordinator keys and on
+/// the rest of it (with the authorizer on); in a cluster, NOT_COORDINATOR where this
+/// broker is not the keys' coordinator; the handler; the replication of its internal
+/// writes; and the refused parts added back to the answer.
+async fn serve<A: Api>(ctx: &RequestContext, mut request: A::Request) -> Option<A::Response> {
+    let auth = authorize::Auth::enabled(ctx);
+    let mut denied = authorize::Denied::default();
+    if let Some(a) = &auth {
+        if let Some(refused) =
+            refuse_keys::<A>(ctx, &request, |k| a.key_refused(k, A::GROUP_OPERATION))
+        {
+            return Some(refused);
+        }
+        if let Some(e) = A::CLUSTER_OPERATION.and_then(|operation| a.cluster_refused(operation)) {
+            return Some(A::error_response(ctx, &request, e));
+        }
+        if let Err(answer) = A::authorize(a, &mut request, &mut denied) {
+            return Some(answer);
+        }
+    }
+    let mut response = if ctx.broker.clustered().is_none() {
+        A::handle(ctx, request).await?
+    } else if let Some(refused) = refuse_keys::<A>(ctx, &request, |k| {
+        coordinator_check::not_coordinator(ctx, k)
+    }) {
+        refused
+    } else {
+        let writes = A::replicated_writes(ctx, &request);
+        let mut response = A::handle(ctx, request).await?;
+        if !coordinator_check::settle(&writes).await {
+            A::not_replicated(&mut response);
+        }
+        response
     };
-    let response = dispatch_allowed(ctx, request).await?;
-    Some(authorize::complete(ctx, denied, response))
+    if let Some(a) = &auth {
+        A::complete(a, denied, &mut response);
+    }
+    Some(response)
+}
+
+/// The answer refusing `request` if `refused` finds an error for one of its keys.
+fn refuse_keys<A: Api>(
+    ctx: &RequestContext,
+    request: &A::Request,
+    refused: impl Fn(Key<'_>) -> Option<ResponseError>,
+) -> Option<A::Response> {
+    let keys = A::coordinator_keys(ctx, request);
+    let errors: Vec<(Key<'_>, ResponseError)> = keys
+        .into_iter()
+        .filter_map(|k| refused(k).map(|e| (k, e)))
+        .collect();
+    (!errors.is_empty()).then(|| A::keys_refused(ctx, request, &errors))
 }
 
 /// A Produce as [`dispatch`] would serve it, split in two: authorized and appended now,
@@ -182,174 +404,35 @@ pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<Resp
 /// waits for fsyncs and replicas and answers, while the connection goes on reading.
 pub async fn produce_pipelined(
     ctx: RequestContext,
-    request: kafka_protocol::messages::ProduceRequest,
+    mut request: kafka_protocol::messages::ProduceRequest,
 ) -> impl std::future::Future<Output = Option<ResponseKind>> + Send + 'static {
-    let checked = authorize::check(&ctx, RequestKind::Produce(request));
-    let appended = match checked {
-        Ok((RequestKind::Produce(request), denied)) => {
+    let mut denied = authorize::Denied::default();
+    let authorized = match authorize::Auth::enabled(&ctx) {
+        Some(a) => produce::Handler::authorize(&a, &mut request, &mut denied),
+        None => Ok(()),
+    };
+    let appended = match authorized {
+        Ok(()) => {
             // Awaited before the append (and so before the connection reads its next
             // request): a transactional batch may need its coordinator's word first.
             let refused = produce::verify_transactional(&ctx, &request).await;
-            Ok((produce::append(&ctx, request, refused), denied))
+            Ok(produce::append(&ctx, request, refused))
         }
-        Ok((other, _)) => Err(Some(unexpected(other))),
-        Err(refused) => Err(Some(refused)),
+        Err(answer) => Err(answer),
     };
     async move {
-        match appended {
-            Ok((pending, denied)) => {
-                let response = ResponseKind::Produce(pending.finish().await?);
-                Some(authorize::complete(&ctx, denied, response))
+        let response = match appended {
+            Ok(pending) => {
+                let mut response = pending.finish().await?;
+                if let Some(a) = authorize::Auth::enabled(&ctx) {
+                    produce::Handler::complete(&a, denied, &mut response);
+                }
+                response
             }
             Err(answer) => answer,
-        }
+        };
+        Some(ResponseKind::Produce(response))
     }
-}
-
-/// The authorizer gives back the request it was given; anything else is a bug, answered
-/// as an error rather than a panic.
-fn unexpected(other: RequestKind) -> ResponseKind {
-    tracing::error!(request = ?std::mem::discriminant(&other), "the authorizer changed a Produce into another request");
-    ResponseKind::Produce(kafka_protocol::messages::ProduceResponse::default())
-}
-
-async fn dispatch_allowed(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKind> {
-    if let Some(refused) = coordinator_check::refuse(ctx, &request) {
-        return Some(refused);
-    }
-    if ctx.broker.clustered().is_some() {
-        let writes = coordinator_check::replicated_writes(ctx, &request);
-        if !writes.is_empty() {
-            let response = handle(ctx, request).await?;
-            return Some(coordinator_check::settle(writes, response).await);
-        }
-    }
-    handle(ctx, request).await
-}
-
-async fn handle(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKind> {
-    Some(match request {
-        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(ctx, r)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(ctx, r)),
-        RequestKind::Produce(r) => return produce::handle(ctx, r).await.map(ResponseKind::Produce),
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, r).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(ctx, r)),
-        RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(create_topics::handle(ctx, r).await)
-        }
-        RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(delete_topics::handle(ctx, r).await)
-        }
-        RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(create_partitions::handle(ctx, r).await)
-        }
-        RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(describe_configs::handle(ctx, r))
-        }
-        RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(describe_cluster::handle(ctx, r))
-        }
-        RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(ctx, r).await)
-        }
-        RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(find_coordinator::handle(ctx, r))
-        }
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(ctx, r).await),
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(ctx, r).await),
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(ctx, r)),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(ctx, r)),
-        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit::handle(ctx, r)),
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch::handle(ctx, r)),
-        RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(describe_groups::handle(ctx, r))
-        }
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(ctx, r)),
-        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(ctx, r)),
-        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(ctx, r)),
-        RequestKind::OffsetForLeaderEpoch(r) => {
-            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(ctx, r))
-        }
-        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
-            alter_partition_reassignments::handle(ctx, r).await,
-        ),
-        RequestKind::ListPartitionReassignments(r) => {
-            ResponseKind::ListPartitionReassignments(list_partition_reassignments::handle(ctx, r))
-        }
-        RequestKind::WriteTxnMarkers(r) => {
-            ResponseKind::WriteTxnMarkers(write_txn_markers::handle(ctx, r))
-        }
-        RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(delete_records::handle(ctx, r))
-        }
-        RequestKind::AlterConfigs(r) => {
-            ResponseKind::AlterConfigs(alter_configs::handle(ctx, r).await)
-        }
-        RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(ctx, r).await)
-        }
-        RequestKind::AddPartitionsToTxn(r) => {
-            ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(ctx, r))
-        }
-        RequestKind::AddOffsetsToTxn(r) => {
-            ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(ctx, r))
-        }
-        RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(ctx, r)),
-        RequestKind::TxnOffsetCommit(r) => {
-            ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(ctx, r))
-        }
-        RequestKind::DescribeTransactions(r) => {
-            ResponseKind::DescribeTransactions(describe_transactions::handle(ctx, r))
-        }
-        RequestKind::ListTransactions(r) => {
-            ResponseKind::ListTransactions(list_transactions::handle(ctx, r))
-        }
-        RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(create_acls::handle(ctx, r).await),
-        RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(describe_acls::handle(ctx, r)),
-        RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(delete_acls::handle(ctx, r).await),
-        RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
-            describe_user_scram_credentials::handle(ctx, r),
-        ),
-        RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
-            alter_user_scram_credentials::handle(ctx, r).await,
-        ),
-        // Answered by the connection, which holds the SASL state; here only if a caller
-        // without one dispatches them.
-        RequestKind::SaslHandshake(_) => {
-            ResponseKind::SaslHandshake(build!(SaslHandshakeResponse {
-                error_code: kafka_protocol::error::ResponseError::IllegalSaslState.code()
-            }))
-        }
-        RequestKind::SaslAuthenticate(_) => {
-            ResponseKind::SaslAuthenticate(build!(SaslAuthenticateResponse {
-                error_code: kafka_protocol::error::ResponseError::IllegalSaslState.code()
-            }))
-        }
-        other => {
-            // The connection checks the registry before decoding, so this is a bug.
-            tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a registered API");
-            return None;
-        }
-    })
-}
-
-/// Whether the metadata image has this topic-partition.
-pub fn partition_exists(
-    image: &gregor_cluster::MetadataImage,
-    topic: &str,
-    partition: i32,
-) -> bool {
-    image
-        .topic(topic)
-        .is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len())
-}
-
-pub fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-pub fn topic_name(s: &str) -> TopicName {
-    TopicName(str_bytes(s))
 }
 
 #[cfg(test)]

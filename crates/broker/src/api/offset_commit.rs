@@ -5,16 +5,10 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse};
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::group::store::CommittedOffset;
 use crate::group::Committer;
 use crate::state::now_ms;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::OffsetCommit,
-    min: 2,
-    max: 9,
-};
 
 pub fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let now = now_ms();
@@ -39,7 +33,7 @@ pub fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> OffsetCommi
         }
     }
     let image = ctx.broker.image();
-    let valid = |topic: &str, partition: i32| super::partition_exists(&image, topic, partition);
+    let valid = |topic: &str, partition: i32| image.has_partition(topic, partition);
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
     let by = Committer {
         group_id: &request.group_id.0,
@@ -73,4 +67,67 @@ pub fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> OffsetCommi
         })
         .collect();
     build!(OffsetCommitResponse { topics })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::offset_commit_response::{
+        OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    };
+
+    impl crate::api::Api for super::Handler {
+        type Request = OffsetCommitRequest;
+        type Response = OffsetCommitResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::OffsetCommit,
+            min: 2,
+            max: 9,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: OffsetCommitRequest,
+        ) -> Option<OffsetCommitResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn coordinator_keys<'r>(
+            _ctx: &RequestContext,
+            request: &'r OffsetCommitRequest,
+        ) -> Vec<crate::api::Key<'r>> {
+            vec![crate::api::Key::Group(&request.group_id.0)]
+        }
+
+        offset_commit_refusals!(
+            OffsetCommitRequest,
+            OffsetCommitResponse,
+            OffsetCommitResponseTopic,
+            OffsetCommitResponsePartition
+        );
+
+        fn replicated_writes(
+            ctx: &RequestContext,
+            request: &OffsetCommitRequest,
+        ) -> Vec<std::sync::Arc<crate::state::Partition>> {
+            crate::api::coordinator_check::group_partition(ctx, &request.group_id.0)
+        }
+
+        /// An offset commit not replicated in time is answered REQUEST_TIMED_OUT, so that the
+        /// client retries it.
+        fn not_replicated(response: &mut OffsetCommitResponse) {
+            for t in &mut response.topics {
+                for p in &mut t.partitions {
+                    if p.error_code == 0 {
+                        p.error_code = ResponseError::RequestTimedOut.code();
+                    }
+                }
+            }
+        }
+    }
 }

@@ -9,13 +9,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::Decodable;
 
-use super::{ApiSpec, RequestContext};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::OffsetDelete,
-    min: 0,
-    max: 0,
-};
+use super::RequestContext;
 
 /// Whether any member's consumer-protocol subscription names `topic`.
 fn subscribed(metadata: &[Bytes], topic: &str) -> bool {
@@ -71,6 +65,59 @@ pub fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> OffsetDelet
                 })
                 .collect();
             build!(OffsetDeleteResponse { topics })
+        }
+    }
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = OffsetDeleteRequest;
+        type Response = OffsetDeleteResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::OffsetDelete,
+            min: 0,
+            max: 0,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: OffsetDeleteRequest,
+        ) -> Option<OffsetDeleteResponse> {
+            Some(handle(ctx, request))
+        }
+
+        const GROUP_OPERATION: i8 = crate::security::acl::op::DELETE;
+
+        fn coordinator_keys<'r>(
+            _ctx: &RequestContext,
+            request: &'r OffsetDeleteRequest,
+        ) -> Vec<crate::api::Key<'r>> {
+            vec![crate::api::Key::Group(&request.group_id.0)]
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            _request: &OffsetDeleteRequest,
+            error: ResponseError,
+        ) -> OffsetDeleteResponse {
+            build!(OffsetDeleteResponse {
+                error_code: error.code()
+            })
+        }
+
+        fn replicated_writes(
+            ctx: &RequestContext,
+            request: &OffsetDeleteRequest,
+        ) -> Vec<std::sync::Arc<crate::state::Partition>> {
+            crate::api::coordinator_check::group_partition(ctx, &request.group_id.0)
         }
     }
 }

@@ -8,14 +8,8 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{topic_name, ApiSpec, RequestContext};
+use super::{topic_name, RequestContext};
 use crate::group::store::CommittedOffset;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::OffsetFetch,
-    min: 1,
-    max: 9,
-};
 
 type Rows = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
 
@@ -146,4 +140,89 @@ pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchR
         })
         .collect();
     build!(OffsetFetchResponse { topics })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = OffsetFetchRequest;
+        type Response = OffsetFetchResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::OffsetFetch,
+            min: 1,
+            max: 9,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: OffsetFetchRequest,
+        ) -> Option<OffsetFetchResponse> {
+            Some(handle(ctx, request))
+        }
+
+        const GROUP_OPERATION: i8 = crate::security::acl::op::DESCRIBE;
+
+        /// One group before v8; several from v8 (clients send one group per coordinator).
+        fn coordinator_keys<'r>(
+            ctx: &RequestContext,
+            request: &'r OffsetFetchRequest,
+        ) -> Vec<crate::api::Key<'r>> {
+            if ctx.version < 8 {
+                vec![crate::api::Key::Group(&request.group_id.0)]
+            } else {
+                request
+                    .groups
+                    .iter()
+                    .map(|g| crate::api::Key::Group(&g.group_id.0))
+                    .collect()
+            }
+        }
+
+        fn error_response(
+            ctx: &RequestContext,
+            request: &OffsetFetchRequest,
+            error: ResponseError,
+        ) -> OffsetFetchResponse {
+            let keys = Self::coordinator_keys(ctx, request);
+            let refused: Vec<_> = keys.into_iter().map(|k| (k, error)).collect();
+            Self::keys_refused(ctx, request, &refused)
+        }
+
+        /// From v8, each refused group gets its error and the others NOT_COORDINATOR: the
+        /// whole request is refused when one group is.
+        fn keys_refused(
+            ctx: &RequestContext,
+            request: &OffsetFetchRequest,
+            refused: &[(crate::api::Key<'_>, ResponseError)],
+        ) -> OffsetFetchResponse {
+            use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
+            if ctx.version < 8 {
+                return build!(OffsetFetchResponse {
+                    error_code: refused[0].1.code()
+                });
+            }
+            let groups = request
+                .groups
+                .iter()
+                .map(|g| {
+                    let e = refused
+                        .iter()
+                        .find(|(k, _)| *k == crate::api::Key::Group(&g.group_id.0))
+                        .map_or(ResponseError::NotCoordinator, |(_, e)| *e);
+                    build!(OffsetFetchResponseGroup {
+                        group_id: g.group_id.clone(),
+                        error_code: e.code()
+                    })
+                })
+                .collect();
+            build!(OffsetFetchResponse { groups })
+        }
+    }
 }

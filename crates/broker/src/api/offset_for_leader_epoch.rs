@@ -8,14 +8,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::error::storage_error_code;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::OffsetForLeaderEpoch,
-    min: 2,
-    max: 4,
-};
 
 pub fn handle(
     ctx: &RequestContext,
@@ -38,7 +32,11 @@ pub fn handle(
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         return r;
                     };
-                    let (leads, epoch, _, _) = partition.leadership();
+                    let crate::state::Leadership {
+                        leads,
+                        leader_epoch: epoch,
+                        ..
+                    } = partition.leadership();
                     if !leads {
                         r.error_code = ResponseError::NotLeaderOrFollower.code();
                     } else if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
@@ -65,4 +63,89 @@ pub fn handle(
         })
         .collect();
     build!(OffsetForLeaderEpochResponse { topics })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = OffsetForLeaderEpochRequest;
+        type Response = OffsetForLeaderEpochResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::OffsetForLeaderEpoch,
+            min: 2,
+            max: 4,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: OffsetForLeaderEpochRequest,
+        ) -> Option<OffsetForLeaderEpochResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            request: &OffsetForLeaderEpochRequest,
+            error: ResponseError,
+        ) -> OffsetForLeaderEpochResponse {
+            let _ = request;
+            use kafka_protocol::messages::offset_for_leader_epoch_response::{
+                EpochEndOffset, OffsetForLeaderTopicResult,
+            };
+            build!(OffsetForLeaderEpochResponse {
+                topics: request
+                    .topics
+                    .iter()
+                    .map(|t| build!(OffsetForLeaderTopicResult {
+                        topic: t.topic.clone(),
+                        partitions: t
+                            .partitions
+                            .iter()
+                            .map(|p| build!(EpochEndOffset {
+                                error_code: error.code(),
+                                partition: p.partition,
+                                leader_epoch: -1,
+                                end_offset: -1
+                            }))
+                            .collect()
+                    }))
+                    .collect()
+            })
+        }
+
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut OffsetForLeaderEpochRequest,
+            _denied: &mut Denied,
+        ) -> Result<(), OffsetForLeaderEpochResponse> {
+            if request.replica_id.0 >= 0 {
+                crate::api::authorize::needs_cluster(a, op::CLUSTER_ACTION, |e| {
+                    Self::error_response(a.ctx, request, e)
+                })?;
+            }
+            Ok(())
+        }
+
+        fn complete(a: &Auth<'_>, _denied: Denied, response: &mut OffsetForLeaderEpochResponse) {
+            for topic in &mut response.topics {
+                if !a.topic(op::DESCRIBE, &topic.topic.0) {
+                    for p in &mut topic.partitions {
+                        p.error_code = crate::api::authorize::TOPIC_DENIED.code();
+                        p.leader_epoch = -1;
+                        p.end_offset = -1;
+                    }
+                }
+            }
+        }
+    }
 }

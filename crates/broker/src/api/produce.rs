@@ -17,15 +17,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::error::storage_error_code;
 use crate::state::{now_ms, Commit, Partition};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::Produce,
-    min: 3,
-    max: 11,
-};
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let refused = verify_transactional(ctx, &request).await;
@@ -104,7 +98,7 @@ pub async fn verify_transactional(ctx: &RequestContext, request: &ProduceRequest
         let Some(partition) = ctx.broker.partition(&key.0, key.1) else {
             continue;
         };
-        if !partition.leadership().0 {
+        if !partition.leadership().leads {
             continue;
         }
         let mut log = partition.log();
@@ -321,7 +315,7 @@ pub fn append(ctx: &RequestContext, request: ProduceRequest, refused: Refused) -
                 r.error_code = *code;
                 r.error_message = Some(StrBytes::from_string(why.clone()));
             } else if let Some(partition) = ctx.broker.partition(&name, data.index) {
-                if let (Some(reason), true) = (&fenced, partition.leadership().0) {
+                if let (Some(reason), true) = (&fenced, partition.leadership().leads) {
                     r.error_code = ResponseError::NotLeaderOrFollower.code();
                     r.error_message = Some(StrBytes::from_string(reason.clone()));
                     crate::metrics::self_fenced_write();
@@ -493,7 +487,7 @@ impl Appended {
             {
                 // The ISR may have shrunk below min.insync.replicas while the request
                 // waited: then fewer copies hold the records than asked (Kafka's answer).
-                Commit::Committed if partition.leadership().2 < min_insync => {
+                Commit::Committed if partition.leadership().isr_len < min_insync => {
                     return Outcome::Failed(
                         ResponseError::NotEnoughReplicasAfterAppend.code(),
                         format!("the in-sync replicas fell below min.insync.replicas ({min_insync}) while the records were replicated; they are stored, a retry may duplicate them unless the producer is idempotent"),
@@ -535,7 +529,12 @@ fn append_to(
     r: &mut PartitionProduceResponse,
 ) -> Option<Appended> {
     let settings = partition.settings();
-    let (leads, leader_epoch, isr, replicated) = partition.leadership();
+    let crate::state::Leadership {
+        leads,
+        leader_epoch,
+        isr_len: isr,
+        replicated,
+    } = partition.leadership();
     if !leads {
         r.error_code = ResponseError::NotLeaderOrFollower.code();
         r.error_message = Some(StrBytes::from_static_str(
@@ -699,4 +698,85 @@ fn validate(
         at += header.total_bytes();
     }
     Ok(headers)
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::api::authorize::Auth;
+    use crate::api::authorize::Denied;
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = ProduceRequest;
+        type Response = ProduceResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::Produce,
+            min: 3,
+            max: 11,
+        };
+
+        async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
+            handle(ctx, request).await
+        }
+
+        fn authorize(
+            a: &Auth<'_>,
+            request: &mut ProduceRequest,
+            denied: &mut Denied,
+        ) -> Result<(), ProduceResponse> {
+            if let Some(t) = request.transactional_id.as_ref().filter(|t| !a.txn(&t.0)) {
+                crate::api::authorize::log_denied(a.ctx, &t.0);
+                let e = ResponseError::TransactionalIdAuthorizationFailed.code();
+                let responses = request
+                    .topic_data
+                    .iter()
+                    .map(|t| {
+                        build!(TopicProduceResponse {
+                            name: t.name.clone(),
+                            topic_id: t.topic_id,
+                            partition_responses: t
+                                .partition_data
+                                .iter()
+                                .map(|p| build!(PartitionProduceResponse {
+                                    index: p.index,
+                                    error_code: e,
+                                    base_offset: -1
+                                }))
+                                .collect()
+                        })
+                    })
+                    .collect();
+                return Err(build!(ProduceResponse { responses }));
+            }
+            request.topic_data.retain(|t| {
+                let parts = t.partition_data.iter().map(|p| p.index).collect();
+                a.keep(denied, op::WRITE, &t.name, t.topic_id, parts)
+            });
+            Ok(())
+        }
+
+        fn complete(_a: &Auth<'_>, denied: Denied, response: &mut ProduceResponse) {
+            let t = crate::api::authorize::TOPIC_DENIED.code();
+            for (name, topic_id, parts) in denied.topics {
+                response.responses.push(build!(TopicProduceResponse {
+                    name,
+                    topic_id,
+                    partition_responses: parts
+                        .into_iter()
+                        .map(|index| build!(PartitionProduceResponse {
+                            index,
+                            error_code: t,
+                            base_offset: -1
+                        }))
+                        .collect()
+                }));
+            }
+        }
+    }
 }

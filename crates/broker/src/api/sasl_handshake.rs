@@ -5,10 +5,30 @@
 //! really follows v0 with raw SASL tokens has them read as a bad frame and is closed.
 use kafka_protocol::messages::ApiKey;
 
-use super::ApiSpec;
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
 
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::SaslHandshake,
-    min: 0,
-    max: 1,
-};
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+    use kafka_protocol::messages::*;
+
+    impl crate::api::Api for super::Handler {
+        type Request = SaslHandshakeRequest;
+        type Response = SaslHandshakeResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::SaslHandshake,
+            min: 0,
+            max: 1,
+        };
+
+        async fn handle(
+            _ctx: &RequestContext,
+            _request: SaslHandshakeRequest,
+        ) -> Option<SaslHandshakeResponse> {
+            Some(build!(SaslHandshakeResponse {
+                error_code: kafka_protocol::error::ResponseError::IllegalSaslState.code()
+            }))
+        }
+    }
+}

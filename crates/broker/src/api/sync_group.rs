@@ -4,14 +4,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::group::{Reply, SyncResult};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::SyncGroup,
-    min: 0,
-    max: 5,
-};
 
 pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGroupResponse {
     let assignments = request
@@ -51,4 +45,55 @@ pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGrou
         r.protocol_name = result.protocol.map(StrBytes::from_string);
     }
     r
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = SyncGroupRequest;
+        type Response = SyncGroupResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::SyncGroup,
+            min: 0,
+            max: 5,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: SyncGroupRequest,
+        ) -> Option<SyncGroupResponse> {
+            Some(handle(ctx, request).await)
+        }
+
+        fn coordinator_keys<'r>(
+            _ctx: &RequestContext,
+            request: &'r SyncGroupRequest,
+        ) -> Vec<crate::api::Key<'r>> {
+            vec![crate::api::Key::Group(&request.group_id.0)]
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            _request: &SyncGroupRequest,
+            error: ResponseError,
+        ) -> SyncGroupResponse {
+            build!(SyncGroupResponse {
+                error_code: error.code()
+            })
+        }
+
+        fn replicated_writes(
+            ctx: &RequestContext,
+            request: &SyncGroupRequest,
+        ) -> Vec<std::sync::Arc<crate::state::Partition>> {
+            crate::api::coordinator_check::group_partition(ctx, &request.group_id.0)
+        }
+    }
 }

@@ -8,17 +8,11 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
-use super::{ApiSpec, RequestContext};
+use super::RequestContext;
 use crate::group::store::CommittedOffset;
 use crate::group::Committer;
 use crate::state::now_ms;
 use crate::txn::fenced_code;
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::TxnOffsetCommit,
-    min: 0,
-    max: 3,
-};
 
 pub fn handle(ctx: &RequestContext, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
     let now = now_ms();
@@ -61,8 +55,7 @@ pub fn handle(ctx: &RequestContext, request: TxnOffsetCommitRequest) -> TxnOffse
         Err(e) => vec![e.code(); flat.len()],
         Ok(()) => {
             let image = ctx.broker.image();
-            let valid =
-                |topic: &str, partition: i32| super::partition_exists(&image, topic, partition);
+            let valid = |topic: &str, partition: i32| image.has_partition(topic, partition);
             let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
             let by = Committer {
                 group_id: &request.group_id.0,
@@ -116,4 +109,55 @@ pub fn handle(ctx: &RequestContext, request: TxnOffsetCommitRequest) -> TxnOffse
         })
         .collect();
     build!(TxnOffsetCommitResponse { topics })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::txn_offset_commit_response::{
+        TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+    };
+
+    impl crate::api::Api for super::Handler {
+        type Request = TxnOffsetCommitRequest;
+        type Response = TxnOffsetCommitResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::TxnOffsetCommit,
+            min: 0,
+            max: 3,
+        };
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: TxnOffsetCommitRequest,
+        ) -> Option<TxnOffsetCommitResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn coordinator_keys<'r>(
+            _ctx: &RequestContext,
+            request: &'r TxnOffsetCommitRequest,
+        ) -> Vec<crate::api::Key<'r>> {
+            vec![crate::api::Key::Group(&request.group_id.0)]
+        }
+
+        offset_commit_refusals!(
+            TxnOffsetCommitRequest,
+            TxnOffsetCommitResponse,
+            TxnOffsetCommitResponseTopic,
+            TxnOffsetCommitResponsePartition
+        );
+
+        fn replicated_writes(
+            ctx: &RequestContext,
+            request: &TxnOffsetCommitRequest,
+        ) -> Vec<std::sync::Arc<crate::state::Partition>> {
+            crate::api::coordinator_check::group_partition(ctx, &request.group_id.0)
+        }
+    }
 }

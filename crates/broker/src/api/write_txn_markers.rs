@@ -6,13 +6,7 @@ use kafka_protocol::messages::write_txn_markers_response::{
 };
 use kafka_protocol::messages::{ApiKey, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
-use super::{ApiSpec, RequestContext};
-
-pub const API: ApiSpec = ApiSpec {
-    key: ApiKey::WriteTxnMarkers,
-    min: 1,
-    max: 1,
-};
+use super::RequestContext;
 
 pub fn handle(ctx: &RequestContext, request: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
     let markers = request
@@ -60,4 +54,85 @@ pub fn handle(ctx: &RequestContext, request: WriteTxnMarkersRequest) -> WriteTxn
         })
         .collect();
     build!(WriteTxnMarkersResponse { markers })
+}
+
+/// This API's entry in the registry (see `api::Api`).
+pub struct Handler;
+
+mod entry {
+    use super::*;
+    use crate::api::{ApiSpec, RequestContext};
+
+    use crate::security::acl::op;
+    use kafka_protocol::error::ResponseError;
+
+    impl crate::api::Api for super::Handler {
+        type Request = WriteTxnMarkersRequest;
+        type Response = WriteTxnMarkersResponse;
+        const SPEC: ApiSpec = ApiSpec {
+            key: ApiKey::WriteTxnMarkers,
+            min: 1,
+            max: 1,
+        };
+        const CLUSTER_OPERATION: Option<i8> = Some(op::CLUSTER_ACTION);
+
+        async fn handle(
+            ctx: &RequestContext,
+            request: WriteTxnMarkersRequest,
+        ) -> Option<WriteTxnMarkersResponse> {
+            Some(handle(ctx, request))
+        }
+
+        fn error_response(
+            _ctx: &RequestContext,
+            request: &WriteTxnMarkersRequest,
+            error: ResponseError,
+        ) -> WriteTxnMarkersResponse {
+            use kafka_protocol::messages::write_txn_markers_response::{
+                WritableTxnMarkerPartitionResult, WritableTxnMarkerResult,
+                WritableTxnMarkerTopicResult,
+            };
+            let code = error.code();
+            build!(WriteTxnMarkersResponse {
+                markers: request
+                    .markers
+                    .iter()
+                    .map(|m| build!(WritableTxnMarkerResult {
+                        producer_id: m.producer_id,
+                        topics: m
+                            .topics
+                            .iter()
+                            .map(|t| build!(WritableTxnMarkerTopicResult {
+                                name: t.name.clone(),
+                                partitions: t
+                                    .partition_indexes
+                                    .iter()
+                                    .map(|&p| build!(WritableTxnMarkerPartitionResult {
+                                        partition_index: p,
+                                        error_code: code
+                                    }))
+                                    .collect()
+                            }))
+                            .collect()
+                    }))
+                    .collect()
+            })
+        }
+
+        fn replicated_writes(
+            ctx: &RequestContext,
+            request: &WriteTxnMarkersRequest,
+        ) -> Vec<std::sync::Arc<crate::state::Partition>> {
+            request
+                .markers
+                .iter()
+                .flat_map(|m| m.topics.iter())
+                .flat_map(|t| {
+                    t.partition_indexes
+                        .iter()
+                        .filter_map(|&p| ctx.broker.partition(&t.name.0, p))
+                })
+                .collect()
+        }
+    }
 }

@@ -461,7 +461,7 @@ impl GroupCoordinator {
     pub fn tick(&self, log: &dyn GroupLog) {
         let mut groups = self.lock();
         let now = Instant::now();
-        let now_ms = crate::state::now_ms();
+        let now_ms = gregor_cluster::net::now_ms();
         let retention = self.settings.offsets_retention_ms;
         let mut dead = Vec::new();
         for g in groups.values_mut() {

@@ -218,7 +218,7 @@ impl Group {
             initial_delay: false,
             offsets: BTreeMap::new(),
             txn_offsets: HashMap::new(),
-            state_timestamp_ms: crate::state::now_ms(),
+            state_timestamp_ms: gregor_cluster::net::now_ms(),
         }
     }
 
@@ -227,7 +227,7 @@ impl Group {
             tracing::debug!(group = %self.id, from = self.state.name(), to = state.name(), generation = self.generation, "group state");
         }
         self.state = state;
-        self.state_timestamp_ms = crate::state::now_ms();
+        self.state_timestamp_ms = gregor_cluster::net::now_ms();
     }
 
     /// Protocols every member supports, in the first member's order of preference.

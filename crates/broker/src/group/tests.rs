@@ -244,7 +244,7 @@ fn commits_are_validated_and_stored_only_after_the_log_append() {
         offset: o,
         leader_epoch: -1,
         metadata: String::new(),
-        commit_timestamp_ms: crate::state::now_ms(),
+        commit_timestamp_ms: gregor_cluster::net::now_ms(),
     };
     let by = Committer {
         group_id: "g",
@@ -315,7 +315,7 @@ fn offsets_of_an_empty_group_expire_after_retention() {
         offset: 1,
         leader_epoch: -1,
         metadata: String::new(),
-        commit_timestamp_ms: crate::state::now_ms(),
+        commit_timestamp_ms: gregor_cluster::net::now_ms(),
     };
     assert_eq!(
         c.commit(&log, by, &[("t".into(), 0, o)], |_, _| true),

@@ -53,7 +53,7 @@ pub(super) async fn start_cluster(
     };
     let transport = metadata_transport(broker, &addr)?;
     let node = ClusterNode::start(
-        Arc::new(OsDisk),
+        broker.disk(),
         &c.data_dir,
         c.node_id,
         listener,

@@ -46,23 +46,16 @@ pub async fn run_on(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BrokerError> {
     // Before anything in the data directory is opened: one process per directory.
-    let _dir_lock =
-        gregor_storage::DataDirLock::acquire(&config.data_dir).map_err(BrokerError::Config)?;
-    // It holds every record and every user's salted SCRAM keys: the broker's user alone.
-    match _dir_lock.make_private() {
-        Ok(0) => {}
-        Ok(n) => {
-            tracing::warn!(data_dir = %config.data_dir.display(), changed = n, "the data directory was readable by other users; made it and its credential files private (0700 directories, 0600 files)")
-        }
-        Err(e) => return Err(BrokerError::Config(e)),
-    }
+    let _dir_lock = lock_data_dir(&config)?;
     if let Some(addr) = config.metrics {
         // Before the partitions open, so their metric handles register with the recorder.
         // Its security is the operator's explicit choice: a setting that cannot be met
         // stops the broker rather than serving the metrics open.
         let security =
             crate::metrics_http::Security::from_config(&config).map_err(BrokerError::Config)?;
-        if let Err(e) = crate::metrics::start(addr, security) {
+        if let Err(e) =
+            crate::metrics_http::start(addr, security, api::APIS.iter().map(|spec| spec.key))
+        {
             tracing::warn!("metrics are off: {e}");
         }
     }
@@ -86,8 +79,64 @@ pub async fn run_on(
             return Ok(());
         }
     };
-    // One accepting task per listener; accepted connections come back on one channel.
-    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel(64);
+    let (acceptors, mut accepted_rx) = listen(&broker).await?;
+    tracing::info!(
+        listen = %broker.config.listen,
+        advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
+        node_id = broker.config.node_id,
+        data_dir = %broker.config.data_dir.display(),
+        cluster_id = %broker.cluster_id(),
+        "broker ready"
+    );
+    let background = spawn_background(&broker, &stop_rx);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some((stream, peer, listener)) = accepted_rx.recv() => {
+                connections.spawn(serve_connection(broker.clone(), stream, peer, listener, stop_rx.clone()));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    stop(
+        &broker,
+        acceptors,
+        connections,
+        &stop_tx,
+        background,
+        cluster_tasks,
+    )
+    .await
+}
+
+/// Locks the data directory for this process, and makes it private: it holds every
+/// record and every user's salted SCRAM keys.
+fn lock_data_dir(config: &BrokerConfig) -> Result<gregor_storage::DataDirLock, BrokerError> {
+    let lock =
+        gregor_storage::DataDirLock::acquire(&config.data_dir).map_err(BrokerError::Config)?;
+    match lock.make_private() {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::warn!(data_dir = %config.data_dir.display(), changed = n, "the data directory was readable by other users; made it and its credential files private (0700 directories, 0600 files)")
+        }
+        Err(e) => return Err(BrokerError::Config(e)),
+    }
+    Ok(lock)
+}
+
+/// Binds every listener, with one accepting task each; accepted connections come back on
+/// one channel.
+async fn listen(
+    broker: &Arc<Broker>,
+) -> Result<
+    (
+        JoinSet<()>,
+        tokio::sync::mpsc::Receiver<(TcpStream, SocketAddr, Arc<Listener>)>,
+    ),
+    BrokerError,
+> {
+    let (accepted_tx, accepted_rx) = tokio::sync::mpsc::channel(64);
     let mut acceptors = JoinSet::new();
     for l in &broker.config.listeners {
         let listen = l.addr;
@@ -101,53 +150,58 @@ pub async fn run_on(
             accepted_tx.clone(),
         ));
     }
-    drop(accepted_tx);
-    tracing::info!(
-        listen = %broker.config.listen,
-        advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
-        node_id = broker.config.node_id,
-        data_dir = %broker.config.data_dir.display(),
-        cluster_id = %broker.cluster_id(),
-        "broker ready"
-    );
-    let gauges = tokio::spawn(gauge_loop(broker.clone(), stop_rx.clone()));
-    let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
-    // Group session and rebalance timeouts; retention; compaction.
-    let coordinator = tokio::spawn(periodic(
-        broker.clone(),
-        "group.coordinator.tick.ms",
-        stop_rx.clone(),
-        |b| b.groups.tick(b),
-    ));
-    let transactions = tokio::spawn(periodic(
-        broker.clone(),
-        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
-        stop_rx.clone(),
-        |b| b.txns.tick(b, crate::state::now_ms()),
-    ));
-    let retention = tokio::spawn(periodic(
-        broker.clone(),
-        "log.retention.check.interval.ms",
-        stop_rx.clone(),
-        Broker::apply_retention,
-    ));
-    let cleaner = tokio::spawn(periodic(
-        broker.clone(),
-        "log.cleaner.backoff.ms",
-        stop_rx.clone(),
-        Broker::clean_compacted_paced,
-    ));
-    let scrubber = tokio::spawn(crate::scrub::run(broker.clone(), stop_rx.clone()));
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            Some((stream, peer, listener)) = accepted_rx.recv() => {
-                connections.spawn(serve_connection(broker.clone(), stream, peer, listener, stop_rx.clone()));
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = &mut shutdown => break,
-        }
-    }
+    Ok((acceptors, accepted_rx))
+}
+
+/// The broker's periodic tasks: gauges, the flusher, the group and transaction
+/// coordinators' ticks, retention, compaction, and the scrubber.
+fn spawn_background(
+    broker: &Arc<Broker>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(flush_loop(broker.clone(), stop_rx.clone())),
+        // Group session and rebalance timeouts; retention; compaction.
+        tokio::spawn(periodic(
+            broker.clone(),
+            "group.coordinator.tick.ms",
+            stop_rx.clone(),
+            |b| b.groups.tick(b),
+        )),
+        tokio::spawn(gauge_loop(broker.clone(), stop_rx.clone())),
+        tokio::spawn(periodic(
+            broker.clone(),
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            stop_rx.clone(),
+            |b| b.txns.tick(b, crate::state::now_ms()),
+        )),
+        tokio::spawn(periodic(
+            broker.clone(),
+            "log.retention.check.interval.ms",
+            stop_rx.clone(),
+            Broker::apply_retention,
+        )),
+        tokio::spawn(periodic(
+            broker.clone(),
+            "log.cleaner.backoff.ms",
+            stop_rx.clone(),
+            Broker::clean_compacted_paced,
+        )),
+        tokio::spawn(crate::scrub::run(broker.clone(), stop_rx.clone())),
+    ]
+}
+
+/// The clean stop: the controlled shutdown, in-flight requests answered (up to
+/// `shutdown.timeout.ms`), the background and cluster tasks ended (each bounded), the
+/// metadata quorum stopped, and the logs closed with the clean-shutdown marker.
+async fn stop(
+    broker: &Arc<Broker>,
+    mut acceptors: JoinSet<()>,
+    mut connections: JoinSet<()>,
+    stop_tx: &watch::Sender<bool>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    cluster_tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(), BrokerError> {
     if let Some(node) = broker.clustered() {
         // Kafka's controlled shutdown: leaderships move to other in-sync replicas before
         // this broker stops answering, so producers see one quick NOT_LEADER_OR_FOLLOWER.
@@ -181,15 +235,7 @@ pub async fn run_on(
     // The periodic tasks end at their next tick once told to stop; a tick in progress
     // (blocking work: a cleaning, a retention pass, a scrub step) is waited for, not
     // aborted, because the logs must not be closed under it.
-    for task in [
-        flusher,
-        coordinator,
-        gauges,
-        transactions,
-        retention,
-        cleaner,
-        scrubber,
-    ] {
+    for task in background {
         let _ = task.await;
     }
     // The cluster's tasks may wait for a quorum that is gone: each has a bound, and a
@@ -269,7 +315,7 @@ async fn gauge_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(crate::metrics::GAUGE_INTERVAL) => {
                 let b = broker.clone();
-                let _ = crate::blocking::offload(move || crate::metrics::update_gauges(&b)).await;
+                let _ = crate::blocking::offload(move || b.update_gauges()).await;
             }
             _ = stop.changed() => return,
         }

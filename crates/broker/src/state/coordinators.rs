@@ -229,7 +229,7 @@ impl Broker {
             {
                 Some(ResponseError::CoordinatorLoadInProgress)
             }
-            Ok(p) if p.leadership().0 => None,
+            Ok(p) if p.leadership().leads => None,
             Ok(_) | Err(BrokerError::UnknownTopic) => Some(ResponseError::NotCoordinator),
             Err(_) => Some(ResponseError::CoordinatorNotAvailable),
         }
@@ -255,7 +255,7 @@ impl Broker {
             {
                 Some(ResponseError::CoordinatorLoadInProgress)
             }
-            Some(p) if p.leadership().0 => None,
+            Some(p) if p.leadership().leads => None,
             _ => Some(ResponseError::NotCoordinator),
         }
     }
@@ -313,7 +313,7 @@ impl Broker {
         let Some(partition) = self.partition(topic, index) else {
             return Err(ResponseError::UnknownTopicOrPartition);
         };
-        if !partition.leadership().0 {
+        if !partition.leadership().leads {
             return Err(ResponseError::NotLeaderOrFollower);
         }
         let sync_all = partition.syncs_every_append();
@@ -391,7 +391,7 @@ impl Broker {
                         .into_iter()
                         .map(|(t, ps)| {
                             WritableTxnMarkerTopic::default()
-                                .with_name(crate::api::topic_name(&t))
+                                .with_name(crate::wire::topic_name(&t))
                                 .with_partition_indexes(ps)
                         })
                         .collect(),
@@ -545,7 +545,11 @@ pub(super) fn append_internal(
             path: PathBuf::from(format!("{}-{}", partition.topic, partition.index)),
             reason: e.to_string(),
         })?;
-    let (leads, leader_epoch, _, _) = partition.leadership();
+    let crate::state::Leadership {
+        leads,
+        leader_epoch,
+        ..
+    } = partition.leadership();
     if !leads {
         return Err(StorageError::Corrupt {
             path: PathBuf::from(format!("{}-{}", partition.topic, partition.index)),
@@ -676,7 +680,7 @@ impl TxnHost for Broker {
 
     fn partition_exists(&self, topic: &str, partition: i32) -> bool {
         if self.cluster.get().is_some() {
-            return crate::api::partition_exists(&self.image(), topic, partition);
+            return self.image().has_partition(topic, partition);
         }
         self.partition(topic, partition).is_some()
     }

@@ -98,4 +98,66 @@ impl Broker {
             );
         }
     }
+
+    /// Recomputes the gauges: partition sizes and offsets, group members, committed offsets
+    /// and lag, and the process's resident memory.
+    pub fn update_gauges(&self) {
+        let broker = self;
+        let mut log_ends = HashMap::new();
+        for p in broker.all_partitions() {
+            let (size, segments, offsets) = {
+                let log = p.log();
+                (log.size_bytes(), log.segment_count(), log.offsets())
+            };
+            p.metrics
+                .set_log(size, segments, offsets.log_start, offsets.log_end);
+            log_ends.insert((p.topic.clone(), p.index), offsets.high_watermark);
+        }
+        // Groups (and their partitions) reported last time but gone now read 0, not their last
+        // value: the exporter keeps a gauge once it exists.
+        static REPORTED: std::sync::Mutex<Vec<[(&str, String); 3]>> =
+            std::sync::Mutex::new(Vec::new());
+        static GROUPS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let mut reported = Vec::new();
+        let mut groups_now = Vec::new();
+        for (group, _, _) in broker.groups.list() {
+            let members = broker
+                .groups
+                .describe(&group)
+                .map_or(0, |g| g.members.len());
+            metrics::gauge!("gregor_consumer_group_members", "group" => group.clone())
+                .set(members as f64);
+            groups_now.push(group.clone());
+            for (topic, partition, committed) in broker.groups.fetch_offsets(&group, None) {
+                let (Some(committed), Some(&end)) =
+                    (committed, log_ends.get(&(topic.clone(), partition)))
+                else {
+                    continue;
+                };
+                let labels = [
+                    ("group", group.clone()),
+                    ("topic", topic),
+                    ("partition", partition.to_string()),
+                ];
+                metrics::gauge!("gregor_consumer_group_committed_offset", &labels)
+                    .set(committed.offset as f64);
+                metrics::gauge!("gregor_consumer_group_lag", &labels)
+                    .set((end - committed.offset).max(0) as f64);
+                reported.push(labels);
+            }
+        }
+        let mut previous = GROUPS.lock().unwrap_or_else(|p| p.into_inner());
+        for gone in previous.iter().filter(|g| !groups_now.contains(g)) {
+            metrics::gauge!("gregor_consumer_group_members", "group" => gone.clone()).set(0.0);
+        }
+        *previous = groups_now;
+        let mut previous = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+        for gone in previous.iter().filter(|l| !reported.contains(l)) {
+            metrics::gauge!("gregor_consumer_group_lag", gone).set(0.0);
+        }
+        *previous = reported;
+        if let Some(rss) = crate::metrics::resident_memory_bytes() {
+            metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
+        }
+    }
 }

@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::UNIX_EPOCH;
 
 use gregor_cluster::{
     ClusterNode, MetadataImage, MetadataLog, MetadataRecord, PartitionMeta, TopicMeta,
@@ -47,11 +46,7 @@ pub use partition::*;
 pub use placement::*;
 pub use topics::*;
 
-pub fn now_ms() -> i64 {
-    gregor_cluster::net::wall_clock()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use gregor_cluster::net::now_ms;
 
 /// Kafka's rule for topic names.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
@@ -125,6 +120,12 @@ fn load_dynamic_configs(config: &BrokerConfig, image: &MetadataImage) {
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 
 impl Broker {
+    /// The disk every file of this broker is written through (the simulator's can lose
+    /// what was not fsynced).
+    pub fn disk(&self) -> Arc<dyn Disk> {
+        self.disk.clone()
+    }
+
     /// Opens the data directory: cluster identity, metadata log, and every partition log
     /// (recovering each).
     pub fn open(config: BrokerConfig, disk: Arc<dyn Disk>) -> Result<Arc<Self>, BrokerError> {

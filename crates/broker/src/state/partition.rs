@@ -107,6 +107,18 @@ pub struct Partition {
     pub hw_watch: tokio::sync::watch::Sender<i64>,
 }
 
+/// A partition's leadership as this broker sees it ([`Partition::leadership`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// Whether this broker leads it.
+    pub leads: bool,
+    pub leader_epoch: i32,
+    /// How many replicas are in sync, this one included.
+    pub isr_len: usize,
+    /// Whether it has replicas besides the leader.
+    pub replicated: bool,
+}
+
 impl Partition {
     /// Locks the log. A panic while holding the lock cannot leave a half-applied append
     /// (appends cut the file back on error), so a poisoned lock is taken over.
@@ -122,15 +134,15 @@ impl Partition {
         self.replica.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// (whether this broker leads, leader epoch, in-sync replica count, replicated).
-    pub fn leadership(&self) -> (bool, i32, usize, bool) {
+    /// This broker's view of the partition's leadership, read at once.
+    pub fn leadership(&self) -> Leadership {
         let r = self.replica();
-        (
-            r.leader == self.node_id,
-            r.leader_epoch,
-            r.isr.len(),
-            r.replicated(),
-        )
+        Leadership {
+            leads: r.leader == self.node_id,
+            leader_epoch: r.leader_epoch,
+            isr_len: r.isr.len(),
+            replicated: r.replicated(),
+        }
     }
 
     /// Whether every append must be fsynced before it is acknowledged: the partition has

@@ -34,7 +34,7 @@ impl Broker {
             }
             let (partition, led_before) = match self.partition(&topic.name, index as i32) {
                 Some(p) if p.topic_id == topic.topic_id => {
-                    let led = p.leadership().0;
+                    let led = p.leadership().leads;
                     (p, Some(led))
                 }
                 _ => (self.open_partition(topic, index as i32)?, None),
@@ -58,7 +58,7 @@ impl Broker {
                     .insert(key);
             }
             partition.set_role(meta, now);
-            let leads = partition.leadership().0;
+            let leads = partition.leadership().leads;
             let moved = self.cluster.get().is_some()
                 && led_before != Some(leads)
                 && (leads || led_before == Some(true));
