@@ -476,17 +476,22 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
         start_offsets(cluster, &args.topic, &leaders, &assigned, start, &committed).await?;
     let mut last_committed = committed.clone();
     let mut at_end: BTreeSet<i32> = BTreeSet::new();
-    let format = args.format.clone().unwrap_or_else(|| "%s\\n".to_string());
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut printed = 0u64;
-    let mut printed_bytes = 0u64;
+    let mut printer = Printer {
+        out: std::io::BufWriter::new(stdout.lock()),
+        buf: Vec::with_capacity(1 << 16),
+        format: args.format.clone().unwrap_or_else(|| "%s\\n".to_string()),
+        json: args.json,
+        topic: args.topic.clone(),
+        count: args.count,
+        printed: 0,
+        printed_bytes: 0,
+        last_record: Instant::now(),
+    };
     // Counts and rate on stderr when the records go to a file or a pipe (a terminal shows
     // the records themselves).
     let progress = (!std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .then(|| crate::progress::Progress::new("consume", None));
-    let mut last_record = Instant::now();
-    let mut buf = Vec::with_capacity(1 << 16);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     'outer: loop {
@@ -519,7 +524,7 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
             break;
         }
         if let Some(limit) = args.idle_timeout {
-            if last_record.elapsed() >= limit {
+            if printer.last_record.elapsed() >= limit {
                 break;
             }
         }
@@ -546,28 +551,7 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
                 refresh = true;
                 continue;
             }
-            let mut ft = FetchTopic::default();
-            ft.topic = TopicName(StrBytes::from_string(args.topic.clone()));
-            ft.partitions = parts
-                .iter()
-                .map(|p| {
-                    let mut fp = FetchPartition::default();
-                    fp.partition = *p;
-                    fp.fetch_offset = positions.get(p).copied().unwrap_or(0);
-                    fp.partition_max_bytes = 1 << 20;
-                    fp.log_start_offset = -1;
-                    fp.current_leader_epoch = -1;
-                    fp
-                })
-                .collect();
-            let mut req = FetchRequest::default();
-            req.replica_id = BrokerId(-1);
-            req.max_wait_ms = 500;
-            req.min_bytes = 1;
-            req.max_bytes = 16 << 20;
-            req.isolation_level = isolation;
-            req.session_epoch = -1;
-            req.topics = vec![ft];
+            let req = fetch_request(&args.topic, &parts, &positions, isolation);
             let client = cluster.broker(leader).await?;
             let resp = tokio::select! {
                 r = client.call(req, 4, 12) => r?,
@@ -624,59 +608,16 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
                     } else {
                         pd.high_watermark
                     };
-                    let mut aborted: Vec<(i64, i64)> = pd
-                        .aborted_transactions
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|a| (a.first_offset, a.producer_id.0))
-                        .collect();
-                    aborted.sort_unstable();
-                    let mut aborted = aborted.into_iter().peekable();
-                    let mut aborting: BTreeSet<i64> = BTreeSet::new();
-                    if let Some(mut records) = pd.records {
-                        let sets = RecordBatchDecoder::decode_all(&mut records)
-                            .map_err(|e| format!("bad records from {}-{p}: {e}", args.topic))?;
-                        for set in sets {
-                            for r in set.records {
-                                while let Some(&(first, pid)) = aborted.peek() {
-                                    if first > r.offset {
-                                        break;
-                                    }
-                                    aborting.insert(pid);
-                                    aborted.next();
-                                }
-                                if r.offset < position {
-                                    continue;
-                                }
-                                position = r.offset + 1;
-                                if r.control {
-                                    aborting.remove(&r.producer_id);
-                                    continue;
-                                }
-                                if r.transactional && aborting.contains(&r.producer_id) {
-                                    continue;
-                                }
-                                buf.clear();
-                                if args.json {
-                                    json_line(&args.topic, p, &r, &mut buf);
-                                } else {
-                                    render(&format, &args.topic, p, &r, &mut buf);
-                                }
-                                if let Err(e) = out.write_all(&buf) {
-                                    if e.kind() == std::io::ErrorKind::BrokenPipe {
-                                        break 'outer;
-                                    }
-                                    return Err(format!("cannot write output: {e}"));
-                                }
-                                printed += 1;
-                                printed_bytes += buf.len() as u64;
-                                last_record = Instant::now();
-                                if args.count.is_some_and(|c| printed >= c) {
-                                    positions.insert(p, position);
-                                    break 'outer;
-                                }
-                            }
+                    let (next, more) =
+                        printer.partition(p, position, pd.records, pd.aborted_transactions)?;
+                    position = next;
+                    match more {
+                        More::Yes => {}
+                        More::CountReached => {
+                            positions.insert(p, position);
+                            break 'outer;
                         }
+                        More::OutputClosed => break 'outer,
                     }
                     positions.insert(p, position);
                     if position >= end {
@@ -688,9 +629,9 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
             }
         }
         if let Some(p) = &progress {
-            p.set(printed_bytes, printed);
+            p.set(printer.printed_bytes, printer.printed);
         }
-        if let Err(e) = out.flush() {
+        if let Err(e) = printer.out.flush() {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 break;
             }
@@ -721,9 +662,9 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
             }
         }
     }
-    let _ = out.flush();
+    let _ = printer.out.flush();
     if let Some(p) = &progress {
-        p.finish(printed_bytes, printed);
+        p.finish(printer.printed_bytes, printer.printed);
     }
     if let Some(g) = &args.group {
         commit(
@@ -739,7 +680,127 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
     if let Some(m) = &membership {
         leave(cluster, m).await?;
     }
-    Ok(printed)
+    Ok(printer.printed)
+}
+
+/// One Fetch of `parts` of `topic` from their positions, waiting up to 500 ms for data.
+fn fetch_request(
+    topic: &str,
+    parts: &[i32],
+    positions: &BTreeMap<i32, i64>,
+    isolation: i8,
+) -> FetchRequest {
+    let mut ft = FetchTopic::default();
+    ft.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    ft.partitions = parts
+        .iter()
+        .map(|p| {
+            let mut fp = FetchPartition::default();
+            fp.partition = *p;
+            fp.fetch_offset = positions.get(p).copied().unwrap_or(0);
+            fp.partition_max_bytes = 1 << 20;
+            fp.log_start_offset = -1;
+            fp.current_leader_epoch = -1;
+            fp
+        })
+        .collect();
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.max_wait_ms = 500;
+    req.min_bytes = 1;
+    req.max_bytes = 16 << 20;
+    req.isolation_level = isolation;
+    req.session_epoch = -1;
+    req.topics = vec![ft];
+    req
+}
+
+/// Where consumed records go: the output in its format, and what was printed.
+struct Printer<'a> {
+    out: std::io::BufWriter<std::io::StdoutLock<'a>>,
+    buf: Vec<u8>,
+    format: String,
+    json: bool,
+    topic: String,
+    /// `--count`: stop after this many records.
+    count: Option<u64>,
+    printed: u64,
+    printed_bytes: u64,
+    last_record: Instant,
+}
+
+/// Whether consuming goes on after a partition's records.
+enum More {
+    Yes,
+    CountReached,
+    OutputClosed,
+}
+
+impl Printer<'_> {
+    /// Prints one fetched partition's records from `position` on, skipping the records of
+    /// the aborted transactions `aborted` lists (a `read_committed` fetch) and control
+    /// records; returns the next position, and whether to go on.
+    fn partition(
+        &mut self,
+        p: i32,
+        mut position: i64,
+        records: Option<Bytes>,
+        aborted: Option<Vec<kafka_protocol::messages::fetch_response::AbortedTransaction>>,
+    ) -> Result<(i64, More), String> {
+        let mut aborted: Vec<(i64, i64)> = aborted
+            .unwrap_or_default()
+            .iter()
+            .map(|a| (a.first_offset, a.producer_id.0))
+            .collect();
+        aborted.sort_unstable();
+        let mut aborted = aborted.into_iter().peekable();
+        let mut aborting: BTreeSet<i64> = BTreeSet::new();
+        if let Some(mut records) = records {
+            let sets = RecordBatchDecoder::decode_all(&mut records)
+                .map_err(|e| format!("bad records from {}-{p}: {e}", self.topic))?;
+            for set in sets {
+                for r in set.records {
+                    while let Some(&(first, pid)) = aborted.peek() {
+                        if first > r.offset {
+                            break;
+                        }
+                        aborting.insert(pid);
+                        aborted.next();
+                    }
+                    if r.offset < position {
+                        continue;
+                    }
+                    position = r.offset + 1;
+                    if r.control {
+                        aborting.remove(&r.producer_id);
+                        continue;
+                    }
+                    if r.transactional && aborting.contains(&r.producer_id) {
+                        continue;
+                    }
+                    self.buf.clear();
+                    if self.json {
+                        json_line(&self.topic, p, &r, &mut self.buf);
+                    } else {
+                        render(&self.format, &self.topic, p, &r, &mut self.buf);
+                    }
+                    if let Err(e) = self.out.write_all(&self.buf) {
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            return Ok((position, More::OutputClosed));
+                        }
+                        return Err(format!("cannot write output: {e}"));
+                    }
+                    self.printed += 1;
+                    self.printed_bytes += self.buf.len() as u64;
+                    self.last_record = Instant::now();
+                    if self.count.is_some_and(|c| self.printed >= c) {
+                        return Ok((position, More::CountReached));
+                    }
+                }
+            }
+        }
+        Ok((position, More::Yes))
+    }
 }
 
 /// Commits the positions that moved since the last commit.
