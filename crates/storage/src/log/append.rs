@@ -140,6 +140,7 @@ impl PartitionLog {
         self.unflushed_records += records;
         self.unflushed_bytes += bytes.len() as u64;
         self.oldest_unflushed_ms.get_or_insert(now_ms);
+        self.check_invariants();
         Ok(Some(AppendInfo {
             base_offset: log_end,
             last_offset: next - 1,
@@ -190,6 +191,7 @@ impl PartitionLog {
         }
         let end = self.finish_cut()?;
         tracing::info!(dir = %self.dir.display(), log_end = end, "log truncated to match the leader");
+        self.check_invariants();
         Ok(())
     }
 
@@ -263,6 +265,17 @@ impl PartitionLog {
                 });
             }
         }
+        // A leader appends in its own epoch, never older than what its log already holds
+        // (paired with the log-end check after the write).
+        debug_assert!(
+            self.epochs
+                .as_ref()
+                .and_then(|e| e.last())
+                .is_none_or(|&(e, _)| leader_epoch >= e),
+            "{}: an append in leader epoch {leader_epoch} after a later epoch: {:?}",
+            self.dir.display(),
+            self.epochs.as_ref().and_then(|e| e.last())
+        );
         let base_offset = self.log_end();
         let mut next = base_offset;
         let mut stamped = Vec::with_capacity(headers.len());
@@ -306,6 +319,7 @@ impl PartitionLog {
         self.unflushed_records += records;
         self.unflushed_bytes += bytes.len() as u64;
         self.oldest_unflushed_ms.get_or_insert(now_ms);
+        self.check_invariants();
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
@@ -347,6 +361,7 @@ impl PartitionLog {
         self.unflushed_records += 1;
         self.unflushed_bytes += bytes.len() as u64;
         self.oldest_unflushed_ms.get_or_insert(now_ms);
+        self.check_invariants();
         Ok(AppendInfo {
             base_offset: offset,
             last_offset: offset,

@@ -230,6 +230,51 @@ impl PartitionLog {
         self.config = config;
     }
 
+    /// The log's invariants (this module's header): `log_start <= high watermark <=
+    /// log_end`, segments in offset order and not
+    /// overlapping, and the leader-epoch cache ascending in epoch and offset. Checked after
+    /// every change (appends, truncation, retention, compaction, the high watermark) in
+    /// debug builds, which the tests and the simulator's CI seeds run; linear in the
+    /// segments, so not in release.
+    fn check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let (start, end) = (self.log_start, self.log_end());
+        debug_assert!(
+            start <= end,
+            "{}: log start {start} after log end {end}",
+            self.dir.display()
+        );
+        if let Some(hw) = self.high_watermark {
+            debug_assert!(
+                (start..=end).contains(&hw),
+                "{}: high watermark {hw} outside the log [{start}, {end}]",
+                self.dir.display()
+            );
+        }
+        let mut previous_end = i64::MIN;
+        for s in self.segments.values() {
+            debug_assert!(
+                s.base_offset >= previous_end && s.next_offset >= s.base_offset,
+                "{}: segment {}..{} overlaps the one before (which ends at {previous_end})",
+                self.dir.display(),
+                s.base_offset,
+                s.next_offset
+            );
+            previous_end = s.next_offset;
+        }
+        if let Some(epochs) = &self.epochs {
+            debug_assert!(
+                epochs
+                    .windows(2)
+                    .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+                "{}: leader-epoch cache out of order: {epochs:?}",
+                self.dir.display()
+            );
+        }
+    }
+
     fn active(&self) -> &Segment {
         self.segments
             .values()
@@ -281,6 +326,7 @@ impl PartitionLog {
     /// or stops tracking it (`None`: every record appended is committed).
     pub fn track_high_watermark(&mut self, hw: Option<i64>) {
         self.high_watermark = hw.map(|h| h.clamp(self.log_start, self.log_end()));
+        self.check_invariants();
     }
 
     /// Moves the tracked high watermark to `hw` (clamped to the log); returns whether it
@@ -292,6 +338,7 @@ impl PartitionLog {
         let hw = hw.clamp(self.log_start, self.log_end());
         if hw > current {
             self.high_watermark = Some(hw);
+            self.check_invariants();
             true
         } else {
             false

@@ -23,6 +23,7 @@ impl PartitionLog {
             self.delete_segments_below_start(now_ms)?;
             self.producers.truncate_aborted(self.log_start);
         }
+        self.check_invariants();
         Ok(self.log_start)
     }
 
@@ -78,6 +79,7 @@ impl PartitionLog {
             self.write_offset_file(LOG_START_FILE, self.log_start)?;
             self.producers.truncate_aborted(self.log_start);
         }
+        self.check_invariants();
         Ok(deleted)
     }
 
@@ -194,6 +196,7 @@ impl PartitionLog {
         )?;
         segment.write_indexes(self.disk.as_ref(), &self.dir)?;
         self.segments.insert(base, segment);
+        self.check_invariants();
         Ok(true)
     }
 
