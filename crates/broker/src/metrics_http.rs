@@ -88,7 +88,7 @@ impl Security {
             }
             _ => return Err("metrics.basic.auth.user and metrics.basic.auth.password.file go together: set both, or neither".into()),
         };
-        let tls = if c.get_bool("metrics.ssl.enable") {
+        let tls = if c.settings().metrics_ssl_enable {
             Some(Arc::new(Tls::new(c).map_err(|e| {
                 format!("metrics.ssl.enable needs the broker's certificate: {e}")
             })?))

@@ -68,7 +68,7 @@ pub async fn run_fetchers(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) 
 
 /// Every half second, asks the controller for the ISR changes the leaders here need.
 pub async fn run_isr_upkeep(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let lag_max_ms = broker.config.get_i64("replica.lag.time.max.ms");
+    let lag_max_ms = broker.config.settings().replica_lag_time_max_ms;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -297,11 +297,12 @@ impl Conn {
 /// Fetches from `leader` for as long as this broker follows it there.
 async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool>) {
     let me = broker.config.node_id;
-    let wait_ms = broker.config.get_i64("replica.fetch.wait.max.ms").max(0) as i32;
-    let partition_max_bytes = broker.config.get_i64("replica.fetch.max.bytes").max(1) as i32;
+    let wait_ms = broker.config.settings().replica_fetch_wait_max_ms.max(0) as i32;
+    let partition_max_bytes = broker.config.settings().replica_fetch_max_bytes.max(1) as i32;
     let rate = broker
         .config
-        .get_i64("follower.replication.throttled.rate")
+        .settings()
+        .follower_replication_throttled_rate
         .max(1) as u64;
     let mut throttle = Throttle {
         rate,

@@ -32,11 +32,11 @@ struct Cursor {
 
 /// Runs until `stop`: passes over every partition, then waits `log.scrub.interval.ms`.
 pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let rate = broker.config.get_i64("log.scrub.bytes.per.second").max(0) as u64;
+    let rate = broker.config.settings().log_scrub_bytes_per_second.max(0) as u64;
     if rate == 0 {
         return;
     }
-    let pause = Duration::from_millis(broker.config.get_i64("log.scrub.interval.ms").max(0) as u64);
+    let pause = Duration::from_millis(broker.config.settings().log_scrub_interval_ms.max(0) as u64);
     let budget = (rate / 10).max(64 * 1024);
     let mut cursor = Cursor::default();
     loop {

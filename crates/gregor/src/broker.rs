@@ -14,7 +14,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let watchdog = std::time::Duration::from_millis(
-        config.get_i64("shutdown.timeout.ms").max(0) as u64 + WATCHDOG_MARGIN_MS,
+        config.settings().shutdown_timeout_ms.max(0) as u64 + WATCHDOG_MARGIN_MS,
     );
     let result = runtime.block_on(async {
         let shutdown = async move {

@@ -162,7 +162,7 @@ fn plan(ctx: &RequestContext, t: &CreatableTopic) -> Result<Plan, (ResponseError
         out
     } else {
         let partitions = match t.num_partitions {
-            -1 => ctx.broker.config.get_i64("num.partitions") as i32,
+            -1 => ctx.broker.config.settings().num_partitions as i32,
             n if n >= 1 => n,
             n => {
                 return Err((

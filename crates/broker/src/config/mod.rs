@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 mod listener;
 mod reference;
+mod settings;
 mod table;
+
+pub use settings::Settings;
 
 use listener::resolve_addr;
 pub use listener::{parse_listener_list, Listener, SecurityProtocol};
@@ -78,6 +81,8 @@ pub struct BrokerConfig {
     origins: BTreeMap<String, String>,
     /// Settings changed at runtime (AlterConfigs on the broker), shared by every clone.
     dynamic: std::sync::Arc<std::sync::RwLock<DynamicBrokerConfigs>>,
+    /// `settings` typed, read again whenever one is set.
+    typed: Settings,
 }
 
 /// Broker settings changed at runtime: for this node, and the cluster-wide default.
@@ -142,6 +147,18 @@ fn flatten(prefix: &str, table: toml::Table, out: &mut Vec<(String, toml::Value)
     }
 }
 
+/// A broker-level value in `settings` (the layers set so far), else its default.
+fn value_in<'a>(settings: &'a BTreeMap<String, String>, key: &str) -> &'a str {
+    debug_assert!(
+        broker_def(key).is_some(),
+        "the code reads '{key}', which is not in the settings table"
+    );
+    if let Some(v) = settings.get(key) {
+        return v;
+    }
+    broker_def(key).map(|d| d.default).unwrap_or("")
+}
+
 impl BrokerConfig {
     pub fn new(
         data_dir: PathBuf,
@@ -170,6 +187,8 @@ impl BrokerConfig {
             settings: BTreeMap::new(),
             origins: BTreeMap::new(),
             dynamic: Default::default(),
+            typed: Settings::read(&BTreeMap::new())
+                .expect("the settings table's defaults parse (a test checks them)"),
         }
     }
 
@@ -213,7 +232,7 @@ impl BrokerConfig {
     /// Sets the fields the broker starts with from `node.id`, `log.dirs`, `listeners`,
     /// `advertised.listeners` and `metrics.listener`.
     fn apply_structural(&mut self) -> Result<(), String> {
-        self.node_id = self.get_i64("node.id") as i32;
+        self.node_id = self.typed.node_id as i32;
         self.data_dir = PathBuf::from(self.get("log.dirs"));
         self.apply_listeners()?;
         let metrics = self.get("metrics.listener");
@@ -400,27 +419,22 @@ impl BrokerConfig {
         // Named as given (`log.retention.ms`), not as the topic setting it defaults.
         validate(def, value)
             .map_err(|m| m.replacen(&format!("for {}:", def.name), &format!("for {key}:"), 1))?;
-        self.settings.insert(key.to_string(), value.to_string());
+        let mut settings = self.settings.clone();
+        settings.insert(key.to_string(), value.to_string());
+        self.typed = Settings::read(&settings)?;
+        self.settings = settings;
         self.origins.insert(key.to_string(), origin.to_string());
         Ok(())
     }
 
+    /// The broker settings the code reads, typed (see `settings.rs`).
+    pub fn settings(&self) -> &Settings {
+        &self.typed
+    }
+
     /// A broker-level value: from the file, else the default.
     pub fn get(&self, key: &str) -> &str {
-        debug_assert!(
-            broker_def(key).is_some(),
-            "the code reads '{key}', which is not in the settings table"
-        );
-        if let Some(v) = self.settings.get(key) {
-            return v;
-        }
-        broker_def(key).map(|d| d.default).unwrap_or("")
-    }
-    pub fn get_i64(&self, key: &str) -> i64 {
-        self.get(key).parse().unwrap_or(0)
-    }
-    pub fn get_bool(&self, key: &str) -> bool {
-        self.get(key) == "true"
+        value_in(&self.settings, key)
     }
     pub fn is_set(&self, key: &str) -> bool {
         self.settings.contains_key(key)

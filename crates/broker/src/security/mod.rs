@@ -84,14 +84,15 @@ impl Security {
         Ok(Security {
             tls,
             authorizer: Authorizer {
-                enabled: c.get_bool("authorizer.enabled"),
+                enabled: c.settings().authorizer_enabled,
                 super_users,
-                allow_if_no_acl: c.get_bool("allow.everyone.if.no.acl.found"),
+                allow_if_no_acl: c.settings().allow_everyone_if_no_acl_found,
             },
             mechanisms,
-            reauth_ms: c.get_i64("connections.max.reauth.ms").max(0),
+            reauth_ms: c.settings().connections_max_reauth_ms.max(0),
             failure_delay: Duration::from_millis(
-                c.get_i64("connection.failed.authentication.delay.ms")
+                c.settings()
+                    .connection_failed_authentication_delay_ms
                     .max(0) as u64,
             ),
             failures: Mutex::new(HashMap::new()),

@@ -43,13 +43,13 @@ pub(super) async fn start_cluster(
         ))
     })?;
     let settings = ControllerSettings {
-        session_timeout_ms: c.get_i64("broker.session.timeout.ms").max(1) as u64,
-        heartbeat_interval_ms: c.get_i64("broker.heartbeat.interval.ms").max(1) as u64,
-        auto_leader_rebalance: c.get_bool("auto.leader.rebalance.enable"),
-        leader_imbalance_check_ms: (c.get_i64("leader.imbalance.check.interval.seconds").max(1)
+        session_timeout_ms: c.settings().broker_session_timeout_ms.max(1) as u64,
+        heartbeat_interval_ms: c.settings().broker_heartbeat_interval_ms.max(1) as u64,
+        auto_leader_rebalance: c.settings().auto_leader_rebalance_enable,
+        leader_imbalance_check_ms: (c.settings().leader_imbalance_check_interval_seconds.max(1)
             as u64)
             .saturating_mul(1000),
-        unclean_leader_election: c.get_bool("unclean.leader.election.enable"),
+        unclean_leader_election: c.settings().unclean_leader_election_enable,
     };
     let transport = metadata_transport(broker, &addr)?;
     let node = ClusterNode::start(

@@ -111,7 +111,7 @@ async fn serve_stream<S: Socket>(
     stop: watch::Receiver<bool>,
 ) -> Close {
     let mut stream = BufReader::with_capacity(64 * 1024, stream);
-    let max_frame = broker.config.get_i64("socket.request.max.bytes").max(1) as usize;
+    let max_frame = broker.config.settings().socket_request_max_bytes.max(1) as usize;
     let outcome = connection_loop(broker, &mut stream, max_frame, peer, &mut session, stop).await;
     let _ = stream.shutdown().await;
     outcome
@@ -189,7 +189,7 @@ async fn connection_loop<S: Socket>(
     mut stop: watch::Receiver<bool>,
 ) -> Close {
     // Whether Fetch responses may be sent from the files (plain TCP), decided once.
-    let zero_copy = stream.get_ref().tcp().is_some() && broker.config.get_bool("fetch.sendfile");
+    let zero_copy = stream.get_ref().tcp().is_some() && broker.config.settings().fetch_sendfile;
     let mut inflight = std::collections::VecDeque::new();
     loop {
         // Between requests is the only place a connection stops for shutdown (after the

@@ -164,26 +164,26 @@ fn spawn_background(
         // Group session and rebalance timeouts; retention; compaction.
         tokio::spawn(periodic(
             broker.clone(),
-            "group.coordinator.tick.ms",
+            |s| s.group_coordinator_tick_ms,
             stop_rx.clone(),
             |b| b.groups.tick(b),
         )),
         tokio::spawn(gauge_loop(broker.clone(), stop_rx.clone())),
         tokio::spawn(periodic(
             broker.clone(),
-            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            |s| s.transaction_abort_timed_out_transaction_cleanup_interval_ms,
             stop_rx.clone(),
             |b| b.txns.tick(b, crate::state::now_ms()),
         )),
         tokio::spawn(periodic(
             broker.clone(),
-            "log.retention.check.interval.ms",
+            |s| s.log_retention_check_interval_ms,
             stop_rx.clone(),
             Broker::apply_retention,
         )),
         tokio::spawn(periodic(
             broker.clone(),
-            "log.cleaner.backoff.ms",
+            |s| s.log_cleaner_backoff_ms,
             stop_rx.clone(),
             Broker::clean_compacted_paced,
         )),
@@ -219,7 +219,7 @@ async fn stop(
     );
     acceptors.abort_all();
     let _ = stop_tx.send(true);
-    let timeout = Duration::from_millis(broker.config.get_i64("shutdown.timeout.ms").max(0) as u64);
+    let timeout = Duration::from_millis(broker.config.settings().shutdown_timeout_ms.max(0) as u64);
     if tokio::time::timeout(timeout, async {
         while connections.join_next().await.is_some() {}
     })
@@ -274,10 +274,11 @@ async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let mut every = Duration::from_millis(
         broker
             .config
-            .get_i64("log.flush.scheduler.interval.ms")
+            .settings()
+            .log_flush_scheduler_interval_ms
             .max(1) as u64,
     );
-    if broker.config.get_i64("log.writeback.bytes") > 0 {
+    if broker.config.settings().log_writeback_bytes > 0 {
         // Writeback is checked more often than flush.ms usually needs.
         every = every.min(Duration::from_millis(100));
     }
@@ -293,11 +294,11 @@ async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
 /// until the broker stops.
 async fn periodic(
     broker: Arc<Broker>,
-    interval_key: &'static str,
+    interval: fn(&crate::config::Settings) -> i64,
     mut stop: watch::Receiver<bool>,
     tick: fn(&Broker),
 ) {
-    let every = Duration::from_millis(broker.config.get_i64(interval_key).max(1) as u64);
+    let every = Duration::from_millis(interval(broker.config.settings()).max(1) as u64);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {

@@ -85,9 +85,9 @@ impl Broker {
     pub fn ensure_offsets_topic(&self) -> Result<TopicMeta, BrokerError> {
         self.ensure_internal_topic(
             OFFSETS_TOPIC,
-            "offsets.topic.num.partitions",
+            self.config.settings().offsets_topic_num_partitions,
             "offsets.topic.segment.bytes",
-            "offsets.topic.replication.factor",
+            self.config.settings().offsets_topic_replication_factor,
         )
     }
 
@@ -96,18 +96,20 @@ impl Broker {
     pub fn ensure_txn_topic(&self) -> Result<TopicMeta, BrokerError> {
         self.ensure_internal_topic(
             TXN_TOPIC,
-            "transaction.state.log.num.partitions",
+            self.config.settings().transaction_state_log_num_partitions,
             "transaction.state.log.segment.bytes",
-            "transaction.state.log.replication.factor",
+            self.config
+                .settings()
+                .transaction_state_log_replication_factor,
         )
     }
 
     pub(super) fn ensure_internal_topic(
         &self,
         name: &str,
-        partitions_key: &str,
+        partitions: i64,
         segment_key: &str,
-        replication_key: &str,
+        replication_factor: i64,
     ) -> Result<TopicMeta, BrokerError> {
         if let Some(t) = self.image().topic(name) {
             return Ok(t.clone());
@@ -121,10 +123,10 @@ impl Broker {
         ]);
         // Kafka refuses to create them with fewer live brokers than the replication factor;
         // Gregor takes as many as there are, so a single node and a small cluster work.
-        let rf = (self.config.get_i64(replication_key) as i32)
+        let rf = (replication_factor as i32)
             .min(self.live_brokers().len() as i32)
             .max(1);
-        let partitions = self.config.get_i64(partitions_key) as i32;
+        let partitions = partitions as i32;
         let created = self
             .assign_replicas(name, partitions, rf, 0)
             .and_then(|a| block_on(self.create_topic_assigned(name, a, configs))?);

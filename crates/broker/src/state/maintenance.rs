@@ -7,7 +7,7 @@ impl Broker {
     /// `log.writeback.bytes` not yet written back.
     pub async fn flush_due_partitions(&self) {
         let now = now_ms();
-        let writeback = self.config.get_i64("log.writeback.bytes");
+        let writeback = self.config.settings().log_writeback_bytes;
         for partition in self.all_partitions() {
             let due = {
                 let log = partition.log();
@@ -26,7 +26,7 @@ impl Broker {
     /// Applies retention to every partition (`log.retention.check.interval.ms`).
     pub fn apply_retention(&self) {
         let now = now_ms();
-        let producer_idle_ms = self.config.get_i64("producer.id.expiration.ms");
+        let producer_idle_ms = self.config.settings().producer_id_expiration_ms;
         for partition in self.all_partitions() {
             let expired = partition.log().expire_producers(now, producer_idle_ms);
             if expired > 0 {
@@ -43,7 +43,8 @@ impl Broker {
     pub fn clean_compacted_paced(&self) {
         let rate = self
             .config
-            .get_i64("log.cleaner.io.max.bytes.per.second")
+            .settings()
+            .log_cleaner_io_max_bytes_per_second
             .max(1) as f64;
         let started = tokio::time::Instant::now();
         let mut pace = |bytes: u64| {

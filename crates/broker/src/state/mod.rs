@@ -149,15 +149,16 @@ impl Broker {
         let image = Arc::new(metadata.image().clone());
         load_dynamic_configs(&config, &image);
         let groups = GroupCoordinator::new(GroupSettings {
-            min_session_timeout_ms: config.get_i64("group.min.session.timeout.ms") as i32,
-            max_session_timeout_ms: config.get_i64("group.max.session.timeout.ms") as i32,
-            initial_rebalance_delay_ms: config.get_i64("group.initial.rebalance.delay.ms") as i32,
+            min_session_timeout_ms: config.settings().group_min_session_timeout_ms as i32,
+            max_session_timeout_ms: config.settings().group_max_session_timeout_ms as i32,
+            initial_rebalance_delay_ms: config.settings().group_initial_rebalance_delay_ms as i32,
             offsets_retention_ms: config
-                .get_i64("offsets.retention.minutes")
+                .settings()
+                .offsets_retention_minutes
                 .saturating_mul(60_000),
-            offset_metadata_max_bytes: config.get_i64("offset.metadata.max.bytes").max(0) as usize,
+            offset_metadata_max_bytes: config.settings().offset_metadata_max_bytes.max(0) as usize,
         });
-        let txns = TxnCoordinator::new(config.get_i64("transaction.max.timeout.ms") as i32);
+        let txns = TxnCoordinator::new(config.settings().transaction_max_timeout_ms as i32);
         let security = crate::security::Security::new(&config).map_err(BrokerError::Config)?;
         let broker = Arc::new(Broker {
             security,
@@ -263,8 +264,8 @@ impl Broker {
             log_append_time: c.topic_value(ts_def, overrides).0 == "LogAppendTime",
             compacted: log.compact,
             min_insync_replicas: get("min.insync.replicas").max(1) as usize,
-            cache_window_bytes: c.get_i64("log.cache.window.bytes").max(0) as u64,
-            sync_unreplicated: c.get_bool("log.flush.unreplicated.enable")
+            cache_window_bytes: c.settings().log_cache_window_bytes.max(0) as u64,
+            sync_unreplicated: c.settings().log_flush_unreplicated_enable
                 && ["flush.messages", "flush.ms"].iter().all(|name| {
                     crate::config::topic_def(name).is_some_and(|d| {
                         c.topic_value(d, overrides).1 == crate::config::ConfigSource::Default

@@ -57,7 +57,7 @@ impl Broker {
         first: i32,
     ) -> Result<Vec<Vec<i32>>, BrokerError> {
         let rf = if rf == -1 {
-            self.config.get_i64("default.replication.factor") as i32
+            self.config.settings().default_replication_factor as i32
         } else {
             rf
         };

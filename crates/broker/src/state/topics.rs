@@ -123,7 +123,7 @@ impl Broker {
         partitions: i32,
         configs: BTreeMap<String, String>,
     ) -> Result<TopicMeta, BrokerError> {
-        let rf = self.config.get_i64("default.replication.factor") as i32;
+        let rf = self.config.settings().default_replication_factor as i32;
         let assignment = self.assign_replicas(name, partitions, rf, 0)?;
         self.create_topic_assigned(name, assignment, configs).await
     }
@@ -315,12 +315,12 @@ impl Broker {
             return Ok(Some(topic.clone()));
         }
         if !allowed_by_client
-            || !self.config.get_bool("auto.create.topics.enable")
+            || !self.config.settings().auto_create_topics_enable
             || validate_topic_name(name).is_err()
         {
             return Ok(None);
         }
-        let partitions = self.config.get_i64("num.partitions") as i32;
+        let partitions = self.config.settings().num_partitions as i32;
         match self.create_topic_blocking(name, partitions, BTreeMap::new()) {
             Ok(topic) => Ok(Some(topic)),
             Err(BrokerError::TopicExists) => Ok(self.image().topic(name).cloned()),
