@@ -118,11 +118,9 @@ impl ClusterNode {
         }
     }
 
-    pub(super) async fn on_heartbeat(&self, reg: Registration) -> Result<u64, ControlError> {
-        self.last_seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(reg.node_id, Instant::now());
+    /// Adds a broker that is not a voter as a learner of the metadata log, unless it is
+    /// one already at the address it gives.
+    fn ensure_learner(&self, reg: &Registration) {
         let id = reg.node_id as NodeId;
         if !self.voters.contains_key(&id) {
             let known = self
@@ -144,6 +142,36 @@ impl ClusterNode {
                 });
             }
         }
+    }
+
+    /// Whether `reg`'s incarnation asked for a controlled shutdown within the session, or
+    /// finished one: it gets no leadership and its heartbeats do not unfence it.
+    fn stopping(&self, reg: &Registration) -> bool {
+        let mut stopping = self.shutting_down.lock().unwrap_or_else(|p| p.into_inner());
+        let still = stopping.get(&reg.node_id).is_some_and(|&(inc, at)| {
+            inc == reg.incarnation
+                && at.elapsed() < Duration::from_millis(self.settings.session_timeout_ms)
+        });
+        if !still {
+            stopping.remove(&reg.node_id);
+        }
+        let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        match stopped.get(&reg.node_id) {
+            Some(&inc) if inc == reg.incarnation => true,
+            Some(_) => {
+                stopped.remove(&reg.node_id);
+                still
+            }
+            None => still,
+        }
+    }
+
+    pub(super) async fn on_heartbeat(&self, reg: Registration) -> Result<u64, ControlError> {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(reg.node_id, Instant::now());
+        self.ensure_learner(&reg);
         let (_turn, image) = self.decision_turn().await?;
         let mut records = Vec::new();
         // The incarnation in the image is the one every controller knows (this one may
@@ -186,25 +214,7 @@ impl ClusterNode {
             // return with the log it lost the tail of.
             records.extend(leave_isrs(&image, reg.node_id));
         }
-        let stopping = {
-            let mut stopping = self.shutting_down.lock().unwrap_or_else(|p| p.into_inner());
-            let still = stopping.get(&reg.node_id).is_some_and(|&(inc, at)| {
-                inc == reg.incarnation
-                    && at.elapsed() < Duration::from_millis(self.settings.session_timeout_ms)
-            });
-            if !still {
-                stopping.remove(&reg.node_id);
-            }
-            let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
-            match stopped.get(&reg.node_id) {
-                Some(&inc) if inc == reg.incarnation => true,
-                Some(_) => {
-                    stopped.remove(&reg.node_id);
-                    still
-                }
-                None => still,
-            }
-        };
+        let stopping = self.stopping(&reg);
         match image.broker(reg.node_id) {
             Some(b)
                 if b.host == reg.host
@@ -315,19 +325,7 @@ impl ClusterNode {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_or_insert(now);
-        let rebalance = self.settings.auto_leader_rebalance && {
-            let mut last = self
-                .last_rebalance
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let due = last.is_none_or(|t| {
-                t.elapsed() >= Duration::from_millis(self.settings.leader_imbalance_check_ms)
-            });
-            if due {
-                *last = Some(now);
-            }
-            due
-        };
+        let rebalance = self.rebalance_due(now);
         let Ok((_turn, image)) = self.decision_turn().await else {
             return;
         };
@@ -340,9 +338,61 @@ impl ClusterNode {
                 cluster_id: id[..22].to_string(),
             });
         }
+        let (fences, knock) = self.silent_brokers(&image, now, since);
+        records.extend(fences);
+        self.knock_at(&knock);
+        let avoid: Vec<i32> = {
+            let mut stopping = self.shutting_down.lock().unwrap_or_else(|p| p.into_inner());
+            stopping.retain(|_, (_, at)| now.duration_since(*at) < timeout);
+            stopping.keys().copied().collect()
+        };
+        let mut records = self.with_elections(image.clone(), records, rebalance, &avoid);
+        let mut after = image;
+        for r in &records {
+            after.apply(r);
+        }
+        records.extend(finish_reassignments(&after));
+        if records.is_empty() {
+            return;
+        }
+        if let Err(e) = self.propose(records).await {
+            tracing::warn!(error = %e, "controller decision not committed");
+        }
+    }
+
+    /// Whether restoring preferred leaders is due (`auto.leader.rebalance.enable`, every
+    /// `leader.imbalance.check.interval.seconds`); notes the check when it is.
+    fn rebalance_due(&self, now: Instant) -> bool {
+        if !self.settings.auto_leader_rebalance {
+            return false;
+        }
+        let mut last = self
+            .last_rebalance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|t| {
+            t.elapsed() >= Duration::from_millis(self.settings.leader_imbalance_check_ms)
+        });
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
+
+    /// The brokers of `image` to fence now (their session ran out, or their process is
+    /// gone: see [`Knocks`]) as records, and the silent ones to knock at. `since` is when
+    /// this controller took over: every broker gets a full session from it.
+    fn silent_brokers(
+        &self,
+        image: &MetadataImage,
+        now: Instant,
+        since: Instant,
+    ) -> (Vec<MetadataRecord>, Vec<i32>) {
         // A broker silent for one and a half heartbeats is knocked at (see `Knocks`).
         let knock_after =
             Duration::from_millis(self.settings.heartbeat_interval_ms.saturating_mul(3) / 2);
+        let timeout = Duration::from_millis(self.settings.session_timeout_ms);
+        let mut records = Vec::new();
         let mut knock = Vec::new();
         {
             let seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -387,24 +437,7 @@ impl ClusterNode {
                 });
             }
         }
-        self.knock_at(&knock);
-        let avoid: Vec<i32> = {
-            let mut stopping = self.shutting_down.lock().unwrap_or_else(|p| p.into_inner());
-            stopping.retain(|_, (_, at)| now.duration_since(*at) < timeout);
-            stopping.keys().copied().collect()
-        };
-        let mut records = self.with_elections(image.clone(), records, rebalance, &avoid);
-        let mut after = image;
-        for r in &records {
-            after.apply(r);
-        }
-        records.extend(finish_reassignments(&after));
-        if records.is_empty() {
-            return;
-        }
-        if let Err(e) = self.propose(records).await {
-            tracing::warn!(error = %e, "controller decision not committed");
-        }
+        (records, knock)
     }
 
     /// Knocks at the metadata-log port of each broker in `ids` in the background; a
