@@ -61,3 +61,58 @@ pub fn error_code(e: &BrokerError) -> i16 {
         }
     }
 }
+
+/// Why a coordinator's records could not be appended to its internal-topic partition. One
+/// mapping to Kafka codes for both coordinators ([`AppendError::code`]), Kafka's own: a
+/// coordinator that lost its partition answers NOT_COORDINATOR so the client looks again.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The internal topic or the key's partition is not (yet) here.
+    #[error("{0}")]
+    Unavailable(String),
+    /// This broker no longer leads the partition, or fenced itself off the cluster.
+    #[error("{0}")]
+    NotCoordinator(String),
+    /// A newer epoch of the producer already wrote (transactional offset commits).
+    #[error("producer fenced: {0}")]
+    ProducerFenced(StorageError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl AppendError {
+    pub fn code(&self) -> ResponseError {
+        match self {
+            AppendError::Unavailable(_) => ResponseError::CoordinatorNotAvailable,
+            AppendError::NotCoordinator(_) => ResponseError::NotCoordinator,
+            AppendError::ProducerFenced(_) => ResponseError::ProducerFenced,
+            AppendError::Storage(e) => ResponseError::try_from_code(storage_error_code(e))
+                .unwrap_or(ResponseError::UnknownServerError),
+        }
+    }
+}
+
+/// Why a transaction's markers could not all be written (the coordinator keeps the
+/// transaction in its Prepare state and retries).
+#[derive(Debug, thiserror::Error)]
+pub enum MarkerError {
+    #[error("{topic}-{partition} has no leader now")]
+    NoLeader { topic: String, partition: i32 },
+    #[error("broker {0}, which leads a partition of the transaction, is not available")]
+    BrokerUnavailable(i32),
+    #[error("sending transaction markers to broker {broker}: {reason}")]
+    Send { broker: i32, reason: String },
+    #[error("broker {broker} refused the marker for {topic}-{partition}: {code:?}")]
+    Refused {
+        broker: i32,
+        topic: String,
+        partition: i32,
+        code: Option<ResponseError>,
+    },
+    #[error("writing the marker to {topic}-{partition}: {error}")]
+    Storage {
+        topic: String,
+        partition: i32,
+        error: StorageError,
+    },
+}

@@ -1,5 +1,6 @@
 //! DeleteGroups (key 42): remove empty groups and their committed offsets.
 
+use crate::group::Now;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{ApiKey, DeleteGroupsRequest, DeleteGroupsResponse};
 
@@ -10,7 +11,10 @@ pub fn handle(ctx: &RequestContext, request: DeleteGroupsRequest) -> DeleteGroup
         .groups_names
         .into_iter()
         .map(|g| {
-            let error_code = ctx.broker.groups.delete(ctx.broker.as_ref(), &g.0);
+            let error_code = ctx
+                .broker
+                .groups
+                .delete(ctx.broker.as_ref(), Now::current(), &g.0);
             build!(DeletableGroupResult {
                 group_id: g,
                 error_code

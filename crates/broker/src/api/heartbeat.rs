@@ -1,17 +1,19 @@
 //! Heartbeat (key 12): keeps a member's session alive and tells it about rebalances.
 
+use crate::group::{Caller, Now};
 use kafka_protocol::messages::{ApiKey, HeartbeatRequest, HeartbeatResponse};
 
 use super::RequestContext;
 
 pub fn handle(ctx: &RequestContext, request: HeartbeatRequest) -> HeartbeatResponse {
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
-    let error_code = ctx.broker.groups.heartbeat(
-        &request.group_id.0,
-        request.generation_id,
-        &request.member_id,
-        instance.as_deref(),
-    );
+    let by = Caller {
+        group_id: &request.group_id.0,
+        generation: request.generation_id,
+        member_id: &request.member_id,
+        instance_id: instance.as_deref(),
+    };
+    let error_code = ctx.broker.groups.heartbeat(Now::current(), by);
     build!(HeartbeatResponse { error_code })
 }
 

@@ -1,5 +1,6 @@
 //! JoinGroup (key 11): join or rejoin a group; the reply may wait for the rebalance.
 
+use crate::group::Now;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{ApiKey, JoinGroupRequest, JoinGroupResponse};
@@ -37,7 +38,11 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
         member_id: member_id.clone(),
         ..Default::default()
     };
-    let result = match ctx.broker.groups.join(ctx.broker.as_ref(), join) {
+    let result = match ctx
+        .broker
+        .groups
+        .join(ctx.broker.as_ref(), Now::current(), join)
+    {
         Reply::Now(r) => r,
         Reply::Later(rx) => {
             let mut shutdown = ctx.shutdown.clone();

@@ -1,5 +1,6 @@
 //! LeaveGroup (key 13): one member (v0-2) or a batch of members (v3+) leave.
 
+use crate::group::Now;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
 
@@ -20,11 +21,12 @@ pub fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGroupRes
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    match ctx
-        .broker
-        .groups
-        .leave(ctx.broker.as_ref(), &request.group_id.0, &members)
-    {
+    match ctx.broker.groups.leave(
+        ctx.broker.as_ref(),
+        Now::current(),
+        &request.group_id.0,
+        &members,
+    ) {
         Err(error_code) => build!(LeaveGroupResponse { error_code }),
         Ok(codes) if ctx.version >= 3 => build!(LeaveGroupResponse {
             members: members

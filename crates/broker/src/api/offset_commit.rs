@@ -1,5 +1,6 @@
 //! OffsetCommit (key 8): store a group's positions, validated against its generation.
 
+use crate::group::Now;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -7,7 +8,7 @@ use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse
 
 use super::RequestContext;
 use crate::group::store::CommittedOffset;
-use crate::group::Committer;
+use crate::group::Caller;
 use crate::state::now_ms;
 
 pub fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> OffsetCommitResponse {
@@ -35,7 +36,7 @@ pub fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> OffsetCommi
     let image = ctx.broker.image();
     let valid = |topic: &str, partition: i32| image.has_partition(topic, partition);
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
-    let by = Committer {
+    let by = Caller {
         group_id: &request.group_id.0,
         generation: request.generation_id_or_member_epoch,
         member_id: &request.member_id,
@@ -44,7 +45,7 @@ pub fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> OffsetCommi
     let codes = ctx
         .broker
         .groups
-        .commit(ctx.broker.as_ref(), by, &flat, valid);
+        .commit(ctx.broker.as_ref(), Now::current(), by, &flat, valid);
     let mut codes = codes.into_iter();
     let topics = request
         .topics

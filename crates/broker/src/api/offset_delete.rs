@@ -1,5 +1,6 @@
 //! OffsetDelete (key 47): remove committed offsets for partitions the group no longer reads.
 
+use crate::group::Now;
 use bytes::Bytes;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
@@ -37,6 +38,7 @@ pub fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> OffsetDelet
         .collect();
     match ctx.broker.groups.delete_offsets(
         ctx.broker.as_ref(),
+        Now::current(),
         &request.group_id.0,
         &wanted,
         subscribed,

@@ -1,11 +1,12 @@
 //! SyncGroup (key 14): the leader hands out assignments; everyone gets theirs.
 
+use crate::group::Now;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use crate::group::{Reply, SyncResult};
+use crate::group::{Caller, Reply, SyncResult};
 
 pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGroupResponse {
     let assignments = request
@@ -16,10 +17,13 @@ pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGrou
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
     let reply = ctx.broker.groups.sync(
         ctx.broker.as_ref(),
-        &request.group_id.0,
-        request.generation_id,
-        &request.member_id,
-        instance.as_deref(),
+        Now::current(),
+        Caller {
+            group_id: &request.group_id.0,
+            generation: request.generation_id,
+            member_id: &request.member_id,
+            instance_id: instance.as_deref(),
+        },
         assignments,
     );
     let unanswered = |error: ResponseError| SyncResult {

@@ -2,6 +2,7 @@
 //! `__consumer_offsets` as part of the producer's transaction and count only once it
 //! commits.
 
+use crate::group::Now;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -10,7 +11,7 @@ use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitRe
 
 use super::RequestContext;
 use crate::group::store::CommittedOffset;
-use crate::group::Committer;
+use crate::group::Caller;
 use crate::state::now_ms;
 use crate::txn::fenced_code;
 
@@ -57,7 +58,7 @@ pub fn handle(ctx: &RequestContext, request: TxnOffsetCommitRequest) -> TxnOffse
             let image = ctx.broker.image();
             let valid = |topic: &str, partition: i32| image.has_partition(topic, partition);
             let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
-            let by = Committer {
+            let by = Caller {
                 group_id: &request.group_id.0,
                 generation: if ctx.version >= 3 {
                     request.generation_id
@@ -73,6 +74,7 @@ pub fn handle(ctx: &RequestContext, request: TxnOffsetCommitRequest) -> TxnOffse
             };
             ctx.broker.groups.txn_commit(
                 ctx.broker.as_ref(),
+                Now::current(),
                 by,
                 (request.producer_id.0, request.producer_epoch),
                 &flat,

@@ -3,9 +3,14 @@
 
 use super::*;
 
-impl GroupCoordinator {
-    pub fn join(&self, log: &dyn GroupLog, req: JoinRequest) -> Reply<JoinResult> {
-        let mut groups = self.lock();
+impl Groups {
+    pub fn join(&mut self, now: Now, req: JoinRequest) -> Outcome<Reply<JoinResult>> {
+        let group_id = req.group_id.clone();
+        let reply = self.join_group(now, req);
+        self.outcome(&group_id, reply)
+    }
+
+    fn join_group(&mut self, now: Now, req: JoinRequest) -> Reply<JoinResult> {
         let s = &self.settings;
         if !store::valid_group_id(&req.group_id) {
             return Reply::Now(join_error(&req.member_id, ResponseError::InvalidGroupId));
@@ -19,9 +24,10 @@ impl GroupCoordinator {
                 ResponseError::InvalidSessionTimeout,
             ));
         }
-        let g = groups
+        let g = self
+            .groups
             .entry(req.group_id.clone())
-            .or_insert_with(|| Group::new(&req.group_id));
+            .or_insert_with(|| Group::new(&req.group_id, now.wall_ms));
         if g.state == GroupState::Dead {
             return Reply::Now(join_error(
                 &req.member_id,
@@ -34,12 +40,11 @@ impl GroupCoordinator {
                 ResponseError::InconsistentGroupProtocol,
             ));
         }
-        let now = Instant::now();
         let member_id = if req.member_id.is_empty() {
             match &req.instance_id {
                 Some(instance) => {
                     if let Some(old_id) = g.static_members.get(instance).cloned() {
-                        return self.replace_static_member(log, g, &old_id, req);
+                        return Self::replace_static_member(s, now, g, &old_id, req);
                     }
                     new_member_id(&req.client_id)
                 }
@@ -47,7 +52,7 @@ impl GroupCoordinator {
                     let id = new_member_id(&req.client_id);
                     g.pending.insert(
                         id.clone(),
-                        now + Duration::from_millis(req.session_timeout_ms as u64),
+                        now.mono + Duration::from_millis(req.session_timeout_ms as u64),
                     );
                     return Reply::Now(join_error(&id, ResponseError::MemberIdRequired));
                 }
@@ -73,7 +78,7 @@ impl GroupCoordinator {
         if let Some(m) = g.members.get_mut(&member_id) {
             // A known member rejoining.
             let unchanged = m.protocols == req.protocols;
-            m.last_seen = now;
+            m.last_seen = now.mono;
             m.session_timeout = Duration::from_millis(req.session_timeout_ms as u64);
             m.rebalance_timeout = Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64);
             match g.state {
@@ -106,23 +111,23 @@ impl GroupCoordinator {
                     protocol_type: req.protocol_type,
                     protocols: req.protocols,
                     assignment: Bytes::new(),
-                    last_seen: now,
+                    last_seen: now.mono,
                     join_waiter: Some(tx),
                     sync_waiter: None,
                 },
             );
         }
-        self.prepare_rebalance(g, now);
-        Self::maybe_complete_join(log, g);
+        Self::prepare_rebalance(s, g, now);
+        Self::maybe_complete_join(g, now);
         Reply::Later(rx)
     }
 
     /// A static member came back with an unknown member id: it takes over its old
     /// identity under a new member id (the old one is fenced) without a rebalance when the
     /// group is stable (KIP-345).
-    pub(super) fn replace_static_member(
-        &self,
-        log: &dyn GroupLog,
+    fn replace_static_member(
+        settings: &GroupSettings,
+        now: Now,
         g: &mut Group,
         old_id: &str,
         req: JoinRequest,
@@ -144,7 +149,7 @@ impl GroupCoordinator {
         m.session_timeout = Duration::from_millis(req.session_timeout_ms as u64);
         m.rebalance_timeout = Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64);
         m.protocols = req.protocols;
-        m.last_seen = Instant::now();
+        m.last_seen = now.mono;
         if let Some(instance) = &req.instance_id {
             g.static_members.insert(instance.clone(), new_id.clone());
         }
@@ -154,7 +159,7 @@ impl GroupCoordinator {
         tracing::info!(group = %g.id, old = old_id, new = %new_id, "static member rejoined under a new member id");
         if g.state == GroupState::Stable && unchanged {
             g.members.insert(new_id.clone(), m);
-            Self::persist_group(log, g);
+            g.snapshot_due = true;
             let mut r = g.join_result_for(&new_id, 0);
             // The leader keeps the current assignment rather than computing a new one.
             r.skip_assignment = true;
@@ -164,12 +169,12 @@ impl GroupCoordinator {
         let (tx, rx) = oneshot::channel();
         m.join_waiter = Some(tx);
         g.members.insert(new_id, m);
-        self.prepare_rebalance(g, Instant::now());
-        Self::maybe_complete_join(log, g);
+        Self::prepare_rebalance(settings, g, now);
+        Self::maybe_complete_join(g, now);
         Reply::Later(rx)
     }
 
-    pub(super) fn prepare_rebalance(&self, g: &mut Group, now: Instant) {
+    fn prepare_rebalance(settings: &GroupSettings, g: &mut Group, now: Now) {
         match g.state {
             GroupState::PreparingRebalance | GroupState::Dead => return,
             GroupState::CompletingRebalance => {
@@ -185,34 +190,33 @@ impl GroupCoordinator {
             GroupState::Empty => {
                 g.initial_delay = true;
                 g.rebalance_deadline = Some(
-                    now + Duration::from_millis(
-                        self.settings.initial_rebalance_delay_ms.max(0) as u64
-                    )
-                    .min(g.max_rebalance_timeout()),
+                    now.mono
+                        + Duration::from_millis(settings.initial_rebalance_delay_ms.max(0) as u64)
+                            .min(g.max_rebalance_timeout()),
                 );
-                g.set_state(GroupState::PreparingRebalance);
+                g.set_state(GroupState::PreparingRebalance, now);
                 return;
             }
             GroupState::Stable => {}
         }
         g.initial_delay = false;
-        g.rebalance_deadline = Some(now + g.max_rebalance_timeout());
-        g.set_state(GroupState::PreparingRebalance);
+        g.rebalance_deadline = Some(now.mono + g.max_rebalance_timeout());
+        g.set_state(GroupState::PreparingRebalance, now);
         tracing::info!(group = %g.id, generation = g.generation, members = g.members.len(), "preparing rebalance");
     }
 
-    pub(super) fn maybe_complete_join(log: &dyn GroupLog, g: &mut Group) {
+    fn maybe_complete_join(g: &mut Group, now: Now) {
         if g.state != GroupState::PreparingRebalance || g.initial_delay {
             return;
         }
         if g.pending.is_empty() && g.members.values().all(|m| m.join_waiter.is_some()) {
-            Self::complete_join(log, g);
+            Self::complete_join(g, now);
         }
     }
 
     /// Ends the join phase: members that did not rejoin are dropped, a new generation starts
     /// with a protocol and a leader, and every parked join is answered.
-    pub(super) fn complete_join(log: &dyn GroupLog, g: &mut Group) {
+    fn complete_join(g: &mut Group, now: Now) {
         let gone: Vec<String> = g
             .members
             .values()
@@ -230,8 +234,8 @@ impl GroupCoordinator {
         if g.members.is_empty() {
             g.protocol = None;
             g.leader = None;
-            g.set_state(GroupState::Empty);
-            Self::persist_group(log, g);
+            g.set_state(GroupState::Empty, now);
+            g.snapshot_due = true;
             return;
         }
         g.protocol = g.select_protocol();
@@ -239,14 +243,13 @@ impl GroupCoordinator {
         if !g.leader.as_ref().is_some_and(|l| g.members.contains_key(l)) {
             g.leader = g.members.keys().next().cloned();
         }
-        g.set_state(GroupState::CompletingRebalance);
+        g.set_state(GroupState::CompletingRebalance, now);
         tracing::info!(group = %g.id, generation = g.generation, protocol = g.protocol.as_deref().unwrap_or(""), members = g.members.len(), "rebalance: join complete");
         let ids: Vec<String> = g.members.keys().cloned().collect();
-        let now = Instant::now();
         for id in ids {
             let result = g.join_result_for(&id, 0);
             if let Some(m) = g.members.get_mut(&id) {
-                m.last_seen = now;
+                m.last_seen = now.mono;
                 if let Some(w) = m.join_waiter.take() {
                     let _ = w.send(result);
                 }
@@ -254,7 +257,7 @@ impl GroupCoordinator {
         }
     }
 
-    pub(super) fn remove_member(g: &mut Group, id: &str) {
+    fn remove_member(g: &mut Group, id: &str) {
         if let Some(mut m) = g.members.remove(id) {
             if let Some(instance) = &m.instance_id {
                 if g.static_members.get(instance).is_some_and(|cur| cur == id) {
@@ -298,16 +301,28 @@ impl GroupCoordinator {
     }
 
     pub fn sync(
-        &self,
-        log: &dyn GroupLog,
-        group_id: &str,
-        generation: i32,
-        member_id: &str,
-        instance_id: Option<&str>,
+        &mut self,
+        now: Now,
+        by: Caller<'_>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Outcome<Reply<SyncResult>> {
+        let reply = self.sync_group(now, by, assignments);
+        self.outcome(by.group_id, reply)
+    }
+
+    fn sync_group(
+        &mut self,
+        now: Now,
+        by: Caller<'_>,
         assignments: Vec<(String, Bytes)>,
     ) -> Reply<SyncResult> {
-        let mut groups = self.lock();
-        let Some(g) = groups.get_mut(group_id) else {
+        let Caller {
+            group_id,
+            generation,
+            member_id,
+            instance_id,
+        } = by;
+        let Some(g) = self.groups.get_mut(group_id) else {
             return Reply::Now(SyncResult {
                 error: ResponseError::UnknownMemberId.code(),
                 ..Default::default()
@@ -343,15 +358,15 @@ impl GroupCoordinator {
                 let (tx, rx) = oneshot::channel();
                 if let Some(m) = g.members.get_mut(member_id) {
                     m.sync_waiter = Some(tx);
-                    m.last_seen = Instant::now();
+                    m.last_seen = now.mono;
                 }
                 if g.leader.as_deref() == Some(member_id) {
                     let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
                     for m in g.members.values_mut() {
                         m.assignment = given.remove(&m.id).unwrap_or_default();
                     }
-                    g.set_state(GroupState::Stable);
-                    Self::persist_group(log, g);
+                    g.set_state(GroupState::Stable, now);
+                    g.snapshot_due = true;
                     tracing::info!(group = %g.id, generation = g.generation, "rebalance complete: group stable");
                     let (pt, p) = (g.protocol_type.clone(), g.protocol.clone());
                     for m in g.members.values_mut() {
@@ -370,24 +385,17 @@ impl GroupCoordinator {
         }
     }
 
-    pub fn heartbeat(
-        &self,
-        group_id: &str,
-        generation: i32,
-        member_id: &str,
-        instance_id: Option<&str>,
-    ) -> i16 {
-        let mut groups = self.lock();
-        let Some(g) = groups.get_mut(group_id) else {
+    pub fn heartbeat(&mut self, now: Now, by: Caller<'_>) -> i16 {
+        let Some(g) = self.groups.get_mut(by.group_id) else {
             return ResponseError::UnknownMemberId.code();
         };
-        if let Err(e) = Self::check_member(g, member_id, instance_id) {
+        if let Err(e) = Self::check_member(g, by.member_id, by.instance_id) {
             return e.code();
         }
-        if let Some(m) = g.members.get_mut(member_id) {
-            m.last_seen = Instant::now();
+        if let Some(m) = g.members.get_mut(by.member_id) {
+            m.last_seen = now.mono;
         }
-        if generation != g.generation {
+        if by.generation != g.generation {
             return ResponseError::IllegalGeneration.code();
         }
         match g.state {
@@ -400,14 +408,14 @@ impl GroupCoordinator {
 
     /// Removes members; returns a per-member error code.
     pub fn leave(
-        &self,
-        log: &dyn GroupLog,
+        &mut self,
+        now: Now,
         group_id: &str,
         members: &[(String, Option<String>)],
-    ) -> Result<Vec<i16>, i16> {
-        let mut groups = self.lock();
-        let Some(g) = groups.get_mut(group_id) else {
-            return Err(ResponseError::UnknownMemberId.code());
+    ) -> Outcome<Result<Vec<i16>, i16>> {
+        let settings = &self.settings;
+        let Some(g) = self.groups.get_mut(group_id) else {
+            return Outcome::reply(group_id, Err(ResponseError::UnknownMemberId.code()));
         };
         let mut out = Vec::with_capacity(members.len());
         let mut changed = false;
@@ -428,49 +436,49 @@ impl GroupCoordinator {
             }
         }
         if changed {
-            self.after_membership_change(log, g);
+            Self::after_membership_change(settings, g, now);
         }
-        Ok(out)
+        self.outcome(group_id, Ok(out))
     }
 
-    pub(super) fn after_membership_change(&self, log: &dyn GroupLog, g: &mut Group) {
+    fn after_membership_change(settings: &GroupSettings, g: &mut Group, now: Now) {
         match g.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
                 if g.members.is_empty() {
                     g.generation += 1;
                     g.protocol = None;
                     g.leader = None;
-                    g.set_state(GroupState::Empty);
-                    Self::persist_group(log, g);
+                    g.set_state(GroupState::Empty, now);
+                    g.snapshot_due = true;
                 } else {
-                    self.prepare_rebalance(g, Instant::now());
+                    Self::prepare_rebalance(settings, g, now);
                 }
             }
             GroupState::PreparingRebalance => {
                 if g.members.is_empty() {
-                    Self::complete_join(log, g);
+                    Self::complete_join(g, now);
                 } else {
-                    Self::maybe_complete_join(log, g);
+                    Self::maybe_complete_join(g, now);
                 }
             }
             GroupState::Empty | GroupState::Dead => {}
         }
     }
 
-    /// Enforces session and rebalance timeouts and expires offsets of long-empty groups.
-    pub fn tick(&self, log: &dyn GroupLog) {
-        let mut groups = self.lock();
-        let now = Instant::now();
-        let now_ms = gregor_cluster::net::now_ms();
-        let retention = self.settings.offsets_retention_ms;
-        let mut dead = Vec::new();
-        for g in groups.values_mut() {
-            g.pending.retain(|_, deadline| *deadline > now);
+    /// Enforces session and rebalance timeouts and expires offsets of long-empty groups:
+    /// one outcome for each group with records to write.
+    pub fn tick(&mut self, now: Now) -> Vec<Outcome<()>> {
+        let settings = &self.settings;
+        let retention = settings.offsets_retention_ms;
+        let mut outcomes = Vec::new();
+        for g in self.groups.values_mut() {
+            g.pending.retain(|_, deadline| *deadline > now.mono);
             let expired: Vec<String> = g
                 .members
                 .values()
                 .filter(|m| {
-                    m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                    m.join_waiter.is_none()
+                        && now.mono.duration_since(m.last_seen) > m.session_timeout
                 })
                 .map(|m| m.id.clone())
                 .collect();
@@ -479,52 +487,46 @@ impl GroupCoordinator {
                     tracing::info!(group = %g.id, member = %id, "member session expired; removing it");
                     Self::remove_member(g, id);
                 }
-                self.after_membership_change(log, g);
+                Self::after_membership_change(settings, g, now);
             }
             if g.state == GroupState::PreparingRebalance
-                && g.rebalance_deadline.is_some_and(|d| now >= d)
+                && g.rebalance_deadline.is_some_and(|d| now.mono >= d)
             {
-                Self::complete_join(log, g);
+                Self::complete_join(g, now);
             }
+            let mut outcome = Outcome::reply(&g.id, ());
             if g.state == GroupState::Empty
                 && retention > 0
-                && now_ms - g.state_timestamp_ms > retention
-                && !g.offsets.is_empty()
+                && now.wall_ms - g.state_timestamp_ms > retention
             {
-                let stale: Vec<(String, i32)> = g
+                outcome.records = g
                     .offsets
                     .iter()
-                    .filter(|(_, o)| now_ms - o.commit_timestamp_ms > retention)
-                    .map(|(k, _)| k.clone())
+                    .filter(|(_, o)| now.wall_ms - o.commit_timestamp_ms > retention)
+                    .map(|((topic, partition), _)| GroupRecord::Offset {
+                        group: g.id.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                        value: None,
+                    })
                     .collect();
-                if !stale.is_empty() {
-                    let records = stale
-                        .iter()
-                        .map(|(t, p)| (store::offset_key(&g.id, t, *p), None))
-                        .collect();
-                    match log.append(&g.id, records) {
-                        Ok(()) => {
-                            tracing::info!(group = %g.id, offsets = stale.len(), "expired committed offsets of an empty group");
-                            for k in stale {
-                                g.offsets.remove(&k);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(group = %g.id, error = %e, "could not expire offsets")
-                        }
-                    }
+                if !outcome.records.is_empty() {
+                    tracing::info!(group = %g.id, offsets = outcome.records.len(), "expiring committed offsets of an empty group");
                 }
             }
-            if g.state == GroupState::Empty
+            outcome.snapshot = g.take_snapshot();
+            if outcome.snapshot.is_some() || !outcome.records.is_empty() {
+                outcomes.push(outcome);
+            }
+        }
+        // Groups with nothing left; their last snapshot is among the outcomes.
+        self.groups.retain(|_, g| {
+            !(g.state == GroupState::Empty
                 && g.offsets.is_empty()
                 && g.members.is_empty()
                 && g.pending.is_empty()
-            {
-                dead.push(g.id.clone());
-            }
-        }
-        for id in dead {
-            groups.remove(&id);
-        }
+                && g.txn_offsets.is_empty())
+        });
+        outcomes
     }
 }

@@ -8,12 +8,26 @@
 //! assignments. A background tick (`tick`) enforces session and rebalance timeouts and
 //! expires old offsets of empty groups.
 //!
-//! Durability: every committed offset and every group-metadata change is appended to the
-//! group's `__consumer_offsets` partition (see `store.rs`) *before* it takes effect in
-//! memory or is acknowledged; start-up replays those partitions.
+//! A state machine (Kafka's `GroupMetadataManager` with its `CoordinatorResult`): each
+//! operation of [`Groups`] takes a request and the time ([`Now`]) and returns its reply and
+//! the records to append ([`Outcome`]); it reads no clock and writes nothing. The host,
+//! [`GroupCoordinator`], runs one operation at a time under its lock, appends the records
+//! to the group's `__consumer_offsets` partition (see `store.rs`) through [`GroupLog`] and,
+//! once they are written, replays them into the state ([`Groups::replay`]). Loading a
+//! partition is the same replay, from the log.
+//!
+//! Durability: committed offsets and deletions take effect only when their records are
+//! replayed, after the append, so nothing is acknowledged or visible that the log does not
+//! hold. Membership (generations, members, assignments) changes in memory as it happens and
+//! is written as a snapshot record of the group, as Kafka's classic groups are; a snapshot
+//! that could not be written is rewritten by the next rebalance.
+//!
+//! Parts: `state` (groups, members and replay), `membership` (join, sync, heartbeat, leave,
+//! timeouts), `offsets` (commits, fetches, deletion).
 
 mod membership;
 mod offsets;
+mod state;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +39,9 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use tokio::sync::oneshot;
 
+use crate::error::AppendError;
+pub use state::Groups;
+use state::{join_error, new_member_id, Group, Member};
 use store::{CommittedOffset, GroupRecord, StoredGroup, StoredMember};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,17 +70,81 @@ pub type Record = (Vec<u8>, Option<Vec<u8>>);
 
 /// Where the coordinator writes its records: the group's `__consumer_offsets` partition.
 pub trait GroupLog {
-    /// Appends (key, value-or-tombstone) records for `group` durably enough to acknowledge.
-    fn append(&self, group: &str, records: Vec<Record>) -> Result<(), String>;
-    /// Appends records as part of a producer's transaction (TxnOffsetCommit): a
-    /// transactional batch with the producer's id and epoch. Errors carry a Kafka code.
-    fn append_txn(
+    /// Appends (key, value-or-tombstone) records for `group` as one batch, durably enough
+    /// to acknowledge; with `producer` (id, epoch), as part of that producer's transaction
+    /// (TxnOffsetCommit).
+    fn append(
         &self,
         group: &str,
-        producer_id: i64,
-        epoch: i16,
+        producer: Option<(i64, i16)>,
         records: Vec<Record>,
-    ) -> Result<(), (ResponseError, String)>;
+    ) -> Result<(), AppendError>;
+}
+
+/// The time an operation runs at: the monotonic clock for sessions and rebalance
+/// timeouts, the wall clock for what is stored. The host reads both clocks; the state
+/// machine only gets them.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono: Instant,
+    pub wall_ms: i64,
+}
+
+impl Now {
+    /// The clocks now (the simulator's when it runs).
+    pub fn current() -> Self {
+        Now {
+            mono: Instant::now(),
+            wall_ms: gregor_cluster::net::now_ms(),
+        }
+    }
+
+    /// `ms` milliseconds later on both clocks.
+    pub fn plus_ms(self, ms: u64) -> Self {
+        Now {
+            mono: self.mono + Duration::from_millis(ms),
+            wall_ms: self.wall_ms + ms as i64,
+        }
+    }
+}
+
+/// What one operation decided: its reply, and the records the host appends for `group`.
+#[must_use]
+pub struct Outcome<T> {
+    pub group: String,
+    /// Records that take effect when replayed after the append (offsets, deletions).
+    pub records: Vec<GroupRecord>,
+    /// The group's membership as it now stands in memory, when it changed: written first,
+    /// not replayed (it is already in effect).
+    pub snapshot: Option<GroupRecord>,
+    /// For a transactional offset commit: the producer's id and epoch.
+    pub producer: Option<(i64, i16)>,
+    pub reply: T,
+    /// The reply when the append fails; `None` when the reply stands anyway.
+    pub on_error: Option<fn(T, ResponseError) -> T>,
+}
+
+impl<T> Outcome<T> {
+    /// A reply with no records.
+    pub fn reply(group: &str, reply: T) -> Self {
+        Outcome {
+            group: group.to_string(),
+            records: Vec::new(),
+            snapshot: None,
+            producer: None,
+            reply,
+            on_error: None,
+        }
+    }
+}
+
+/// Per-item codes when an append fails: the items that would have succeeded get the
+/// append's code.
+fn fail_written(codes: Vec<i16>, error: ResponseError) -> Vec<i16> {
+    codes
+        .into_iter()
+        .map(|c| if c == 0 { error.code() } else { c })
+        .collect()
 }
 
 /// Coordinator settings, from the broker config (Kafka's names and defaults).
@@ -122,10 +203,10 @@ pub enum Reply<T> {
     Later(oneshot::Receiver<T>),
 }
 
-/// Who commits offsets: a member of a generation, or (generation -1, member "") a
-/// standalone consumer committing for an empty group.
+/// Who sends a request for a group: a member of a generation (with its static instance
+/// id), or for commits (generation -1, member "") a standalone consumer of an empty group.
 #[derive(Debug, Clone, Copy)]
-pub struct Committer<'a> {
+pub struct Caller<'a> {
     pub group_id: &'a str,
     pub generation: i32,
     pub member_id: &'a str,
@@ -152,420 +233,193 @@ pub struct GroupView {
     pub members: Vec<MemberView>,
 }
 
-#[derive(Debug)]
-struct Member {
-    id: String,
-    instance_id: Option<String>,
-    client_id: String,
-    client_host: String,
-    session_timeout: Duration,
-    rebalance_timeout: Duration,
-    protocol_type: String,
-    protocols: Vec<(String, Bytes)>,
-    assignment: Bytes,
-    last_seen: Instant,
-    join_waiter: Option<oneshot::Sender<JoinResult>>,
-    sync_waiter: Option<oneshot::Sender<SyncResult>>,
-}
-
-impl Member {
-    fn metadata_for(&self, protocol: &str) -> Bytes {
-        self.protocols
-            .iter()
-            .find(|(n, _)| n == protocol)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
-    }
-}
-
-#[derive(Debug)]
-struct Group {
-    id: String,
-    state: GroupState,
-    generation: i32,
-    protocol_type: Option<String>,
-    protocol: Option<String>,
-    leader: Option<String>,
-    members: BTreeMap<String, Member>,
-    /// group.instance.id → member id (KIP-345).
-    static_members: HashMap<String, String>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined (KIP-394).
-    pending: HashMap<String, Instant>,
-    rebalance_deadline: Option<Instant>,
-    /// The first rebalance of an empty group waits `group.initial.rebalance.delay.ms` for
-    /// more members instead of completing as soon as everyone known has joined.
-    initial_delay: bool,
-    offsets: BTreeMap<(String, i32), CommittedOffset>,
-    /// Offsets committed inside open transactions, by producer id: they become committed
-    /// offsets when the transaction commits, and vanish when it aborts.
-    txn_offsets: HashMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
-    state_timestamp_ms: i64,
-}
-
-impl Group {
-    fn new(id: &str) -> Self {
-        Group {
-            id: id.to_string(),
-            state: GroupState::Empty,
-            generation: 0,
-            protocol_type: None,
-            protocol: None,
-            leader: None,
-            members: BTreeMap::new(),
-            static_members: HashMap::new(),
-            pending: HashMap::new(),
-            rebalance_deadline: None,
-            initial_delay: false,
-            offsets: BTreeMap::new(),
-            txn_offsets: HashMap::new(),
-            state_timestamp_ms: gregor_cluster::net::now_ms(),
-        }
-    }
-
-    fn set_state(&mut self, state: GroupState) {
-        if self.state != state {
-            tracing::debug!(group = %self.id, from = self.state.name(), to = state.name(), generation = self.generation, "group state");
-        }
-        self.state = state;
-        self.state_timestamp_ms = gregor_cluster::net::now_ms();
-    }
-
-    /// Protocols every member supports, in the first member's order of preference.
-    fn candidate_protocols(&self) -> Vec<String> {
-        let Some(first) = self.members.values().next() else {
-            return Vec::new();
-        };
-        first
-            .protocols
-            .iter()
-            .map(|(n, _)| n.clone())
-            .filter(|n| {
-                self.members
-                    .values()
-                    .all(|m| m.protocols.iter().any(|(p, _)| p == n))
-            })
-            .collect()
-    }
-
-    /// Whether a joining member's protocols fit the group (INCONSISTENT_GROUP_PROTOCOL if not).
-    fn accepts(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
-        if protocols.is_empty() || protocol_type.is_empty() {
-            return false;
-        }
-        if self.members.is_empty() {
-            return true;
-        }
-        self.protocol_type
-            .as_deref()
-            .is_none_or(|t| t == protocol_type)
-            && self
-                .candidate_protocols()
-                .iter()
-                .any(|c| protocols.iter().any(|(p, _)| p == c))
-    }
-
-    /// Kafka's vote: each member votes for its most preferred candidate; most votes wins.
-    fn select_protocol(&self) -> Option<String> {
-        let candidates = self.candidate_protocols();
-        let mut votes: Vec<usize> = vec![0; candidates.len()];
-        for m in self.members.values() {
-            if let Some(i) = m
-                .protocols
-                .iter()
-                .find_map(|(p, _)| candidates.iter().position(|c| c == p))
-            {
-                votes[i] += 1;
-            }
-        }
-        let best = votes
-            .iter()
-            .enumerate()
-            .max_by_key(|&(i, v)| (*v, std::cmp::Reverse(i)))?
-            .0;
-        candidates.into_iter().nth(best)
-    }
-
-    fn max_rebalance_timeout(&self) -> Duration {
-        self.members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or(Duration::from_secs(60))
-    }
-
-    fn stored(&self) -> StoredGroup {
-        StoredGroup {
-            protocol_type: self.protocol_type.clone().unwrap_or_default(),
-            generation: self.generation,
-            protocol: self.protocol.clone(),
-            leader: self.leader.clone(),
-            state_timestamp_ms: self.state_timestamp_ms,
-            members: self
-                .members
-                .values()
-                .map(|m| StoredMember {
-                    member_id: m.id.clone(),
-                    group_instance_id: m.instance_id.clone(),
-                    client_id: m.client_id.clone(),
-                    client_host: m.client_host.clone(),
-                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as i32,
-                    session_timeout_ms: m.session_timeout.as_millis() as i32,
-                    subscription: self
-                        .protocol
-                        .as_deref()
-                        .map(|p| m.metadata_for(p))
-                        .unwrap_or_default(),
-                    assignment: m.assignment.clone(),
-                })
-                .collect(),
-        }
-    }
-
-    fn join_result_for(&self, member_id: &str, error: i16) -> JoinResult {
-        let is_leader = self.leader.as_deref() == Some(member_id);
-        let protocol = self.protocol.clone().unwrap_or_default();
-        JoinResult {
-            error,
-            generation: self.generation,
-            protocol_type: self.protocol_type.clone(),
-            protocol: self.protocol.clone(),
-            leader: self.leader.clone().unwrap_or_default(),
-            member_id: member_id.to_string(),
-            members: if is_leader {
-                self.members
-                    .values()
-                    .map(|m| {
-                        (
-                            m.id.clone(),
-                            m.instance_id.clone(),
-                            m.metadata_for(&protocol),
-                        )
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            skip_assignment: false,
-        }
-    }
-
-    fn sync_error(&self, error: ResponseError) -> SyncResult {
-        SyncResult {
-            error: error.code(),
-            protocol_type: self.protocol_type.clone(),
-            protocol: self.protocol.clone(),
-            assignment: Bytes::new(),
-        }
-    }
-}
-
-fn join_error(member_id: &str, error: ResponseError) -> JoinResult {
-    JoinResult {
-        error: error.code(),
-        generation: -1,
-        member_id: member_id.to_string(),
-        ..Default::default()
-    }
-}
-
-fn new_member_id(client_id: &str) -> String {
-    format!("{client_id}-{}", uuid::Uuid::new_v4())
-}
-
+/// The host of the state machine: one operation at a time, its records appended and then
+/// replayed, in the order they were decided.
 #[derive(Debug)]
 pub struct GroupCoordinator {
-    groups: Mutex<HashMap<String, Group>>,
-    settings: GroupSettings,
+    groups: Mutex<Groups>,
 }
 
 impl GroupCoordinator {
     pub fn new(settings: GroupSettings) -> Self {
         GroupCoordinator {
-            groups: Mutex::new(HashMap::new()),
-            settings,
+            groups: Mutex::new(Groups::new(settings)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Groups> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Rebuilds groups from replayed `__consumer_offsets` records, in log order. Groups
-    /// that had members come back Stable with them (they keep heartbeating, or expire).
-    pub fn load(&self, records: impl IntoIterator<Item = GroupRecord>) {
-        let mut offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> = HashMap::new();
-        let mut metadata: HashMap<String, StoredGroup> = HashMap::new();
-        for r in records {
-            match r {
-                GroupRecord::Offset {
-                    group,
-                    topic,
-                    partition,
-                    value: Some(v),
-                } => {
-                    offsets
-                        .entry(group)
-                        .or_default()
-                        .insert((topic, partition), v);
-                }
-                GroupRecord::Offset {
-                    group,
-                    topic,
-                    partition,
-                    value: None,
-                } => {
-                    if let Some(o) = offsets.get_mut(&group) {
-                        o.remove(&(topic, partition));
-                    }
-                }
-                GroupRecord::Group {
-                    group,
-                    value: Some(v),
-                } => {
-                    metadata.insert(group, v);
-                }
-                GroupRecord::Group { group, value: None } => {
-                    metadata.remove(&group);
-                    offsets.remove(&group);
-                }
-            }
-        }
+    /// Runs one operation: appends what it decided, replays it, and answers.
+    fn run<T>(
+        &self,
+        log: &dyn GroupLog,
+        now: Now,
+        op: impl FnOnce(&mut Groups) -> Outcome<T>,
+    ) -> T {
         let mut groups = self.lock();
-        let now = Instant::now();
-        for (id, stored) in metadata {
-            let mut g = Group::new(&id);
-            g.generation = stored.generation;
-            g.protocol_type = Some(stored.protocol_type).filter(|t| !t.is_empty());
-            g.protocol = stored.protocol.clone();
-            g.leader = stored.leader;
-            for m in stored.members {
-                if let Some(instance) = &m.group_instance_id {
-                    g.static_members
-                        .insert(instance.clone(), m.member_id.clone());
-                }
-                let protocols = stored
-                    .protocol
-                    .iter()
-                    .map(|p| (p.clone(), m.subscription.clone()))
-                    .collect();
-                g.members.insert(
-                    m.member_id.clone(),
-                    Member {
-                        id: m.member_id,
-                        instance_id: m.group_instance_id,
-                        client_id: m.client_id,
-                        client_host: m.client_host,
-                        session_timeout: Duration::from_millis(m.session_timeout_ms.max(0) as u64),
-                        rebalance_timeout: Duration::from_millis(
-                            m.rebalance_timeout_ms.max(0) as u64
-                        ),
-                        protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                        protocols,
-                        assignment: m.assignment,
-                        last_seen: now,
-                        join_waiter: None,
-                        sync_waiter: None,
-                    },
-                );
+        let outcome = op(&mut groups);
+        groups.settle(log, now, outcome)
+    }
+
+    /// Rebuilds the groups of one `__consumer_offsets` partition (the groups `ours`
+    /// selects) from its batches, in log order: the records, with the producer id of a
+    /// transactional batch, and the transaction markers. Groups that had members come back
+    /// Stable with them (they keep heartbeating, or expire); offsets of transactions still
+    /// open stay pending until their marker.
+    pub fn load(
+        &self,
+        now: Now,
+        ours: &dyn Fn(&str) -> bool,
+        replayed: impl IntoIterator<Item = Replayed>,
+    ) {
+        let mut groups = self.lock();
+        for r in replayed {
+            match r {
+                Replayed::Record(producer, record) => groups.replay(now, producer, record),
+                Replayed::Marker {
+                    producer_id,
+                    commit,
+                } => groups.complete_txn(producer_id, commit, ours),
             }
-            g.state = if g.members.is_empty() {
-                GroupState::Empty
-            } else {
-                GroupState::Stable
-            };
-            groups.insert(id, g);
-        }
-        for (id, o) in offsets {
-            groups
-                .entry(id.clone())
-                .or_insert_with(|| Group::new(&id))
-                .offsets = o;
-        }
-        tracing::info!(groups = groups.len(), "consumer groups loaded");
-    }
-
-    fn persist_group(log: &dyn GroupLog, g: &Group) {
-        let value = if g.members.is_empty() && g.offsets.is_empty() {
-            None
-        } else {
-            Some(store::group_value(&g.stored()))
-        };
-        if let Err(e) = log.append(&g.id, vec![(store::group_key(&g.id), value)]) {
-            tracing::error!(group = %g.id, error = %e, "could not store group metadata; it will be rebuilt by the next rebalance");
         }
     }
 
-    /// Restores offsets of transactions still open at start-up (their markers come later).
-    /// Forgets the groups `ours` selects (their coordinator moved to another broker).
-    /// Parked joins and syncs are dropped, so their members retry and find the new one.
-    pub fn unload(&self, ours: &dyn Fn(&str) -> bool) {
-        self.lock().retain(|id, _| !ours(id));
+    pub fn join(&self, log: &dyn GroupLog, now: Now, req: JoinRequest) -> Reply<JoinResult> {
+        self.run(log, now, |g| g.join(now, req))
     }
 
-    pub fn describe(&self, group_id: &str) -> Option<GroupView> {
-        let groups = self.lock();
-        let g = groups.get(group_id)?;
-        let protocol = g.protocol.clone().unwrap_or_default();
-        Some(GroupView {
-            group_id: g.id.clone(),
-            state: g.state,
-            protocol_type: g.protocol_type.clone().unwrap_or_default(),
-            protocol: protocol.clone(),
-            members: g
-                .members
-                .values()
-                .map(|m| MemberView {
-                    member_id: m.id.clone(),
-                    instance_id: m.instance_id.clone(),
-                    client_id: m.client_id.clone(),
-                    client_host: m.client_host.clone(),
-                    metadata: m.metadata_for(&protocol),
-                    assignment: m.assignment.clone(),
-                })
-                .collect(),
+    /// SyncGroup: the member's assignment; the leader brings everyone's.
+    pub fn sync(
+        &self,
+        log: &dyn GroupLog,
+        now: Now,
+        by: Caller<'_>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Reply<SyncResult> {
+        self.run(log, now, |g| g.sync(now, by, assignments))
+    }
+
+    pub fn heartbeat(&self, now: Now, by: Caller<'_>) -> i16 {
+        self.lock().heartbeat(now, by)
+    }
+
+    /// Removes members; returns a per-member error code.
+    pub fn leave(
+        &self,
+        log: &dyn GroupLog,
+        now: Now,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<i16>, i16> {
+        self.run(log, now, |g| g.leave(now, group_id, members))
+    }
+
+    /// Validates and stores commits. `valid_partition` says whether a topic-partition
+    /// exists. Returns one error code per requested partition, in order.
+    pub fn commit(
+        &self,
+        log: &dyn GroupLog,
+        now: Now,
+        by: Caller<'_>,
+        offsets: &[(String, i32, CommittedOffset)],
+        valid_partition: impl Fn(&str, i32) -> bool,
+    ) -> Vec<i16> {
+        self.run(log, now, |g| {
+            g.commit(now, by, None, offsets, valid_partition)
         })
     }
 
-    pub fn list(&self) -> Vec<(String, String, GroupState)> {
-        let groups = self.lock();
-        let mut out: Vec<_> = groups
-            .values()
-            .map(|g| {
-                (
-                    g.id.clone(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                    g.state,
-                )
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+    /// TxnOffsetCommit: stores offsets as part of the producer's transaction. They are
+    /// written now (transactional records) but count only once the transaction commits.
+    pub fn txn_commit(
+        &self,
+        log: &dyn GroupLog,
+        now: Now,
+        by: Caller<'_>,
+        producer: (i64, i16),
+        offsets: &[(String, i32, CommittedOffset)],
+        valid_partition: impl Fn(&str, i32) -> bool,
+    ) -> Vec<i16> {
+        self.run(log, now, |g| {
+            g.commit(now, by, Some(producer), offsets, valid_partition)
+        })
+    }
+
+    /// Deletes committed offsets (OffsetDelete). `subscribed` says whether the group's
+    /// members are subscribed to a topic. Group-level error, or per-partition codes.
+    pub fn delete_offsets(
+        &self,
+        log: &dyn GroupLog,
+        now: Now,
+        group_id: &str,
+        partitions: &[(String, i32)],
+        subscribed: impl Fn(&[Bytes], &str) -> bool,
+    ) -> Result<Vec<i16>, i16> {
+        self.run(log, now, |g| {
+            g.delete_offsets(group_id, partitions, subscribed)
+        })
     }
 
     /// Deletes an empty group and its offsets.
-    pub fn delete(&self, log: &dyn GroupLog, group_id: &str) -> i16 {
-        let mut groups = self.lock();
-        let Some(g) = groups.get_mut(group_id) else {
-            return ResponseError::GroupIdNotFound.code();
-        };
-        if g.state != GroupState::Empty {
-            return ResponseError::NonEmptyGroup.code();
-        }
-        let mut records: Vec<Record> = g
-            .offsets
-            .keys()
-            .map(|(t, p)| (store::offset_key(group_id, t, *p), None))
-            .collect();
-        records.push((store::group_key(group_id), None));
-        if let Err(e) = log.append(group_id, records) {
-            tracing::error!(group = group_id, error = %e, "could not delete group");
-            return ResponseError::KafkaStorageError.code();
-        }
-        g.set_state(GroupState::Dead);
-        groups.remove(group_id);
-        tracing::info!(group = group_id, "deleted group");
-        0
+    pub fn delete(&self, log: &dyn GroupLog, now: Now, group_id: &str) -> i16 {
+        self.run(log, now, |g| g.delete(group_id))
     }
+
+    /// Enforces session and rebalance timeouts and expires offsets of long-empty groups.
+    pub fn tick(&self, log: &dyn GroupLog, now: Now) {
+        let mut groups = self.lock();
+        for outcome in groups.tick(now) {
+            groups.settle(log, now, outcome);
+        }
+    }
+
+    /// A transaction marker reached a `__consumer_offsets` partition: the producer's
+    /// pending offsets in the groups `ours` selects (that partition's) become committed
+    /// (commit) or are dropped (abort).
+    pub fn complete_txn(&self, producer_id: i64, commit: bool, ours: &dyn Fn(&str) -> bool) {
+        self.lock().complete_txn(producer_id, commit, ours);
+    }
+
+    /// Forgets the groups `ours` selects (their coordinator moved to another broker).
+    /// Parked joins and syncs are dropped, so their members retry and find the new one.
+    pub fn unload(&self, ours: &dyn Fn(&str) -> bool) {
+        self.lock().unload(ours);
+    }
+
+    /// Whether a partition's offset in the group waits on an open transaction
+    /// (OffsetFetch with `require_stable` then answers `UNSTABLE_OFFSET_COMMIT`).
+    pub fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.lock()
+            .has_pending_txn_offset(group_id, topic, partition)
+    }
+
+    /// Committed offsets of a group: the partitions asked for, or all with `None`.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<&[(String, i32)]>,
+    ) -> Vec<(String, i32, Option<CommittedOffset>)> {
+        self.lock().fetch_offsets(group_id, wanted)
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupView> {
+        self.lock().describe(group_id)
+    }
+
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        self.lock().list()
+    }
+}
+
+/// One item of a `__consumer_offsets` partition read back at load.
+#[derive(Debug, Clone)]
+pub enum Replayed {
+    /// A record, with the producer id when its batch is transactional.
+    Record(Option<i64>, GroupRecord),
+    /// A transaction marker.
+    Marker { producer_id: i64, commit: bool },
 }
 
 #[cfg(test)]

@@ -202,6 +202,22 @@ pub fn group_value(g: &StoredGroup) -> Vec<u8> {
     w.0
 }
 
+/// The (key, value-or-tombstone) bytes of one record.
+pub fn encode(record: &GroupRecord) -> (Vec<u8>, Option<Vec<u8>>) {
+    match record {
+        GroupRecord::Offset {
+            group,
+            topic,
+            partition,
+            value,
+        } => (
+            offset_key(group, topic, *partition),
+            value.as_ref().map(offset_value),
+        ),
+        GroupRecord::Group { group, value } => (group_key(group), value.as_ref().map(group_value)),
+    }
+}
+
 /// Decodes one record; `None` for keys or values Gregor does not know (they are skipped
 /// with a log line by the caller, never fatal).
 pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<GroupRecord> {

@@ -14,34 +14,41 @@ struct MemLog {
 }
 
 impl GroupLog for MemLog {
-    fn append(&self, group: &str, records: Vec<Record>) -> Result<(), String> {
+    fn append(
+        &self,
+        group: &str,
+        producer: Option<(i64, i16)>,
+        records: Vec<Record>,
+    ) -> Result<(), AppendError> {
+        use gregor_storage::StorageError;
+        if let Some((producer_id, epoch)) = producer.filter(|(_, epoch)| *epoch < 0) {
+            return Err(AppendError::Storage(StorageError::Sequence(
+                gregor_storage::producer::SequenceError::InvalidEpoch {
+                    producer_id,
+                    current: 0,
+                    got: epoch,
+                },
+            )));
+        }
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err("injected".into());
+            return Err(AppendError::Storage(StorageError::io(
+                "append",
+                std::path::Path::new("__consumer_offsets-0"),
+                std::io::Error::other("injected"),
+            )));
         }
         let mut a = self.appended.lock().unwrap_or_else(|p| p.into_inner());
         a.extend(records.into_iter().map(|(k, v)| (group.to_string(), k, v)));
         Ok(())
-    }
-    fn append_txn(
-        &self,
-        group: &str,
-        _producer_id: i64,
-        epoch: i16,
-        records: Vec<Record>,
-    ) -> Result<(), (ResponseError, String)> {
-        if epoch < 0 {
-            return Err((ResponseError::InvalidProducerEpoch, "stale epoch".into()));
-        }
-        self.append(group, records)
-            .map_err(|e| (ResponseError::KafkaStorageError, e))
     }
 }
 
 #[test]
 fn transactional_offsets_count_only_once_committed() {
     let log = MemLog::default();
+    let t0 = Now::current();
     let c = coordinator(0, 60_000);
-    let by = Committer {
+    let by = Caller {
         group_id: "g",
         generation: -1,
         member_id: "",
@@ -53,9 +60,14 @@ fn transactional_offsets_count_only_once_committed() {
         metadata: String::new(),
         commit_timestamp_ms: 0,
     };
-    let codes = c.txn_commit(&log, by, (5, 0), &[("t".into(), 0, offset(10))], |_, _| {
-        true
-    });
+    let codes = c.txn_commit(
+        &log,
+        t0,
+        by,
+        (5, 0),
+        &[("t".into(), 0, offset(10))],
+        |_, _| true,
+    );
     assert_eq!(codes, vec![0]);
     assert!(c.has_pending_txn_offset("g", "t", 0));
     assert_eq!(
@@ -63,36 +75,50 @@ fn transactional_offsets_count_only_once_committed() {
         0,
         "invisible until committed"
     );
-    c.complete_txn(5, true);
+    c.complete_txn(5, true, &|_| true);
     assert!(!c.has_pending_txn_offset("g", "t", 0));
     assert_eq!(
         c.fetch_offsets("g", None)[0].2.as_ref().map(|o| o.offset),
         Some(10)
     );
-    c.txn_commit(&log, by, (6, 0), &[("t".into(), 0, offset(20))], |_, _| {
-        true
-    });
-    c.complete_txn(6, false);
+    c.txn_commit(
+        &log,
+        t0,
+        by,
+        (6, 0),
+        &[("t".into(), 0, offset(20))],
+        |_, _| true,
+    );
+    c.complete_txn(6, false, &|_| true);
     assert_eq!(
         c.fetch_offsets("g", None)[0].2.as_ref().map(|o| o.offset),
         Some(10),
         "an aborted commit leaves the old offset"
     );
-    let refused = c.txn_commit(&log, by, (7, -1), &[("t".into(), 0, offset(30))], |_, _| {
-        true
-    });
+    let refused = c.txn_commit(
+        &log,
+        t0,
+        by,
+        (7, -1),
+        &[("t".into(), 0, offset(30))],
+        |_, _| true,
+    );
     assert_eq!(refused, vec![ResponseError::InvalidProducerEpoch.code()]);
     assert!(!c.has_pending_txn_offset("g", "t", 0));
 }
 
 fn coordinator(initial_delay_ms: i32, retention_ms: i64) -> GroupCoordinator {
-    GroupCoordinator::new(GroupSettings {
+    GroupCoordinator::new(coordinator_settings(initial_delay_ms, retention_ms))
+}
+
+fn coordinator_settings(initial_delay_ms: i32, retention_ms: i64) -> GroupSettings {
+    GroupSettings {
         min_session_timeout_ms: 10,
         max_session_timeout_ms: 100_000,
         initial_rebalance_delay_ms: initial_delay_ms,
         offsets_retention_ms: retention_ms,
         offset_metadata_max_bytes: 16,
-    })
+    }
 }
 
 fn join(member_id: &str, instance: Option<&str>, protocols: &[&str]) -> JoinRequest {
@@ -130,38 +156,61 @@ async fn later<T>(reply: Reply<T>) -> T {
 #[tokio::test]
 async fn first_join_needs_a_member_id_then_completes_with_a_leader() {
     let log = MemLog::default();
+    let t0 = Now::current();
     let c = coordinator(0, 1000);
-    let first = now(c.join(&log, join("", None, &["range"])));
+    let first = now(c.join(&log, t0, join("", None, &["range"])));
     assert_eq!(first.error, ResponseError::MemberIdRequired.code());
     assert!(!first.member_id.is_empty());
     let mut too_long = join("", None, &["range"]);
     too_long.group_id = "g".repeat(store::STRING_MAX_BYTES + 1);
     assert_eq!(
-        now(c.join(&log, too_long)).error,
+        now(c.join(&log, t0, too_long)).error,
         ResponseError::InvalidGroupId.code()
     );
-    let unknown = now(c.join(&log, join("made-up", None, &["range"])));
+    let unknown = now(c.join(&log, t0, join("made-up", None, &["range"])));
     assert_eq!(unknown.error, ResponseError::UnknownMemberId.code());
-    let reply = c.join(&log, join(&first.member_id, None, &["range"]));
-    c.tick(&log); // the initial delay (0 ms) has passed
+    let reply = c.join(&log, t0, join(&first.member_id, None, &["range"]));
+    c.tick(&log, t0); // the initial delay (0 ms) has passed
     let joined = later(reply).await;
     assert_eq!((joined.error, joined.generation), (0, 1));
     assert_eq!(joined.leader, first.member_id);
     assert_eq!(joined.members.len(), 1, "the leader gets the member list");
     let synced = later(c.sync(
         &log,
-        "g",
-        1,
-        &first.member_id,
-        None,
+        t0,
+        Caller {
+            group_id: "g",
+            generation: 1,
+            member_id: &first.member_id,
+            instance_id: None,
+        },
         vec![(first.member_id.clone(), Bytes::from_static(b"a"))],
     ))
     .await;
     assert_eq!((synced.error, &synced.assignment[..]), (0, &b"a"[..]));
     assert_eq!(c.describe("g").map(|g| g.state), Some(GroupState::Stable));
-    assert_eq!(c.heartbeat("g", 1, &first.member_id, None), 0);
     assert_eq!(
-        c.heartbeat("g", 0, &first.member_id, None),
+        c.heartbeat(
+            t0,
+            Caller {
+                group_id: "g",
+                generation: 1,
+                member_id: &first.member_id,
+                instance_id: None
+            }
+        ),
+        0
+    );
+    assert_eq!(
+        c.heartbeat(
+            t0,
+            Caller {
+                group_id: "g",
+                generation: 0,
+                member_id: &first.member_id,
+                instance_id: None
+            }
+        ),
         ResponseError::IllegalGeneration.code()
     );
     assert!(
@@ -177,23 +226,28 @@ async fn first_join_needs_a_member_id_then_completes_with_a_leader() {
 #[tokio::test]
 async fn protocols_are_voted_and_inconsistent_ones_refused() {
     let log = MemLog::default();
+    let t0 = Now::current();
     let c = coordinator(0, 1000);
     let mut a = join("", None, &["roundrobin", "range"]);
     a.requires_known_member_id = false;
-    let ra = c.join(&log, a);
-    c.tick(&log);
+    let ra = c.join(&log, t0, a);
+    c.tick(&log, t0);
     let first = later(ra).await;
     assert_eq!(first.protocol.as_deref(), Some("roundrobin"));
-    let bad = now(c.join(&log, join("", None, &["sticky"])));
+    let bad = now(c.join(&log, t0, join("", None, &["sticky"])));
     assert_eq!(bad.error, ResponseError::InconsistentGroupProtocol.code());
     // Two more members prefer range: it wins the vote 2 to 1.
     let mut joins = Vec::new();
     for _ in 0..2 {
         let mut b = join("", None, &["range", "roundrobin"]);
         b.requires_known_member_id = false;
-        joins.push(c.join(&log, b));
+        joins.push(c.join(&log, t0, b));
     }
-    joins.push(c.join(&log, join(&first.member_id, None, &["roundrobin", "range"])));
+    joins.push(c.join(
+        &log,
+        t0,
+        join(&first.member_id, None, &["roundrobin", "range"]),
+    ));
     for reply in joins {
         let r = later(reply).await;
         assert_eq!(
@@ -206,20 +260,24 @@ async fn protocols_are_voted_and_inconsistent_ones_refused() {
 #[tokio::test]
 async fn static_member_with_a_new_id_fences_the_old_one() {
     let log = MemLog::default();
+    let t0 = Now::current();
     let c = coordinator(0, 1000);
-    let r = c.join(&log, join("", Some("i1"), &["range"]));
-    c.tick(&log);
+    let r = c.join(&log, t0, join("", Some("i1"), &["range"]));
+    c.tick(&log, t0);
     let old = later(r).await;
     later(c.sync(
         &log,
-        "g",
-        old.generation,
-        &old.member_id,
-        Some("i1"),
+        t0,
+        Caller {
+            group_id: "g",
+            generation: old.generation,
+            member_id: &old.member_id,
+            instance_id: Some("i1"),
+        },
         vec![(old.member_id.clone(), Bytes::from_static(b"x"))],
     ))
     .await;
-    let again = now(c.join(&log, join("", Some("i1"), &["range"])));
+    let again = now(c.join(&log, t0, join("", Some("i1"), &["range"])));
     assert_eq!(
         (again.error, again.generation),
         (0, old.generation),
@@ -227,11 +285,27 @@ async fn static_member_with_a_new_id_fences_the_old_one() {
     );
     assert_ne!(again.member_id, old.member_id);
     assert_eq!(
-        c.heartbeat("g", old.generation, &old.member_id, Some("i1")),
+        c.heartbeat(
+            t0,
+            Caller {
+                group_id: "g",
+                generation: old.generation,
+                member_id: &old.member_id,
+                instance_id: Some("i1")
+            }
+        ),
         ResponseError::FencedInstanceId.code()
     );
     assert_eq!(
-        c.heartbeat("g", old.generation, &again.member_id, Some("i1")),
+        c.heartbeat(
+            t0,
+            Caller {
+                group_id: "g",
+                generation: old.generation,
+                member_id: &again.member_id,
+                instance_id: Some("i1")
+            }
+        ),
         0
     );
 }
@@ -239,14 +313,15 @@ async fn static_member_with_a_new_id_fences_the_old_one() {
 #[test]
 fn commits_are_validated_and_stored_only_after_the_log_append() {
     let log = MemLog::default();
+    let t0 = Now::current();
     let c = coordinator(0, 1000);
     let off = |o| CommittedOffset {
         offset: o,
         leader_epoch: -1,
         metadata: String::new(),
-        commit_timestamp_ms: gregor_cluster::net::now_ms(),
+        commit_timestamp_ms: t0.wall_ms,
     };
-    let by = Committer {
+    let by = Caller {
         group_id: "g",
         generation: -1,
         member_id: "",
@@ -254,6 +329,7 @@ fn commits_are_validated_and_stored_only_after_the_log_append() {
     };
     let codes = c.commit(
         &log,
+        t0,
         by,
         &[("t".into(), 0, off(5)), ("nope".into(), 0, off(1))],
         |t, _| t == "t",
@@ -264,23 +340,25 @@ fn commits_are_validated_and_stored_only_after_the_log_append() {
     );
     // A group id longer than its key's int16 length could only be stored cut short.
     let too_long = "g".repeat(store::STRING_MAX_BYTES + 1);
-    let by_too_long = Committer {
+    let by_too_long = Caller {
         group_id: &too_long,
         ..by
     };
     assert_eq!(
-        c.commit(&log, by_too_long, &[("t".into(), 0, off(5))], |_, _| true),
+        c.commit(&log, t0, by_too_long, &[("t".into(), 0, off(5))], |_, _| {
+            true
+        }),
         vec![ResponseError::InvalidGroupId.code()]
     );
     let mut long = off(6);
     long.metadata = "x".repeat(17);
     assert_eq!(
-        c.commit(&log, by, &[("t".into(), 0, long)], |_, _| true),
+        c.commit(&log, t0, by, &[("t".into(), 0, long)], |_, _| true),
         vec![ResponseError::OffsetMetadataTooLarge.code()]
     );
     log.fail.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(
-        c.commit(&log, by, &[("t".into(), 0, off(9))], |_, _| true),
+        c.commit(&log, t0, by, &[("t".into(), 0, off(9))], |_, _| true),
         vec![ResponseError::KafkaStorageError.code()]
     );
     let fetched = c.fetch_offsets("g", Some(&[("t".into(), 0)]));
@@ -289,14 +367,14 @@ fn commits_are_validated_and_stored_only_after_the_log_append() {
         Some(5),
         "a commit that was not stored must not be visible"
     );
-    let member = Committer {
+    let member = Caller {
         group_id: "g",
         generation: 3,
         member_id: "ghost",
         instance_id: None,
     };
     assert_eq!(
-        c.commit(&log, member, &[("t".into(), 0, off(1))], |_, _| true),
+        c.commit(&log, t0, member, &[("t".into(), 0, off(1))], |_, _| true),
         vec![ResponseError::UnknownMemberId.code()]
     );
 }
@@ -304,8 +382,9 @@ fn commits_are_validated_and_stored_only_after_the_log_append() {
 #[test]
 fn offsets_of_an_empty_group_expire_after_retention() {
     let log = MemLog::default();
+    let t0 = Now::current();
     let c = coordinator(0, 20);
-    let by = Committer {
+    let by = Caller {
         group_id: "g",
         generation: -1,
         member_id: "",
@@ -315,16 +394,15 @@ fn offsets_of_an_empty_group_expire_after_retention() {
         offset: 1,
         leader_epoch: -1,
         metadata: String::new(),
-        commit_timestamp_ms: gregor_cluster::net::now_ms(),
+        commit_timestamp_ms: t0.wall_ms,
     };
     assert_eq!(
-        c.commit(&log, by, &[("t".into(), 0, o)], |_, _| true),
+        c.commit(&log, t0, by, &[("t".into(), 0, o)], |_, _| true),
         vec![0]
     );
-    c.tick(&log);
+    c.tick(&log, t0);
     assert_eq!(c.fetch_offsets("g", None).len(), 1, "not yet expired");
-    std::thread::sleep(Duration::from_millis(40));
-    c.tick(&log);
+    c.tick(&log, t0.plus_ms(40));
     assert!(c.fetch_offsets("g", None).is_empty());
     assert!(
         log.appended
@@ -347,7 +425,7 @@ fn replay_restores_offsets_and_members_and_applies_tombstones() {
             commit_timestamp_ms: 1,
         })
     };
-    c.load(vec![
+    let records = vec![
         GroupRecord::Offset {
             group: "a".into(),
             topic: "t".into(),
@@ -376,9 +454,165 @@ fn replay_restores_offsets_and_members_and_applies_tombstones() {
             group: "gone".into(),
             value: None,
         },
-    ]);
+    ];
+    let replayed = records.into_iter().map(|r| Replayed::Record(None, r));
+    c.load(Now::current(), &|_| true, replayed);
     let a = c.fetch_offsets("a", None);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].2.as_ref().map(|o| o.offset), Some(3));
     assert!(c.fetch_offsets("gone", None).is_empty());
+}
+
+fn offset_at(offset: i64, at: Now) -> CommittedOffset {
+    CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: at.wall_ms,
+    }
+}
+
+const STANDALONE: Caller<'static> = Caller {
+    group_id: "g",
+    generation: -1,
+    member_id: "",
+    instance_id: None,
+};
+
+#[test]
+fn an_operation_returns_records_and_only_their_replay_changes_the_offsets() {
+    let t0 = Now::current();
+    let mut groups = Groups::new(coordinator_settings(0, 1000));
+    let outcome = groups.commit(
+        t0,
+        STANDALONE,
+        None,
+        &[("t".into(), 0, offset_at(7, t0))],
+        |_, _| true,
+    );
+    assert_eq!(outcome.reply, vec![0]);
+    assert_eq!(outcome.group, "g");
+    assert_eq!(
+        outcome.records,
+        vec![GroupRecord::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            value: Some(offset_at(7, t0)),
+        }]
+    );
+    assert!(
+        groups.fetch_offsets("g", None).is_empty(),
+        "nothing takes effect before the host appends and replays"
+    );
+    for record in outcome.records {
+        groups.replay(t0, None, record);
+    }
+    assert_eq!(
+        groups.fetch_offsets("g", None)[0]
+            .2
+            .as_ref()
+            .map(|o| o.offset),
+        Some(7)
+    );
+}
+
+#[tokio::test]
+async fn sessions_expire_by_the_time_given_not_the_clock() {
+    let log = MemLog::default();
+    let t0 = Now::current();
+    let c = coordinator(0, 1000);
+    let mut request = join("", None, &["range"]);
+    request.requires_known_member_id = false;
+    request.session_timeout_ms = 30_000;
+    let reply = c.join(&log, t0, request);
+    c.tick(&log, t0);
+    let joined = later(reply).await;
+    later(c.sync(
+        &log,
+        t0,
+        Caller {
+            group_id: "g",
+            generation: joined.generation,
+            member_id: &joined.member_id,
+            instance_id: None,
+        },
+        vec![],
+    ))
+    .await;
+    c.tick(&log, t0.plus_ms(29_000));
+    assert_eq!(c.describe("g").map(|g| g.members.len()), Some(1));
+    c.tick(&log, t0.plus_ms(31_000));
+    assert_eq!(
+        c.describe("g").map(|g| g.members.len()),
+        None,
+        "expired 30 s after its last heartbeat, and the empty group dropped"
+    );
+    let appended = log.appended.lock().expect("lock");
+    assert_eq!(
+        appended.last(),
+        Some(&("g".to_string(), store::group_key("g"), None)),
+        "the group's last snapshot is a tombstone"
+    );
+}
+
+#[test]
+fn offsets_of_an_open_transaction_survive_a_load_and_count_from_its_marker() {
+    let c = coordinator(0, 1000);
+    let t0 = Now::current();
+    let record = |group: &str, offset| GroupRecord::Offset {
+        group: group.into(),
+        topic: "t".into(),
+        partition: 0,
+        value: Some(offset_at(offset, t0)),
+    };
+    // The partition as a new coordinator reads it: a committed offset, then offsets of
+    // producer 9's transaction with no marker yet.
+    let ours = |g: &str| g != "elsewhere";
+    c.load(
+        t0,
+        &ours,
+        [
+            Replayed::Record(None, record("g", 1)),
+            Replayed::Record(Some(9), record("g", 5)),
+        ],
+    );
+    assert!(c.has_pending_txn_offset("g", "t", 0));
+    c.load(
+        t0,
+        &|g| g == "elsewhere",
+        [Replayed::Record(Some(9), record("elsewhere", 3))],
+    );
+    // The marker reaches this partition only.
+    c.complete_txn(9, true, &ours);
+    assert_eq!(
+        c.fetch_offsets("g", None)[0].2.as_ref().map(|o| o.offset),
+        Some(5)
+    );
+    assert!(
+        c.has_pending_txn_offset("elsewhere", "t", 0),
+        "a marker completes the groups of its own partition"
+    );
+}
+
+#[test]
+fn a_tick_keeps_a_group_whose_only_offsets_wait_on_a_transaction() {
+    let log = MemLog::default();
+    let t0 = Now::current();
+    let c = coordinator(0, 1000);
+    let codes = c.txn_commit(
+        &log,
+        t0,
+        STANDALONE,
+        (4, 0),
+        &[("t".into(), 0, offset_at(11, t0))],
+        |_, _| true,
+    );
+    assert_eq!(codes, vec![0]);
+    c.tick(&log, t0.plus_ms(5_000));
+    c.complete_txn(4, true, &|_| true);
+    assert_eq!(
+        c.fetch_offsets("g", None)[0].2.as_ref().map(|o| o.offset),
+        Some(11)
+    );
 }

@@ -166,7 +166,7 @@ fn spawn_background(
             broker.clone(),
             |s| s.group_coordinator_tick_ms,
             stop_rx.clone(),
-            |b| b.groups.tick(b),
+            |b| b.groups.tick(b, crate::group::Now::current()),
         )),
         tokio::spawn(gauge_loop(broker.clone(), stop_rx.clone())),
         tokio::spawn(periodic(

@@ -2,6 +2,8 @@
 //! loading them, where each key's coordinator is, and writing their records and markers.
 
 use super::*;
+use crate::error::{AppendError, MarkerError};
+use crate::group::{Now, Replayed};
 
 impl Broker {
     /// Calls `f` with every batch of every partition of an internal topic, in log order.
@@ -49,36 +51,51 @@ impl Broker {
         Ok(())
     }
 
-    /// Replays every `__consumer_offsets` partition into the group coordinator. Offsets
-    /// committed in a transaction count from its commit marker on; an abort drops them;
-    /// those of transactions still open are handed over as pending.
+    /// Replays every `__consumer_offsets` partition into the group coordinator.
     pub(super) fn load_groups(&self) -> Result<(), BrokerError> {
-        let mut records = Vec::new();
-        let mut open: HashMap<(i32, i64), Vec<GroupRecord>> = HashMap::new();
-        self.replay_internal(OFFSETS_TOPIC, |index, header, batch| {
+        let Some(meta) = self.image().topic(OFFSETS_TOPIC).cloned() else {
+            return Ok(());
+        };
+        let partitions = meta.partitions.len() as i32;
+        for index in 0..partitions {
+            if let Some(partition) = self.partition(OFFSETS_TOPIC, index) {
+                self.load_offsets_partition(&partition, partitions)?;
+            }
+        }
+        tracing::info!(groups = self.groups.list().len(), "consumer groups loaded");
+        Ok(())
+    }
+
+    /// Replays one `__consumer_offsets` partition into the group coordinator: its records,
+    /// transactional ones pending until their marker, in log order.
+    fn load_offsets_partition(
+        &self,
+        partition: &Partition,
+        partitions: i32,
+    ) -> Result<usize, StorageError> {
+        let index = partition.index;
+        let mut replayed = Vec::new();
+        replay_partition(partition, |header, batch| {
             if header.is_control() {
-                let pending = open.remove(&(index, header.producer_id));
-                if gregor_protocol::batch::marker_kind(batch) == Some(true) {
-                    records.extend(pending.unwrap_or_default());
+                if let Some(commit) = gregor_protocol::batch::marker_kind(batch) {
+                    replayed.push(Replayed::Marker {
+                        producer_id: header.producer_id,
+                        commit,
+                    });
                 }
                 return;
             }
-            let decoded = decode_internal(OFFSETS_TOPIC, index, header, batch, group_store::decode);
-            if header.is_transactional() {
-                open.entry((index, header.producer_id))
-                    .or_default()
-                    .extend(decoded);
-            } else {
-                records.extend(decoded);
-            }
+            let producer = header.is_transactional().then_some(header.producer_id);
+            replayed.extend(
+                decode_internal(OFFSETS_TOPIC, index, header, batch, group_store::decode)
+                    .into_iter()
+                    .map(|r| Replayed::Record(producer, r)),
+            );
         })?;
-        self.groups.load(records);
-        self.groups.load_txn_offsets(
-            open.into_iter()
-                .flat_map(|((_, pid), rs)| rs.into_iter().map(move |r| (pid, r)))
-                .collect(),
-        );
-        Ok(())
+        let count = replayed.len();
+        let ours = |g: &str| group_store::partition_for(g, partitions) == index;
+        self.groups.load(Now::current(), &ours, replayed);
+        Ok(count)
     }
 
     /// Creates `__consumer_offsets` (compacted, `offsets.topic.num.partitions`) if missing.
@@ -156,32 +173,16 @@ impl Broker {
 }
 
 impl GroupLog for Broker {
-    fn append(&self, group: &str, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), String> {
-        let partition = self.offsets_partition(group).map_err(|e| e.to_string())?;
-        append_internal(self, &partition, &records, None).map_err(|e| e.to_string())
-    }
-
-    fn append_txn(
+    fn append(
         &self,
         group: &str,
-        producer_id: i64,
-        epoch: i16,
+        producer: Option<(i64, i16)>,
         records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    ) -> Result<(), (ResponseError, String)> {
+    ) -> Result<(), AppendError> {
         let partition = self
             .offsets_partition(group)
-            .map_err(|e| (ResponseError::CoordinatorNotAvailable, e.to_string()))?;
-        match append_internal(self, &partition, &records, Some((producer_id, epoch))) {
-            Ok(()) => Ok(()),
-            Err(e @ StorageError::Sequence(_)) => {
-                Err((ResponseError::ProducerFenced, e.to_string()))
-            }
-            Err(e) => Err((
-                ResponseError::try_from_code(crate::error::storage_error_code(&e))
-                    .unwrap_or(ResponseError::UnknownServerError),
-                e.to_string(),
-            )),
-        }
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        append_internal(self, &partition, &records, producer)
     }
 }
 
@@ -340,7 +341,7 @@ impl Broker {
             }
         }
         if topic == OFFSETS_TOPIC {
-            self.groups.complete_txn(producer_id, commit);
+            self.complete_group_txn(index, producer_id, commit);
         }
         partition.wake_waiters();
         partition.update_high_watermark();
@@ -363,7 +364,7 @@ impl Broker {
         epoch: i16,
         commit: bool,
         remote: BTreeMap<i32, Vec<(String, i32)>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), MarkerError> {
         use kafka_protocol::messages::write_txn_markers_request::{
             WritableTxnMarker, WritableTxnMarkerTopic,
         };
@@ -371,13 +372,15 @@ impl Broker {
             ProducerId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
         };
         let image = self.image();
-        let handle = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|e| MarkerError::Send {
+            broker: -1,
+            reason: e.to_string(),
+        })?;
         for (leader, partitions) in remote {
-            let broker = image.broker(leader).filter(|b| !b.fenced).ok_or_else(|| {
-                format!(
-                    "broker {leader}, which leads a partition of the transaction, is not available"
-                )
-            })?;
+            let broker = image
+                .broker(leader)
+                .filter(|b| !b.fenced)
+                .ok_or(MarkerError::BrokerUnavailable(leader))?;
             let peer = broker.clone();
             let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
             for (t, p) in partitions {
@@ -414,20 +417,20 @@ impl Broker {
                     .await
                 })
             })
-            .map_err(|e| {
-                format!(
-                    "sending transaction markers to broker {leader} at {}:{}: {e}",
-                    peer.host, peer.port
-                )
+            .map_err(|e| MarkerError::Send {
+                broker: leader,
+                reason: format!("at {}:{}: {e}", peer.host, peer.port),
             })?;
             for m in response.markers {
                 for t in m.topics {
                     for p in t.partitions {
                         if p.error_code != 0 {
-                            return Err(format!(
-                                "broker {leader} refused the marker for {}-{}: error code {}",
-                                t.name.0, p.partition_index, p.error_code
-                            ));
+                            return Err(MarkerError::Refused {
+                                broker: leader,
+                                topic: t.name.0.to_string(),
+                                partition: p.partition_index,
+                                code: ResponseError::try_from_code(p.error_code),
+                            });
                         }
                     }
                 }
@@ -452,35 +455,31 @@ impl Broker {
         let Some(partition) = self.partition(OFFSETS_TOPIC, index) else {
             return true;
         };
-        let mut records = Vec::new();
-        let mut open: HashMap<i64, Vec<GroupRecord>> = HashMap::new();
-        let replayed = replay_partition(&partition, |header, batch| {
-            if header.is_control() {
-                let pending = open.remove(&header.producer_id);
-                if gregor_protocol::batch::marker_kind(batch) == Some(true) {
-                    records.extend(pending.unwrap_or_default());
-                }
-                return;
+        let replayed = self.load_offsets_partition(&partition, partitions);
+        let count = match replayed {
+            Ok(count) => count,
+            Err(e) => {
+                tracing::error!(partition = index, error = %e, "could not read the offsets partition to load its groups; they are answered COORDINATOR_LOAD_IN_PROGRESS until its leadership moves or the broker restarts");
+                return false;
             }
-            let decoded = decode_internal(OFFSETS_TOPIC, index, header, batch, group_store::decode);
-            if header.is_transactional() {
-                open.entry(header.producer_id).or_default().extend(decoded);
-            } else {
-                records.extend(decoded);
-            }
-        });
-        if let Err(e) = replayed {
-            tracing::error!(partition = index, error = %e, "could not read the offsets partition to load its groups; they are answered COORDINATOR_LOAD_IN_PROGRESS until its leadership moves or the broker restarts");
-            return false;
-        }
-        let count = records.len();
-        self.groups.load(records);
+        };
         tracing::info!(
             partition = index,
             records = count,
             "loaded the groups of an offsets partition this broker now leads"
         );
         true
+    }
+
+    /// A marker reached `__consumer_offsets` partition `index`: the producer's offsets
+    /// pending in that partition's groups become committed, or are dropped.
+    fn complete_group_txn(&self, index: i32, producer_id: i64, commit: bool) {
+        let Some(meta) = self.image().topic(OFFSETS_TOPIC).cloned() else {
+            return;
+        };
+        let partitions = meta.partitions.len() as i32;
+        let ours = |g: &str| group_store::partition_for(g, partitions) == index;
+        self.groups.complete_txn(producer_id, commit, &ours);
     }
 
     /// The `__consumer_offsets` partition that holds a group (created with the topic).
@@ -532,7 +531,7 @@ pub(super) fn append_internal(
     partition: &Partition,
     records: &[(Vec<u8>, Option<Vec<u8>>)],
     producer: Option<(i64, i16)>,
-) -> Result<(), StorageError> {
+) -> Result<(), AppendError> {
     let refs: Vec<gregor_protocol::batch::KeyValue> = records
         .iter()
         .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
@@ -553,21 +552,23 @@ pub(super) fn append_internal(
         ..
     } = partition.leadership();
     if !leads {
-        return Err(StorageError::Corrupt {
-            path: PathBuf::from(format!("{}-{}", partition.topic, partition.index)),
-            reason: "this broker no longer leads the partition; the coordinator moved".into(),
-        });
+        return Err(AppendError::NotCoordinator(format!(
+            "this broker no longer leads {}-{}; the coordinator moved",
+            partition.topic, partition.index
+        )));
     }
     if let Some(reason) = broker.self_fenced() {
-        return Err(StorageError::Corrupt {
-            path: PathBuf::from(format!("{}-{}", partition.topic, partition.index)),
-            reason,
-        });
+        return Err(AppendError::NotCoordinator(reason));
     }
     let sync_all = partition.syncs_every_append();
     {
         let mut log = partition.log();
-        let info = log.append(&mut batch, &[(0, header)], leader_epoch, None, now)?;
+        let info = log
+            .append(&mut batch, &[(0, header)], leader_epoch, None, now)
+            .map_err(|e| match e {
+                StorageError::Sequence(_) => AppendError::ProducerFenced(e),
+                e => AppendError::Storage(e),
+            })?;
         if info.flush_due || sync_all {
             log.flush()?;
         }
@@ -600,14 +601,20 @@ pub(super) fn replay_partition(
 }
 
 impl TxnHost for Broker {
-    fn persist_txn(&self, transactional_id: &str, meta: Option<&TxnMeta>) -> Result<(), String> {
-        let topic = self.ensure_txn_topic().map_err(|e| e.to_string())?;
+    fn persist_txn(
+        &self,
+        transactional_id: &str,
+        meta: Option<&TxnMeta>,
+    ) -> Result<(), AppendError> {
+        let topic = self
+            .ensure_txn_topic()
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
         let index = group_store::partition_for(transactional_id, topic.partitions.len() as i32);
         let partition = self
             .partition(TXN_TOPIC, index)
-            .ok_or_else(|| format!("{TXN_TOPIC}-{index} is not open"))?;
+            .ok_or_else(|| AppendError::Unavailable(format!("{TXN_TOPIC}-{index} is not open")))?;
         let record = (txn_store::key(transactional_id), meta.map(txn_store::value));
-        append_internal(self, &partition, &[record], None).map_err(|e| e.to_string())
+        append_internal(self, &partition, &[record], None)
     }
 
     fn write_markers(
@@ -616,7 +623,7 @@ impl TxnHost for Broker {
         epoch: i16,
         commit: bool,
         partitions: &std::collections::BTreeSet<(String, i32)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), MarkerError> {
         let now = now_ms();
         if self.cluster.get().is_some() {
             // In a cluster each marker goes to the partition's leader, wherever it is.
@@ -632,9 +639,17 @@ impl TxnHost for Broker {
                 };
                 if meta.leader == self.config.node_id {
                     self.write_marker_here(topic, *index, producer_id, epoch, commit, 0)
-                        .map_err(|e| format!("{topic}-{index}: {e:?}"))?;
+                        .map_err(|code| MarkerError::Refused {
+                            broker: self.config.node_id,
+                            topic: topic.clone(),
+                            partition: *index,
+                            code: Some(code),
+                        })?;
                 } else if meta.leader < 0 {
-                    return Err(format!("{topic}-{index} has no leader now; retrying"));
+                    return Err(MarkerError::NoLeader {
+                        topic: topic.clone(),
+                        partition: *index,
+                    });
                 } else {
                     remote
                         .entry(meta.leader)
@@ -655,7 +670,11 @@ impl TxnHost for Broker {
                 match log.append_marker(producer_id, epoch, commit, 0, now) {
                     Ok(info) => {
                         if info.flush_due || sync_all {
-                            log.flush().map_err(|e| format!("{topic}-{index}: {e}"))?;
+                            log.flush().map_err(|error| MarkerError::Storage {
+                                topic: topic.clone(),
+                                partition: *index,
+                                error,
+                            })?;
                         }
                     }
                     Err(e @ StorageError::Sequence(_)) => {
@@ -663,21 +682,25 @@ impl TxnHost for Broker {
                         // this transaction can be open any more.
                         tracing::warn!(topic = %topic, partition = index, producer_id, error = %e, "marker from an older epoch skipped");
                     }
-                    Err(e) => return Err(format!("{topic}-{index}: {e}")),
+                    Err(error) => {
+                        return Err(MarkerError::Storage {
+                            topic: topic.clone(),
+                            partition: *index,
+                            error,
+                        })
+                    }
                 }
             }
             if topic == OFFSETS_TOPIC {
-                self.groups.complete_txn(producer_id, commit);
+                self.complete_group_txn(*index, producer_id, commit);
             }
             partition.wake_waiters();
         }
         Ok(())
     }
 
-    fn new_producer_id(&self) -> Result<i64, String> {
-        block_on(self.allocate_producer_id())
-            .and_then(|r| r)
-            .map_err(|e| e.to_string())
+    fn new_producer_id(&self) -> Result<i64, BrokerError> {
+        block_on(self.allocate_producer_id()).and_then(|r| r)
     }
 
     fn partition_exists(&self, topic: &str, partition: i32) -> bool {

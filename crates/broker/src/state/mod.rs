@@ -28,7 +28,6 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::group::store::GroupRecord;
 use crate::group::store::{self as group_store, OFFSETS_TOPIC};
 use crate::group::{GroupCoordinator, GroupLog, GroupSettings};
 use crate::txn::{store as txn_store, TxnCoordinator, TxnHost, TxnMeta, TXN_TOPIC};

@@ -17,12 +17,18 @@ use std::sync::Mutex;
 
 use kafka_protocol::error::ResponseError;
 
+use crate::error::{AppendError, BrokerError, MarkerError};
+
 pub use store::{TxnMeta, TxnState, TXN_TOPIC};
 
 /// What the coordinator needs from the broker.
 pub trait TxnHost {
     /// Stores a transactional id's state (`None` forgets it).
-    fn persist_txn(&self, transactional_id: &str, meta: Option<&TxnMeta>) -> Result<(), String>;
+    fn persist_txn(
+        &self,
+        transactional_id: &str,
+        meta: Option<&TxnMeta>,
+    ) -> Result<(), AppendError>;
     /// Appends a commit or abort marker for the producer to each partition.
     fn write_markers(
         &self,
@@ -30,8 +36,8 @@ pub trait TxnHost {
         epoch: i16,
         commit: bool,
         partitions: &BTreeSet<(String, i32)>,
-    ) -> Result<(), String>;
-    fn new_producer_id(&self) -> Result<i64, String>;
+    ) -> Result<(), MarkerError>;
+    fn new_producer_id(&self) -> Result<i64, BrokerError>;
     /// Whether a topic-partition exists.
     fn partition_exists(&self, topic: &str, partition: i32) -> bool;
 }
@@ -82,7 +88,10 @@ impl TxnCoordinator {
     fn store(host: &dyn TxnHost, id: &str, meta: &TxnMeta) -> Result<()> {
         host.persist_txn(id, Some(meta)).map_err(|e| {
             tracing::error!(transactional_id = id, error = %e, "could not store transaction state");
-            ResponseError::CoordinatorNotAvailable
+            match e.code() {
+                ResponseError::NotCoordinator => ResponseError::NotCoordinator,
+                _ => ResponseError::CoordinatorNotAvailable,
+            }
         })
     }
 
@@ -466,7 +475,11 @@ mod tests {
     }
 
     impl TxnHost for Host {
-        fn persist_txn(&self, id: &str, meta: Option<&TxnMeta>) -> std::result::Result<(), String> {
+        fn persist_txn(
+            &self,
+            id: &str,
+            meta: Option<&TxnMeta>,
+        ) -> std::result::Result<(), AppendError> {
             self.stored.borrow_mut().push((id.into(), meta.cloned()));
             Ok(())
         }
@@ -476,9 +489,9 @@ mod tests {
             epoch: i16,
             commit: bool,
             partitions: &BTreeSet<(String, i32)>,
-        ) -> std::result::Result<(), String> {
+        ) -> std::result::Result<(), MarkerError> {
             if *self.fail_markers.borrow() {
-                return Err("disk".into());
+                return Err(MarkerError::BrokerUnavailable(2));
             }
             self.markers.borrow_mut().push((
                 pid,
@@ -488,7 +501,7 @@ mod tests {
             ));
             Ok(())
         }
-        fn new_producer_id(&self) -> std::result::Result<i64, String> {
+        fn new_producer_id(&self) -> std::result::Result<i64, BrokerError> {
             if let Some(c) = self.unlocked.borrow().as_ref() {
                 assert!(
                     c.txns.try_lock().is_ok(),
