@@ -84,7 +84,7 @@ pub async fn run_isr_upkeep(broker: Arc<Broker>, mut stop: watch::Receiver<bool>
         let now = now_ms();
         let image = broker.image();
         let alive = |b: i32| image.broker_alive(b);
-        for partition in broker.all_partitions() {
+        for partition in broker.partitions.all() {
             let Some((epoch, isr)) = partition.wanted_isr(now, lag_max_ms, &alive) else {
                 continue;
             };
@@ -106,7 +106,8 @@ pub async fn run_isr_upkeep(broker: Arc<Broker>, mut stop: watch::Receiver<bool>
 
 fn followed_leaders(broker: &Broker) -> Vec<i32> {
     let mut out: Vec<i32> = broker
-        .all_partitions()
+        .partitions
+        .all()
         .iter()
         .filter_map(|p| {
             let r = p.replica();
@@ -126,7 +127,8 @@ type Followed = (Arc<Partition>, i32, bool, bool);
 fn followed(broker: &Broker, leader: i32) -> Vec<Followed> {
     let image = broker.image();
     broker
-        .all_partitions()
+        .partitions
+        .all()
         .into_iter()
         .filter_map(|p| {
             // A damaged replica fetches nothing until the healer repaired it.

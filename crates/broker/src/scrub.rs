@@ -68,7 +68,7 @@ fn step(broker: &Broker, mut cursor: Cursor, budget: u64) -> (Cursor, bool) {
             Some(c) => c,
             None => {
                 if cursor.queue.is_empty() {
-                    cursor.queue = broker.all_partitions();
+                    cursor.queue = broker.partitions.all();
                     cursor.queue.reverse();
                     if cursor.queue.is_empty() {
                         return (cursor, true);
@@ -160,7 +160,7 @@ fn open_for_scrub(path: &std::path::Path) -> Option<Arc<dyn gregor_storage::Disk
 
 /// One healer round: see the module comment. Called with the ISR upkeep.
 pub fn heal(broker: &Broker, node: &Arc<gregor_cluster::ClusterNode>) {
-    for partition in broker.all_partitions() {
+    for partition in broker.partitions.all() {
         let damaged = partition.log().damage().cloned();
         let Some(damage) = damaged else {
             continue;

@@ -351,7 +351,12 @@ async fn every_api_answers_every_declared_version() {
         let s = APIS.iter().find(|s| s.key == key).expect("registered");
         i64::from(s.max - s.min + 1)
     };
-    let log_end = broker.partition("t", 0).expect("partition").log().log_end();
+    let log_end = broker
+        .partitions
+        .get("t", 0)
+        .expect("partition")
+        .log()
+        .log_end();
     assert_eq!(
         log_end,
         versions(ApiKey::Produce) + versions(ApiKey::WriteTxnMarkers)

@@ -268,6 +268,24 @@ impl ProducerStates {
         }
     }
 
+    /// The coordinator refused (or the request went away): the guard begun for `id` at
+    /// `epoch` is dropped if it is still unconfirmed, so refused producer ids leave
+    /// nothing behind.
+    pub fn abandon_verification(&mut self, producer_id: i64, id: &str, epoch: i16) {
+        if self
+            .guards
+            .get(&producer_id)
+            .is_some_and(|(g, e, confirmed)| !confirmed && g == id && *e == epoch)
+        {
+            self.guards.remove(&producer_id);
+        }
+    }
+
+    /// How many verification guards are held.
+    pub fn guards(&self) -> usize {
+        self.guards.len()
+    }
+
     /// Whether a confirmed guard covers the producer's batch for `id` at `epoch`.
     pub fn verified(&self, producer_id: i64, id: &str, epoch: i16) -> bool {
         self.guards
@@ -319,6 +337,11 @@ impl ProducerStates {
             e.txn_first_offset.is_some()
                 || now_ms.saturating_sub(e.last_timestamp_ms) <= max_idle_ms
         });
+        // Unconfirmed guards of producers with nothing here: verifications whose request
+        // went away (one still in flight then fails to confirm, a retriable answer).
+        let map = &self.map;
+        self.guards
+            .retain(|id, (_, _, confirmed)| *confirmed || map.contains_key(id));
         before - self.map.len()
     }
 
@@ -444,6 +467,30 @@ mod tests {
             base_sequence: seq,
             records_count: count,
         }
+    }
+
+    #[test]
+    fn refused_and_abandoned_verifications_leave_no_guard() {
+        let mut s = ProducerStates::default();
+        for producer_id in 0..1000 {
+            s.begin_verification(producer_id, "tx", 0);
+            s.abandon_verification(producer_id, "tx", 0);
+        }
+        assert_eq!(s.guards(), 0);
+        s.begin_verification(5, "tx", 0);
+        s.abandon_verification(5, "tx", 1);
+        assert_eq!(s.guards(), 1, "another epoch's refusal leaves the guard");
+        s.begin_verification(6, "tx", 0);
+        assert!(s.confirm_verification(6, "tx", 0));
+        s.abandon_verification(6, "tx", 0);
+        assert!(s.verified(6, "tx", 0), "a confirmed guard stays");
+        s.expire(0, 1);
+        assert_eq!(
+            s.guards(),
+            1,
+            "expiry drops the unconfirmed guard of an unknown producer"
+        );
+        assert!(s.verified(6, "tx", 0));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub fn handle(
         .iter()
         .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
         .collect();
-    let codes = ctx.broker.txns.add_partitions(
+    let codes = ctx.txns().add_partitions(
         ctx.broker.as_ref(),
         &request.v3_and_below_transactional_id.0,
         request.v3_and_below_producer_id.0,

@@ -22,7 +22,7 @@ pub async fn apply_topic(
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<(), (ResponseError, String)> {
-    if ctx.broker.image().topic(topic).is_none() {
+    if ctx.image().topic(topic).is_none() {
         return Err((
             ResponseError::UnknownTopicOrPartition,
             format!("topic '{topic}' does not exist"),
@@ -48,7 +48,7 @@ pub async fn apply_broker(
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<(), (ResponseError, String)> {
-    let node = ctx.broker.config.node_id.to_string();
+    let node = ctx.config().node_id.to_string();
     if !resource.is_empty() && resource != node {
         return Err((
             ResponseError::InvalidRequest,

@@ -19,7 +19,7 @@ pub async fn handle(
     ctx: &RequestContext,
     r: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
-    let image = ctx.broker.image();
+    let image = ctx.image();
     let mut names: Vec<String> = r.deletions.iter().map(|d| d.name.to_string()).collect();
     names.extend(r.upsertions.iter().map(|u| u.name.to_string()));
     let mut results: Vec<(String, Outcome)> = Vec::new();

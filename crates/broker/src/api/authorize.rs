@@ -41,9 +41,9 @@ pub struct Auth<'a> {
 impl<'a> Auth<'a> {
     /// The caller's rights, when the authorizer is on.
     pub fn enabled(ctx: &'a RequestContext) -> Option<Self> {
-        ctx.broker.security.authorizer.enabled.then(|| Auth {
+        ctx.security().authorizer.enabled.then(|| Auth {
             ctx,
-            image: ctx.broker.image(),
+            image: ctx.image(),
         })
     }
 }
@@ -77,7 +77,7 @@ impl Auth<'_> {
         })
     }
     pub fn allow(&self, operation: i8, resource_type: i8, name: &str) -> bool {
-        self.ctx.broker.security.authorizer.authorize(
+        self.ctx.security().authorizer.authorize(
             &self.image,
             &self.ctx.caller,
             operation,

@@ -26,7 +26,7 @@ async fn create_one(
     t: CreatePartitionsTopic,
     validate_only: bool,
 ) -> CreatePartitionsTopicResult {
-    let node = ctx.broker.config.node_id;
+    let node = ctx.config().node_id;
     let mut r = build!(CreatePartitionsTopicResult {
         name: t.name.clone()
     });

@@ -81,7 +81,7 @@ async fn create_one(
                 TOPIC_CONFIGS
                     .iter()
                     .map(|def| {
-                        let (value, source) = ctx.broker.config.topic_value(def, &configs);
+                        let (value, source) = ctx.config().topic_value(def, &configs);
                         build!(CreatableTopicConfigs {
                             name: str_bytes(def.name),
                             value: Some(StrBytes::from_string(value)),
@@ -109,7 +109,7 @@ type Plan = (Vec<Vec<i32>>, BTreeMap<String, String>);
 fn plan(ctx: &RequestContext, t: &CreatableTopic) -> Result<Plan, (ResponseError, String)> {
     let name = t.name.0.as_str();
     validate_topic_name(name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
-    if ctx.broker.image().topic(name).is_some() {
+    if ctx.image().topic(name).is_some() {
         return Err((
             ResponseError::TopicAlreadyExists,
             format!("topic '{name}' already exists"),
@@ -162,7 +162,7 @@ fn plan(ctx: &RequestContext, t: &CreatableTopic) -> Result<Plan, (ResponseError
         out
     } else {
         let partitions = match t.num_partitions {
-            -1 => ctx.broker.config.settings().num_partitions as i32,
+            -1 => ctx.config().settings().num_partitions as i32,
             n if n >= 1 => n,
             n => {
                 return Err((

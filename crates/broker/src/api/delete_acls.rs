@@ -11,7 +11,7 @@ use super::{str_bytes, RequestContext};
 use crate::security::acl::AclFilter;
 
 pub async fn handle(ctx: &RequestContext, r: DeleteAclsRequest) -> DeleteAclsResponse {
-    let image = ctx.broker.image();
+    let image = ctx.image();
     let mut records = Vec::new();
     let mut filter_results: Vec<DeleteAclsFilterResult> = Vec::new();
     for f in r.filters {

@@ -12,8 +12,7 @@ pub fn handle(ctx: &RequestContext, request: DeleteGroupsRequest) -> DeleteGroup
         .into_iter()
         .map(|g| {
             let error_code = ctx
-                .broker
-                .groups
+                .groups()
                 .delete(ctx.broker.as_ref(), Now::current(), &g.0);
             build!(DeletableGroupResult {
                 group_id: g,

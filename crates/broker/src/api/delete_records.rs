@@ -21,7 +21,7 @@ pub fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> DeleteReco
                 .iter()
                 .map(|p| {
                     let mut r = build!(DeleteRecordsPartitionResult { partition_index: p.partition_index, low_watermark: -1 });
-                    let Some(partition) = ctx.broker.partition(&t.name.0, p.partition_index) else {
+                    let Some(partition) = ctx.partitions().get(&t.name.0, p.partition_index) else {
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         return r;
                     };

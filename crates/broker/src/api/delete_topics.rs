@@ -33,7 +33,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
 
 /// Deletes one topic, named or by id.
 async fn delete_one(ctx: &RequestContext, name: Option<String>, id: Uuid) -> DeletableTopicResult {
-    let image = ctx.broker.image();
+    let image = ctx.image();
     let resolved = if id != Uuid::nil() {
         image.topic_by_id(&id).map(|t| t.name.clone())
     } else {

@@ -19,7 +19,7 @@ pub fn handle(ctx: &RequestContext, r: DescribeAclsRequest) -> DescribeAclsRespo
         operation: r.operation,
         permission: r.permission_type,
     };
-    let image = ctx.broker.image();
+    let image = ctx.image();
     let mut by_resource: BTreeMap<(i8, String, i8), Vec<AclDescription>> = BTreeMap::new();
     for acl in image.acls().filter(|a| filter.matches(a)) {
         by_resource

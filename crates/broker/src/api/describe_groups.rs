@@ -11,7 +11,7 @@ pub fn handle(ctx: &RequestContext, request: DescribeGroupsRequest) -> DescribeG
     let groups = request
         .groups
         .into_iter()
-        .map(|id| match ctx.broker.groups.describe(&id.0) {
+        .map(|id| match ctx.groups().describe(&id.0) {
             None => build!(DescribedGroup {
                 group_id: id,
                 group_state: str_bytes("Dead"),

@@ -18,7 +18,7 @@ pub fn handle(
     let transaction_states = request
         .transactional_ids
         .into_iter()
-        .map(|id| match ctx.broker.txns.describe(&id.0) {
+        .map(|id| match ctx.txns().describe(&id.0) {
             None => build!(TransactionState {
                 error_code: ResponseError::TransactionalIdNotFound.code(),
                 transactional_id: id,

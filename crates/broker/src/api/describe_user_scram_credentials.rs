@@ -16,7 +16,7 @@ pub fn handle(
     ctx: &RequestContext,
     r: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
-    let image = ctx.broker.image();
+    let image = ctx.image();
     let describe = |user: &str| -> Option<Vec<CredentialInfo>> {
         let infos: Vec<CredentialInfo> = [Mechanism::Sha256, Mechanism::Sha512]
             .iter()

@@ -8,7 +8,7 @@ use crate::state::now_ms;
 use crate::txn::fenced_code;
 
 pub fn handle(ctx: &RequestContext, request: EndTxnRequest) -> EndTxnResponse {
-    let result = ctx.broker.txns.end(
+    let result = ctx.txns().end(
         ctx.broker.as_ref(),
         &request.transactional_id.0,
         request.producer_id.0,

@@ -72,7 +72,7 @@ struct Pass {
 
 fn read_once(ctx: &RequestContext, request: &FetchRequest, notify: &Arc<Notify>) -> Pass {
     let by_id = ctx.version >= 13;
-    let image = ctx.broker.image();
+    let image = ctx.image();
     // A follower names itself; consumers send -1.
     let replica_id = if ctx.version >= 15 {
         request.replica_state.replica_id.0
@@ -103,7 +103,7 @@ fn read_once(ctx: &RequestContext, request: &FetchRequest, notify: &Arc<Notify>)
                 log_start_offset: -1,
                 records: Some(Bytes::new())
             });
-            let partition = meta.and_then(|m| ctx.broker.partition(&m.name, p.partition));
+            let partition = meta.and_then(|m| ctx.partitions().get(&m.name, p.partition));
             match partition {
                 None => {
                     data.error_code = if by_id && meta.is_none() {
@@ -142,7 +142,7 @@ fn read_once(ctx: &RequestContext, request: &FetchRequest, notify: &Arc<Notify>)
                             crate::state::now_ms(),
                         );
                     }
-                    partition.add_waiter(notify.clone());
+                    partition.add_waiter(notify);
                     let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
                     match read_partition(
                         ctx,

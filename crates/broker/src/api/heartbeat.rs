@@ -13,7 +13,7 @@ pub fn handle(ctx: &RequestContext, request: HeartbeatRequest) -> HeartbeatRespo
         member_id: &request.member_id,
         instance_id: instance.as_deref(),
     };
-    let error_code = ctx.broker.groups.heartbeat(Now::current(), by);
+    let error_code = ctx.groups().heartbeat(Now::current(), by);
     build!(HeartbeatResponse { error_code })
 }
 

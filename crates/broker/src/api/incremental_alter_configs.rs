@@ -29,9 +29,9 @@ pub async fn handle(
                 Err(unsupported(res.resource_type))
             } else {
                 let current = if broker {
-                    ctx.broker.image().broker_configs(&res.resource_name)
+                    ctx.image().broker_configs(&res.resource_name)
                 } else {
-                    ctx.broker.image().topic(&res.resource_name).map(|t| t.configs.clone()).unwrap_or_default()
+                    ctx.image().topic(&res.resource_name).map(|t| t.configs.clone()).unwrap_or_default()
                 };
                 // Broker settings are the broker-level names of topic settings.
                 let def_of = |key: &str| if broker { TOPIC_CONFIGS.iter().find(|d| d.broker_synonym == Some(key)) } else { topic_def(key) };

@@ -22,7 +22,7 @@ pub async fn handle(
     if let Some(id) = &request.transactional_id {
         let expected = (ctx.version >= 3 && request.producer_id.0 >= 0)
             .then_some((request.producer_id.0, request.producer_epoch));
-        match ctx.broker.txns.init_producer(
+        match ctx.txns().init_producer(
             ctx.broker.as_ref(),
             &id.0,
             request.transaction_timeout_ms,
@@ -115,7 +115,7 @@ mod entry {
         ) -> Result<(), InitProducerIdResponse> {
             if request.transactional_id.is_none()
                 && !a.cluster(op::IDEMPOTENT_WRITE)
-                && !a.ctx.broker.security.authorizer.authorize_any(
+                && !a.ctx.security().authorizer.authorize_any(
                     &a.image,
                     &a.ctx.caller,
                     op::WRITE,

@@ -38,11 +38,7 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
         member_id: member_id.clone(),
         ..Default::default()
     };
-    let result = match ctx
-        .broker
-        .groups
-        .join(ctx.broker.as_ref(), Now::current(), join)
-    {
+    let result = match ctx.groups().join(ctx.broker.as_ref(), Now::current(), join) {
         Reply::Now(r) => r,
         Reply::Later(rx) => {
             let mut shutdown = ctx.shutdown.clone();

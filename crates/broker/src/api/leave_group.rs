@@ -21,7 +21,7 @@ pub fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGroupRes
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    match ctx.broker.groups.leave(
+    match ctx.groups().leave(
         ctx.broker.as_ref(),
         Now::current(),
         &request.group_id.0,

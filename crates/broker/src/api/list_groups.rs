@@ -17,8 +17,7 @@ pub fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsRes
         .map(|s| s.to_lowercase())
         .collect();
     let groups = ctx
-        .broker
-        .groups
+        .groups()
         .list()
         .into_iter()
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.name().to_lowercase()))

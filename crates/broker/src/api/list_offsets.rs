@@ -25,7 +25,7 @@ pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsR
                 .iter()
                 .map(|p| {
                     let mut r = build!(ListOffsetsPartitionResponse { partition_index: p.partition_index, timestamp: -1, offset: -1, leader_epoch: -1 });
-                    let Some(partition) = ctx.broker.partition(&topic.name.0, p.partition_index) else {
+                    let Some(partition) = ctx.partitions().get(&topic.name.0, p.partition_index) else {
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         return r;
                     };

@@ -14,7 +14,7 @@ pub fn handle(
     ctx: &RequestContext,
     request: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
-    let image = ctx.broker.image();
+    let image = ctx.image();
     let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
     let topics = image
         .topics()

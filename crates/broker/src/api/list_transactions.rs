@@ -40,8 +40,7 @@ pub fn handle(ctx: &RequestContext, request: ListTransactionsRequest) -> ListTra
         -1
     };
     let transaction_states = ctx
-        .broker
-        .txns
+        .txns()
         .list(&states, &pids, duration, now_ms())
         .into_iter()
         .map(|v| {

@@ -338,6 +338,37 @@ impl RequestContext {
     pub fn client_host(&self) -> String {
         format!("/{}", self.peer.ip())
     }
+
+    // The broker's services, one accessor each (Redpanda's `request_context`).
+
+    /// The broker's settings.
+    pub fn config(&self) -> &crate::config::BrokerConfig {
+        &self.broker.config
+    }
+    /// The metadata image requests are answered from (a snapshot).
+    pub fn image(&self) -> std::sync::Arc<gregor_cluster::MetadataImage> {
+        self.broker.metadata.image()
+    }
+    /// The metadata service: the image, and the cluster node in a cluster.
+    pub fn metadata(&self) -> &crate::state::Metadata {
+        &self.broker.metadata
+    }
+    /// The partitions hosted here.
+    pub fn partitions(&self) -> &crate::state::Partitions {
+        &self.broker.partitions
+    }
+    /// The classic group coordinator.
+    pub fn groups(&self) -> &crate::group::GroupCoordinator {
+        &self.broker.groups
+    }
+    /// The transaction coordinator.
+    pub fn txns(&self) -> &crate::txn::TxnCoordinator {
+        &self.broker.txns
+    }
+    /// TLS, SASL and the authorizer.
+    pub fn security(&self) -> &crate::security::Security {
+        &self.broker.security
+    }
 }
 
 /// Runs the handler for a decoded request. `None` means no response is sent (acks=0).
@@ -365,7 +396,7 @@ async fn serve<A: Api>(ctx: &RequestContext, mut request: A::Request) -> Option<
             return Some(answer);
         }
     }
-    let mut response = if ctx.broker.clustered().is_none() {
+    let mut response = if ctx.metadata().cluster().is_none() {
         A::handle(ctx, request).await?
     } else if let Some(refused) = refuse_keys::<A>(ctx, &request, |k| {
         coordinator_check::not_coordinator(ctx, k)

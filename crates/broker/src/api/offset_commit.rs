@@ -33,7 +33,7 @@ pub fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> OffsetCommi
             ));
         }
     }
-    let image = ctx.broker.image();
+    let image = ctx.image();
     let valid = |topic: &str, partition: i32| image.has_partition(topic, partition);
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
     let by = Caller {
@@ -43,8 +43,7 @@ pub fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> OffsetCommi
         instance_id: instance.as_deref(),
     };
     let codes = ctx
-        .broker
-        .groups
+        .groups()
         .commit(ctx.broker.as_ref(), Now::current(), by, &flat, valid);
     let mut codes = codes.into_iter();
     let topics = request

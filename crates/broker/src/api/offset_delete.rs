@@ -36,7 +36,7 @@ pub fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> OffsetDelet
                 .map(move |p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    match ctx.broker.groups.delete_offsets(
+    match ctx.groups().delete_offsets(
         ctx.broker.as_ref(),
         Now::current(),
         &request.group_id.0,

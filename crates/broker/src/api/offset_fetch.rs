@@ -20,10 +20,7 @@ fn rows(ctx: &RequestContext, group: &str, wanted: Option<Vec<(String, Vec<i32>)
             .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
             .collect()
     });
-    let found = ctx
-        .broker
-        .groups
-        .fetch_offsets(group, flat_wanted.as_deref());
+    let found = ctx.groups().fetch_offsets(group, flat_wanted.as_deref());
     let mut out: Rows = Vec::new();
     for (topic, partition, offset) in found {
         match out.last_mut() {
@@ -51,11 +48,7 @@ pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchR
     // answered yet: UNSTABLE_OFFSET_COMMIT, and the client retries.
     let require_stable = v >= 7 && request.require_stable;
     let unstable = |group: &str, topic: &str, partition: i32| {
-        require_stable
-            && ctx
-                .broker
-                .groups
-                .has_pending_txn_offset(group, topic, partition)
+        require_stable && ctx.groups().has_pending_txn_offset(group, topic, partition)
     };
     if v >= 8 {
         let groups = request

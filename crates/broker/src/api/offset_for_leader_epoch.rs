@@ -28,7 +28,7 @@ pub fn handle(
                         leader_epoch: -1,
                         end_offset: -1
                     });
-                    let Some(partition) = ctx.broker.partition(&t.topic.0, p.partition) else {
+                    let Some(partition) = ctx.partitions().get(&t.topic.0, p.partition) else {
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         return r;
                     };

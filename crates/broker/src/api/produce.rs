@@ -95,7 +95,7 @@ pub async fn verify_transactional(ctx: &RequestContext, request: &ProduceRequest
     let mut ask: Vec<(String, i32)> = Vec::new();
     for (key, _) in &transactional {
         // A partition this broker does not lead is refused at the append.
-        let Some(partition) = ctx.broker.partition(&key.0, key.1) else {
+        let Some(partition) = ctx.partitions().get(&key.0, key.1) else {
             continue;
         };
         if !partition.leadership().leads {
@@ -116,9 +116,14 @@ pub async fn verify_transactional(ctx: &RequestContext, request: &ProduceRequest
     let codes = ask_coordinator(ctx, &id, producer_id, epoch, &ask).await;
     for (key, (code, why)) in ask.into_iter().zip(codes) {
         let (code, why) = if code != 0 {
+            if let Some(p) = ctx.partitions().get(&key.0, key.1) {
+                p.log()
+                    .producers_mut()
+                    .abandon_verification(producer_id, &id, epoch);
+            }
             (code, why)
         } else {
-            let confirmed = ctx.broker.partition(&key.0, key.1).is_some_and(|p| {
+            let confirmed = ctx.partitions().get(&key.0, key.1).is_some_and(|p| {
                 p.log()
                     .producers_mut()
                     .confirm_verification(producer_id, &id, epoch)
@@ -173,8 +178,7 @@ async fn ask_coordinator(
     // `not_txn_coordinator` is `None` on a single broker too: its coordinator is local.
     if ctx.broker.not_txn_coordinator(id).is_none() {
         return ctx
-            .broker
-            .txns
+            .txns()
             .verify(id, producer_id, epoch, partitions)
             .into_iter()
             .map(|c| {
@@ -209,7 +213,7 @@ async fn ask_coordinator(
             topics: by_topic
         })]
     });
-    let me = ctx.broker.config.node_id;
+    let me = ctx.config().node_id;
     // One idle connection per coordinator is kept for the next verification (a
     // connection per call would cost a TLS handshake each); a failed one is dropped.
     let pooled = ctx.broker.verify_conns.take(peer.node_id, &peer);
@@ -314,7 +318,7 @@ pub fn append(ctx: &RequestContext, request: ProduceRequest, refused: Refused) -
             } else if let Some((code, why)) = refused.get(&(name.clone(), data.index)) {
                 r.error_code = *code;
                 r.error_message = Some(StrBytes::from_string(why.clone()));
-            } else if let Some(partition) = ctx.broker.partition(&name, data.index) {
+            } else if let Some(partition) = ctx.partitions().get(&name, data.index) {
                 if let (Some(reason), true) = (&fenced, partition.leadership().leads) {
                     r.error_code = ResponseError::NotLeaderOrFollower.code();
                     r.error_message = Some(StrBytes::from_string(reason.clone()));

@@ -15,7 +15,7 @@ pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGrou
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
-    let reply = ctx.broker.groups.sync(
+    let reply = ctx.groups().sync(
         ctx.broker.as_ref(),
         Now::current(),
         Caller {

@@ -44,7 +44,7 @@ pub fn handle(ctx: &RequestContext, request: TxnOffsetCommitRequest) -> TxnOffse
         .not_txn_coordinator(&request.transactional_id.0)
         .is_none()
     {
-        ctx.broker.txns.check(
+        ctx.txns().check(
             &request.transactional_id.0,
             request.producer_id.0,
             request.producer_epoch,
@@ -55,7 +55,7 @@ pub fn handle(ctx: &RequestContext, request: TxnOffsetCommitRequest) -> TxnOffse
     let codes = match checked {
         Err(e) => vec![e.code(); flat.len()],
         Ok(()) => {
-            let image = ctx.broker.image();
+            let image = ctx.image();
             let valid = |topic: &str, partition: i32| image.has_partition(topic, partition);
             let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
             let by = Caller {
@@ -72,7 +72,7 @@ pub fn handle(ctx: &RequestContext, request: TxnOffsetCommitRequest) -> TxnOffse
                 },
                 instance_id: instance.as_deref(),
             };
-            ctx.broker.groups.txn_commit(
+            ctx.groups().txn_commit(
                 ctx.broker.as_ref(),
                 Now::current(),
                 by,

@@ -130,7 +130,7 @@ mod entry {
                 .flat_map(|t| {
                     t.partition_indexes
                         .iter()
-                        .filter_map(|&p| ctx.broker.partition(&t.name.0, p))
+                        .filter_map(|&p| ctx.partitions().get(&t.name.0, p))
                 })
                 .collect()
         }

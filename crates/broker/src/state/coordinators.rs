@@ -16,7 +16,7 @@ impl Broker {
             return Ok(());
         };
         for index in 0..meta.partitions.len() as i32 {
-            let Some(partition) = self.partition(topic, index) else {
+            let Some(partition) = self.partitions.get(topic, index) else {
                 continue;
             };
             let log = partition.log();
@@ -58,7 +58,7 @@ impl Broker {
         };
         let partitions = meta.partitions.len() as i32;
         for index in 0..partitions {
-            if let Some(partition) = self.partition(OFFSETS_TOPIC, index) {
+            if let Some(partition) = self.partitions.get(OFFSETS_TOPIC, index) {
                 self.load_offsets_partition(&partition, partitions)?;
             }
         }
@@ -155,8 +155,8 @@ impl Broker {
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
                 loop {
                     let image = self
-                        .cluster
-                        .get()
+                        .metadata
+                        .cluster()
                         .map_or_else(|| self.image(), |n| n.image());
                     if let Some(t) = image.topic(name) {
                         return Ok(t.clone());
@@ -216,7 +216,7 @@ impl Broker {
     /// Why this broker may not serve `group` now (its partition of `__consumer_offsets` is
     /// led elsewhere), or `None` when it is the group's coordinator.
     pub fn not_coordinator(&self, group: &str) -> Option<ResponseError> {
-        self.cluster.get()?;
+        self.metadata.cluster()?;
         // A self-fenced broker may have lost the group's partition already: the client
         // looks the coordinator up again (Kafka answers a failed append with this too).
         if self.self_fenced().is_some() {
@@ -240,7 +240,7 @@ impl Broker {
 
     /// Why this broker may not coordinate transactional id `id` now, or `None` if it does.
     pub fn not_txn_coordinator(&self, id: &str) -> Option<ResponseError> {
-        self.cluster.get()?;
+        self.metadata.cluster()?;
         if self.self_fenced().is_some() {
             return Some(ResponseError::NotCoordinator);
         }
@@ -249,7 +249,7 @@ impl Broker {
             return Some(ResponseError::NotCoordinator);
         };
         let index = group_store::partition_for(id, topic.partitions.len() as i32);
-        match self.partition(TXN_TOPIC, index) {
+        match self.partitions.get(TXN_TOPIC, index) {
             _ if self
                 .loading
                 .lock()
@@ -272,7 +272,7 @@ impl Broker {
         if !leads {
             return true;
         }
-        let Some(partition) = self.partition(TXN_TOPIC, index) else {
+        let Some(partition) = self.partitions.get(TXN_TOPIC, index) else {
             return true;
         };
         let mut records = Vec::new();
@@ -313,7 +313,7 @@ impl Broker {
         commit: bool,
         coordinator_epoch: i32,
     ) -> Result<(), ResponseError> {
-        let Some(partition) = self.partition(topic, index) else {
+        let Some(partition) = self.partitions.get(topic, index) else {
             return Err(ResponseError::UnknownTopicOrPartition);
         };
         if !partition.leadership().leads {
@@ -353,7 +353,8 @@ impl Broker {
     pub fn coordinator_partition(&self, key: &str, txn: bool) -> Option<Arc<Partition>> {
         let name = if txn { TXN_TOPIC } else { OFFSETS_TOPIC };
         let topic = self.image().topic(name)?.partitions.len() as i32;
-        self.partition(name, group_store::partition_for(key, topic))
+        self.partitions
+            .get(name, group_store::partition_for(key, topic))
     }
 
     /// Sends markers for the partitions led by other brokers, one WriteTxnMarkers request
@@ -452,7 +453,7 @@ impl Broker {
             );
             return true;
         }
-        let Some(partition) = self.partition(OFFSETS_TOPIC, index) else {
+        let Some(partition) = self.partitions.get(OFFSETS_TOPIC, index) else {
             return true;
         };
         let replayed = self.load_offsets_partition(&partition, partitions);
@@ -486,7 +487,8 @@ impl Broker {
     pub(super) fn offsets_partition(&self, group: &str) -> Result<Arc<Partition>, BrokerError> {
         let topic = self.ensure_offsets_topic()?;
         let index = group_store::partition_for(group, topic.partitions.len() as i32);
-        self.partition(OFFSETS_TOPIC, index)
+        self.partitions
+            .get(OFFSETS_TOPIC, index)
             .ok_or(BrokerError::UnknownTopic)
     }
 }
@@ -611,7 +613,8 @@ impl TxnHost for Broker {
             .map_err(|e| AppendError::Unavailable(e.to_string()))?;
         let index = group_store::partition_for(transactional_id, topic.partitions.len() as i32);
         let partition = self
-            .partition(TXN_TOPIC, index)
+            .partitions
+            .get(TXN_TOPIC, index)
             .ok_or_else(|| AppendError::Unavailable(format!("{TXN_TOPIC}-{index} is not open")))?;
         let record = (txn_store::key(transactional_id), meta.map(txn_store::value));
         append_internal(self, &partition, &[record], None)
@@ -625,7 +628,7 @@ impl TxnHost for Broker {
         partitions: &std::collections::BTreeSet<(String, i32)>,
     ) -> Result<(), MarkerError> {
         let now = now_ms();
-        if self.cluster.get().is_some() {
+        if self.metadata.cluster().is_some() {
             // In a cluster each marker goes to the partition's leader, wherever it is.
             let image = self.image();
             let mut remote: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
@@ -660,7 +663,7 @@ impl TxnHost for Broker {
             return self.write_remote_markers(producer_id, epoch, commit, remote);
         }
         for (topic, index) in partitions {
-            let Some(partition) = self.partition(topic, *index) else {
+            let Some(partition) = self.partitions.get(topic, *index) else {
                 tracing::warn!(topic = %topic, partition = index, producer_id, "no marker for a partition that no longer exists");
                 continue;
             };
@@ -704,9 +707,9 @@ impl TxnHost for Broker {
     }
 
     fn partition_exists(&self, topic: &str, partition: i32) -> bool {
-        if self.cluster.get().is_some() {
+        if self.metadata.cluster().is_some() {
             return self.image().has_partition(topic, partition);
         }
-        self.partition(topic, partition).is_some()
+        self.partitions.get(topic, partition).is_some()
     }
 }

@@ -8,7 +8,7 @@ impl Broker {
     pub async fn flush_due_partitions(&self) {
         let now = now_ms();
         let writeback = self.config.settings().log_writeback_bytes;
-        for partition in self.all_partitions() {
+        for partition in self.partitions.all() {
             let due = {
                 let log = partition.log();
                 log.needs_periodic_flush(now)
@@ -27,7 +27,7 @@ impl Broker {
     pub fn apply_retention(&self) {
         let now = now_ms();
         let producer_idle_ms = self.config.settings().producer_id_expiration_ms;
-        for partition in self.all_partitions() {
+        for partition in self.partitions.all() {
             let expired = partition.log().expire_producers(now, producer_idle_ms);
             if expired > 0 {
                 tracing::info!(topic = %partition.topic, partition = partition.index, producers = expired, "expired idle producer ids");
@@ -60,7 +60,7 @@ impl Broker {
     /// held only to pick the segments and to swap the cleaned ones in; `pace` is called
     /// with the bytes processed so far so the caller can throttle.
     pub fn clean_compacted(&self, pace: &mut dyn FnMut(u64)) {
-        for partition in self.all_partitions() {
+        for partition in self.partitions.all() {
             let now = now_ms();
             let Some(cleanable) = partition.log().cleanable(now) else {
                 continue;
@@ -105,7 +105,7 @@ impl Broker {
     pub fn update_gauges(&self) {
         let broker = self;
         let mut log_ends = HashMap::new();
-        for p in broker.all_partitions() {
+        for p in broker.partitions.all() {
             let (size, segments, offsets) = {
                 let log = p.log();
                 (log.size_bytes(), log.segment_count(), log.offsets())

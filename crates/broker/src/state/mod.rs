@@ -36,12 +36,16 @@ use kafka_protocol::error::ResponseError;
 
 mod coordinators;
 mod maintenance;
+mod metadata;
 mod partition;
+mod partitions;
 mod placement;
 mod reconcile;
 mod topics;
 
+pub use metadata::{Metadata, ProducerIds};
 pub use partition::*;
+pub use partitions::Partitions;
 pub use placement::*;
 pub use topics::*;
 
@@ -79,21 +83,17 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
     disk: Arc<dyn Disk>,
-    metadata: Mutex<MetadataLog>,
-    image: RwLock<Arc<MetadataImage>>,
-    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
-    /// Whether the last stop was clean (its marker was found at start-up).
+    /// The image and where metadata changes go.
+    pub metadata: Metadata,
+    /// The partitions hosted here.
+    pub partitions: Partitions,
     /// Whether this start found the clean-shutdown marker (every log closed and fsynced).
     pub clean_start: bool,
-    /// The current block of producer ids: (next to hand out, end of block).
-    producer_ids: Mutex<(i64, i64)>,
+    pub producer_ids: ProducerIds,
     /// The classic consumer-group coordinator; its state lives in `__consumer_offsets`.
     pub groups: GroupCoordinator,
     /// The transaction coordinator; its state lives in `__transaction_state`.
     pub txns: TxnCoordinator,
-    /// Set when this broker is part of a cluster (`controller.quorum.voters`): metadata
-    /// changes go through the controller and the image comes from the replicated log.
-    cluster: OnceLock<Arc<ClusterNode>>,
     /// Serializes applying images to the partitions.
     reconcile_lock: Mutex<Option<Arc<MetadataImage>>>,
     /// Internal-topic partitions whose groups or transactions are being loaded (this
@@ -145,7 +145,7 @@ impl Broker {
         }
         let metadata = MetadataLog::open(disk.clone(), &dir)
             .map_err(|e| BrokerError::Metadata(e.to_string()))?;
-        let image = Arc::new(metadata.image().clone());
+        let image = metadata.image().clone();
         load_dynamic_configs(&config, &image);
         let groups = GroupCoordinator::new(GroupSettings {
             min_session_timeout_ms: config.settings().group_min_session_timeout_ms as i32,
@@ -162,21 +162,19 @@ impl Broker {
         let broker = Arc::new(Broker {
             security,
             txns,
+            partitions: Partitions::new(config.node_id, dir, disk.clone(), clean_start),
             config,
             cluster_id,
             disk,
-            metadata: Mutex::new(metadata),
-            image: RwLock::new(image.clone()),
-            partitions: RwLock::new(HashMap::new()),
-            producer_ids: Mutex::new((0, 0)),
+            metadata: Metadata::new(metadata),
+            producer_ids: ProducerIds::default(),
             groups,
             clean_start,
-            cluster: OnceLock::new(),
             reconcile_lock: Mutex::new(None),
             loading: Mutex::new(Default::default()),
             verify_conns: Default::default(),
         });
-        broker.remove_deleted_dirs();
+        broker.partitions.remove_deleted_dirs();
         let started = tokio::time::Instant::now();
         let mut count = 0usize;
         for topic in image.topics() {
@@ -207,29 +205,9 @@ impl Broker {
         Ok(broker)
     }
 
+    /// The image requests are answered from.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        self.partitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(topic.to_string(), index))
-            .cloned()
-    }
-
-    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
-        self.config.data_dir.join(format!("{topic}-{index}"))
+        self.metadata.image()
     }
 
     /// The storage and produce settings of a topic, from its overrides and the broker's file.
@@ -275,64 +253,14 @@ impl Broker {
     }
 
     fn open_partition(&self, topic: &TopicMeta, index: i32) -> Result<Arc<Partition>, BrokerError> {
-        let (log_config, settings) = self.log_config(&topic.configs);
-        let log = PartitionLog::open_with(
-            self.disk.clone(),
-            self.partition_dir(&topic.name, index),
-            log_config,
-            now_ms(),
-            self.clean_start,
-        )?;
-        if log.damage().is_some() {
-            crate::metrics::damaged_batch();
-        }
-        let hw = log.high_watermark();
-        let meta = topic.partitions.get(index as usize);
-        let partition = Arc::new(Partition {
-            node_id: self.config.node_id,
-            replica: Mutex::new(ReplicaState {
-                leader: meta.map_or(self.config.node_id, |m| m.leader),
-                leader_epoch: meta.map_or(0, |m| m.leader_epoch),
-                replicas: meta.map_or_else(|| vec![self.config.node_id], |m| m.replicas.clone()),
-                isr: meta.map_or_else(|| vec![self.config.node_id], |m| m.isr.clone()),
-                followers: meta.map_or_else(HashMap::new, |m| {
-                    fresh_followers(&m.replicas, self.config.node_id, now_ms())
-                }),
-                // A replica opened as a follower first checks its log against the leader's.
-                needs_truncation: meta
-                    .is_some_and(|m| m.leader >= 0 && m.leader != self.config.node_id),
-                epoch_start_offset: log.log_end(),
-                ..ReplicaState::default()
-            }),
-            hw_watch: tokio::sync::watch::Sender::new(hw),
-            topic: topic.name.clone(),
-            topic_id: topic.topic_id,
-            index,
-            log: Mutex::new(log),
-            settings: RwLock::new(settings),
-            waiters: Mutex::new(Vec::new()),
-            flush_lock: tokio::sync::Mutex::new(()),
-            cache_dropped: Default::default(),
-            metrics: crate::metrics::PartitionMetrics::new(&topic.name, index),
-        });
         self.partitions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((topic.name.clone(), index), partition.clone());
-        Ok(partition)
+            .open(topic, index, self.log_config(&topic.configs))
     }
 
     /// Clean close of every log: fsynced, indexes written, recovery points moved up; then
     /// the clean-shutdown marker, only if every log closed.
     pub fn close(&self) {
-        let mut all_closed = true;
-        for partition in self.all_partitions() {
-            if let Err(e) = partition.log().close() {
-                all_closed = false;
-                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "closing the log failed; it will be recovered on the next start");
-            }
-        }
-        if all_closed {
+        if self.partitions.close() {
             let marker = self.config.data_dir.join(CLEAN_SHUTDOWN_FILE);
             if let Err(e) = self.disk.write_file_atomic(&marker, b"") {
                 tracing::warn!(error = %e, "could not write the clean-shutdown marker; the next start verifies every active segment");

@@ -93,7 +93,8 @@ pub struct Partition {
     pub log: Mutex<PartitionLog>,
     pub settings: RwLock<ProduceSettings>,
     /// Fetches waiting for data on this partition.
-    pub(super) waiters: Mutex<Vec<Arc<Notify>>>,
+    /// Fetches waiting for the next append (weak: a fetch that returned holds none).
+    pub(super) waiters: Mutex<Vec<std::sync::Weak<Notify>>>,
     /// Serializes fsyncs so concurrent producers share one (group commit).
     pub(super) flush_lock: tokio::sync::Mutex<()>,
     /// Where the active segment's pages were last dropped from the page cache up to
@@ -367,19 +368,29 @@ impl Partition {
         r.isr_joining.clear();
     }
 
-    /// Registers a fetch to be woken by the next append.
-    pub fn add_waiter(&self, notify: Arc<Notify>) {
+    /// Registers a fetch to be woken by the next append. The list holds each waiting
+    /// fetch once: the entries of fetches that returned are dropped here, and a fetch
+    /// naming the partition twice is registered once, so an idle partition's list is as
+    /// long as the number of fetches waiting on it.
+    pub fn add_waiter(&self, notify: &Arc<Notify>) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        // Drop the entries of fetches that already returned, so an idle partition's list
-        // stays as long as the number of fetches waiting on it.
-        waiters.retain(|w| Arc::strong_count(w) > 1);
-        waiters.push(notify);
+        waiters.retain(|w| w.strong_count() > 0);
+        let weak = Arc::downgrade(notify);
+        if !waiters.iter().any(|w| w.ptr_eq(&weak)) {
+            waiters.push(weak);
+        }
+    }
+
+    /// How many fetches wait on this partition.
+    pub fn waiting(&self) -> usize {
+        let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        waiters.iter().filter(|w| w.strong_count() > 0).count()
     }
 
     /// Wakes every waiting fetch.
     pub fn wake_waiters(&self) {
         let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|p| p.into_inner()));
-        for w in waiters {
+        for w in waiters.iter().filter_map(std::sync::Weak::upgrade) {
             w.notify_one();
         }
     }

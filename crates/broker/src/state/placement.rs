@@ -27,7 +27,7 @@ impl Broker {
     /// The brokers that can take replicas now: this one alone on a single node, every
     /// registered and unfenced broker in a cluster.
     pub fn live_brokers(&self) -> Vec<gregor_cluster::BrokerMeta> {
-        if self.cluster.get().is_none() {
+        if self.metadata.cluster().is_none() {
             return vec![gregor_cluster::BrokerMeta {
                 node_id: self.config.node_id,
                 host: self.config.advertised_host.clone(),

@@ -8,7 +8,7 @@ impl Broker {
     /// heartbeat the controller confirmed is older than `broker.session.timeout.ms`, so
     /// its leaderships may have moved (self-fencing). `None` on a single node.
     pub fn self_fenced(&self) -> Option<String> {
-        let age = self.cluster.get()?.lease_expired()?;
+        let age = self.metadata.cluster()?.lease_expired()?;
         Some(if age == std::time::Duration::MAX {
             "this broker has not yet heard from the active controller; refresh metadata and retry"
                 .into()
@@ -22,7 +22,7 @@ impl Broker {
 
     /// Whether this broker is part of a cluster.
     pub fn clustered(&self) -> Option<&Arc<ClusterNode>> {
-        self.cluster.get()
+        self.metadata.cluster()
     }
 
     /// Opens the partitions of `topic` this broker holds a replica of and has not opened.
@@ -32,7 +32,7 @@ impl Broker {
             if !meta.replicas.contains(&self.config.node_id) {
                 continue;
             }
-            let (partition, led_before) = match self.partition(&topic.name, index as i32) {
+            let (partition, led_before) = match self.partitions.get(&topic.name, index as i32) {
                 Some(p) if p.topic_id == topic.topic_id => {
                     let led = p.leadership().leads;
                     (p, Some(led))
@@ -48,7 +48,7 @@ impl Broker {
                 _ => None,
             };
             let key = internal.map(|txn| (txn, index as i32));
-            let may_load = self.cluster.get().is_some()
+            let may_load = self.metadata.cluster().is_some()
                 && meta.leader == self.config.node_id
                 && led_before != Some(true);
             if let (Some(key), true) = (key, may_load) {
@@ -59,7 +59,7 @@ impl Broker {
             }
             partition.set_role(meta, now);
             let leads = partition.leadership().leads;
-            let moved = self.cluster.get().is_some()
+            let moved = self.metadata.cluster().is_some()
                 && led_before != Some(leads)
                 && (leads || led_before == Some(true));
             let mut loaded = true;
@@ -85,9 +85,7 @@ impl Broker {
     /// images are applied by the caller once the node has caught up with that log
     /// ([`ClusterNode::caught_up`]).
     pub fn attach_cluster(&self, node: Arc<ClusterNode>) {
-        if self.cluster.set(node).is_err() {
-            tracing::warn!("cluster already attached");
-        }
+        self.metadata.attach(node);
     }
 
     /// Brings the partitions in line with `image`: opens the replicas assigned here,
@@ -101,7 +99,7 @@ impl Broker {
         if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &image)) {
             return;
         }
-        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image.clone();
+        self.metadata.publish(image.clone());
         load_dynamic_configs(&self.config, &image);
         for topic in image.topics() {
             let configs_changed = last
@@ -118,7 +116,8 @@ impl Broker {
         // Partitions of deleted topics, and replicas moved away from this broker.
         let me = self.config.node_id;
         let gone: Vec<Arc<Partition>> = self
-            .all_partitions()
+            .partitions
+            .all()
             .into_iter()
             .filter(|p| {
                 image.topic_by_id(&p.topic_id).is_none_or(|t| {
@@ -129,7 +128,7 @@ impl Broker {
             })
             .collect();
         if !gone.is_empty() {
-            self.remove_partitions(gone);
+            self.partitions.remove(gone);
         }
         *last = Some(image);
     }
@@ -137,8 +136,8 @@ impl Broker {
     /// The node clients are told is the controller: the active one when it is a live
     /// broker, else this one (every broker forwards metadata changes to it anyway).
     pub fn controller_id(&self) -> i32 {
-        self.cluster
-            .get()
+        self.metadata
+            .cluster()
             .and_then(|n| n.leader())
             .map(|l| l as i32)
             .filter(|&l| self.image().broker_alive(l))
@@ -154,56 +153,5 @@ impl Broker {
         self.clustered()
             .and_then(|n| n.image().cluster_id().map(str::to_string))
             .unwrap_or_else(|| self.cluster_id.clone())
-    }
-
-    /// Forgets partitions and moves their directories aside, removing them in the
-    /// background.
-    pub(super) fn remove_partitions(&self, removed: Vec<Arc<Partition>>) {
-        {
-            let mut map = self.partitions.write().unwrap_or_else(|p| p.into_inner());
-            for p in &removed {
-                if map
-                    .get(&(p.topic.clone(), p.index))
-                    .is_some_and(|q| Arc::ptr_eq(p, q))
-                {
-                    map.remove(&(p.topic.clone(), p.index));
-                }
-            }
-        }
-        for partition in removed {
-            let name = partition.topic.as_str();
-            tracing::info!(topic = name, partition = partition.index, "removing this broker's replica: its topic was deleted or it moved to other brokers");
-            partition.wake_waiters();
-            let dir = partition.log().dir().to_path_buf();
-            let aside = self.config.data_dir.join(format!(
-                "{name}-{}.{}-delete",
-                partition.index,
-                partition.topic_id.simple()
-            ));
-            if let Err(e) = self.disk.rename(&dir, &aside) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not move a deleted partition aside; remove it by hand");
-                continue;
-            }
-            let disk = self.disk.clone();
-            std::thread::spawn(move || {
-                if let Err(e) = disk.remove_dir_all(&aside) {
-                    tracing::warn!(dir = %aside.display(), error = %e, "could not remove a deleted partition; remove it by hand");
-                }
-            });
-        }
-    }
-
-    pub(super) fn remove_deleted_dirs(&self) {
-        let Ok(entries) = self.disk.read_dir(&self.config.data_dir) else {
-            return;
-        };
-        for path in entries
-            .into_iter()
-            .filter(|p| p.to_string_lossy().ends_with("-delete"))
-        {
-            if let Err(e) = self.disk.remove_dir_all(&path) {
-                tracing::warn!(dir = %path.display(), error = %e, "could not remove a deleted partition");
-            }
-        }
     }
 }

@@ -55,7 +55,7 @@ impl Broker {
         &self,
         build: impl FnOnce(&MetadataImage) -> Result<Vec<MetadataRecord>, BrokerError>,
     ) -> Result<Arc<MetadataImage>, BrokerError> {
-        if let Some(node) = self.cluster.get() {
+        if let Some(node) = self.metadata.cluster() {
             // Through the active controller; `write` returns once the records are applied
             // here, and the image is then reconciled with the partitions at once.
             let records = build(&self.image())?;
@@ -68,13 +68,7 @@ impl Broker {
             self.reconcile(image.clone());
             return Ok(image);
         }
-        let mut log = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
-        let records = build(log.image())?;
-        log.append(&records)
-            .map_err(|e| BrokerError::Metadata(e.to_string()))?;
-        let image = Arc::new(log.image().clone());
-        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image.clone();
-        Ok(image)
+        self.metadata.append_local(build)
     }
 
     /// Commits metadata records as they are (ACLs, SCRAM credentials).
@@ -275,7 +269,7 @@ impl Broker {
                 if target == p.replicas && p.reassignment.is_none() {
                     return Ok(());
                 }
-                if self.cluster.get().is_none() {
+                if self.metadata.cluster().is_none() {
                     return Err((
                         ResponseError::InvalidReplicaAssignment,
                         "a single node has nowhere to move replicas".into(),
@@ -381,7 +375,7 @@ impl Broker {
     pub(super) fn reconfigure(&self, topic: &TopicMeta) {
         let (log_config, settings) = self.log_config(&topic.configs);
         for index in 0..topic.partitions.len() as i32 {
-            if let Some(p) = self.partition(&topic.name, index) {
+            if let Some(p) = self.partitions.get(&topic.name, index) {
                 p.log().set_config(log_config.clone());
                 *p.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
             }
@@ -392,7 +386,7 @@ impl Broker {
     /// current one runs out.
     pub async fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
         loop {
-            if let Some(id) = self.next_reserved_producer_id() {
+            if let Some(id) = self.producer_ids.next() {
                 return Ok(id);
             }
             // The lock is not held while the block is reserved: two callers may each reserve
@@ -406,20 +400,8 @@ impl Broker {
                 })
                 .await?;
             let end = image.next_producer_id_block();
-            let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
-            if ids.0 >= ids.1 {
-                *ids = (end - PRODUCER_ID_BLOCK, end);
-            }
+            self.producer_ids.refill(end - PRODUCER_ID_BLOCK, end);
         }
-    }
-
-    /// The next id of the block reserved, if any is left.
-    pub(super) fn next_reserved_producer_id(&self) -> Option<i64> {
-        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
-        (ids.0 < ids.1).then(|| {
-            ids.0 += 1;
-            ids.0 - 1
-        })
     }
 
     /// Adds partitions to a topic so it has `count` in all.
@@ -479,11 +461,12 @@ impl Broker {
         })
         .await?;
         let removed: Vec<Arc<Partition>> = self
-            .all_partitions()
+            .partitions
+            .all()
             .into_iter()
             .filter(|p| p.topic_id == topic_id)
             .collect();
-        self.remove_partitions(removed);
+        self.partitions.remove(removed);
         tracing::info!(topic = name, topic_id = %topic.topic_id, "deleted topic");
         Ok(())
     }

@@ -57,7 +57,7 @@ pub async fn broker_with_topic_t() -> (
         .create_topic("t", 1, Default::default())
         .await
         .expect("create");
-    let partition = broker.partition("t", 0).expect("partition");
+    let partition = broker.partitions.get("t", 0).expect("partition");
     (broker, partition, dir)
 }
 
