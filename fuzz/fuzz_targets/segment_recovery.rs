@@ -14,29 +14,49 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join(format!("{:020}.log", 0)), data).expect("write segment");
-    let config = LogConfig { index_interval_bytes: 128, ..LogConfig::default() };
-    let mut log = PartitionLog::open(Arc::new(OsDisk), dir.path().to_path_buf(), config.clone(), 0).expect("recovery must succeed");
+    let config = LogConfig {
+        index_interval_bytes: 128,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(
+        Arc::new(OsDisk),
+        dir.path().to_path_buf(),
+        config.clone(),
+        0,
+    )
+    .expect("recovery must succeed");
     let end = log.log_end();
     if let Some(damage) = log.damage().cloned() {
-        let len = std::fs::metadata(dir.path().join(format!("{:020}.log", 0))).expect("stat").len() as usize;
+        let len = std::fs::metadata(dir.path().join(format!("{:020}.log", 0)))
+            .expect("stat")
+            .len() as usize;
         assert_eq!(len, data.len(), "damage is never cut");
         assert!(log.read(log.log_start(), 1 << 20, true).is_err());
         let mut b = build_batch(0, 1, &[b"after-damage".to_vec()]);
         let h = check_batch(&b).expect("valid");
-        assert!(log.append(&mut b, &[(0, h)], 0, None, 1).is_err());
+        assert!(log
+            .append(&mut b, &[(0, h)], gregor_storage::LeaderEpoch(0), None, 1)
+            .is_err());
         drop(log);
-        let log = PartitionLog::open(Arc::new(OsDisk), dir.path().to_path_buf(), config, 0).expect("reopen");
+        let log = PartitionLog::open(Arc::new(OsDisk), dir.path().to_path_buf(), config, 0)
+            .expect("reopen");
         assert_eq!(log.damage().map(|d| d.position), Some(damage.position));
         assert_eq!(log.log_end(), end);
         return;
     }
-    let kept = std::fs::metadata(dir.path().join(format!("{:020}.log", 0))).expect("stat").len() as usize;
+    let kept = std::fs::metadata(dir.path().join(format!("{:020}.log", 0)))
+        .expect("stat")
+        .len() as usize;
     assert!(kept <= data.len());
     // Every kept byte is a valid batch, and reading from the start walks all of them.
     let mut offset = log.log_start();
     let mut seen = 0usize;
     while offset < end {
-        let bytes = log.read(offset, 1 << 20, true).expect("read").read().expect("bytes");
+        let bytes = log
+            .read(offset, 1 << 20, true)
+            .expect("read")
+            .read()
+            .expect("bytes");
         assert!(!bytes.is_empty());
         let mut pos = 0;
         while pos < bytes.len() {
@@ -50,10 +70,13 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(seen, kept);
     let mut b = build_batch(0, 1, &[b"after-recovery".to_vec()]);
     let h = check_batch(&b).expect("valid");
-    let info = log.append(&mut b, &[(0, h)], 0, None, 1).expect("append after recovery");
+    let info = log
+        .append(&mut b, &[(0, h)], gregor_storage::LeaderEpoch(0), None, 1)
+        .expect("append after recovery");
     assert_eq!(info.base_offset, end);
     drop(log);
-    let log = PartitionLog::open(Arc::new(OsDisk), dir.path().to_path_buf(), config, 0).expect("reopen");
+    let log =
+        PartitionLog::open(Arc::new(OsDisk), dir.path().to_path_buf(), config, 0).expect("reopen");
     assert_eq!(log.log_end(), end + 1);
     let _ = batch::batches(data).count();
 });

@@ -34,6 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::state::{now_ms, Broker, Partition};
+use gregor_storage::{LeaderEpoch, Offset};
 
 const FETCH_VERSION: i16 = 12;
 const EPOCH_VERSION: i16 = 4;
@@ -399,7 +400,7 @@ async fn truncate(conn: &mut Conn, me: i32, parts: &[Followed]) -> std::io::Resu
             OffsetForLeaderPartition::default()
                 .with_partition(p.index)
                 .with_current_leader_epoch(*epoch)
-                .with_leader_epoch(latest),
+                .with_leader_epoch(latest.get()),
         );
     }
     if by_topic.is_empty() {
@@ -439,20 +440,21 @@ async fn truncate(conn: &mut Conn, me: i32, parts: &[Followed]) -> std::io::Resu
             let target = if r.leader_epoch < 0 {
                 // The leader has no epoch at or below ours: keep only what was committed.
                 log.high_watermark()
-            } else if r.leader_epoch < latest {
+            } else if LeaderEpoch(r.leader_epoch) < latest {
                 // The leader never wrote in our latest epoch: cut where its epoch ended
                 // here or there, whichever comes first.
                 let mine = log
-                    .end_offset_for_epoch(r.leader_epoch)
+                    .end_offset_for_epoch(LeaderEpoch(r.leader_epoch))
                     .map_err(std::io::Error::other)?
-                    .map_or(r.end_offset, |(_, end)| end);
+                    .map_or(r.end_offset, |(_, end)| end.get());
                 mine.min(r.end_offset)
             } else {
                 r.end_offset
             };
             if target < log.log_end() {
                 tracing::warn!(topic = %p.topic, partition = p.index, from = log.log_end(), to = target, leader_epoch = epoch, "truncating a follower's log to the leader's");
-                log.truncate_to(target).map_err(std::io::Error::other)?;
+                log.truncate_to(Offset(target))
+                    .map_err(std::io::Error::other)?;
             }
             drop(log);
             let mut state = p.replica();
@@ -565,7 +567,7 @@ async fn fetch_once(
                     log.append_replicated(&records, now)
                 };
                 let hw = d.high_watermark.min(log.log_end());
-                log.advance_high_watermark(hw);
+                log.advance_high_watermark(Offset(hw));
                 result
             };
             match appended {

@@ -40,7 +40,9 @@ async fn a_deposed_leader_does_not_acknowledge_what_it_appended_in_its_epoch() {
     partition.set_role(&meta(me + 1, 2), 3);
     // The new leader took other records; its fetch responses carry a high watermark past
     // this broker's own append (as the follower path applies it before truncating).
-    partition.log().advance_high_watermark(2);
+    partition
+        .log()
+        .advance_high_watermark(gregor_storage::Offset(2));
     partition
         .hw_watch
         .send_replace(partition.log().high_watermark());

@@ -10,9 +10,11 @@ pub mod lock;
 pub mod log;
 pub mod producer;
 pub mod segment;
+pub mod types;
 
 pub use disk::{Disk, DiskFile, FaultyDisk, OsDisk};
 pub use error::StorageError;
 pub use lock::DataDirLock;
 pub use log::{AppendInfo, FileRegion, LogConfig, LogOffsets, PartitionLog, ReadPlan};
 pub use segment::Damage;
+pub use types::{LeaderEpoch, Offset};

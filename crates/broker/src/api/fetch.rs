@@ -114,20 +114,8 @@ fn read_once(ctx: &RequestContext, request: &FetchRequest, notify: &Arc<Notify>)
                     any_error = true;
                 }
                 Some(partition) => {
-                    let crate::state::Leadership {
-                        leads,
-                        leader_epoch: epoch,
-                        ..
-                    } = partition.leadership();
-                    let refused = if !leads {
-                        Some(ResponseError::NotLeaderOrFollower)
-                    } else if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
-                        Some(ResponseError::FencedLeaderEpoch)
-                    } else if p.current_leader_epoch > epoch {
-                        Some(ResponseError::UnknownLeaderEpoch)
-                    } else {
-                        None
-                    };
+                    let leadership = partition.leadership();
+                    let refused = leadership.refusal(p.current_leader_epoch);
                     if let Some(e) = refused {
                         data.error_code = e.code();
                         crate::metrics::error_code(ApiKey::Fetch, data.error_code);

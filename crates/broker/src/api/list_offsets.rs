@@ -29,21 +29,10 @@ pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsR
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         return r;
                     };
-                    let crate::state::Leadership {
-                        leads,
-                        leader_epoch: epoch,
-                        ..
-                    } = partition.leadership();
-                    if !leads {
-                        r.error_code = ResponseError::NotLeaderOrFollower.code();
-                        return r;
-                    }
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != epoch {
-                        r.error_code = if p.current_leader_epoch < epoch {
-                            ResponseError::FencedLeaderEpoch.code()
-                        } else {
-                            ResponseError::UnknownLeaderEpoch.code()
-                        };
+                    let leadership = partition.leadership();
+                    let epoch = leadership.leader_epoch.get();
+                    if let Some(refused) = leadership.refusal(p.current_leader_epoch) {
+                        r.error_code = refused.code();
                         return r;
                     }
                     // A new leader whose high watermark is still below the start of its

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLea
 
 use super::RequestContext;
 use crate::error::storage_error_code;
+use gregor_storage::LeaderEpoch;
 
 pub fn handle(
     ctx: &RequestContext,
@@ -32,22 +33,16 @@ pub fn handle(
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         return r;
                     };
-                    let crate::state::Leadership {
-                        leads,
-                        leader_epoch: epoch,
-                        ..
-                    } = partition.leadership();
-                    if !leads {
-                        r.error_code = ResponseError::NotLeaderOrFollower.code();
-                    } else if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
-                        r.error_code = ResponseError::FencedLeaderEpoch.code();
-                    } else if p.current_leader_epoch > epoch {
-                        r.error_code = ResponseError::UnknownLeaderEpoch.code();
+                    if let Some(refused) = partition.leadership().refusal(p.current_leader_epoch) {
+                        r.error_code = refused.code();
                     } else {
-                        match partition.log().end_offset_for_epoch(p.leader_epoch) {
+                        match partition
+                            .log()
+                            .end_offset_for_epoch(LeaderEpoch(p.leader_epoch))
+                        {
                             Ok(Some((e, end))) => {
-                                r.leader_epoch = e;
-                                r.end_offset = end;
+                                r.leader_epoch = e.get();
+                                r.end_offset = end.get();
                             }
                             Ok(None) => {}
                             Err(e) => r.error_code = storage_error_code(&e),

@@ -20,6 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::error::storage_error_code;
 use crate::state::{now_ms, Commit, Partition};
+use gregor_storage::{LeaderEpoch, Offset};
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let refused = verify_transactional(ctx, &request).await;
@@ -414,7 +415,7 @@ struct Appended {
     stamp: Option<i64>,
     replicated: bool,
     /// The leader epoch the records were appended in.
-    leader_epoch: i32,
+    leader_epoch: LeaderEpoch,
     /// Fsync before answering: the flush policy says so, or the partition has no other
     /// replica (`log.flush.unreplicated.enable`).
     sync: bool,
@@ -486,7 +487,7 @@ impl Appended {
             // leader deposed meanwhile may truncate them, whatever its high watermark
             // says once it follows (Kafka's delayed produce checks the same).
             match partition
-                .await_committed(info.last_offset + 1, leader_epoch, deadline)
+                .await_committed(Offset(info.last_offset + 1), leader_epoch, deadline)
                 .await
             {
                 // The ISR may have shrunk below min.insync.replicas while the request

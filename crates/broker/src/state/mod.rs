@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use gregor_cluster::{
     ClusterNode, MetadataImage, MetadataLog, MetadataRecord, PartitionMeta, TopicMeta,
 };
-use gregor_storage::{Disk, LogConfig, PartitionLog, StorageError};
+use gregor_storage::{Disk, LeaderEpoch, LogConfig, Offset, PartitionLog, StorageError};
 use tokio::sync::Notify;
 use uuid::Uuid;
 

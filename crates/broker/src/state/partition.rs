@@ -113,11 +113,29 @@ pub struct Partition {
 pub struct Leadership {
     /// Whether this broker leads it.
     pub leads: bool,
-    pub leader_epoch: i32,
+    pub leader_epoch: LeaderEpoch,
     /// How many replicas are in sync, this one included.
     pub isr_len: usize,
     /// Whether it has replicas besides the leader.
     pub replicated: bool,
+}
+
+impl Leadership {
+    /// Why a request naming `current` (the client's leader epoch, -1 for none) is
+    /// refused here, as Kafka does: NOT_LEADER_OR_FOLLOWER when this broker does not lead,
+    /// FENCED_LEADER_EPOCH for an older epoch, UNKNOWN_LEADER_EPOCH for a newer one.
+    pub fn refusal(&self, current: i32) -> Option<ResponseError> {
+        let epoch = self.leader_epoch.get();
+        if !self.leads {
+            Some(ResponseError::NotLeaderOrFollower)
+        } else if current >= 0 && current < epoch {
+            Some(ResponseError::FencedLeaderEpoch)
+        } else if current > epoch {
+            Some(ResponseError::UnknownLeaderEpoch)
+        } else {
+            None
+        }
+    }
 }
 
 impl Partition {
@@ -140,7 +158,7 @@ impl Partition {
         let r = self.replica();
         Leadership {
             leads: r.leader == self.node_id,
-            leader_epoch: r.leader_epoch,
+            leader_epoch: LeaderEpoch(r.leader_epoch),
             isr_len: r.isr.len(),
             replicated: r.replicated(),
         }
@@ -157,21 +175,21 @@ impl Partition {
     /// once this broker no longer leads in that epoch. Read under the replica lock, so a
     /// high watermark that moved because this broker became a follower (or led again in a
     /// later epoch) never counts: it proves nothing about what was appended in `epoch`.
-    pub fn committed_in_epoch(&self, offset: i64, epoch: i32) -> Option<bool> {
+    pub fn committed_in_epoch(&self, offset: Offset, epoch: LeaderEpoch) -> Option<bool> {
         let r = self.replica();
-        if r.leader != self.node_id || r.leader_epoch != epoch {
+        if r.leader != self.node_id || r.leader_epoch != epoch.get() {
             return None;
         }
         let hw = self.log().high_watermark();
-        Some(hw >= offset)
+        Some(hw >= offset.get())
     }
 
     /// Waits until everything below `offset`, appended while this broker led in `epoch`,
     /// is committed (the high watermark passed it in that epoch), or `deadline` passes.
     pub async fn await_committed(
         &self,
-        offset: i64,
-        epoch: i32,
+        offset: Offset,
+        epoch: LeaderEpoch,
         deadline: tokio::time::Instant,
     ) -> Commit {
         let mut hw = self.hw_watch.subscribe();
@@ -244,7 +262,7 @@ impl Partition {
                 log.track_high_watermark(None);
             } else if !log.high_watermark_tracked() {
                 let start = log.log_start();
-                log.track_high_watermark(Some(start));
+                log.track_high_watermark(Some(Offset(start)));
             }
         }
         self.update_high_watermark();
@@ -272,7 +290,7 @@ impl Partition {
                 }
             }
         }
-        let moved = log.advance_high_watermark(hw);
+        let moved = log.advance_high_watermark(Offset(hw));
         let now_hw = log.high_watermark();
         drop(log);
         drop(r);
@@ -502,7 +520,10 @@ pub async fn await_replicated(partition: &Partition, timeout: std::time::Duratio
         if !r.replicated() {
             return true;
         }
-        (r.leader_epoch, partition.log().log_end())
+        (
+            LeaderEpoch(r.leader_epoch),
+            Offset(partition.log().log_end()),
+        )
     };
     let deadline = tokio::time::Instant::now() + timeout;
     partition.await_committed(end, epoch, deadline).await == Commit::Committed

@@ -34,23 +34,26 @@ impl PartitionLog {
     }
 
     /// The latest leader epoch written in this log, if any.
-    pub fn latest_epoch(&mut self) -> Result<Option<i32>> {
-        Ok(self.epochs_mut()?.last().map(|&(e, _)| e))
+    pub fn latest_epoch(&mut self) -> Result<Option<LeaderEpoch>> {
+        Ok(self.epochs_mut()?.last().map(|&(e, _)| LeaderEpoch(e)))
     }
 
     /// OffsetForLeaderEpoch (KIP-101, KIP-279): the largest epoch at or below `epoch` and
     /// the offset where it ended here (the start of the next epoch, or the log end for the
     /// latest). `None` when the log has no epoch at or below it.
-    pub fn end_offset_for_epoch(&mut self, epoch: i32) -> Result<Option<(i32, i64)>> {
+    pub fn end_offset_for_epoch(
+        &mut self,
+        epoch: LeaderEpoch,
+    ) -> Result<Option<(LeaderEpoch, Offset)>> {
         let log_end = self.log_end();
         let epochs = self.epochs_mut()?;
-        let i = epochs.partition_point(|&(e, _)| e <= epoch);
+        let i = epochs.partition_point(|&(e, _)| e <= epoch.get());
         if i == 0 {
             return Ok(None);
         }
         let found = epochs[i - 1].0;
         let end = epochs.get(i).map_or(log_end, |&(_, start)| start);
-        Ok(Some((found, end)))
+        Ok(Some((LeaderEpoch(found), Offset(end))))
     }
 
     /// Appends batches copied from the leader, which already carry their offsets and leader
@@ -177,7 +180,8 @@ impl PartitionLog {
     /// Removes everything at and after `offset` (a follower cutting a log that diverged
     /// from its leader's, KIP-101). Truncation happens at batch boundaries: the batch
     /// holding `offset` goes too. Producer state is rebuilt from what remains.
-    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+    pub fn truncate_to(&mut self, offset: Offset) -> Result<()> {
+        let offset = offset.get();
         self.check_online()?;
         if offset >= self.log_end() {
             return Ok(());
@@ -244,10 +248,11 @@ impl PartitionLog {
         &mut self,
         bytes: &mut [u8],
         headers: &[(usize, BatchHeader)],
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         log_append_time_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<AppendInfo> {
+        let leader_epoch = leader_epoch.get();
         self.check_online()?;
         // Idempotent producers: a retry of a recent batch is answered with its offsets, and
         // a gap or a stale epoch is refused, before anything is written.

@@ -24,7 +24,7 @@ fn put(log: &mut PartitionLog, key: &str, value: Option<&str>, ts: i64) -> i64 {
         false,
     );
     let h = check_batch(&b).expect("valid");
-    log.append(&mut b, &[(0, h)], 0, None, ts)
+    log.append(&mut b, &[(0, h)], LeaderEpoch(0), None, ts)
         .expect("append")
         .base_offset
 }

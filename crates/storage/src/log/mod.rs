@@ -15,6 +15,7 @@ use crate::disk::{Disk, DiskFile};
 use crate::error::{Result, StorageError};
 use crate::producer::{Check, ProducerStates, SequenceError};
 use crate::segment::{Damage, Segment};
+use crate::types::{LeaderEpoch, Offset};
 
 mod append;
 mod read;
@@ -324,18 +325,18 @@ impl PartitionLog {
 
     /// Lets replication track the high watermark from here on (`Some`), starting at `hw`,
     /// or stops tracking it (`None`: every record appended is committed).
-    pub fn track_high_watermark(&mut self, hw: Option<i64>) {
-        self.high_watermark = hw.map(|h| h.clamp(self.log_start, self.log_end()));
+    pub fn track_high_watermark(&mut self, hw: Option<Offset>) {
+        self.high_watermark = hw.map(|h| h.get().clamp(self.log_start, self.log_end()));
         self.check_invariants();
     }
 
     /// Moves the tracked high watermark to `hw` (clamped to the log); returns whether it
     /// changed. Only ever forward, except that truncation may pull it back.
-    pub fn advance_high_watermark(&mut self, hw: i64) -> bool {
+    pub fn advance_high_watermark(&mut self, hw: Offset) -> bool {
         let Some(current) = self.high_watermark else {
             return false;
         };
-        let hw = hw.clamp(self.log_start, self.log_end());
+        let hw = hw.get().clamp(self.log_start, self.log_end());
         if hw > current {
             self.high_watermark = Some(hw);
             self.check_invariants();

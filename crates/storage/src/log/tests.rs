@@ -20,7 +20,8 @@ fn open(dir: &Path, config: LogConfig) -> PartitionLog {
 fn append_values(log: &mut PartitionLog, values: &[Vec<u8>], ts: i64) -> AppendInfo {
     let mut b = build_batch(0, ts, values);
     let h = check_batch(&b).expect("valid");
-    log.append(&mut b, &[(0, h)], 0, None, ts).expect("append")
+    log.append(&mut b, &[(0, h)], LeaderEpoch(0), None, ts)
+        .expect("append")
 }
 
 /// Reads everything from `from` on, returning (offset, batch bytes) per batch.
@@ -74,7 +75,7 @@ fn unflushed_bytes_count_appends_until_an_fsync_begins() {
 fn append_at_epoch(log: &mut PartitionLog, values: &[Vec<u8>], epoch: i32) -> AppendInfo {
     let mut b = build_batch(0, 5, values);
     let h = check_batch(&b).expect("valid");
-    log.append(&mut b, &[(0, h)], epoch, None, 5)
+    log.append(&mut b, &[(0, h)], LeaderEpoch(epoch), None, 5)
         .expect("append")
 }
 
@@ -123,29 +124,32 @@ fn a_follower_copies_batches_whole_and_truncates_where_it_diverged() {
     append_at_epoch(&mut follower, &[b"lost".to_vec()], 2);
     append_at_epoch(&mut leader, &vec![b"kept".to_vec(); 3], 3);
     let mine = follower.latest_epoch().expect("epochs").expect("an epoch");
-    assert_eq!(mine, 2);
+    assert_eq!(mine, LeaderEpoch(2));
     let (epoch, end) = leader
         .end_offset_for_epoch(mine)
         .expect("epochs")
         .expect("epoch 1 is at or below 2");
-    assert_eq!((epoch, end), (1, common_end));
+    assert_eq!((epoch, end), (LeaderEpoch(1), Offset(common_end)));
     follower.truncate_to(end).expect("truncate");
     assert_eq!(follower.log_end(), common_end);
     replicate(&leader, &mut follower);
     assert_eq!(read_all(&follower, 0), read_all(&leader, 0));
     assert_eq!(
-        follower.end_offset_for_epoch(3).expect("e"),
-        Some((3, leader.log_end()))
+        follower.end_offset_for_epoch(LeaderEpoch(3)).expect("e"),
+        Some((LeaderEpoch(3), Offset(leader.log_end())))
     );
-    assert_eq!(follower.end_offset_for_epoch(0).expect("e"), None);
+    assert_eq!(
+        follower.end_offset_for_epoch(LeaderEpoch(0)).expect("e"),
+        None
+    );
 
     // Truncation survives a restart, and the rebuilt epoch cache agrees.
     drop(follower);
     let mut reopened = open(dirs[1].path(), small);
     assert_eq!(read_all(&reopened, 0), read_all(&leader, 0));
     assert_eq!(
-        reopened.end_offset_for_epoch(1).expect("e"),
-        Some((1, common_end))
+        reopened.end_offset_for_epoch(LeaderEpoch(1)).expect("e"),
+        Some((LeaderEpoch(1), Offset(common_end)))
     );
 }
 
@@ -154,14 +158,14 @@ fn a_tracked_high_watermark_bounds_what_readers_see() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut log = open(dir.path(), LogConfig::default());
     append_values(&mut log, &[b"a".to_vec()], 1);
-    log.track_high_watermark(Some(0));
+    log.track_high_watermark(Some(Offset(0)));
     append_values(&mut log, &[b"b".to_vec()], 2);
     assert_eq!((log.offsets().high_watermark, log.log_end()), (0, 2));
-    assert!(log.advance_high_watermark(1));
-    assert!(!log.advance_high_watermark(0), "never backwards");
-    assert!(log.advance_high_watermark(99));
+    assert!(log.advance_high_watermark(Offset(1)));
+    assert!(!log.advance_high_watermark(Offset(0)), "never backwards");
+    assert!(log.advance_high_watermark(Offset(99)));
     assert_eq!(log.offsets().high_watermark, 2, "clamped to the log end");
-    log.truncate_to(1).expect("truncate");
+    log.truncate_to(Offset(1)).expect("truncate");
     assert_eq!(log.offsets().high_watermark, 1);
     log.track_high_watermark(None);
     assert_eq!(log.offsets().high_watermark, log.log_end());
@@ -393,7 +397,7 @@ fn a_flipped_byte_inside_the_log_is_damage_that_keeps_every_offset() {
     let mut b = build_batch(0, 9, &[b"x".to_vec()]);
     let h = check_batch(&b).expect("valid");
     assert!(matches!(
-        log.append(&mut b, &[(0, h)], 0, None, 9),
+        log.append(&mut b, &[(0, h)], LeaderEpoch(0), None, 9),
         Err(StorageError::Offline(_))
     ));
     // A replica repairs by discarding the damaged range and what follows, to fetch it
@@ -499,7 +503,9 @@ fn failed_write_leaves_no_partial_batch() {
     disk.set(|f| f.torn_write_bytes = Some(20));
     let mut b = build_batch(0, 2, &[b"torn".to_vec()]);
     let h = check_batch(&b).expect("valid");
-    assert!(log.append(&mut b, &[(0, h)], 0, None, 2).is_err());
+    assert!(log
+        .append(&mut b, &[(0, h)], LeaderEpoch(0), None, 2)
+        .is_err());
     assert_eq!(log.log_end(), 1);
     assert_eq!(
         std::fs::metadata(dir.path().join(format!("{:020}.log", 0)))
@@ -523,14 +529,16 @@ fn failed_write_takes_the_log_offline_until_recovery() {
     disk.set(|f| f.fail_writes = true);
     let mut b = build_batch(0, 2, &[b"lost".to_vec()]);
     let h = check_batch(&b).expect("valid");
-    assert!(log.append(&mut b, &[(0, h)], 0, None, 2).is_err());
+    assert!(log
+        .append(&mut b, &[(0, h)], LeaderEpoch(0), None, 2)
+        .is_err());
     disk.set(|f| f.fail_writes = false);
     assert!(log.offline_reason().is_some());
     // Offline: nothing is appended or served, even once the fault is gone.
     let mut again = build_batch(0, 3, &[b"x".to_vec()]);
     let h2 = check_batch(&again).expect("valid");
     assert!(matches!(
-        log.append(&mut again, &[(0, h2)], 0, None, 3),
+        log.append(&mut again, &[(0, h2)], LeaderEpoch(0), None, 3),
         Err(StorageError::Offline(_))
     ));
     assert!(matches!(
@@ -553,7 +561,7 @@ fn full_disk_refuses_appends_without_going_offline_and_resumes() {
     let mut b = build_batch(0, 2, &[vec![7u8; 100]]);
     let h = check_batch(&b).expect("valid");
     let err = log
-        .append(&mut b, &[(0, h)], 0, None, 2)
+        .append(&mut b, &[(0, h)], LeaderEpoch(0), None, 2)
         .expect_err("disk is full");
     assert!(
         matches!(&err, StorageError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull),
@@ -768,7 +776,7 @@ fn idempotent_batch(pid: i64, epoch: i16, seq: i32, values: &[&[u8]]) -> Vec<u8>
 
 fn append_raw(log: &mut PartitionLog, mut b: Vec<u8>) -> Result<AppendInfo> {
     let h = check_batch(&b).expect("valid");
-    log.append(&mut b, &[(0, h)], 0, None, 1)
+    log.append(&mut b, &[(0, h)], LeaderEpoch(0), None, 1)
 }
 
 #[test]
