@@ -271,16 +271,14 @@ impl PartitionLog {
             }
         }
         // A leader appends in its own epoch, never older than what its log already holds
-        // (paired with the log-end check after the write).
-        debug_assert!(
-            self.epochs
-                .as_ref()
-                .and_then(|e| e.last())
-                .is_none_or(|&(e, _)| leader_epoch >= e),
-            "{}: an append in leader epoch {leader_epoch} after a later epoch: {:?}",
-            self.dir.display(),
-            self.epochs.as_ref().and_then(|e| e.last())
-        );
+        // (paired with the check of the cache against the log end after the write).
+        if let Some(&(last, _)) = self.epochs.as_ref().and_then(|e| e.last()) {
+            if leader_epoch < last {
+                let what = format!("an append in leader epoch {leader_epoch} after epoch {last}");
+                self.invariant_broken(&what);
+                return Err(StorageError::Offline(self.dir.clone()));
+            }
+        }
         let base_offset = self.log_end();
         let mut next = base_offset;
         let mut stamped = Vec::with_capacity(headers.len());

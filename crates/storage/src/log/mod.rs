@@ -232,47 +232,63 @@ impl PartitionLog {
     }
 
     /// The log's invariants (this module's header): `log_start <= high watermark <=
-    /// log_end`, segments in offset order and not
-    /// overlapping, and the leader-epoch cache ascending in epoch and offset. Checked after
-    /// every change (appends, truncation, retention, compaction, the high watermark) in
-    /// debug builds, which the tests and the simulator's CI seeds run; linear in the
-    /// segments, so not in release.
-    fn check_invariants(&self) {
-        if !cfg!(debug_assertions) {
-            return;
-        }
+    /// log_end`, segments in offset order and not overlapping, and the leader-epoch cache
+    /// ascending in epoch and offset and within the log. Checked after every change
+    /// (appends, truncation, retention, compaction, the high watermark). The constant-time
+    /// checks run in release builds too; the walk over every segment and epoch only in
+    /// debug builds, which the tests and the simulator's CI seeds run. A broken invariant
+    /// panics in a debug build; in release it takes the log offline (one error line), so
+    /// the partition stops serving rather than serve or extend a log it cannot trust.
+    fn check_invariants(&mut self) {
         let (start, end) = (self.log_start, self.log_end());
-        debug_assert!(
-            start <= end,
-            "{}: log start {start} after log end {end}",
-            self.dir.display()
-        );
-        if let Some(hw) = self.high_watermark {
-            debug_assert!(
-                (start..=end).contains(&hw),
-                "{}: high watermark {hw} outside the log [{start}, {end}]",
-                self.dir.display()
-            );
+        let mut broken = Vec::new();
+        if start > end {
+            broken.push(format!("log start {start} after log end {end}"));
         }
-        let mut previous_end = i64::MIN;
-        for s in self.segments.values() {
-            debug_assert!(
-                s.base_offset >= previous_end && s.next_offset >= s.base_offset,
-                "{}: segment {}..{} overlaps the one before (which ends at {previous_end})",
-                self.dir.display(),
-                s.base_offset,
-                s.next_offset
-            );
-            previous_end = s.next_offset;
+        if let Some(hw) = self.high_watermark.filter(|hw| !(start..=end).contains(hw)) {
+            broken.push(format!(
+                "high watermark {hw} outside the log [{start}, {end}]"
+            ));
         }
-        if let Some(epochs) = &self.epochs {
-            debug_assert!(
-                epochs
+        if let Some(&(epoch, from)) = self.epochs.as_ref().and_then(|e| e.last()) {
+            if from > end {
+                broken.push(format!(
+                    "leader epoch {epoch} starts at {from}, past the log end {end}"
+                ));
+            }
+        }
+        if cfg!(debug_assertions) {
+            let mut previous_end = i64::MIN;
+            for s in self.segments.values() {
+                if s.base_offset < previous_end || s.next_offset < s.base_offset {
+                    broken.push(format!(
+                        "segment {}..{} overlaps the one before (which ends at {previous_end})",
+                        s.base_offset, s.next_offset
+                    ));
+                }
+                previous_end = s.next_offset;
+            }
+            if let Some(epochs) = &self.epochs {
+                if !epochs
                     .windows(2)
-                    .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
-                "{}: leader-epoch cache out of order: {epochs:?}",
-                self.dir.display()
-            );
+                    .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+                {
+                    broken.push(format!("leader-epoch cache out of order: {epochs:?}"));
+                }
+            }
+        }
+        if !broken.is_empty() {
+            self.invariant_broken(&broken.join("; "));
+        }
+    }
+
+    /// A broken invariant: a panic in debug builds, the log offline in release.
+    pub(crate) fn invariant_broken(&mut self, what: &str) {
+        let reason = format!("{}: {what}", self.dir.display());
+        debug_assert!(false, "{reason}");
+        if self.offline.is_none() {
+            tracing::error!(dir = %self.dir.display(), broken = what, "a log invariant does not hold: the log is taken offline; restart the broker to recover it, and report this as a bug");
+            self.offline = Some(format!("log invariant broken: {what}"));
         }
     }
 
