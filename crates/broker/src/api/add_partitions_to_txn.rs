@@ -120,7 +120,7 @@ fn handle_batched(
             } else {
                 ctx.broker
                     .txns
-                    .verify(&id, t.producer_id.0, t.producer_epoch, &wanted)
+                    .verify(&id, (t.producer_id.0, t.producer_epoch), &wanted)
             };
             let mut codes = codes.into_iter();
             let topic_results = t

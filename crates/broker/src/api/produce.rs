@@ -180,7 +180,7 @@ async fn ask_coordinator(
     if ctx.broker.not_txn_coordinator(id).is_none() {
         return ctx
             .txns()
-            .verify(id, producer_id, epoch, partitions)
+            .verify(id, (producer_id, epoch), partitions)
             .into_iter()
             .map(|c| {
                 if c == 0 {

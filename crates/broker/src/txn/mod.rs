@@ -1,5 +1,8 @@
 //! The transaction coordinator: one state machine per `transactional.id`, kept in the
-//! internal compacted topic `__transaction_state` (see `store.rs`).
+//! internal compacted topic `__transaction_state` (see `store.rs`). The machine
+//! (`state.rs`, [`Txns`]) takes each request with the time and returns a [`TxnOutcome`]:
+//! the record to store, the markers to write, the reply; its host, [`TxnCoordinator`],
+//! stores and replays the record, writes the markers, and stores the completion.
 //!
 //! A transaction moves Empty → Ongoing (AddPartitionsToTxn / AddOffsetsToTxn) →
 //! PrepareCommit or PrepareAbort (EndTxn, stored before any marker is written) →
@@ -10,6 +13,7 @@
 //! Architecture invariant: a transaction's outcome is stored before its first marker, so
 //! every partition of a transaction gets the same marker, even across a crash.
 
+mod state;
 pub mod store;
 
 use std::collections::{BTreeSet, HashMap};
@@ -19,6 +23,7 @@ use kafka_protocol::error::ResponseError;
 
 use crate::error::{AppendError, BrokerError, MarkerError};
 
+pub use state::{MarkerJob, TxnOutcome, Txns};
 pub use store::{TxnMeta, TxnState, TXN_TOPIC};
 
 /// What the coordinator needs from the broker.
@@ -49,10 +54,12 @@ pub struct TxnView {
     pub meta: TxnMeta,
 }
 
+/// The host of the state machine: one operation at a time under its mutex; each record
+/// stored through [`TxnHost`] and then replayed, each outcome's markers written once its
+/// Prepare record is stored, then its Complete record.
 #[derive(Debug)]
 pub struct TxnCoordinator {
-    txns: Mutex<HashMap<String, TxnMeta>>,
-    max_timeout_ms: i32,
+    txns: Mutex<Txns>,
 }
 
 type Result<T, E = ResponseError> = std::result::Result<T, E>;
@@ -60,12 +67,11 @@ type Result<T, E = ResponseError> = std::result::Result<T, E>;
 impl TxnCoordinator {
     pub fn new(max_timeout_ms: i32) -> Self {
         TxnCoordinator {
-            txns: Mutex::new(HashMap::new()),
-            max_timeout_ms,
+            txns: Mutex::new(Txns::new(max_timeout_ms)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TxnMeta>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Txns> {
         self.txns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -73,31 +79,49 @@ impl TxnCoordinator {
     pub fn load(&self, records: impl IntoIterator<Item = (String, Option<TxnMeta>)>) {
         let mut txns = self.lock();
         for (id, meta) in records {
-            match meta {
-                Some(m) => txns.insert(id, m),
-                None => txns.remove(&id),
-            };
+            txns.replay(&id, meta);
         }
         let open = txns
+            .txns
             .values()
             .filter(|m| m.state == TxnState::Ongoing)
             .count();
-        tracing::info!(transactional_ids = txns.len(), open, "transactions loaded");
+        tracing::info!(
+            transactional_ids = txns.txns.len(),
+            open,
+            "transactions loaded"
+        );
     }
 
-    fn store(host: &dyn TxnHost, id: &str, meta: &TxnMeta) -> Result<()> {
-        host.persist_txn(id, Some(meta)).map_err(|e| {
-            tracing::error!(transactional_id = id, error = %e, "could not store transaction state");
-            match e.code() {
-                ResponseError::NotCoordinator => ResponseError::NotCoordinator,
-                _ => ResponseError::CoordinatorNotAvailable,
+    /// Carries out what an operation decided: stores its record and replays it, writes
+    /// its markers and stores the completion, and answers.
+    fn settle<T>(host: &dyn TxnHost, txns: &mut Txns, now: i64, mut out: TxnOutcome<T>) -> T {
+        loop {
+            if let Some(meta) = out.record.take() {
+                if let Err(e) = host.persist_txn(&out.id, meta.as_ref()) {
+                    tracing::error!(transactional_id = %out.id, error = %e, "could not store transaction state");
+                    let code = match e.code() {
+                        ResponseError::NotCoordinator => ResponseError::NotCoordinator,
+                        _ => ResponseError::CoordinatorNotAvailable,
+                    };
+                    return (out.on_error)(out.reply, code);
+                }
+                txns.replay(&out.id, meta);
             }
-        })
+            let Some(job) = out.markers.take() else {
+                return out.reply;
+            };
+            if let Err(e) =
+                host.write_markers(job.producer_id, job.epoch, job.commit, &job.partitions)
+            {
+                tracing::warn!(transactional_id = %out.id, error = %e, "writing transaction markers failed; retrying on the next check");
+                return (out.on_error)(out.reply, ResponseError::CoordinatorNotAvailable);
+            }
+            out = txns.markers_written(out, &job, now);
+        }
     }
 
-    /// InitProducerId with a transactional id: the first call allocates a producer id;
-    /// every later one bumps the epoch, fencing the previous producer, and aborts the
-    /// transaction it left open. `expected` (KIP-360) is the caller's current id and epoch.
+    /// InitProducerId with a transactional id (see [`Txns::init_producer`]).
     pub fn init_producer(
         &self,
         host: &dyn TxnHost,
@@ -106,19 +130,14 @@ impl TxnCoordinator {
         expected: Option<(i64, i16)>,
         now: i64,
     ) -> Result<(i64, i16)> {
-        if id.is_empty() {
-            return Err(ResponseError::InvalidRequest);
-        }
-        if timeout_ms <= 0 || timeout_ms > self.max_timeout_ms {
-            return Err(ResponseError::InvalidTransactionTimeout);
-        }
         // A new producer id may come from the controller, whose answer is applied to this
         // broker's partitions under the image lock; the image applier takes this
         // coordinator's lock when a transaction partition moves. So the id is allocated
         // before the lock is taken, never under it (that order deadlocked both).
-        let needs_id = match self.lock().get(id) {
-            None => true,
-            Some(m) => m.epoch >= i16::MAX - 1,
+        let needs_id = {
+            let txns = self.lock();
+            txns.check_init(id, timeout_ms)?;
+            txns.needs_producer_id(id)
         };
         let fresh = if needs_id {
             Some(host.new_producer_id().map_err(|e| {
@@ -129,68 +148,11 @@ impl TxnCoordinator {
             None
         };
         let mut txns = self.lock();
-        let Some(current) = txns.get(id).cloned() else {
-            // Another InitProducerId may have changed the entry meanwhile: the client
-            // retries this answer.
-            let Some(producer_id) = fresh else {
-                return Err(ResponseError::ConcurrentTransactions);
-            };
-            let meta = TxnMeta {
-                producer_id,
-                epoch: 0,
-                timeout_ms,
-                state: TxnState::Empty,
-                partitions: BTreeSet::new(),
-                last_update_ms: now,
-                start_ms: -1,
-            };
-            Self::store(host, id, &meta)?;
-            txns.insert(id.to_string(), meta);
-            return Ok((producer_id, 0));
-        };
-        if let Some((pid, epoch)) = expected {
-            if pid != current.producer_id || epoch != current.epoch {
-                return Err(ResponseError::ProducerFenced);
-            }
-        }
-        let mut meta = current;
-        match meta.state {
-            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
-                return Err(ResponseError::ConcurrentTransactions)
-            }
-            TxnState::Ongoing => {
-                // Fence the old producer: abort its transaction under a new epoch.
-                bump_with(host, &mut meta, fresh)?;
-                tracing::info!(
-                    transactional_id = id,
-                    producer_id = meta.producer_id,
-                    epoch = meta.epoch,
-                    "a new producer fences the old one; its open transaction is aborted"
-                );
-                if let Err(e) = complete(host, id, &mut meta, false, now) {
-                    txns.insert(id.to_string(), meta);
-                    return Err(e);
-                }
-            }
-            TxnState::Dead => return Err(ResponseError::InvalidTxnState),
-            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
-                bump_with(host, &mut meta, fresh)?;
-            }
-        }
-        meta.state = TxnState::Empty;
-        meta.partitions.clear();
-        meta.timeout_ms = timeout_ms;
-        meta.start_ms = -1;
-        meta.last_update_ms = now;
-        Self::store(host, id, &meta)?;
-        let answer = (meta.producer_id, meta.epoch);
-        txns.insert(id.to_string(), meta);
-        Ok(answer)
+        let out = txns.init_producer(id, timeout_ms, expected, fresh, now);
+        Self::settle(host, &mut txns, now, out)
     }
 
-    /// AddPartitionsToTxn (and AddOffsetsToTxn with the group's offsets partition): adds
-    /// partitions to the producer's transaction, beginning one if none is open. Returns
-    /// one code per partition.
+    /// AddPartitionsToTxn: one code per partition.
     pub fn add_partitions(
         &self,
         host: &dyn TxnHost,
@@ -200,91 +162,26 @@ impl TxnCoordinator {
         partitions: &[(String, i32)],
         now: i64,
     ) -> Vec<i16> {
-        let fail = |e: ResponseError| vec![e.code(); partitions.len()];
-        let unknown: Vec<bool> = partitions
-            .iter()
-            .map(|(t, p)| !host.partition_exists(t, *p))
-            .collect();
-        if unknown.iter().any(|&u| u) {
-            return unknown
-                .iter()
-                .map(|&u| {
-                    if u {
-                        ResponseError::UnknownTopicOrPartition.code()
-                    } else {
-                        ResponseError::OperationNotAttempted.code()
-                    }
-                })
-                .collect();
-        }
+        let exists = |t: &str, p: i32| host.partition_exists(t, p);
         let mut txns = self.lock();
-        let meta = match check_producer(txns.get(id), producer_id, epoch) {
-            Ok(m) => m,
-            Err(e) => return fail(e),
-        };
-        let mut meta = meta.clone();
-        match meta.state {
-            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
-                return fail(ResponseError::ConcurrentTransactions)
-            }
-            TxnState::Dead => return fail(ResponseError::InvalidTxnState),
-            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
-                meta.partitions.clear();
-                meta.start_ms = now;
-            }
-            TxnState::Ongoing => {
-                if partitions.iter().all(|p| meta.partitions.contains(p)) {
-                    return vec![0; partitions.len()];
-                }
-            }
-        }
-        meta.state = TxnState::Ongoing;
-        meta.partitions.extend(partitions.iter().cloned());
-        meta.last_update_ms = now;
-        if let Err(e) = Self::store(host, id, &meta) {
-            return fail(e);
-        }
-        txns.insert(id.to_string(), meta);
-        vec![0; partitions.len()]
+        let out = txns.add_partitions(id, (producer_id, epoch), partitions, exists, now);
+        Self::settle(host, &mut txns, now, out)
     }
 
     /// Checks that the producer may add to its transaction (TxnOffsetCommit is sent to the
     /// group coordinator after AddOffsetsToTxn; this is the same producer check).
     pub fn check(&self, id: &str, producer_id: i64, epoch: i16) -> Result<()> {
-        let txns = self.lock();
-        check_producer(txns.get(id), producer_id, epoch).map(|_| ())
+        self.lock().check(id, producer_id, epoch)
     }
 
     /// Whether the producer's open transaction holds `partitions` (a partition leader asks
     /// before it appends a transactional batch it has no open transaction for, as Kafka's
     /// KIP-890 verification does). One code per partition: 0, or why not.
-    pub fn verify(
-        &self,
-        id: &str,
-        producer_id: i64,
-        epoch: i16,
-        partitions: &[(String, i32)],
-    ) -> Vec<i16> {
-        let txns = self.lock();
-        let meta = match check_producer(txns.get(id), producer_id, epoch) {
-            Ok(m) => m,
-            Err(e) => return vec![e.code(); partitions.len()],
-        };
-        partitions
-            .iter()
-            .map(|p| {
-                if meta.state == TxnState::Ongoing && meta.partitions.contains(p) {
-                    0
-                } else {
-                    ResponseError::InvalidTxnState.code()
-                }
-            })
-            .collect()
+    pub fn verify(&self, id: &str, producer: (i64, i16), partitions: &[(String, i32)]) -> Vec<i16> {
+        self.lock().verify(id, producer, partitions)
     }
 
-    /// EndTxn: commits or aborts the producer's open transaction. A retry of a completed
-    /// EndTxn succeeds; ending a transaction the other way, or one never begun, is
-    /// `INVALID_TXN_STATE`.
+    /// EndTxn (see [`Txns::end`]).
     pub fn end(
         &self,
         host: &dyn TxnHost,
@@ -295,61 +192,31 @@ impl TxnCoordinator {
         now: i64,
     ) -> Result<()> {
         let mut txns = self.lock();
-        let mut meta = check_producer(txns.get(id), producer_id, epoch)?.clone();
-        match (meta.state, commit) {
-            (TxnState::Ongoing, _) => {
-                let result = complete(host, id, &mut meta, commit, now);
-                txns.insert(id.to_string(), meta);
-                result
-            }
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
-            (TxnState::PrepareCommit | TxnState::PrepareAbort, _) => {
-                Err(ResponseError::ConcurrentTransactions)
-            }
-            _ => Err(ResponseError::InvalidTxnState),
-        }
+        let out = txns.end(id, (producer_id, epoch), commit, now);
+        Self::settle(host, &mut txns, now, out)
     }
 
     /// Aborts transactions past their timeout (bumping the epoch, so the abandoned
     /// producer is fenced), and finishes transactions left in a Prepare state.
     pub fn tick(&self, host: &dyn TxnHost, now: i64) {
+        let fresh = if self.lock().tick_needs_producer_id(now) {
+            host.new_producer_id().ok()
+        } else {
+            None
+        };
         let mut txns = self.lock();
-        for (id, meta) in txns.iter_mut() {
-            let result = match meta.state {
-                TxnState::Ongoing
-                    if now.saturating_sub(meta.start_ms) > i64::from(meta.timeout_ms) =>
-                {
-                    tracing::warn!(
-                        transactional_id = %id,
-                        producer_id = meta.producer_id,
-                        age_ms = now.saturating_sub(meta.start_ms),
-                        timeout_ms = meta.timeout_ms,
-                        "aborting a transaction past transaction.timeout.ms"
-                    );
-                    let mut m = meta.clone();
-                    let r = bump(host, &mut m).and_then(|_| complete(host, id, &mut m, false, now));
-                    *meta = m;
-                    r
-                }
-                TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                    let commit = meta.state == TxnState::PrepareCommit;
-                    complete(host, id, meta, commit, now)
-                }
-                _ => Ok(()),
-            };
-            if let Err(e) = result {
-                tracing::warn!(transactional_id = %id, error = %e, "ending a transaction failed; retrying on the next check");
-            }
+        for out in txns.tick(now, fresh) {
+            Self::settle(host, &mut txns, now, out);
         }
     }
 
     /// Forgets the transactional ids `ours` selects (their coordinator moved).
     pub fn unload(&self, ours: &dyn Fn(&str) -> bool) {
-        self.lock().retain(|id, _| !ours(id));
+        self.lock().txns.retain(|id, _| !ours(id));
     }
 
     pub fn describe(&self, id: &str) -> Option<TxnMeta> {
-        self.lock().get(id).cloned()
+        self.lock().txns.get(id).cloned()
     }
 
     /// Every transactional id with its state, optionally filtered (ListTransactions):
@@ -363,6 +230,7 @@ impl TxnCoordinator {
     ) -> Vec<TxnView> {
         let txns = self.lock();
         let mut out: Vec<TxnView> = txns
+            .txns
             .iter()
             .filter(|(_, m)| states.is_empty() || states.iter().any(|s| s == m.state.name()))
             .filter(|(_, m)| producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
@@ -387,71 +255,6 @@ pub fn fenced_code(code: i16, version: i16, since: i16) -> i16 {
     } else {
         code
     }
-}
-
-fn check_producer(meta: Option<&TxnMeta>, producer_id: i64, epoch: i16) -> Result<&TxnMeta> {
-    let Some(meta) = meta else {
-        return Err(ResponseError::InvalidProducerIdMapping);
-    };
-    if meta.producer_id != producer_id {
-        return Err(ResponseError::InvalidProducerIdMapping);
-    }
-    if meta.epoch != epoch {
-        return Err(ResponseError::ProducerFenced);
-    }
-    Ok(meta)
-}
-
-/// The next epoch, or a new producer id when the epoch is exhausted (as Kafka does).
-fn bump(host: &dyn TxnHost, meta: &mut TxnMeta) -> Result<()> {
-    bump_with(host, meta, None)
-}
-
-/// [`bump`], with a producer id allocated beforehand (outside the coordinator's lock) for
-/// an exhausted epoch.
-fn bump_with(host: &dyn TxnHost, meta: &mut TxnMeta, fresh: Option<i64>) -> Result<()> {
-    if meta.epoch >= i16::MAX - 1 {
-        meta.producer_id = match fresh {
-            Some(id) => id,
-            None => host
-                .new_producer_id()
-                .map_err(|_| ResponseError::CoordinatorNotAvailable)?,
-        };
-        meta.epoch = 0;
-    } else {
-        meta.epoch += 1;
-    }
-    Ok(())
-}
-
-/// Stores the outcome, writes the markers, then stores the completion. On a marker
-/// failure the Prepare state stays (stored) and `tick` retries.
-fn complete(
-    host: &dyn TxnHost,
-    id: &str,
-    meta: &mut TxnMeta,
-    commit: bool,
-    now: i64,
-) -> Result<()> {
-    let (prepare, done) = if commit {
-        (TxnState::PrepareCommit, TxnState::CompleteCommit)
-    } else {
-        (TxnState::PrepareAbort, TxnState::CompleteAbort)
-    };
-    if meta.state != prepare {
-        meta.state = prepare;
-        meta.last_update_ms = now;
-        TxnCoordinator::store(host, id, meta)?;
-    }
-    if let Err(e) = host.write_markers(meta.producer_id, meta.epoch, commit, &meta.partitions) {
-        tracing::warn!(transactional_id = id, error = %e, "writing transaction markers failed; retrying on the next check");
-        return Err(ResponseError::CoordinatorNotAvailable);
-    }
-    meta.state = done;
-    meta.partitions.clear();
-    meta.start_ms = -1;
-    meta.last_update_ms = now;
-    TxnCoordinator::store(host, id, meta)
 }
 
 #[cfg(test)]
@@ -531,6 +334,7 @@ mod tests {
         c.txns
             .lock()
             .expect("lock")
+            .txns
             .get_mut("t")
             .expect("known")
             .epoch = i16::MAX - 1;
@@ -544,33 +348,33 @@ mod tests {
         let c = TxnCoordinator::new(60_000);
         let invalid = ResponseError::InvalidTxnState.code();
         assert_eq!(
-            c.verify("t", 1, 0, &[tp("a", 0)]),
+            c.verify("t", (1, 0), &[tp("a", 0)]),
             vec![ResponseError::InvalidProducerIdMapping.code()],
             "an unknown transactional id"
         );
         let (pid, epoch) = c.init_producer(&host, "t", 10_000, None, 0).expect("init");
         assert_eq!(
-            c.verify("t", pid, epoch, &[tp("a", 0)]),
+            c.verify("t", (pid, epoch), &[tp("a", 0)]),
             vec![invalid],
             "no transaction open"
         );
         c.add_partitions(&host, "t", pid, epoch, &[tp("a", 0)], 1);
         assert_eq!(
-            c.verify("t", pid, epoch, &[tp("a", 0), tp("a", 1)]),
+            c.verify("t", (pid, epoch), &[tp("a", 0), tp("a", 1)]),
             vec![0, invalid]
         );
         assert_eq!(
-            c.verify("t", pid + 7, epoch, &[tp("a", 0)]),
+            c.verify("t", (pid + 7, epoch), &[tp("a", 0)]),
             vec![ResponseError::InvalidProducerIdMapping.code()],
             "another producer's id"
         );
         assert_eq!(
-            c.verify("t", pid, epoch + 1, &[tp("a", 0)]),
+            c.verify("t", (pid, epoch + 1), &[tp("a", 0)]),
             vec![ResponseError::ProducerFenced.code()]
         );
         c.end(&host, "t", pid, epoch, false, 2).expect("abort");
         assert_eq!(
-            c.verify("t", pid, epoch, &[tp("a", 0)]),
+            c.verify("t", (pid, epoch), &[tp("a", 0)]),
             vec![invalid],
             "ended"
         );
@@ -673,5 +477,36 @@ mod tests {
                 .map(|v| v.transactional_id.as_str()),
             Some("t")
         );
+    }
+
+    #[test]
+    fn an_outcome_names_its_record_and_markers_and_only_replay_changes_the_state() {
+        let mut txns = Txns::new(60_000);
+        let init = txns.init_producer("t", 10_000, None, Some(7), 0);
+        assert_eq!(init.reply, Ok((7, 0)));
+        assert!(!txns.txns.contains_key("t"), "not before replay");
+        let meta = init.record.expect("a record").expect("a value");
+        txns.replay("t", Some(meta));
+        let add = txns.add_partitions("t", (7, 0), &[tp("a", 0)], |_, _| true, 1);
+        txns.replay("t", add.record.expect("a record"));
+        let end = txns.end("t", (7, 0), true, 2);
+        let prepared = end.record.clone().expect("a record").expect("a value");
+        assert_eq!(prepared.state, TxnState::PrepareCommit);
+        let job = end.markers.clone().expect("markers");
+        assert_eq!((job.producer_id, job.epoch, job.commit), (7, 0, true));
+        assert_eq!(
+            job.partitions.iter().cloned().collect::<Vec<_>>(),
+            vec![tp("a", 0)]
+        );
+        assert_eq!(
+            txns.txns.get("t").map(|m| m.state),
+            Some(TxnState::Ongoing),
+            "the outcome is decided, not applied"
+        );
+        txns.replay("t", Some(prepared));
+        let done = txns.markers_written(end, &job, 3);
+        let complete = done.record.expect("a record").expect("a value");
+        assert_eq!(complete.state, TxnState::CompleteCommit);
+        assert!(complete.partitions.is_empty());
     }
 }
