@@ -536,59 +536,74 @@ async fn fetch_once(
             else {
                 continue;
             };
-            if p.replica().leader_epoch != epoch {
-                continue; // the leadership changed while the fetch was out
-            }
-            match ResponseError::try_from_code(d.error_code) {
-                None => {}
-                Some(ResponseError::OffsetOutOfRange) => {
-                    tracing::warn!(topic = %p.topic, partition = p.index, fetch_offset = asked_at, leader_log_start = d.log_start_offset, "the leader no longer has our log end; truncating before fetching again");
-                    p.replica().needs_truncation = true;
-                    continue;
-                }
-                Some(e) => {
-                    tracing::debug!(topic = %p.topic, partition = p.index, error = ?e, "follower fetch refused");
-                    backoff = true;
-                    continue;
-                }
-            }
-            let records = d.records.unwrap_or_default();
+            let (refused, bytes) = apply_fetched(&p, epoch, asked_at, d, now).await;
+            backoff |= refused;
             if adding {
-                throttled_bytes += records.len() as u64;
+                throttled_bytes += bytes;
             }
-            let appended = {
-                let mut log = p.log();
-                if log.log_end() != asked_at {
-                    continue;
-                }
-                let result = if records.is_empty() {
-                    Ok(None)
-                } else {
-                    log.append_replicated(&records, now)
-                };
-                let hw = d.high_watermark.min(log.log_end());
-                log.advance_high_watermark(Offset(hw));
-                result
-            };
-            match appended {
-                Ok(Some(info)) => {
-                    if info.flush_due {
-                        if let Err(e) = p.make_durable(info.last_offset + 1).await {
-                            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "fsync of replicated records failed");
-                        }
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "could not append the leader's records; truncating before fetching again");
-                    p.replica().needs_truncation = true;
-                }
-            }
-            p.hw_watch.send_replace(p.log().high_watermark());
         }
     }
     if backoff {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(throttled_bytes)
+}
+
+/// Applies one partition's part of a follower fetch asked at `asked_at` in leader epoch
+/// `epoch`: appends the leader's records and moves the high watermark. Returns whether
+/// the leader refused it (the fetcher then backs off) and the bytes it carried.
+async fn apply_fetched(
+    p: &Partition,
+    epoch: i32,
+    asked_at: i64,
+    d: kafka_protocol::messages::fetch_response::PartitionData,
+    now: i64,
+) -> (bool, u64) {
+    if p.replica().leader_epoch != epoch {
+        return (false, 0); // the leadership changed while the fetch was out
+    }
+    match ResponseError::try_from_code(d.error_code) {
+        None => {}
+        Some(ResponseError::OffsetOutOfRange) => {
+            tracing::warn!(topic = %p.topic, partition = p.index, fetch_offset = asked_at, leader_log_start = d.log_start_offset, "the leader no longer has our log end; truncating before fetching again");
+            p.replica().needs_truncation = true;
+            return (false, 0);
+        }
+        Some(e) => {
+            tracing::debug!(topic = %p.topic, partition = p.index, error = ?e, "follower fetch refused");
+            return (true, 0);
+        }
+    }
+    let records = d.records.unwrap_or_default();
+    let bytes = records.len() as u64;
+    let appended = {
+        let mut log = p.log();
+        if log.log_end() != asked_at {
+            return (false, bytes);
+        }
+        let result = if records.is_empty() {
+            Ok(None)
+        } else {
+            log.append_replicated(&records, now)
+        };
+        let hw = d.high_watermark.min(log.log_end());
+        log.advance_high_watermark(Offset(hw));
+        result
+    };
+    match appended {
+        Ok(Some(info)) => {
+            if info.flush_due {
+                if let Err(e) = p.make_durable(info.last_offset + 1).await {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "fsync of replicated records failed");
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "could not append the leader's records; truncating before fetching again");
+            p.replica().needs_truncation = true;
+        }
+    }
+    p.hw_watch.send_replace(p.log().high_watermark());
+    (false, bytes)
 }

@@ -4,6 +4,7 @@
 
 use gregor_cluster::MetadataRecord;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, ApiKey,
@@ -45,46 +46,7 @@ pub async fn handle(
         results.push((user, outcome));
     }
     for u in &r.upsertions {
-        let user = u.name.to_string();
-        let iterations = u.iterations;
-        let outcome = match Mechanism::from_code(u.mechanism) {
-            None => Err((
-                ResponseError::UnsupportedSaslMechanism,
-                "unknown SCRAM mechanism".into(),
-            )),
-            Some(_) if user.is_empty() => Err((
-                ResponseError::UnacceptableCredential,
-                "the user name is empty".into(),
-            )),
-            Some(_)
-                if !(scram::ITERATIONS_MIN as i32..=scram::ITERATIONS_MAX as i32)
-                    .contains(&iterations) =>
-            {
-                Err((
-                    ResponseError::UnacceptableCredential,
-                    format!(
-                        "{iterations} iterations; use {} to {}",
-                        scram::ITERATIONS_MIN,
-                        scram::ITERATIONS_MAX
-                    ),
-                ))
-            }
-            Some(_) if u.salt.is_empty() || u.salted_password.is_empty() => Err((
-                ResponseError::UnacceptableCredential,
-                "the salt or salted password is empty".into(),
-            )),
-            Some(m) => Ok(MetadataRecord::ScramCredential {
-                user: user.clone(),
-                mechanism: m.name().to_string(),
-                credential: scram::credential_from_salted(
-                    m,
-                    &u.salted_password,
-                    &u.salt,
-                    iterations as u32,
-                ),
-            }),
-        };
-        results.push((user, outcome));
+        results.push((u.name.to_string(), upsertion(u)));
     }
     // A user named twice in one request gets DUPLICATE_RESOURCE for each, as in Kafka.
     for (user, outcome) in &mut results {
@@ -123,6 +85,49 @@ pub async fn handle(
         })
         .collect();
     build!(AlterUserScramCredentialsResponse { results })
+}
+
+/// The record that stores an upserted credential, or why it is refused.
+fn upsertion(u: &ScramCredentialUpsertion) -> Outcome {
+    let user = u.name.to_string();
+    let iterations = u.iterations;
+    match Mechanism::from_code(u.mechanism) {
+        None => Err((
+            ResponseError::UnsupportedSaslMechanism,
+            "unknown SCRAM mechanism".into(),
+        )),
+        Some(_) if user.is_empty() => Err((
+            ResponseError::UnacceptableCredential,
+            "the user name is empty".into(),
+        )),
+        Some(_)
+            if !(scram::ITERATIONS_MIN as i32..=scram::ITERATIONS_MAX as i32)
+                .contains(&iterations) =>
+        {
+            Err((
+                ResponseError::UnacceptableCredential,
+                format!(
+                    "{iterations} iterations; use {} to {}",
+                    scram::ITERATIONS_MIN,
+                    scram::ITERATIONS_MAX
+                ),
+            ))
+        }
+        Some(_) if u.salt.is_empty() || u.salted_password.is_empty() => Err((
+            ResponseError::UnacceptableCredential,
+            "the salt or salted password is empty".into(),
+        )),
+        Some(m) => Ok(MetadataRecord::ScramCredential {
+            user: user.clone(),
+            mechanism: m.name().to_string(),
+            credential: scram::credential_from_salted(
+                m,
+                &u.salted_password,
+                &u.salt,
+                iterations as u32,
+            ),
+        }),
+    }
 }
 
 /// This API's entry in the registry (see `api::Api`).

@@ -62,27 +62,7 @@ pub fn handle(ctx: &RequestContext, request: DescribeConfigsRequest) -> Describe
                     };
                     for def in TOPIC_CONFIGS.iter().filter(|d| wanted(d.name)) {
                         let (value, source) = broker.config.topic_value(def, &topic.configs);
-                        let mut synonyms = Vec::new();
-                        if let Some(v) = topic.configs.get(def.name) {
-                            synonyms.push(synonym(def.name, v, ConfigSource::DynamicTopic));
-                        }
-                        if let Some(syn) = def.broker_synonym {
-                            if let Some((v, source)) = broker.config.dynamic_value(syn) {
-                                synonyms.push(synonym(syn, &v, source));
-                            }
-                            if broker.config.is_set(syn) {
-                                synonyms.push(synonym(
-                                    syn,
-                                    broker.config.get(syn),
-                                    ConfigSource::StaticBroker,
-                                ));
-                            }
-                        }
-                        synonyms.push(synonym(
-                            def.broker_synonym.unwrap_or(def.name),
-                            def.default,
-                            ConfigSource::Default,
-                        ));
+                        let synonyms = topic_synonyms(&broker.config, def, &topic.configs);
                         out.configs
                             .push(entry(def.name, def, value, source, synonyms));
                     }
@@ -122,6 +102,33 @@ pub fn handle(ctx: &RequestContext, request: DescribeConfigsRequest) -> Describe
         })
         .collect();
     build!(DescribeConfigsResponse { results })
+}
+
+/// Where a topic config's value may come from, in Kafka's order: the topic's override,
+/// the broker's runtime value and its file for the broker synonym, the default.
+fn topic_synonyms(
+    config: &crate::config::BrokerConfig,
+    def: &ConfigDef,
+    overrides: &std::collections::BTreeMap<String, String>,
+) -> Vec<DescribeConfigsSynonym> {
+    let mut synonyms = Vec::new();
+    if let Some(v) = overrides.get(def.name) {
+        synonyms.push(synonym(def.name, v, ConfigSource::DynamicTopic));
+    }
+    if let Some(syn) = def.broker_synonym {
+        if let Some((v, source)) = config.dynamic_value(syn) {
+            synonyms.push(synonym(syn, &v, source));
+        }
+        if config.is_set(syn) {
+            synonyms.push(synonym(syn, config.get(syn), ConfigSource::StaticBroker));
+        }
+    }
+    synonyms.push(synonym(
+        def.broker_synonym.unwrap_or(def.name),
+        def.default,
+        ConfigSource::Default,
+    ));
+    synonyms
 }
 
 fn synonym(name: &str, value: &str, source: ConfigSource) -> DescribeConfigsSynonym {

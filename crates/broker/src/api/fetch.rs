@@ -73,12 +73,7 @@ struct Pass {
 fn read_once(ctx: &RequestContext, request: &FetchRequest, notify: &Arc<Notify>) -> Pass {
     let by_id = ctx.version >= 13;
     let image = ctx.image();
-    // A follower names itself; consumers send -1.
-    let replica_id = if ctx.version >= 15 {
-        request.replica_state.replica_id.0
-    } else {
-        request.replica_id.0
-    };
+    let (replica_id, reader) = reader_of(ctx.version, request);
     let mut budget = if request.max_bytes <= 0 {
         usize::MAX
     } else {
@@ -96,13 +91,7 @@ fn read_once(ctx: &RequestContext, request: &FetchRequest, notify: &Arc<Notify>)
         };
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
-            let mut data = build!(PartitionData {
-                partition_index: p.partition,
-                high_watermark: -1,
-                last_stable_offset: -1,
-                log_start_offset: -1,
-                records: Some(Bytes::new())
-            });
+            let mut data = unanswered(p.partition);
             let partition = meta.and_then(|m| ctx.partitions().get(&m.name, p.partition));
             match partition {
                 None => {
@@ -132,36 +121,24 @@ fn read_once(ctx: &RequestContext, request: &FetchRequest, notify: &Arc<Notify>)
                     }
                     partition.add_waiter(notify);
                     let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
+                    let first = total == 0;
                     match read_partition(
                         ctx,
                         &partition,
-                        if replica_id >= 0 {
-                            Reader::Follower
-                        } else if request.isolation_level == READ_COMMITTED {
-                            Reader::Committed
-                        } else {
-                            Reader::Uncommitted
-                        },
+                        reader,
                         p.fetch_offset,
                         limit,
-                        total == 0,
+                        first,
                         &mut data,
                     ) {
-                        Ok((n, records)) => {
+                        Some((n, records)) => {
                             total += n;
                             budget = budget.saturating_sub(n);
                             if n > 0 {
                                 served.push((partition.clone(), records, n as u64));
                             }
                         }
-                        Err(e) => {
-                            if !matches!(e, StorageError::OffsetOutOfRange { .. }) {
-                                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fetch read failed");
-                            }
-                            data.error_code = storage_error_code(&e);
-                            crate::metrics::error_code(ApiKey::Fetch, data.error_code);
-                            any_error = true;
-                        }
+                        None => any_error = true,
                     }
                 }
             }
@@ -185,6 +162,35 @@ fn read_once(ctx: &RequestContext, request: &FetchRequest, notify: &Arc<Notify>)
     }
 }
 
+/// Who fetches: the replica id a follower names itself with (consumers send -1), and
+/// how far it may read.
+fn reader_of(version: i16, request: &FetchRequest) -> (i32, Reader) {
+    let replica_id = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let reader = if replica_id >= 0 {
+        Reader::Follower
+    } else if request.isolation_level == READ_COMMITTED {
+        Reader::Committed
+    } else {
+        Reader::Uncommitted
+    };
+    (replica_id, reader)
+}
+
+/// A partition's answer before it is read: no offsets, no records.
+fn unanswered(partition_index: i32) -> PartitionData {
+    build!(PartitionData {
+        partition_index,
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        records: Some(Bytes::new())
+    })
+}
+
 /// Who reads, which decides how far: a follower to the log end, a `read_uncommitted`
 /// consumer to the high watermark, a `read_committed` one to the last stable offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,11 +200,35 @@ enum Reader {
     Committed,
 }
 
+/// [`read_stored`], with a failure answered in `data` (its code, and a log line unless
+/// the offset is merely out of range): `None` then.
+fn read_partition(
+    ctx: &RequestContext,
+    partition: &Partition,
+    reader: Reader,
+    offset: i64,
+    limit: usize,
+    first: bool,
+    data: &mut PartitionData,
+) -> Option<(usize, u64)> {
+    match read_stored(ctx, partition, reader, offset, limit, first, data) {
+        Ok(read) => Some(read),
+        Err(e) => {
+            if !matches!(e, StorageError::OffsetOutOfRange { .. }) {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fetch read failed");
+            }
+            data.error_code = storage_error_code(&e);
+            crate::metrics::error_code(ApiKey::Fetch, data.error_code);
+            None
+        }
+    }
+}
+
 /// Reads one partition into `data` (or, where the connection sends file ranges itself
 /// (`ctx.deferred`), puts a placeholder for its
 /// stored batches there, for the connection to send from the file); returns the record
 /// bytes and the number of records in them.
-fn read_partition(
+fn read_stored(
     ctx: &RequestContext,
     partition: &Partition,
     reader: Reader,

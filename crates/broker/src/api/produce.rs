@@ -19,7 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::error::storage_error_code;
-use crate::state::{now_ms, Commit, Partition};
+use crate::state::{now_ms, Commit, Partition, TopicPartition};
 use gregor_storage::{LeaderEpoch, Offset};
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
@@ -40,40 +40,12 @@ pub type Refused = HashMap<(String, i32), (i16, String)>;
 /// `producer.rs`) is checked again under the log's lock at the append.
 pub async fn verify_transactional(ctx: &RequestContext, request: &ProduceRequest) -> Refused {
     let mut refused = Refused::new();
-    let mut producers: Vec<(i64, i16)> = Vec::new();
-    // Partitions with transactional batches: (topic, partition) → (producer id, epoch).
-    let mut transactional: Vec<((String, i32), (i64, i16))> = Vec::new();
-    for topic in &request.topic_data {
-        for data in &topic.partition_data {
-            let Some(records) = &data.records else {
-                continue;
-            };
-            let key = (topic.name.0.to_string(), data.index);
-            let mut at = 0usize;
-            while at < records.len() {
-                // A batch that does not parse is refused by `validate` later.
-                let Ok(h) = batch::BatchHeader::parse(&records[at..]) else {
-                    break;
-                };
-                at += h.total_bytes().max(1);
-                if !h.is_transactional() || h.is_control() {
-                    continue;
-                }
-                let p = (h.producer_id, h.producer_epoch);
-                if !producers.contains(&p) {
-                    producers.push(p);
-                }
-                if !transactional.iter().any(|(k, _)| *k == key) {
-                    transactional.push((key.clone(), p));
-                }
-            }
-        }
-    }
+    let (producers, transactional) = transactional_batches(request);
     if transactional.is_empty() {
         return refused;
     }
     let refuse_all = |refused: &mut Refused, code: ResponseError, why: &str| {
-        for (key, _) in &transactional {
+        for key in &transactional {
             refused.insert(key.clone(), (code.code(), why.to_string()));
         }
     };
@@ -94,7 +66,7 @@ pub async fn verify_transactional(ctx: &RequestContext, request: &ProduceRequest
         return refused;
     };
     let mut ask: Vec<(String, i32)> = Vec::new();
-    for (key, _) in &transactional {
+    for key in &transactional {
         // A partition this broker does not lead is refused at the append.
         let Some(partition) = ctx.partitions().get(&key.0, key.1) else {
             continue;
@@ -143,6 +115,89 @@ pub async fn verify_transactional(ctx: &RequestContext, request: &ProduceRequest
     refused
 }
 
+/// The producers (id, epoch) of a request's transactional batches, and the partitions
+/// that hold such batches, each once.
+fn transactional_batches(request: &ProduceRequest) -> (Vec<(i64, i16)>, Vec<TopicPartition>) {
+    let mut producers: Vec<(i64, i16)> = Vec::new();
+    let mut partitions: Vec<TopicPartition> = Vec::new();
+    for topic in &request.topic_data {
+        for data in &topic.partition_data {
+            let Some(records) = &data.records else {
+                continue;
+            };
+            let key = (topic.name.0.to_string(), data.index);
+            let mut at = 0usize;
+            while at < records.len() {
+                // A batch that does not parse is refused by `validate` later.
+                let Ok(h) = batch::BatchHeader::parse(&records[at..]) else {
+                    break;
+                };
+                at += h.total_bytes().max(1);
+                if !h.is_transactional() || h.is_control() {
+                    continue;
+                }
+                let p = (h.producer_id, h.producer_epoch);
+                if !producers.contains(&p) {
+                    producers.push(p);
+                }
+                if !partitions.contains(&key) {
+                    partitions.push(key.clone());
+                }
+            }
+        }
+    }
+    (producers, partitions)
+}
+
+/// Produce's answer for a verification's code, with why: a fenced producer gets
+/// INVALID_PRODUCER_EPOCH, as Kafka maps its verification's PRODUCER_FENCED (clients
+/// treat it as the fencing it is).
+fn explain(code: i16) -> (i16, String) {
+    let code = if code == ResponseError::ProducerFenced.code() {
+        ResponseError::InvalidProducerEpoch.code()
+    } else {
+        code
+    };
+    let why = if code == ResponseError::InvalidTxnState.code() {
+        "the partition is not in an open transaction of this producer (AddPartitionsToTxn first)"
+    } else if code == ResponseError::InvalidProducerIdMapping.code() {
+        "the transactional id does not belong to this producer id"
+    } else if code == ResponseError::InvalidProducerEpoch.code() {
+        "a newer producer with this transactional id fenced this one"
+    } else {
+        "the transaction's coordinator could not confirm the transaction; retry"
+    };
+    (code, why.to_string())
+}
+
+/// AddPartitionsToTxn v4 with `verify_only`: the question to another broker's coordinator.
+fn verify_request(
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> AddPartitionsToTxnRequest {
+    let mut by_topic: Vec<AddPartitionsToTxnTopic> = Vec::new();
+    for (t, p) in partitions {
+        match by_topic.iter_mut().find(|x| x.name.0.as_str() == t) {
+            Some(x) => x.partitions.push(*p),
+            None => by_topic.push(build!(AddPartitionsToTxnTopic {
+                name: super::topic_name(t),
+                partitions: vec![*p]
+            })),
+        }
+    }
+    build!(AddPartitionsToTxnRequest {
+        transactions: vec![build!(AddPartitionsToTxnTransaction {
+            transactional_id: TransactionalId(StrBytes::from_string(id.to_string())),
+            producer_id: ProducerId(producer_id),
+            producer_epoch: epoch,
+            verify_only: true,
+            topics: by_topic
+        })]
+    })
+}
+
 /// Asks the coordinator of `id` whether the producer's open transaction holds
 /// `partitions`: this broker's own coordinator directly, another broker's with
 /// AddPartitionsToTxn version 4 (`verify_only`).
@@ -153,25 +208,6 @@ async fn ask_coordinator(
     epoch: i16,
     partitions: &[(String, i32)],
 ) -> Vec<(i16, String)> {
-    let explain = |code: i16| {
-        // Produce answers a fenced producer with INVALID_PRODUCER_EPOCH, as Kafka maps its
-        // verification's PRODUCER_FENCED (clients treat it as the fencing it is).
-        let code = if code == ResponseError::ProducerFenced.code() {
-            ResponseError::InvalidProducerEpoch.code()
-        } else {
-            code
-        };
-        let why = if code == ResponseError::InvalidTxnState.code() {
-            "the partition is not in an open transaction of this producer (AddPartitionsToTxn first)"
-        } else if code == ResponseError::InvalidProducerIdMapping.code() {
-            "the transactional id does not belong to this producer id"
-        } else if code == ResponseError::InvalidProducerEpoch.code() {
-            "a newer producer with this transactional id fenced this one"
-        } else {
-            "the transaction's coordinator could not confirm the transaction; retry"
-        };
-        (code, why.to_string())
-    };
     let unavailable = |e: String| {
         // Retriable for every client, as Kafka maps a coordinator it cannot reach.
         vec![(ResponseError::NotEnoughReplicas.code(), e); partitions.len()]
@@ -195,25 +231,7 @@ async fn ask_coordinator(
         Ok(p) => p,
         Err((_, e)) => return unavailable(format!("the transaction's coordinator: {e}")),
     };
-    let mut by_topic: Vec<AddPartitionsToTxnTopic> = Vec::new();
-    for (t, p) in partitions {
-        match by_topic.iter_mut().find(|x| x.name.0.as_str() == t) {
-            Some(x) => x.partitions.push(*p),
-            None => by_topic.push(build!(AddPartitionsToTxnTopic {
-                name: super::topic_name(t),
-                partitions: vec![*p]
-            })),
-        }
-    }
-    let request = build!(AddPartitionsToTxnRequest {
-        transactions: vec![build!(AddPartitionsToTxnTransaction {
-            transactional_id: TransactionalId(StrBytes::from_string(id.to_string())),
-            producer_id: ProducerId(producer_id),
-            producer_epoch: epoch,
-            verify_only: true,
-            topics: by_topic
-        })]
-    });
+    let request = verify_request(id, producer_id, epoch, partitions);
     let me = ctx.config().node_id;
     // One idle connection per coordinator is kept for the next verification (a
     // connection per call would cost a TLS handshake each); a failed one is dropped.
@@ -570,14 +588,7 @@ fn append_to(
         let mut log = partition.log();
         // Under the log's lock, as the markers that end transactions are appended: a
         // transactional batch needs its confirmed verification guard.
-        let unverified = headers.iter().any(|(_, h)| {
-            h.is_transactional()
-                && !transactional_id.is_some_and(|id| {
-                    log.producers()
-                        .verified(h.producer_id, id, h.producer_epoch)
-                })
-        });
-        if unverified {
+        if !verified(log.producers(), &headers, transactional_id) {
             r.error_code = ResponseError::InvalidTxnState.code();
             r.error_message = Some(StrBytes::from_static_str(
                 "the producer's transaction was not confirmed to hold this partition (it may have ended meanwhile)",
@@ -591,46 +602,55 @@ fn append_to(
         result
     };
     match appended {
-        Ok(info) if info.duplicate => {
-            // A retry of a batch already stored: its original offsets, nothing appended.
-            // It is answered as its first attempt would be, once the original is durable
-            // and (acks=all) committed: the first attempt may have timed out before its
-            // followers had it, and this leader may be cut off from them still.
-            tracing::debug!(topic = %partition.topic, partition = partition.index, base_offset = info.base_offset, "duplicate idempotent batch answered with its original offset");
+        Ok(info) => {
+            if info.duplicate {
+                // A retry of a batch already stored: its original offsets, nothing
+                // appended. It is answered as its first attempt would be, once the original
+                // is durable and (acks=all) committed: the first attempt may have timed out
+                // before its followers had it, and this leader may be cut off from them still.
+                tracing::debug!(topic = %partition.topic, partition = partition.index, base_offset = info.base_offset, "duplicate idempotent batch answered with its original offset");
+            }
             Some(Appended {
+                bytes: if info.duplicate {
+                    0
+                } else {
+                    bytes.len() as u64
+                },
+                // A duplicate is never due a flush of its own (`flush_due` is false).
+                sync: info.flush_due || (!replicated && settings.sync_unreplicated),
                 partition,
                 info,
-                bytes: 0,
                 stamp,
                 replicated,
                 leader_epoch,
-                sync: !replicated && settings.sync_unreplicated,
                 min_insync: settings.min_insync_replicas,
             })
         }
-        Ok(info) => Some(Appended {
-            partition,
-            info,
-            bytes: bytes.len() as u64,
-            stamp,
-            replicated,
-            leader_epoch,
-            sync: info.flush_due || (!replicated && settings.sync_unreplicated),
-            min_insync: settings.min_insync_replicas,
-        }),
-        Err(e @ gregor_storage::StorageError::Sequence(_)) => {
-            tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "idempotent batch refused");
-            r.error_code = storage_error_code(&e);
-            r.error_message = Some(StrBytes::from_string(e.to_string()));
-            None
-        }
         Err(e) => {
-            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
+            if matches!(e, gregor_storage::StorageError::Sequence(_)) {
+                tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "idempotent batch refused");
+            } else {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
+            }
             r.error_code = storage_error_code(&e);
             r.error_message = Some(StrBytes::from_string(e.to_string()));
             None
         }
     }
+}
+
+/// Whether every transactional batch among `headers` has its confirmed verification
+/// guard for `transactional_id`.
+fn verified(
+    producers: &gregor_storage::producer::ProducerStates,
+    headers: &[(usize, BatchHeader)],
+    transactional_id: Option<&str>,
+) -> bool {
+    headers.iter().all(|(_, h)| {
+        !h.is_transactional()
+            || transactional_id
+                .is_some_and(|id| producers.verified(h.producer_id, id, h.producer_epoch))
+    })
 }
 
 /// Splits a partition's records into batches and validates each; the batches must fill

@@ -73,7 +73,19 @@ impl Groups {
             }
             req.member_id.clone()
         };
+        Self::enter_rebalance(s, g, now, member_id, req)
+    }
 
+    /// A member whose id is settled joins: a known one rejoining (answered at once when
+    /// nothing changed for it), or a new one; the rebalance is then prepared and, when
+    /// everyone is in, completed.
+    fn enter_rebalance(
+        s: &GroupSettings,
+        g: &mut Group,
+        now: Now,
+        member_id: String,
+        req: JoinRequest,
+    ) -> Reply<JoinResult> {
         let (tx, rx) = oneshot::channel();
         if let Some(m) = g.members.get_mut(&member_id) {
             // A known member rejoining.

@@ -9,8 +9,8 @@ pub(super) async fn start_cluster(
     broker: &Arc<Broker>,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, BrokerError> {
-    use gregor_cluster::controller::{parse_voters, raft_listen_addr};
-    use gregor_cluster::{ClusterNode, ControllerSettings, Registration};
+    use gregor_cluster::controller::parse_voters;
+    use gregor_cluster::{ClusterNode, Registration};
     let c = &broker.config;
     let spec = c.get("controller.quorum.voters").trim().to_string();
     if spec.is_empty() {
@@ -21,36 +21,13 @@ pub(super) async fn start_cluster(
             "controller.quorum.voters '{spec}': {e}; write it as 1@HOST:PORT,2@HOST:PORT,3@HOST:PORT"
         ))
     })?;
-    let named = c.controller_listener.as_ref().map(|l| l.addr.to_string());
-    let configured = c.get("controller.listener").trim();
-    let configured = named
-        .as_deref()
-        .filter(|_| configured.is_empty())
-        .unwrap_or(configured);
-    let configured = if configured.is_empty() {
-        None
-    } else {
-        Some(configured.parse().map_err(|_| {
-            BrokerError::Config(format!(
-                "controller.listener '{configured}' is not HOST:PORT with an IP address"
-            ))
-        })?)
-    };
-    let addr = raft_listen_addr(c.node_id, &voters, configured).map_err(BrokerError::Config)?;
+    let addr = metadata_log_addr(c, &voters)?;
     let listener = TcpListener::bind(&addr).await.map_err(|e| {
         BrokerError::Config(format!(
             "cannot listen for the metadata log on {addr}: {e}; is another broker using it? check --controllers and --controller-listener"
         ))
     })?;
-    let settings = ControllerSettings {
-        session_timeout_ms: c.settings().broker_session_timeout_ms.max(1) as u64,
-        heartbeat_interval_ms: c.settings().broker_heartbeat_interval_ms.max(1) as u64,
-        auto_leader_rebalance: c.settings().auto_leader_rebalance_enable,
-        leader_imbalance_check_ms: (c.settings().leader_imbalance_check_interval_seconds.max(1)
-            as u64)
-            .saturating_mul(1000),
-        unclean_leader_election: c.settings().unclean_leader_election_enable,
-    };
+    let settings = controller_settings(c);
     let transport = metadata_transport(broker, &addr)?;
     let node = ClusterNode::start(
         broker.disk(),
@@ -112,6 +89,44 @@ pub(super) async fn start_cluster(
     // Users created offline for this data directory (`gregor user create --data-dir`).
     broker.apply_bootstrap_records().await?;
     Ok(tasks)
+}
+
+/// Where this broker listens for the metadata log: `controller.listener` (or the
+/// CONTROLLER listener's address), else its own entry in the voters.
+fn metadata_log_addr(
+    c: &crate::config::BrokerConfig,
+    voters: &std::collections::BTreeMap<u64, String>,
+) -> Result<String, BrokerError> {
+    let named = c.controller_listener.as_ref().map(|l| l.addr.to_string());
+    let configured = c.get("controller.listener").trim();
+    let configured = named
+        .as_deref()
+        .filter(|_| configured.is_empty())
+        .unwrap_or(configured);
+    let configured = if configured.is_empty() {
+        None
+    } else {
+        Some(configured.parse().map_err(|_| {
+            BrokerError::Config(format!(
+                "controller.listener '{configured}' is not HOST:PORT with an IP address"
+            ))
+        })?)
+    };
+    gregor_cluster::controller::raft_listen_addr(c.node_id, voters, configured)
+        .map_err(BrokerError::Config)
+}
+
+/// The controller's settings, from the broker's.
+fn controller_settings(c: &crate::config::BrokerConfig) -> gregor_cluster::ControllerSettings {
+    gregor_cluster::ControllerSettings {
+        session_timeout_ms: c.settings().broker_session_timeout_ms.max(1) as u64,
+        heartbeat_interval_ms: c.settings().broker_heartbeat_interval_ms.max(1) as u64,
+        auto_leader_rebalance: c.settings().auto_leader_rebalance_enable,
+        leader_imbalance_check_ms: (c.settings().leader_imbalance_check_interval_seconds.max(1)
+            as u64)
+            .saturating_mul(1000),
+        unclean_leader_election: c.settings().unclean_leader_election_enable,
+    }
 }
 
 /// Waiting to join the cluster, with a warning every 10 s while it lasts.

@@ -232,39 +232,16 @@ async fn connection_loop<S: Socket>(
             Next::Input(Err(e)) => return Close::Io(e),
             Next::Input(Ok(false)) => {}
         }
-        let size = match stream.read_i32().await {
-            Ok(size) => size,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Close::Refused("truncated frame: peer closed inside a frame's size".into())
-            }
-            Err(e) => return Close::Io(e),
-        };
         // Before authentication, a frame may hold only a SASL or ApiVersions request.
         let limit = if session.authenticated() {
             max_frame
         } else {
             max_frame.min(UNAUTHENTICATED_FRAME_MAX_BYTES)
         };
-        let size = match frame::check_frame_size(size, limit) {
-            Ok(s) => s,
-            Err(reason) => return Close::Refused(reason),
+        let frame = match read_frame(stream, limit).await {
+            Ok(frame) => frame,
+            Err(close) => return close,
         };
-        // Read into uninitialised capacity: zeroing a buffer the read overwrites cost 2% of
-        // the broker's CPU under produce load (perf, bench/profiles/README.md).
-        let mut buf = BytesMut::with_capacity(size);
-        while buf.len() < size {
-            let want = size - buf.len();
-            match (&mut *stream).take(want as u64).read_buf(&mut buf).await {
-                Ok(0) => {
-                    return Close::Refused(format!(
-                        "truncated frame: peer closed before sending the {size} bytes it announced"
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) => return Close::Io(e),
-            }
-        }
-        let frame = buf.freeze();
         let raw = match frame::peek_header(&frame) {
             Ok(raw) => raw,
             Err(e) => return Close::Refused(e.to_string()),
@@ -289,6 +266,39 @@ async fn connection_loop<S: Socket>(
             Err(reason) => return Close::Refused(reason),
         }
     }
+}
+
+/// Reads one request frame of at most `limit` bytes (its size first).
+async fn read_frame<S: Socket>(stream: &mut BufReader<S>, limit: usize) -> Result<Bytes, Close> {
+    let size = match stream.read_i32().await {
+        Ok(size) => size,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(Close::Refused(
+                "truncated frame: peer closed inside a frame's size".into(),
+            ))
+        }
+        Err(e) => return Err(Close::Io(e)),
+    };
+    let size = match frame::check_frame_size(size, limit) {
+        Ok(s) => s,
+        Err(reason) => return Err(Close::Refused(reason)),
+    };
+    // Read into uninitialised capacity: zeroing a buffer the read overwrites cost 2% of
+    // the broker's CPU under produce load (perf, bench/profiles/README.md).
+    let mut buf = BytesMut::with_capacity(size);
+    while buf.len() < size {
+        let want = size - buf.len();
+        match (&mut *stream).take(want as u64).read_buf(&mut buf).await {
+            Ok(0) => {
+                return Err(Close::Refused(format!(
+                    "truncated frame: peer closed before sending the {size} bytes it announced"
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(Close::Io(e)),
+        }
+    }
+    Ok(buf.freeze())
 }
 
 /// Writes bytes and file ranges in order; file ranges go with `sendfile` on plain TCP
@@ -353,40 +363,10 @@ async fn handle_frame(
     stop: watch::Receiver<bool>,
     zero_copy: bool,
 ) -> Result<Reply, String> {
-    let Ok(api) = ApiKey::try_from(raw.api_key) else {
-        return Err(format!("unknown API key {}", raw.api_key));
+    let api = match admit(&raw, session)? {
+        Ok(api) => api,
+        Err(reply) => return Ok(reply),
     };
-    let Some(spec) = api::spec(raw.api_key) else {
-        return Err(format!(
-            "API {api:?} (key {}) is not served by Gregor",
-            raw.api_key
-        ));
-    };
-    if raw.api_version < spec.min || raw.api_version > spec.max {
-        if api == ApiKey::ApiVersions {
-            let body = ResponseKind::ApiVersions(api_versions::unsupported_version());
-            return frame::encode_response(api, 0, raw.correlation_id, &body)
-                .map(Reply::Send)
-                .map_err(|e| e.to_string());
-        }
-        return Err(format!(
-            "{api:?} v{} is not supported (Gregor serves v{}-v{})",
-            raw.api_version, spec.min, spec.max
-        ));
-    }
-    let is_sasl = matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
-    if !is_sasl && api != ApiKey::ApiVersions {
-        if !session.authenticated() {
-            return Err(format!(
-                "{api:?} before SASL authentication on listener {}; configure the client with security.protocol={} and a sasl.mechanism",
-                session.listener,
-                session.protocol.name()
-            ));
-        }
-        if session.expired() {
-            return Err("the SASL session expired (connections.max.reauth.ms) and the client did not re-authenticate".into());
-        }
-    }
     let started = tokio::time::Instant::now();
     let (header, request) = frame::decode_request(frame).map_err(|e| e.to_string())?;
     let version = header.request_api_version;
@@ -451,6 +431,48 @@ async fn handle_frame(
         Some(delay) => Reply::SendAndClose(bytes, delay),
         None => Reply::Send(bytes),
     })
+}
+
+/// Whether a request with header `raw` may be handled on this connection now: its API
+/// (`Ok(Ok(api))`), an answer to send instead (ApiVersions at a version not served), or
+/// why the connection is closed (an API or version not served, a request before SASL
+/// authentication or after the session expired).
+fn admit(raw: &RawHeader, session: &Session) -> Result<Result<ApiKey, Reply>, String> {
+    let Ok(api) = ApiKey::try_from(raw.api_key) else {
+        return Err(format!("unknown API key {}", raw.api_key));
+    };
+    let Some(spec) = api::spec(raw.api_key) else {
+        return Err(format!(
+            "API {api:?} (key {}) is not served by Gregor",
+            raw.api_key
+        ));
+    };
+    if raw.api_version < spec.min || raw.api_version > spec.max {
+        if api == ApiKey::ApiVersions {
+            let body = ResponseKind::ApiVersions(api_versions::unsupported_version());
+            return frame::encode_response(api, 0, raw.correlation_id, &body)
+                .map(|bytes| Err(Reply::Send(bytes)))
+                .map_err(|e| e.to_string());
+        }
+        return Err(format!(
+            "{api:?} v{} is not supported (Gregor serves v{}-v{})",
+            raw.api_version, spec.min, spec.max
+        ));
+    }
+    let is_sasl = matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+    if !is_sasl && api != ApiKey::ApiVersions {
+        if !session.authenticated() {
+            return Err(format!(
+                "{api:?} before SASL authentication on listener {}; configure the client with security.protocol={} and a sasl.mechanism",
+                session.listener,
+                session.protocol.name()
+            ));
+        }
+        if session.expired() {
+            return Err("the SASL session expired (connections.max.reauth.ms) and the client did not re-authenticate".into());
+        }
+    }
+    Ok(Ok(api))
 }
 
 /// Encodes a response with placeholders and cuts it into bytes and file ranges. Should

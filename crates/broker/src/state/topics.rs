@@ -203,38 +203,7 @@ impl Broker {
             }
         };
         let records = match target {
-            None => {
-                let Some((_, original)) = p.reassignment.clone() else {
-                    return Err((
-                        ResponseError::NoReassignmentInProgress,
-                        format!("no reassignment of {topic}-{partition} is in progress"),
-                    ));
-                };
-                let mut isr: Vec<i32> = p
-                    .isr
-                    .iter()
-                    .copied()
-                    .filter(|r| original.contains(r))
-                    .collect();
-                if isr.is_empty() {
-                    isr = original.clone();
-                }
-                let leader = if original.contains(&p.leader) {
-                    p.leader
-                } else {
-                    isr[0]
-                };
-                let epoch = p.leader_epoch + i32::from(leader != p.leader);
-                vec![
-                    record(original, leader, epoch, isr),
-                    MetadataRecord::Reassign {
-                        topic_id,
-                        partition,
-                        target: None,
-                        original: Vec::new(),
-                    },
-                ]
-            }
+            None => cancel_reassignment(topic, partition, topic_id, p)?,
             Some(target) => {
                 let live: Vec<i32> = self.live_brokers().iter().map(|b| b.node_id).collect();
                 let mut unique = target.clone();
@@ -470,4 +439,50 @@ impl Broker {
         tracing::info!(topic = name, topic_id = %topic.topic_id, "deleted topic");
         Ok(())
     }
+}
+
+/// The records that cancel the reassignment of `topic`-`partition` (`p`): back to its
+/// original replicas, its leader kept if it is one of them.
+fn cancel_reassignment(
+    topic: &str,
+    partition: i32,
+    topic_id: Uuid,
+    p: &PartitionMeta,
+) -> Result<Vec<MetadataRecord>, (ResponseError, String)> {
+    let Some((_, original)) = p.reassignment.clone() else {
+        return Err((
+            ResponseError::NoReassignmentInProgress,
+            format!("no reassignment of {topic}-{partition} is in progress"),
+        ));
+    };
+    let mut isr: Vec<i32> = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|r| original.contains(r))
+        .collect();
+    if isr.is_empty() {
+        isr = original.clone();
+    }
+    let leader = if original.contains(&p.leader) {
+        p.leader
+    } else {
+        isr[0]
+    };
+    Ok(vec![
+        MetadataRecord::Partition {
+            topic_id,
+            partition,
+            replicas: original,
+            leader,
+            leader_epoch: p.leader_epoch + i32::from(leader != p.leader),
+            isr: Some(isr),
+        },
+        MetadataRecord::Reassign {
+            topic_id,
+            partition,
+            target: None,
+            original: Vec::new(),
+        },
+    ])
 }
