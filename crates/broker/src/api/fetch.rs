@@ -120,17 +120,13 @@ fn read_once(ctx: &RequestContext, request: &FetchRequest, notify: &Arc<Notify>)
                         );
                     }
                     partition.add_waiter(notify);
-                    let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
-                    let first = total == 0;
-                    match read_partition(
-                        ctx,
-                        &partition,
+                    let at = ReadAt {
                         reader,
-                        p.fetch_offset,
-                        limit,
-                        first,
-                        &mut data,
-                    ) {
+                        offset: p.fetch_offset,
+                        limit: (p.partition_max_bytes.max(0) as usize).min(budget),
+                        first: total == 0,
+                    };
+                    match read_partition(ctx, &partition, at, &mut data) {
                         Some((n, records)) => {
                             total += n;
                             budget = budget.saturating_sub(n);
@@ -200,18 +196,25 @@ enum Reader {
     Committed,
 }
 
+/// What to read of a partition: from `offset`, at most `limit` bytes (at least one batch
+/// when it is the `first` partition of the answer), as far as `reader` may.
+#[derive(Debug, Clone, Copy)]
+struct ReadAt {
+    reader: Reader,
+    offset: i64,
+    limit: usize,
+    first: bool,
+}
+
 /// [`read_stored`], with a failure answered in `data` (its code, and a log line unless
 /// the offset is merely out of range): `None` then.
 fn read_partition(
     ctx: &RequestContext,
     partition: &Partition,
-    reader: Reader,
-    offset: i64,
-    limit: usize,
-    first: bool,
+    at: ReadAt,
     data: &mut PartitionData,
 ) -> Option<(usize, u64)> {
-    match read_stored(ctx, partition, reader, offset, limit, first, data) {
+    match read_stored(ctx, partition, at, data) {
         Ok(read) => Some(read),
         Err(e) => {
             if !matches!(e, StorageError::OffsetOutOfRange { .. }) {
@@ -231,12 +234,15 @@ fn read_partition(
 fn read_stored(
     ctx: &RequestContext,
     partition: &Partition,
-    reader: Reader,
-    offset: i64,
-    limit: usize,
-    first: bool,
+    at: ReadAt,
     data: &mut PartitionData,
 ) -> Result<(usize, u64), StorageError> {
+    let ReadAt {
+        reader,
+        offset,
+        limit,
+        first,
+    } = at;
     let (plan, offsets) = {
         let log = partition.log();
         let offsets = log.offsets();
