@@ -499,15 +499,7 @@ pub async fn reset_offsets(
         leaders.retain(|p, _| partitions.contains(p));
     }
     if !dry_run {
-        let g = describe_group(cluster, group).await?;
-        if g.error_code == 0 && !g.members.is_empty() {
-            return Err(format!(
-                "group '{group}' has {} active member{} (state {}); offsets can only be reset while it has none: stop its consumers first, or use --dry-run to see the plan",
-                g.members.len(),
-                if g.members.len() == 1 { "" } else { "s" },
-                g.group_state
-            ));
-        }
+        ensure_inactive(cluster, group).await?;
     }
     let wanted: Vec<i32> = leaders.keys().copied().collect();
     let current = committed(cluster, group, topic, &wanted).await?;
@@ -573,6 +565,20 @@ pub async fn reset_offsets(
         dry_run,
         partitions: rows,
     })
+}
+
+/// Offsets are reset only while the group has no active member, as Kafka's tool requires.
+async fn ensure_inactive(cluster: &mut Cluster, group: &str) -> Result<(), String> {
+    let g = describe_group(cluster, group).await?;
+    if g.error_code == 0 && !g.members.is_empty() {
+        return Err(format!(
+            "group '{group}' has {} active member{} (state {}); offsets can only be reset while it has none: stop its consumers first, or use --dry-run to see the plan",
+            g.members.len(),
+            if g.members.len() == 1 { "" } else { "s" },
+            g.group_state
+        ));
+    }
+    Ok(())
 }
 
 pub fn print_reset(plan: &ResetPlan) {

@@ -134,29 +134,9 @@ pub async fn run(cluster: &mut Cluster, args: &ProduceArgs) -> Result<Produced, 
             ));
         }
     }
-    let (reader, total_bytes): (Box<dyn BufRead>, Option<u64>) = match &args.file {
-        Some(path) => {
-            let f = std::fs::File::open(path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-            let size = f.metadata().ok().map(|m| m.len());
-            (
-                Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
-                size,
-            )
-        }
-        None => (Box::new(std::io::stdin().lock()), None),
-    };
+    let (reader, total_bytes) = open_input(args.file.as_deref())?;
     let progress = Progress::new("produce", total_bytes);
-    let headers: IndexMap<StrBytes, Option<Bytes>> = args
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                StrBytes::from_string(k.clone()),
-                Some(Bytes::from(v.clone().into_bytes())),
-            )
-        })
-        .collect();
+    let headers = header_map(&args.headers);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -181,23 +161,7 @@ pub async fn run(cluster: &mut Cluster, args: &ProduceArgs) -> Result<Produced, 
             line.pop();
         }
         let (key, value) = match &args.key_separator {
-            Some(sep) => {
-                let sep = sep.as_bytes();
-                let at = line
-                    .windows(sep.len().max(1))
-                    .position(|w| w == sep)
-                    .ok_or_else(|| {
-                        format!(
-                            "line {}: no key separator '{}' in it; every line must be KEY{}VALUE",
-                            i + 1,
-                            String::from_utf8_lossy(sep),
-                            String::from_utf8_lossy(sep)
-                        )
-                    })?;
-                let value = line.split_off(at + sep.len());
-                line.truncate(at);
-                (Some(Bytes::from(line)), Bytes::from(value))
-            }
+            Some(sep) => split_key(line, sep.as_bytes(), i + 1)?,
             None => (None, Bytes::from(line)),
         };
         let partition = match (args.partition, &key) {
@@ -209,19 +173,11 @@ pub async fn run(cluster: &mut Cluster, args: &ProduceArgs) -> Result<Produced, 
         pending.bytes += size;
         pending.count += 1;
         pending.records.entry(partition).or_default().push(Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
             timestamp: now,
             key,
             value: Some(value),
             headers: headers.clone(),
+            ..plain_record()
         });
         if pending.bytes >= REQUEST_BYTES || pending.count >= REQUEST_RECORDS {
             send(
@@ -255,6 +211,75 @@ pub async fn run(cluster: &mut Cluster, args: &ProduceArgs) -> Result<Produced, 
     Ok(result)
 }
 
+/// The input: the file given (with its size, for the progress line), or standard input.
+fn open_input(file: Option<&std::path::Path>) -> Result<(Box<dyn BufRead>, Option<u64>), String> {
+    Ok(match file {
+        Some(path) => {
+            let f = std::fs::File::open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            let size = f.metadata().ok().map(|m| m.len());
+            (
+                Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
+                size,
+            )
+        }
+        None => (Box::new(std::io::stdin().lock()), None),
+    })
+}
+
+/// Line `number` as KEY`sep`VALUE.
+fn split_key(
+    mut line: Vec<u8>,
+    sep: &[u8],
+    number: usize,
+) -> Result<(Option<Bytes>, Bytes), String> {
+    let at = line
+        .windows(sep.len().max(1))
+        .position(|w| w == sep)
+        .ok_or_else(|| {
+            format!(
+                "line {number}: no key separator '{}' in it; every line must be KEY{}VALUE",
+                String::from_utf8_lossy(sep),
+                String::from_utf8_lossy(sep)
+            )
+        })?;
+    let value = line.split_off(at + sep.len());
+    line.truncate(at);
+    Ok((Some(Bytes::from(line)), Bytes::from(value)))
+}
+
+/// `--header` pairs as record headers.
+fn header_map(pairs: &[(String, String)]) -> IndexMap<StrBytes, Option<Bytes>> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            (
+                StrBytes::from_string(k.clone()),
+                Some(Bytes::from(v.clone().into_bytes())),
+            )
+        })
+        .collect()
+}
+
+/// A record of no producer and no transaction, with no key, value or headers yet.
+fn plain_record() -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 0,
+        key: None,
+        value: None,
+        headers: IndexMap::new(),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn send(
     cluster: &mut Cluster,
@@ -284,28 +309,9 @@ async fn send(
         data.name = kafka_protocol::messages::TopicName(StrBytes::from_string(args.topic.clone()));
         let mut counts = Vec::new();
         for (p, records) in &mut parts {
-            // Offsets within the batch; the broker assigns the real ones.
-            for (i, r) in records.iter_mut().enumerate() {
-                r.offset = i as i64;
-            }
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                records.iter(),
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: comp,
-                },
-            )
-            .map_err(|e| format!("cannot encode records for partition {p}: {e}"))?;
-            result.bytes += records
-                .iter()
-                .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
-                .sum::<u64>();
+            let (pd, value_bytes) = encode_partition(*p, records, comp)?;
+            result.bytes += value_bytes;
             counts.push((*p, records.len() as u64));
-            let mut pd = PartitionProduceData::default();
-            pd.index = *p;
-            pd.records = Some(buf.freeze());
             data.partition_data.push(pd);
         }
         let mut req = ProduceRequest::default();
@@ -360,6 +366,37 @@ async fn send(
         }
     }
     Ok(())
+}
+
+/// One partition's records as one batch of a Produce request, and the bytes of their
+/// values.
+fn encode_partition(
+    p: i32,
+    records: &mut [Record],
+    comp: Compression,
+) -> Result<(PartitionProduceData, u64), String> {
+    // Offsets within the batch; the broker assigns the real ones.
+    for (i, r) in records.iter_mut().enumerate() {
+        r.offset = i as i64;
+    }
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: comp,
+        },
+    )
+    .map_err(|e| format!("cannot encode records for partition {p}: {e}"))?;
+    let value_bytes = records
+        .iter()
+        .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
+        .sum::<u64>();
+    let mut pd = PartitionProduceData::default();
+    pd.index = p;
+    pd.records = Some(buf.freeze());
+    Ok((pd, value_bytes))
 }
 
 pub fn print(p: &Produced) {
