@@ -473,6 +473,53 @@ fn consume_loop(
 }
 
 pub fn run(mut args: BenchArgs) -> Result<BenchResult, String> {
+    apply_workload(&mut args)?;
+    let topic = args.topic.clone().unwrap_or_else(|| {
+        format!(
+            "gregor-bench-{}-{}",
+            args.workload.as_deref().unwrap_or("custom"),
+            micros_since_epoch()
+        )
+    });
+    create_topic(&args, &topic)?;
+    let limit = Duration::from_secs_f64(args.seconds.max(0.1));
+    let counters = Counters::default();
+    let m = match args.mode {
+        Mode::Produce | Mode::E2e => run_producers(&args, &topic, limit, &counters)?,
+        Mode::Consume => run_consumer(&args, &topic, limit, &counters)?,
+    };
+    let secs = m.elapsed.as_secs_f64().max(1e-9);
+    let errors = counters.errors.load(Ordering::Relaxed);
+    if let Some(e) = m.first_error {
+        eprintln!("gregor bench: {errors} records failed; the first: {e}");
+    }
+    Ok(BenchResult {
+        mode: format!("{:?}", args.mode).to_lowercase(),
+        workload: args.workload.clone(),
+        bootstrap: args.bootstrap.clone(),
+        topic,
+        partitions: args.partitions,
+        record_bytes: args.record_bytes,
+        acks: args.acks.clone(),
+        compression: args.compression.clone(),
+        producers: args.producers,
+        offered_rate: args.rate,
+        records: m.records,
+        seconds: secs,
+        records_per_sec: m.records as f64 / secs,
+        mb_per_sec: m.bytes as f64 / secs / 1e6,
+        produce_latency: m.produce_h.as_ref().and_then(Latency::of),
+        e2e_latency: m.e2e_h.as_ref().and_then(|(h, _, _)| Latency::of(h)),
+        consumed_records_per_sec: m
+            .e2e_h
+            .as_ref()
+            .map(|(_, got, took)| *got as f64 / took.as_secs_f64().max(1e-9)),
+        errors,
+    })
+}
+
+/// `--workload` sets the partitions and record size; the other flags are checked.
+fn apply_workload(args: &mut BenchArgs) -> Result<(), String> {
     if let Some(name) = &args.workload {
         let (_, partitions, bytes) =
             WORKLOADS
@@ -493,164 +540,164 @@ pub fn run(mut args: BenchArgs) -> Result<BenchResult, String> {
     if args.producers == 0 {
         return Err("--producers must be at least 1".into());
     }
-    let topic = args.topic.clone().unwrap_or_else(|| {
-        format!(
-            "gregor-bench-{}-{}",
-            args.workload.as_deref().unwrap_or("custom"),
-            micros_since_epoch()
-        )
-    });
-    create_topic(&args, &topic)?;
-    let limit = Duration::from_secs_f64(args.seconds.max(0.1));
-    let sent = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (records, bytes, elapsed, produce_h, e2e_h, first_error) = match args.mode {
-        Mode::Produce | Mode::E2e => {
-            let e2e = args.mode == Mode::E2e;
-            // Without a consumer to wait for, producers start at once.
-            let ready = AtomicBool::new(!e2e);
-            let producing = Arc::new(AtomicBool::new(true));
-            let progress = Progress {
-                sent: sent.clone(),
-                done: done.clone(),
-                stop: stop.clone(),
-            };
-            let (records, bytes, elapsed, produce_h, e2e_h, first_error) =
-                std::thread::scope(|s| -> Result<_, String> {
-                    let _stop = StopOnDrop(stop.clone());
-                    let label = if e2e { "e2e" } else { "produce" };
-                    let total = args.records;
-                    let seconds = args.seconds;
-                    let rb = args.record_bytes;
-                    s.spawn(move || show_progress(progress, total, seconds, rb, label));
-                    let delivered = if e2e {
-                        Arc::new(AtomicU64::new(0))
-                    } else {
-                        done.clone()
-                    };
-                    let mut handles = Vec::new();
-                    let ready = &ready;
-                    for i in 0..args.producers {
-                        let share = args.records / args.producers as u64
-                            + u64::from((i as u64) < args.records % args.producers as u64);
-                        let rate = args.rate / args.producers as u64;
-                        let (args, topic) = (&args, &topic);
-                        let (sent, delivered, errors) =
-                            (sent.clone(), delivered.clone(), errors.clone());
-                        handles.push(s.spawn(move || {
-                            while !ready.load(Ordering::Acquire) {
-                                std::thread::sleep(Duration::from_millis(10));
-                            }
-                            produce_thread(
-                                args, topic, share, rate, limit, sent, delivered, errors, e2e,
-                            )
-                        }));
-                    }
-                    let consumer = e2e.then(|| {
-                        let (args, topic, done) = (&args, &topic, done.clone());
-                        let sent = sent.clone();
-                        let producing = producing.clone();
-                        s.spawn(move || {
-                            // Read until every record sent has arrived (after the producers
-                            // finish), or 30 s past the deadline.
-                            let expected = move || {
-                                if producing.load(Ordering::Relaxed) {
-                                    0
-                                } else {
-                                    sent.load(Ordering::Relaxed)
-                                }
-                            };
-                            consume_loop(
-                                args,
-                                topic,
-                                &expected,
-                                Instant::now() + limit + Duration::from_secs(31),
-                                done,
-                                Some(ready),
-                            )
-                        })
-                    });
-                    let mut produce_h = new_histogram();
-                    let mut first_error = None;
-                    let mut produced_elapsed = Duration::ZERO;
-                    for h in handles {
-                        let (hist, err, took) = h
-                            .join()
-                            .map_err(|_| "a producer thread panicked".to_string())??;
-                        produce_h.add(&hist).map_err(|e| e.to_string())?;
-                        first_error = first_error.or(err);
-                        produced_elapsed = produced_elapsed.max(took);
-                    }
-                    producing.store(false, Ordering::Relaxed);
-                    let mut e2e_h = None;
-                    if let Some(c) = consumer {
-                        let (got, _, h, took) = c
-                            .join()
-                            .map_err(|_| "the consumer thread panicked".to_string())??;
-                        e2e_h = Some((h, got, took));
-                    }
-                    stop.store(true, Ordering::Relaxed);
-                    let records = sent.load(Ordering::Relaxed);
-                    Ok((
-                        records,
-                        records * args.record_bytes as u64,
-                        produced_elapsed,
-                        Some(produce_h),
-                        e2e_h,
-                        first_error,
-                    ))
-                })?;
-            (records, bytes, elapsed, produce_h, e2e_h, first_error)
-        }
-        Mode::Consume => {
-            let start = Instant::now();
-            let progress = Progress {
-                sent: sent.clone(),
-                done: done.clone(),
-                stop: stop.clone(),
-            };
-            let (total, seconds, rb) = (args.records, args.seconds, args.record_bytes);
-            let (records, bytes, took) = std::thread::scope(|s| -> Result<_, String> {
-                let _stop = StopOnDrop(stop.clone());
-                s.spawn(move || show_progress(progress, total, seconds, rb, "consume"));
-                let want = args.records;
-                let r = consume_loop(&args, &topic, &move || want, start + limit, done, None);
-                stop.store(true, Ordering::Relaxed);
-                let (records, bytes, _, took) = r?;
-                Ok((records, bytes, took))
-            })?;
-            let took = if records > 1 { took } else { start.elapsed() };
-            (records, bytes, took, None, None, None)
-        }
+    Ok(())
+}
+
+/// The counts the threads of a run share: records sent, done (acknowledged or
+/// consumed), failed, and the flag that stops the progress line.
+#[derive(Default)]
+struct Counters {
+    sent: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+/// What a run measured.
+struct Measured {
+    records: u64,
+    bytes: u64,
+    elapsed: Duration,
+    produce_h: Option<Histogram<u64>>,
+    /// End-to-end latencies, with the records consumed and the time it took.
+    e2e_h: Option<(Histogram<u64>, u64, Duration)>,
+    first_error: Option<String>,
+}
+
+/// `--mode produce` and `--mode e2e`: the producer threads (and the consumer).
+fn run_producers(
+    args: &BenchArgs,
+    topic: &str,
+    limit: Duration,
+    c: &Counters,
+) -> Result<Measured, String> {
+    let (sent, done, errors, stop) = (&c.sent, &c.done, &c.errors, &c.stop);
+    let e2e = args.mode == Mode::E2e;
+    // Without a consumer to wait for, producers start at once.
+    let ready = AtomicBool::new(!e2e);
+    let producing = Arc::new(AtomicBool::new(true));
+    let progress = Progress {
+        sent: c.sent.clone(),
+        done: c.done.clone(),
+        stop: c.stop.clone(),
     };
-    let secs = elapsed.as_secs_f64().max(1e-9);
-    let errors = errors.load(Ordering::Relaxed);
-    if let Some(e) = first_error {
-        eprintln!("gregor bench: {errors} records failed; the first: {e}");
-    }
-    Ok(BenchResult {
-        mode: format!("{:?}", args.mode).to_lowercase(),
-        workload: args.workload.clone(),
-        bootstrap: args.bootstrap.clone(),
-        topic,
-        partitions: args.partitions,
-        record_bytes: args.record_bytes,
-        acks: args.acks.clone(),
-        compression: args.compression.clone(),
-        producers: args.producers,
-        offered_rate: args.rate,
+    std::thread::scope(|s| -> Result<_, String> {
+        let _stop = StopOnDrop(stop.clone());
+        let label = if e2e { "e2e" } else { "produce" };
+        let total = args.records;
+        let seconds = args.seconds;
+        let rb = args.record_bytes;
+        s.spawn(move || show_progress(progress, total, seconds, rb, label));
+        let delivered = if e2e {
+            Arc::new(AtomicU64::new(0))
+        } else {
+            done.clone()
+        };
+        let mut handles = Vec::new();
+        let ready = &ready;
+        for i in 0..args.producers {
+            let share = args.records / args.producers as u64
+                + u64::from((i as u64) < args.records % args.producers as u64);
+            let rate = args.rate / args.producers as u64;
+            let (args, topic) = (&args, &topic);
+            let (sent, delivered, errors) = (sent.clone(), delivered.clone(), errors.clone());
+            handles.push(s.spawn(move || {
+                while !ready.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                produce_thread(
+                    args, topic, share, rate, limit, sent, delivered, errors, e2e,
+                )
+            }));
+        }
+        let consumer = e2e.then(|| {
+            let (args, topic, done) = (&args, &topic, done.clone());
+            let sent = sent.clone();
+            let producing = producing.clone();
+            s.spawn(move || {
+                // Read until every record sent has arrived (after the producers
+                // finish), or 30 s past the deadline.
+                let expected = move || {
+                    if producing.load(Ordering::Relaxed) {
+                        0
+                    } else {
+                        sent.load(Ordering::Relaxed)
+                    }
+                };
+                consume_loop(
+                    args,
+                    topic,
+                    &expected,
+                    Instant::now() + limit + Duration::from_secs(31),
+                    done,
+                    Some(ready),
+                )
+            })
+        });
+        let mut produce_h = new_histogram();
+        let mut first_error = None;
+        let mut produced_elapsed = Duration::ZERO;
+        for h in handles {
+            let (hist, err, took) = h
+                .join()
+                .map_err(|_| "a producer thread panicked".to_string())??;
+            produce_h.add(&hist).map_err(|e| e.to_string())?;
+            first_error = first_error.or(err);
+            produced_elapsed = produced_elapsed.max(took);
+        }
+        producing.store(false, Ordering::Relaxed);
+        let mut e2e_h = None;
+        if let Some(c) = consumer {
+            let (got, _, h, took) = c
+                .join()
+                .map_err(|_| "the consumer thread panicked".to_string())??;
+            e2e_h = Some((h, got, took));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let records = sent.load(Ordering::Relaxed);
+        Ok(Measured {
+            records,
+            bytes: records * args.record_bytes as u64,
+            elapsed: produced_elapsed,
+            produce_h: Some(produce_h),
+            e2e_h,
+            first_error,
+        })
+    })
+}
+
+/// `--mode consume`: one consumer reading what is there.
+fn run_consumer(
+    args: &BenchArgs,
+    topic: &str,
+    limit: Duration,
+    c: &Counters,
+) -> Result<Measured, String> {
+    let (done, stop) = (c.done.clone(), &c.stop);
+    let start = Instant::now();
+    let progress = Progress {
+        sent: c.sent.clone(),
+        done: c.done.clone(),
+        stop: c.stop.clone(),
+    };
+    let (total, seconds, rb) = (args.records, args.seconds, args.record_bytes);
+    let (records, bytes, took) = std::thread::scope(|s| -> Result<_, String> {
+        let _stop = StopOnDrop(stop.clone());
+        s.spawn(move || show_progress(progress, total, seconds, rb, "consume"));
+        let want = args.records;
+        let r = consume_loop(&args, &topic, &move || want, start + limit, done, None);
+        stop.store(true, Ordering::Relaxed);
+        let (records, bytes, _, took) = r?;
+        Ok((records, bytes, took))
+    })?;
+    let took = if records > 1 { took } else { start.elapsed() };
+    Ok(Measured {
         records,
-        seconds: secs,
-        records_per_sec: records as f64 / secs,
-        mb_per_sec: bytes as f64 / secs / 1e6,
-        produce_latency: produce_h.as_ref().and_then(Latency::of),
-        e2e_latency: e2e_h.as_ref().and_then(|(h, _, _)| Latency::of(h)),
-        consumed_records_per_sec: e2e_h
-            .as_ref()
-            .map(|(_, got, took)| *got as f64 / took.as_secs_f64().max(1e-9)),
-        errors,
+        bytes,
+        elapsed: took,
+        produce_h: None,
+        e2e_h: None,
+        first_error: None,
     })
 }
 

@@ -219,45 +219,7 @@ async fn start_offsets(
 /// Consumes until `--count` records, the end with `--exit`, the idle timeout, or Ctrl-C.
 /// Returns the number of records printed.
 pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, String> {
-    let start = parse_start(args)?;
-    let isolation = i8::from(args.read_committed);
-    let t = cluster.topic(&args.topic, "consume").await?;
-    let mut leaders: BTreeMap<i32, i32> = t
-        .partitions
-        .iter()
-        .map(|p| (p.partition_index, p.leader_id.0))
-        .collect();
-    for p in &args.partitions {
-        if !leaders.contains_key(p) {
-            return Err(format!(
-                "--partition {p}: '{}' has partitions 0 to {}",
-                args.topic,
-                leaders.len() as i32 - 1
-            ));
-        }
-    }
-    // With a group and no --partition, join it; else read the partitions given (or all).
-    let mut membership = None;
-    let mut assigned: Vec<i32> = if args.partitions.is_empty() {
-        leaders.keys().copied().collect()
-    } else {
-        args.partitions.clone()
-    };
-    if let (Some(g), true) = (&args.group, args.partitions.is_empty()) {
-        let (m, parts) = join(cluster, g, &args.topic, String::new()).await?;
-        membership = Some(m);
-        assigned = parts;
-    }
-    let committed = match &args.group {
-        Some(g) if args.offset.is_none() => {
-            group::committed(cluster, g, &args.topic, &assigned).await?
-        }
-        _ => BTreeMap::new(),
-    };
-    let mut positions =
-        start_offsets(cluster, &args.topic, &leaders, &assigned, start, &committed).await?;
-    let mut last_committed = committed.clone();
-    let mut at_end: BTreeSet<i32> = BTreeSet::new();
+    let mut reading = Reading::open(cluster, args).await?;
     let stdout = std::io::stdout();
     let mut printer = Printer {
         out: std::io::BufWriter::new(stdout.lock()),
@@ -274,142 +236,26 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
     // the records themselves).
     let progress = (!std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .then(|| crate::progress::Progress::new("consume", None));
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    'outer: loop {
-        if let Some(m) = membership.as_mut() {
-            if !heartbeat(cluster, m).await? {
-                // Rebalance: commit what was printed, join again.
-                if let Some(g) = &args.group {
-                    commit(
-                        cluster,
-                        g,
-                        &args.topic,
-                        &positions,
-                        &mut last_committed,
-                        Some(m),
-                    )
-                    .await?;
-                }
-                let (nm, parts) =
-                    join(cluster, &m.group.clone(), &args.topic, m.member_id.clone()).await?;
-                *m = nm;
-                assigned = parts;
-                let committed = group::committed(cluster, &m.group, &args.topic, &assigned).await?;
-                positions =
-                    start_offsets(cluster, &args.topic, &leaders, &assigned, start, &committed)
-                        .await?;
-                at_end.clear();
-            }
-        }
-        if args.exit_at_end && !assigned.is_empty() && at_end.len() >= assigned.len() {
+    let mut ctrl_c: CtrlC = Box::pin(tokio::signal::ctrl_c());
+    loop {
+        reading.follow_group(cluster).await?;
+        if reading.finished(&printer) {
             break;
         }
-        if let Some(limit) = args.idle_timeout {
-            if printer.last_record.elapsed() >= limit {
-                break;
-            }
-        }
-        if assigned.is_empty() {
-            if args.exit_at_end {
-                break;
-            }
+        if reading.assigned.is_empty() {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = &mut ctrl_c => break 'outer,
+                _ = &mut ctrl_c => break,
             }
             continue;
         }
-        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-        for p in &assigned {
-            by_leader
-                .entry(leaders.get(p).copied().unwrap_or(-1))
-                .or_default()
-                .push(*p);
-        }
-        let mut refresh = false;
-        for (leader, parts) in by_leader {
-            if leader < 0 {
-                refresh = true;
-                continue;
-            }
-            let req = fetch_request(&args.topic, &parts, &positions, isolation);
-            let client = cluster.broker(leader).await?;
-            let resp = tokio::select! {
-                r = client.call(req, 4, 12) => r?,
-                _ = &mut ctrl_c => break 'outer,
-            };
-            if resp.error_code != 0 {
-                return Err(format!(
-                    "fetch from broker {leader} failed: {}",
-                    code(resp.error_code)
-                ));
-            }
-            for tr in resp.responses {
-                for pd in tr.partitions {
-                    let p = pd.partition_index;
-                    match pd.error_code {
-                        0 => {}
-                        1 => {
-                            // OFFSET_OUT_OF_RANGE: the records were deleted (retention); start
-                            // again from the earliest (or the end).
-                            let reset = if args.from_beginning {
-                                Start::Earliest
-                            } else {
-                                Start::Latest
-                            };
-                            let fresh = start_offsets(
-                                cluster,
-                                &args.topic,
-                                &leaders,
-                                &[p],
-                                reset,
-                                &BTreeMap::new(),
-                            )
-                            .await?;
-                            eprintln!(
-                                "gregor: offset {} of {}-{p} is out of range; continuing from {}",
-                                positions.get(&p).copied().unwrap_or(0),
-                                args.topic,
-                                fresh.get(&p).copied().unwrap_or(0)
-                            );
-                            positions.extend(fresh);
-                            continue;
-                        }
-                        3 | 6 | 5 | 74 | 75 => {
-                            refresh = true;
-                            continue;
-                        }
-                        e => {
-                            return Err(format!("fetch of {}-{p} failed: {}", args.topic, code(e)))
-                        }
-                    }
-                    let mut position = positions.get(&p).copied().unwrap_or(0);
-                    let end = if args.read_committed && pd.last_stable_offset >= 0 {
-                        pd.last_stable_offset
-                    } else {
-                        pd.high_watermark
-                    };
-                    let (next, more) =
-                        printer.partition(p, position, pd.records, pd.aborted_transactions)?;
-                    position = next;
-                    match more {
-                        More::Yes => {}
-                        More::CountReached => {
-                            positions.insert(p, position);
-                            break 'outer;
-                        }
-                        More::OutputClosed => break 'outer,
-                    }
-                    positions.insert(p, position);
-                    if position >= end {
-                        at_end.insert(p);
-                    } else {
-                        at_end.remove(&p);
-                    }
-                }
-            }
-        }
+        let refresh = match reading
+            .fetch_round(cluster, &mut printer, &mut ctrl_c)
+            .await?
+        {
+            Round::Stop => break,
+            Round::Next { refresh } => refresh,
+        };
         if let Some(p) = &progress {
             p.set(printer.printed_bytes, printer.printed);
         }
@@ -419,50 +265,282 @@ pub async fn run(cluster: &mut Cluster, args: &ConsumeArgs) -> Result<u64, Strin
             }
             return Err(format!("cannot write output: {e}"));
         }
-        if let Some(g) = &args.group {
-            commit(
-                cluster,
-                g,
-                &args.topic,
-                &positions,
-                &mut last_committed,
-                membership.as_ref(),
-            )
-            .await?;
-        }
+        reading.commit(cluster).await?;
         if refresh {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let md = cluster
-                .metadata(Some(std::slice::from_ref(&args.topic)))
-                .await?;
-            if let Some(t) = md.topics.into_iter().next() {
-                leaders = t
-                    .partitions
-                    .iter()
-                    .map(|p| (p.partition_index, p.leader_id.0))
-                    .collect();
-            }
+            reading.refresh_leaders(cluster).await?;
         }
     }
     let _ = printer.out.flush();
     if let Some(p) = &progress {
         p.finish(printer.printed_bytes, printer.printed);
     }
-    if let Some(g) = &args.group {
-        commit(
-            cluster,
-            g,
-            &args.topic,
-            &positions,
-            &mut last_committed,
-            membership.as_ref(),
-        )
-        .await?;
-    }
-    if let Some(m) = &membership {
+    reading.commit(cluster).await?;
+    if let Some(m) = &reading.membership {
         leave(cluster, m).await?;
     }
     Ok(printer.printed)
+}
+
+/// Ctrl-C, awaited across the loop's rounds.
+type CtrlC = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+
+/// What a fetch round ends with.
+enum Round {
+    /// Go on; `refresh`: some partition's leader changed (or is unknown).
+    Next { refresh: bool },
+    /// Ctrl-C, `--count` reached, or the output closed.
+    Stop,
+}
+
+/// Where consuming stands: the partitions read and the position in each.
+struct Reading<'a> {
+    args: &'a ConsumeArgs,
+    start: Start,
+    isolation: i8,
+    /// Partition → the broker leading it.
+    leaders: BTreeMap<i32, i32>,
+    assigned: Vec<i32>,
+    positions: BTreeMap<i32, i64>,
+    last_committed: BTreeMap<i32, i64>,
+    /// Partitions read up to their end (high watermark, or last stable offset).
+    at_end: BTreeSet<i32>,
+    /// With a group and no --partition: this member.
+    membership: Option<Membership>,
+}
+
+impl<'a> Reading<'a> {
+    /// Checks the partitions asked for, joins the group if there is one, and finds where
+    /// to start in each partition.
+    async fn open(cluster: &mut Cluster, args: &'a ConsumeArgs) -> Result<Reading<'a>, String> {
+        let start = parse_start(args)?;
+        let t = cluster.topic(&args.topic, "consume").await?;
+        let leaders: BTreeMap<i32, i32> = t
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.leader_id.0))
+            .collect();
+        for p in &args.partitions {
+            if !leaders.contains_key(p) {
+                return Err(format!(
+                    "--partition {p}: '{}' has partitions 0 to {}",
+                    args.topic,
+                    leaders.len() as i32 - 1
+                ));
+            }
+        }
+        // With a group and no --partition, join it; else read the partitions given (or all).
+        let mut membership = None;
+        let mut assigned: Vec<i32> = if args.partitions.is_empty() {
+            leaders.keys().copied().collect()
+        } else {
+            args.partitions.clone()
+        };
+        if let (Some(g), true) = (&args.group, args.partitions.is_empty()) {
+            let (m, parts) = join(cluster, g, &args.topic, String::new()).await?;
+            membership = Some(m);
+            assigned = parts;
+        }
+        let committed = match &args.group {
+            Some(g) if args.offset.is_none() => {
+                group::committed(cluster, g, &args.topic, &assigned).await?
+            }
+            _ => BTreeMap::new(),
+        };
+        let positions =
+            start_offsets(cluster, &args.topic, &leaders, &assigned, start, &committed).await?;
+        Ok(Reading {
+            args,
+            start,
+            isolation: i8::from(args.read_committed),
+            leaders,
+            assigned,
+            positions,
+            last_committed: committed,
+            at_end: BTreeSet::new(),
+            membership,
+        })
+    }
+
+    /// Heartbeats a group member; on a rebalance commits what was printed and joins again.
+    async fn follow_group(&mut self, cluster: &mut Cluster) -> Result<(), String> {
+        let Some(m) = self.membership.as_mut() else {
+            return Ok(());
+        };
+        if heartbeat(cluster, m).await? {
+            return Ok(());
+        }
+        self.commit(cluster).await?;
+        let Some(m) = self.membership.as_mut() else {
+            return Ok(());
+        };
+        let topic = &self.args.topic;
+        let (nm, parts) = join(cluster, &m.group.clone(), topic, m.member_id.clone()).await?;
+        *m = nm;
+        self.assigned = parts;
+        let committed = group::committed(cluster, &m.group, topic, &self.assigned).await?;
+        self.positions = start_offsets(
+            cluster,
+            topic,
+            &self.leaders,
+            &self.assigned,
+            self.start,
+            &committed,
+        )
+        .await?;
+        self.at_end.clear();
+        Ok(())
+    }
+
+    /// Whether to stop: every partition read to its end with `--exit` (or nothing
+    /// assigned), or no record for `--idle-timeout`.
+    fn finished(&self, printer: &Printer<'_>) -> bool {
+        let all_read = self.assigned.is_empty() || self.at_end.len() >= self.assigned.len();
+        (self.args.exit_at_end && all_read)
+            || self
+                .args
+                .idle_timeout
+                .is_some_and(|limit| printer.last_record.elapsed() >= limit)
+    }
+
+    /// One Fetch to each leader of the partitions read, its records printed.
+    async fn fetch_round(
+        &mut self,
+        cluster: &mut Cluster,
+        printer: &mut Printer<'_>,
+        ctrl_c: &mut CtrlC,
+    ) -> Result<Round, String> {
+        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for p in &self.assigned {
+            by_leader
+                .entry(self.leaders.get(p).copied().unwrap_or(-1))
+                .or_default()
+                .push(*p);
+        }
+        let mut refresh = false;
+        for (leader, parts) in by_leader {
+            if leader < 0 {
+                refresh = true;
+                continue;
+            }
+            let req = fetch_request(&self.args.topic, &parts, &self.positions, self.isolation);
+            let client = cluster.broker(leader).await?;
+            let resp = tokio::select! {
+                r = client.call(req, 4, 12) => r?,
+                _ = &mut *ctrl_c => return Ok(Round::Stop),
+            };
+            if resp.error_code != 0 {
+                return Err(format!(
+                    "fetch from broker {leader} failed: {}",
+                    code(resp.error_code)
+                ));
+            }
+            for pd in resp.responses.into_iter().flat_map(|t| t.partitions) {
+                match self.take(cluster, printer, pd).await? {
+                    Round::Next { refresh: r } => refresh |= r,
+                    Round::Stop => return Ok(Round::Stop),
+                }
+            }
+        }
+        Ok(Round::Next { refresh })
+    }
+
+    /// One partition's part of a Fetch answer: its records printed and its position moved,
+    /// or its error handled.
+    async fn take(
+        &mut self,
+        cluster: &mut Cluster,
+        printer: &mut Printer<'_>,
+        pd: kafka_protocol::messages::fetch_response::PartitionData,
+    ) -> Result<Round, String> {
+        let p = pd.partition_index;
+        match pd.error_code {
+            0 => {}
+            1 => {
+                // OFFSET_OUT_OF_RANGE: the records were deleted (retention); start again
+                // from the earliest (or the end).
+                let reset = if self.args.from_beginning {
+                    Start::Earliest
+                } else {
+                    Start::Latest
+                };
+                let topic = &self.args.topic;
+                let none = BTreeMap::new();
+                let fresh =
+                    start_offsets(cluster, topic, &self.leaders, &[p], reset, &none).await?;
+                eprintln!(
+                    "gregor: offset {} of {topic}-{p} is out of range; continuing from {}",
+                    self.positions.get(&p).copied().unwrap_or(0),
+                    fresh.get(&p).copied().unwrap_or(0)
+                );
+                self.positions.extend(fresh);
+                return Ok(Round::Next { refresh: false });
+            }
+            3 | 6 | 5 | 74 | 75 => return Ok(Round::Next { refresh: true }),
+            e => {
+                return Err(format!(
+                    "fetch of {}-{p} failed: {}",
+                    self.args.topic,
+                    code(e)
+                ))
+            }
+        }
+        let position = self.positions.get(&p).copied().unwrap_or(0);
+        let end = if self.args.read_committed && pd.last_stable_offset >= 0 {
+            pd.last_stable_offset
+        } else {
+            pd.high_watermark
+        };
+        let (position, more) =
+            printer.partition(p, position, pd.records, pd.aborted_transactions)?;
+        match more {
+            More::Yes => {}
+            More::CountReached => {
+                self.positions.insert(p, position);
+                return Ok(Round::Stop);
+            }
+            // Not moved: what was not printed must not be committed.
+            More::OutputClosed => return Ok(Round::Stop),
+        }
+        self.positions.insert(p, position);
+        if position >= end {
+            self.at_end.insert(p);
+        } else {
+            self.at_end.remove(&p);
+        }
+        Ok(Round::Next { refresh: false })
+    }
+
+    /// Commits the positions that moved, when consuming for a group.
+    async fn commit(&mut self, cluster: &mut Cluster) -> Result<(), String> {
+        let Some(g) = &self.args.group else {
+            return Ok(());
+        };
+        commit(
+            cluster,
+            g,
+            &self.args.topic,
+            &self.positions,
+            &mut self.last_committed,
+            self.membership.as_ref(),
+        )
+        .await
+    }
+
+    /// Asks for the topic's leaders again, after a moment.
+    async fn refresh_leaders(&mut self, cluster: &mut Cluster) -> Result<(), String> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let md = cluster
+            .metadata(Some(std::slice::from_ref(&self.args.topic)))
+            .await?;
+        if let Some(t) = md.topics.into_iter().next() {
+            self.leaders = t
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.leader_id.0))
+                .collect();
+        }
+        Ok(())
+    }
 }
 
 /// One Fetch of `parts` of `topic` from their positions, waiting up to 500 ms for data.
