@@ -12,6 +12,7 @@ pub mod error;
 pub mod group;
 pub mod metrics;
 pub mod metrics_http;
+pub mod peer;
 pub mod replica;
 pub mod scrub;
 pub mod security;

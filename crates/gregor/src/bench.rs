@@ -685,7 +685,7 @@ fn run_consumer(
         let _stop = StopOnDrop(stop.clone());
         s.spawn(move || show_progress(progress, total, seconds, rb, "consume"));
         let want = args.records;
-        let r = consume_loop(&args, &topic, &move || want, start + limit, done, None);
+        let r = consume_loop(args, topic, &move || want, start + limit, done, None);
         stop.store(true, Ordering::Relaxed);
         let (records, bytes, _, took) = r?;
         Ok((records, bytes, took))

@@ -240,8 +240,13 @@ async fn ask_coordinator(
         let mut conn = match pooled {
             Some(c) => c,
             None => {
-                crate::replica::Conn::connect(&ctx.broker, &peer, format!("gregor-verify-{me}"))
-                    .await?
+                crate::peer::Conn::connect(
+                    ctx.config(),
+                    ctx.security(),
+                    &peer,
+                    format!("gregor-verify-{me}"),
+                )
+                .await?
             }
         };
         let answer = conn

@@ -406,9 +406,13 @@ impl Broker {
             let me = self.config.node_id;
             let response: WriteTxnMarkersResponse = tokio::task::block_in_place(|| {
                 handle.block_on(async {
-                    let mut conn =
-                        crate::replica::Conn::connect(self, &peer, format!("gregor-txn-{me}"))
-                            .await?;
+                    let mut conn = crate::peer::Conn::connect(
+                        &self.config,
+                        &self.security,
+                        &peer,
+                        format!("gregor-txn-{me}"),
+                    )
+                    .await?;
                     conn.call(
                         kafka_protocol::messages::ApiKey::WriteTxnMarkers,
                         1,

@@ -102,7 +102,7 @@ pub struct Broker {
     /// transactional id did not exist (`true` for `__transaction_state`).
     loading: Mutex<std::collections::BTreeSet<(bool, i32)>>,
     /// Connections to transaction coordinators, for Produce's verification.
-    pub(crate) verify_conns: crate::replica::ConnPool,
+    pub(crate) verify_conns: crate::peer::ConnPool,
     /// TLS, SASL and the authorizer.
     pub security: crate::security::Security,
 }
