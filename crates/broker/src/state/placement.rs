@@ -45,10 +45,8 @@ impl Broker {
             .collect()
     }
 
-    /// Replicas for partitions `first..first+count` of a topic, `rf` each (-1: the
-    /// default), spread as Kafka does: brokers ordered so that racks alternate, each
-    /// partition's replicas consecutive in that order from a start that moves by one per
-    /// partition, so leaders (the first replica) spread evenly.
+    /// Replicas for partitions `first..first+count` of a topic over the live brokers,
+    /// `rf` each (-1: `default.replication.factor`); see [`place`].
     pub fn assign_replicas(
         &self,
         name: &str,
@@ -61,28 +59,42 @@ impl Broker {
         } else {
             rf
         };
-        let mut live = self.live_brokers();
-        if rf < 1 || rf as usize > live.len() {
-            return Err(BrokerError::InvalidReplicationFactor(format!(
-                "replication factor {rf} is not between 1 and the {} live broker(s)",
-                live.len()
-            )));
-        }
-        live.sort_by_key(|b| b.node_id);
-        let order = rack_alternating(&live);
-        let n = order.len();
-        let start = name
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
-            % n;
-        Ok((first..first + count)
-            .map(|p| {
-                (0..rf as usize)
-                    .map(|j| order[(start + p as usize + j) % n])
-                    .collect()
-            })
-            .collect())
+        place(&self.live_brokers(), name, count, rf, first)
     }
+}
+
+/// Replicas for partitions `first..first+count` of topic `name` on `live`, `rf` each,
+/// spread as Kafka does: brokers ordered so that racks alternate, each partition's
+/// replicas consecutive in that order from a start that moves by one per partition, so
+/// leaders (the first replica) spread evenly. A pure function of its arguments.
+pub fn place(
+    live: &[gregor_cluster::BrokerMeta],
+    name: &str,
+    count: i32,
+    rf: i32,
+    first: i32,
+) -> Result<Vec<Vec<i32>>, BrokerError> {
+    if rf < 1 || rf as usize > live.len() {
+        return Err(BrokerError::InvalidReplicationFactor(format!(
+            "replication factor {rf} is not between 1 and the {} live broker(s)",
+            live.len()
+        )));
+    }
+    let mut live = live.to_vec();
+    live.sort_by_key(|b| b.node_id);
+    let order = rack_alternating(&live);
+    let n = order.len();
+    let start = name
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+        % n;
+    Ok((first..first + count)
+        .map(|p| {
+            (0..rf as usize)
+                .map(|j| order[(start + p as usize + j) % n])
+                .collect()
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -130,5 +142,36 @@ mod tests {
         for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
             assert!(validate_topic_name(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn leaders_spread_evenly_and_replicas_are_distinct() {
+        let broker = |id: i32| gregor_cluster::BrokerMeta {
+            node_id: id,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            fenced: false,
+            endpoints: Vec::new(),
+            incarnation: 0,
+        };
+        let live: Vec<_> = [3, 1, 2].into_iter().map(broker).collect();
+        let placed = place(&live, "t", 6, 2, 0).expect("placed");
+        let mut leaders = std::collections::BTreeMap::new();
+        for replicas in &placed {
+            assert_eq!(replicas.len(), 2);
+            assert_ne!(replicas[0], replicas[1]);
+            *leaders.entry(replicas[0]).or_insert(0) += 1;
+        }
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        // Partitions added later continue the same rotation.
+        assert_eq!(
+            place(&live, "t", 2, 2, 4).expect("placed"),
+            placed[4..].to_vec()
+        );
+        assert!(
+            place(&live, "t", 1, 4, 0).is_err(),
+            "more replicas than brokers"
+        );
     }
 }
