@@ -42,6 +42,29 @@ fn fields(o: &Option<CommittedOffset>, version: i16) -> (i64, i32, Option<StrByt
     }
 }
 
+/// One partition's row in either shape of the answer (v8+ by group, or the older one):
+/// its committed offset, or UNSTABLE_OFFSET_COMMIT while a transaction holds it.
+macro_rules! partition_row {
+    ($ty:ty, $p:expr, $o:expr, $v:expr, $unstable:expr) => {
+        if $unstable {
+            build!($ty {
+                partition_index: $p,
+                committed_offset: -1,
+                committed_leader_epoch: -1,
+                error_code: ResponseError::UnstableOffsetCommit.code()
+            })
+        } else {
+            let (committed_offset, committed_leader_epoch, metadata) = fields($o, $v);
+            build!($ty {
+                partition_index: $p,
+                committed_offset,
+                committed_leader_epoch,
+                metadata
+            })
+        }
+    };
+}
+
 pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
     let v = ctx.version;
     // With require_stable (v7+), an offset that waits on an open transaction is not
@@ -69,22 +92,14 @@ pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchR
                             partitions: ps
                                 .iter()
                                 .map(|(p, o)| {
-                                    if unstable(&group, &t, *p) {
-                                        return build!(OffsetFetchResponsePartitions {
-                                            partition_index: *p,
-                                            committed_offset: -1,
-                                            committed_leader_epoch: -1,
-                                            error_code: ResponseError::UnstableOffsetCommit.code()
-                                        });
-                                    }
-                                    let (committed_offset, committed_leader_epoch, metadata) =
-                                        fields(o, v);
-                                    build!(OffsetFetchResponsePartitions {
-                                        partition_index: *p,
-                                        committed_offset,
-                                        committed_leader_epoch,
-                                        metadata
-                                    })
+                                    let unstable = unstable(&group, &t, *p);
+                                    partition_row!(
+                                        OffsetFetchResponsePartitions,
+                                        *p,
+                                        o,
+                                        v,
+                                        unstable
+                                    )
                                 })
                                 .collect()
                         })
@@ -112,21 +127,8 @@ pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchR
                 partitions: ps
                     .iter()
                     .map(|(p, o)| {
-                        if unstable(&group, &t, *p) {
-                            return build!(OffsetFetchResponsePartition {
-                                partition_index: *p,
-                                committed_offset: -1,
-                                committed_leader_epoch: -1,
-                                error_code: ResponseError::UnstableOffsetCommit.code()
-                            });
-                        }
-                        let (committed_offset, committed_leader_epoch, metadata) = fields(o, v);
-                        build!(OffsetFetchResponsePartition {
-                            partition_index: *p,
-                            committed_offset,
-                            committed_leader_epoch,
-                            metadata
-                        })
+                        let unstable = unstable(&group, &t, *p);
+                        partition_row!(OffsetFetchResponsePartition, *p, o, v, unstable)
                     })
                     .collect()
             })
