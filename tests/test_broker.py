@@ -138,6 +138,22 @@ def test_auto_creation_uses_num_partitions_and_can_be_disabled(make_broker):
     assert raw.metadata_v1(c, ["never"])["never"][0] == 3
 
 
+def test_a_metadata_request_creates_internal_topics_as_their_coordinators_would(make_broker):
+    """A client naming `__consumer_offsets` or `__transaction_state` before they exist
+    gets them as Kafka creates them (its AutoTopicCreationManager): the coordinators'
+    partition counts, compacted; never as an ordinary topic of `num.partitions`."""
+    b = make_broker('"offsets.topic.num.partitions" = 4\n'
+                    '"transaction.state.log.num.partitions" = 3\n')
+    c = raw.Conn(b.bootstrap)
+    md = raw.metadata_v1(c, ["__consumer_offsets", "__transaction_state"])
+    assert md["__consumer_offsets"][2] == 4, md
+    assert md["__transaction_state"][2] == 3, md
+    for name in ("__consumer_offsets", "__transaction_state"):
+        res = ConfigResource("topic", name)
+        entries = admin(b).describe_configs([res])[res].result(30)
+        assert entries["cleanup.policy"].value == "compact", name
+
+
 def test_internal_topics_are_flagged(broker):
     create(broker, "__consumer_offsets", 2)
     create(broker, "plain", 1)

@@ -279,6 +279,61 @@ def test_moving_a_partition_copies_it_throttled_and_drops_the_old_replica(tmp_pa
         cluster.stop()
 
 
+def test_offsets_sent_to_a_transaction_survive_their_group_coordinators_failover(cluster):
+    """A transaction's offsets reach the group's coordinator before the transaction ends;
+    when that coordinator dies, the broker taking over loads them as pending, and the
+    commit marker makes them committed. (The broker taking over used to drop them: only a
+    start-up load kept the offsets of open transactions.)"""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    cluster.create_topic("txn-in", 1, 3)
+    cluster.create_topic("txn-out", 1, 3)
+    cluster.wait_leaders("txn-out", 1)
+    # The coordinators create their topics on first use.
+    first = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "first"})
+    first.committed([TopicPartition("txn-in", 0)], timeout=30)
+    first.close()
+    Producer({"bootstrap.servers": cluster.bootstrap,
+              "transactional.id": "first"}).init_transactions(30)
+    cluster.wait_leaders("__consumer_offsets", 6, isr=3)
+    cluster.wait_leaders("__transaction_state", 6, isr=3)
+    controller = cluster.controller()
+    # A group whose coordinator is neither the controller nor the transaction's.
+    txn_id = "tx-move"
+    txn_coordinator = cluster.leader("__transaction_state", coordinator_partition(txn_id))
+    group = next(g for g in (f"g-{i}" for i in range(200))
+                 if cluster.leader("__consumer_offsets", coordinator_partition(g))
+                 not in (controller, txn_coordinator))
+    victim = cluster.leader("__consumer_offsets", coordinator_partition(group))
+
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": txn_id})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce("txn-out", value=b"x", partition=0)
+    producer.send_offsets_to_transaction(
+        [TopicPartition("txn-in", 0, 7)], consumer.consumer_group_metadata(), 30)
+    cluster.nodes[victim].kill9()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if cluster.leader("__consumer_offsets", coordinator_partition(group)) != victim:
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
+    producer.commit_transaction(60)
+    offset = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        offset = consumer.committed([TopicPartition("txn-in", 0)], timeout=10)[0].offset
+        if offset == 7:
+            break
+        time.sleep(0.5)
+    consumer.close()
+    assert offset == 7, f"the committed transaction's offset is {offset}, not 7"
+
+
 def test_transactions_span_brokers_and_survive_their_coordinator(cluster):
     from confluent_kafka import Consumer, Producer, TopicPartition
     cluster.create_topic("txn-in", 3, 3)

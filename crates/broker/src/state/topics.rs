@@ -283,6 +283,13 @@ impl Broker {
         {
             return Ok(None);
         }
+        // The coordinators' topics are created as their coordinators create them (their
+        // partition counts, compacted), as Kafka's AutoTopicCreationManager does.
+        match name {
+            OFFSETS_TOPIC => return self.ensure_offsets_topic().map(Some),
+            TXN_TOPIC => return self.ensure_txn_topic().map(Some),
+            _ => {}
+        }
         let partitions = self.config.settings().num_partitions as i32;
         match self.create_topic_blocking(name, partitions, BTreeMap::new()) {
             Ok(topic) => Ok(Some(topic)),
