@@ -616,3 +616,130 @@ fn a_tick_keeps_a_group_whose_only_offsets_wait_on_a_transaction() {
         Some(11)
     );
 }
+
+/// Keeps what a coordinator appends as the log would read back at load.
+#[derive(Default)]
+struct ReplayLog {
+    read_back: Mutex<Vec<Replayed>>,
+}
+
+impl GroupLog for ReplayLog {
+    fn append(
+        &self,
+        _group: &str,
+        producer: Option<(i64, i16)>,
+        records: Vec<Record>,
+    ) -> Result<(), AppendError> {
+        let mut read_back = self.read_back.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, value) in records {
+            let record = store::decode(&key, value.as_deref()).expect("a record the store reads");
+            read_back.push(Replayed::Record(producer.map(|(id, _)| id), record));
+        }
+        Ok(())
+    }
+}
+
+/// One step of a client workload against the offsets of groups "a" and "b".
+#[derive(Debug, Clone)]
+enum Step {
+    Commit {
+        group: bool,
+        partition: i32,
+        offset: i64,
+    },
+    TxnCommit {
+        group: bool,
+        producer: i64,
+        partition: i32,
+        offset: i64,
+    },
+    Marker {
+        producer: i64,
+        commit: bool,
+    },
+    DeleteOffset {
+        group: bool,
+        partition: i32,
+    },
+    DeleteGroup {
+        group: bool,
+    },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (any::<bool>(), 0..3i32, 0..1000i64).prop_map(|(group, partition, offset)| Step::Commit {
+            group,
+            partition,
+            offset
+        }),
+        (any::<bool>(), 1..3i64, 0..3i32, 0..1000i64).prop_map(
+            |(group, producer, partition, offset)| Step::TxnCommit {
+                group,
+                producer,
+                partition,
+                offset
+            }
+        ),
+        (1..3i64, any::<bool>()).prop_map(|(producer, commit)| Step::Marker { producer, commit }),
+        (any::<bool>(), 0..3i32)
+            .prop_map(|(group, partition)| Step::DeleteOffset { group, partition }),
+        any::<bool>().prop_map(|group| Step::DeleteGroup { group }),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// What a coordinator serves after any sequence of commits, transactional commits,
+    /// markers and deletions is what a coordinator that loads its log serves: replay after
+    /// the append and replay at load are the same function of the same records.
+    #[test]
+    fn loading_the_log_gives_back_the_state_clients_saw(steps in proptest::collection::vec(step(), 0..40)) {
+        let log = ReplayLog::default();
+        let t0 = Now::current();
+        let live = coordinator(0, 0);
+        let name = |g: bool| if g { "a" } else { "b" };
+        let offset = |o: i64| CommittedOffset { offset: o, leader_epoch: -1, metadata: String::new(), commit_timestamp_ms: t0.wall_ms };
+        for s in &steps {
+            match s.clone() {
+                Step::Commit { group, partition, offset: o } => {
+                    let by = Caller { group_id: name(group), ..STANDALONE };
+                    let _ = live.commit(&log, t0, by, &[("t".into(), partition, offset(o))], |_, _| true);
+                }
+                Step::TxnCommit { group, producer, partition, offset: o } => {
+                    let by = Caller { group_id: name(group), ..STANDALONE };
+                    let _ = live.txn_commit(&log, t0, by, (producer, 0), &[("t".into(), partition, offset(o))], |_, _| true);
+                }
+                Step::Marker { producer, commit } => {
+                    live.complete_txn(producer, commit, &|_| true);
+                    log.read_back.lock().expect("lock").push(Replayed::Marker { producer_id: producer, commit });
+                }
+                Step::DeleteOffset { group, partition } => {
+                    let _ = live.delete_offsets(&log, t0, name(group), &[("t".into(), partition)], |_, _| false);
+                }
+                Step::DeleteGroup { group } => {
+                    let _ = live.delete(&log, t0, name(group));
+                }
+            }
+        }
+        let loaded = coordinator(0, 0);
+        let read_back = std::mem::take(&mut *log.read_back.lock().expect("lock"));
+        loaded.load(t0, &|_| true, read_back);
+        for g in ["a", "b"] {
+            let mut want = live.fetch_offsets(g, None);
+            let mut got = loaded.fetch_offsets(g, None);
+            want.sort_by_key(|(t, p, _)| (t.clone(), *p));
+            got.sort_by_key(|(t, p, _)| (t.clone(), *p));
+            proptest::prop_assert_eq!(&got, &want, "group {}", g);
+            for p in 0..3 {
+                proptest::prop_assert_eq!(
+                    loaded.has_pending_txn_offset(g, "t", p),
+                    live.has_pending_txn_offset(g, "t", p),
+                    "pending offsets of {} partition {}", g, p
+                );
+            }
+        }
+    }
+}
