@@ -179,13 +179,19 @@ fn spawn_background(
             broker.clone(),
             |s| s.log_retention_check_interval_ms,
             stop_rx.clone(),
-            Broker::apply_retention,
+            |b| {
+                b.partitions
+                    .apply_retention(b.config.settings().producer_id_expiration_ms)
+            },
         )),
         tokio::spawn(periodic(
             broker.clone(),
             |s| s.log_cleaner_backoff_ms,
             stop_rx.clone(),
-            Broker::clean_compacted_paced,
+            |b| {
+                b.partitions
+                    .clean_compacted_paced(b.config.settings().log_cleaner_io_max_bytes_per_second)
+            },
         )),
         tokio::spawn(crate::scrub::run(broker.clone(), stop_rx.clone())),
     ]
@@ -284,7 +290,7 @@ async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     }
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => broker.flush_due_partitions().await,
+            _ = tokio::time::sleep(every) => broker.partitions.flush_due(broker.config.settings().log_writeback_bytes).await,
             _ = stop.changed() => return,
         }
     }

@@ -1,14 +1,14 @@
-//! The partitions' background work: periodic flushes, retention, compaction.
+//! The partitions' background work (periodic flushes, retention, compaction), a part of
+//! the `Partitions` service; and the gauges, which span partitions and groups.
 
 use super::*;
 
-impl Broker {
-    /// Fsyncs partitions whose `flush.ms` has passed or which have more than
-    /// `log.writeback.bytes` not yet written back.
-    pub async fn flush_due_partitions(&self) {
+impl Partitions {
+    /// Fsyncs partitions whose `flush.ms` has passed or which have more than `writeback`
+    /// bytes (`log.writeback.bytes`) not yet written back.
+    pub async fn flush_due(&self, writeback: i64) {
         let now = now_ms();
-        let writeback = self.config.settings().log_writeback_bytes;
-        for partition in self.partitions.all() {
+        for partition in self.all() {
             let due = {
                 let log = partition.log();
                 log.needs_periodic_flush(now)
@@ -23,11 +23,11 @@ impl Broker {
         }
     }
 
-    /// Applies retention to every partition (`log.retention.check.interval.ms`).
-    pub fn apply_retention(&self) {
+    /// Applies retention to every partition (`log.retention.check.interval.ms`), and
+    /// forgets producers idle for `producer_idle_ms` (`producer.id.expiration.ms`).
+    pub fn apply_retention(&self, producer_idle_ms: i64) {
         let now = now_ms();
-        let producer_idle_ms = self.config.settings().producer_id_expiration_ms;
-        for partition in self.partitions.all() {
+        for partition in self.all() {
             let expired = partition.log().expire_producers(now, producer_idle_ms);
             if expired > 0 {
                 tracing::info!(topic = %partition.topic, partition = partition.index, producers = expired, "expired idle producer ids");
@@ -39,13 +39,10 @@ impl Broker {
         }
     }
 
-    /// One cleaner pass, reading at most `log.cleaner.io.max.bytes.per.second`.
-    pub fn clean_compacted_paced(&self) {
-        let rate = self
-            .config
-            .settings()
-            .log_cleaner_io_max_bytes_per_second
-            .max(1) as f64;
+    /// One cleaner pass, reading at most `rate` bytes a second
+    /// (`log.cleaner.io.max.bytes.per.second`).
+    pub fn clean_compacted_paced(&self, rate: i64) {
+        let rate = rate.max(1) as f64;
         let started = tokio::time::Instant::now();
         let mut pace = |bytes: u64| {
             let due = std::time::Duration::from_secs_f64(bytes as f64 / rate);
@@ -60,7 +57,7 @@ impl Broker {
     /// held only to pick the segments and to swap the cleaned ones in; `pace` is called
     /// with the bytes processed so far so the caller can throttle.
     pub fn clean_compacted(&self, pace: &mut dyn FnMut(u64)) {
-        for partition in self.partitions.all() {
+        for partition in self.all() {
             let now = now_ms();
             let Some(cleanable) = partition.log().cleanable(now) else {
                 continue;
@@ -99,7 +96,9 @@ impl Broker {
             );
         }
     }
+}
 
+impl Broker {
     /// Recomputes the gauges: partition sizes and offsets, group members, committed offsets
     /// and lag, and the process's resident memory.
     pub fn update_gauges(&self) {

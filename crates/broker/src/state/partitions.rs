@@ -8,7 +8,7 @@ use super::*;
 pub struct Partitions {
     node_id: i32,
     data_dir: PathBuf,
-    disk: Arc<dyn Disk>,
+    pub(super) disk: Arc<dyn Disk>,
     /// Whether this start found the clean-shutdown marker (every log closed and fsynced).
     clean_start: bool,
     map: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
