@@ -42,6 +42,7 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
                 ResponseError::InvalidTxnState.code()
             }
         },
+        StorageError::StaleEpoch { .. } => ResponseError::NotLeaderOrFollower.code(),
         StorageError::Io { .. } | StorageError::Offline(_) | StorageError::Corrupt { .. } => {
             ResponseError::KafkaStorageError.code()
         }

@@ -23,6 +23,10 @@ pub enum StorageError {
     Corrupt { path: PathBuf, reason: String },
     #[error(transparent)]
     Sequence(#[from] crate::producer::SequenceError),
+    /// An append in a leader epoch older than one the log already holds: this broker was
+    /// deposed (and has since taken a newer leader's batches) after it read its epoch.
+    #[error("an append in leader epoch {epoch}, after epoch {latest} was written here: this broker no longer leads")]
+    StaleEpoch { epoch: i32, latest: i32 },
 }
 
 impl StorageError {

@@ -25,6 +25,11 @@ pub fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> DeleteReco
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         return r;
                     };
+                    // Only the leader deletes (Kafka's rule): a follower's high watermark lags.
+                    if let Some(refused) = partition.leadership().refusal(-1) {
+                        r.error_code = refused.code();
+                        return r;
+                    }
                     let mut log = partition.log();
                     let target = if p.offset == -1 { log.offsets().high_watermark } else { p.offset };
                     match log.delete_records(target, now_ms()) {

@@ -358,7 +358,11 @@ fn append_to(
             })
         }
         Err(e) => {
-            if matches!(e, gregor_storage::StorageError::Sequence(_)) {
+            if matches!(
+                e,
+                gregor_storage::StorageError::Sequence(_)
+                    | gregor_storage::StorageError::StaleEpoch { .. }
+            ) {
                 tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "idempotent batch refused");
             } else {
                 tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");

@@ -573,6 +573,7 @@ pub(super) fn append_internal(
             .append(&mut batch, &[(0, header)], leader_epoch, None, now)
             .map_err(|e| match e {
                 StorageError::Sequence(_) => AppendError::ProducerFenced(e),
+                StorageError::StaleEpoch { .. } => AppendError::NotCoordinator(e.to_string()),
                 e => AppendError::Storage(e),
             })?;
         if info.flush_due || sync_all {

@@ -271,12 +271,15 @@ impl PartitionLog {
             }
         }
         // A leader appends in its own epoch, never older than what its log already holds
-        // (paired with the check of the cache against the log end after the write).
+        // (paired with the check of the cache against the log end after the write). Checked
+        // when the epoch cache is loaded, as it is once this broker has followed (its
+        // truncation reads it): a leader deposed while its append waited is refused.
         if let Some(&(last, _)) = self.epochs.as_ref().and_then(|e| e.last()) {
             if leader_epoch < last {
-                let what = format!("an append in leader epoch {leader_epoch} after epoch {last}");
-                self.invariant_broken(&what);
-                return Err(StorageError::Offline(self.dir.clone()));
+                return Err(StorageError::StaleEpoch {
+                    epoch: leader_epoch,
+                    latest: last,
+                });
             }
         }
         let base_offset = self.log_end();

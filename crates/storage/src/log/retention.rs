@@ -5,11 +5,12 @@ use super::*;
 
 impl PartitionLog {
     /// Moves the log start offset forward to `offset` (DeleteRecords): it must not pass the
-    /// high watermark. Whole segments below the new start are deleted; the start itself is
-    /// stored so a restart keeps it. Returns the new log start.
+    /// high watermark (Kafka answers OFFSET_OUT_OF_RANGE). Whole segments below the new
+    /// start are deleted; the start itself is stored so a restart keeps it. Returns the new
+    /// log start.
     pub fn delete_records(&mut self, offset: i64, now_ms: i64) -> Result<i64> {
         self.check_online()?;
-        let high_watermark = self.log_end();
+        let high_watermark = self.high_watermark();
         if offset < 0 || offset > high_watermark {
             return Err(StorageError::OffsetOutOfRange {
                 requested: offset,
@@ -18,7 +19,7 @@ impl PartitionLog {
             });
         }
         if offset > self.log_start {
-            self.log_start = offset;
+            self.raise_log_start(offset);
             self.write_offset_file(LOG_START_FILE, offset)?;
             self.delete_segments_below_start(now_ms)?;
             self.producers.truncate_aborted(self.log_start);
@@ -69,18 +70,27 @@ impl PartitionLog {
             deleted += 1;
             tracing::info!(dir = %self.dir.display(), base_offset = first_base, "retention deleted a segment");
             if first_next > self.log_start {
-                self.log_start = first_next;
+                self.raise_log_start(first_next);
             }
         }
         if deleted > 0 {
-            self.log_start = self
-                .log_start
-                .max(self.segments.values().next().map_or(0, |s| s.base_offset));
+            let first = self.segments.values().next().map_or(0, |s| s.base_offset);
+            self.raise_log_start(first);
             self.write_offset_file(LOG_START_FILE, self.log_start)?;
             self.producers.truncate_aborted(self.log_start);
         }
         self.check_invariants();
         Ok(deleted)
+    }
+
+    /// Moves the log start up to `offset`, and a tracked high watermark with it: records
+    /// below the log start are gone, committed or not (Kafka's `updateLogStartOffset`). A
+    /// follower's high watermark lags the leader's; retention or DeleteRecords may pass it.
+    fn raise_log_start(&mut self, offset: i64) {
+        self.log_start = self.log_start.max(offset);
+        if let Some(hw) = self.high_watermark.as_mut() {
+            *hw = (*hw).max(self.log_start);
+        }
     }
 
     /// Deletes closed segments that lie wholly below the log start.

@@ -1010,3 +1010,60 @@ fn a_broken_invariant_is_caught_where_it_changes() {
     log.high_watermark = Some(9);
     log.check_invariants();
 }
+
+#[test]
+fn retention_past_a_lagging_high_watermark_raises_it_and_delete_records_stops_at_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 200,
+        retention_ms: 1000,
+        ..LogConfig::default()
+    };
+    let mut log = open(dir.path(), config);
+    // A follower: its high watermark, from the leader, lags its log end.
+    log.track_high_watermark(Some(Offset(0)));
+    for i in 0..6 {
+        append_values(&mut log, &[vec![i as u8; 100]], 1000 + i64::from(i));
+    }
+    assert!(log.advance_high_watermark(Offset(2)));
+    // Records with old timestamps: retention deletes past the high watermark.
+    log.apply_retention(100_000).expect("retention");
+    assert_eq!(log.log_start(), 6);
+    assert_eq!(
+        log.high_watermark(),
+        6,
+        "raised to the new log start, as Kafka does"
+    );
+    assert!(log.offline_reason().is_none(), "the log stays online");
+    append_values(&mut log, &[b"more".to_vec()], 100_000);
+    // DeleteRecords may not pass the high watermark (Kafka's OFFSET_OUT_OF_RANGE).
+    assert!(matches!(
+        log.delete_records(7, 100_000),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert!(log.advance_high_watermark(Offset(7)));
+    assert_eq!(log.delete_records(7, 100_000).expect("delete"), 7);
+}
+
+#[test]
+fn an_append_in_an_older_epoch_is_refused_and_the_log_stays_online() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), LogConfig::default());
+    append_at_epoch(&mut log, &[b"new leader".to_vec()], 3);
+    // A deposed leader has followed (its truncation read the epoch cache) before the race.
+    assert_eq!(log.latest_epoch().expect("epochs"), Some(LeaderEpoch(3)));
+    let mut b = build_batch(0, 5, &[b"deposed".to_vec()]);
+    let h = check_batch(&b).expect("valid");
+    assert!(matches!(
+        log.append(&mut b, &[(0, h)], LeaderEpoch(2), None, 5),
+        Err(StorageError::StaleEpoch {
+            epoch: 2,
+            latest: 3
+        })
+    ));
+    assert!(log.offline_reason().is_none());
+    assert_eq!(
+        append_at_epoch(&mut log, &[b"next".to_vec()], 3).base_offset,
+        1
+    );
+}
