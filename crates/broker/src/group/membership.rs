@@ -380,17 +380,23 @@ impl Groups {
                     g.set_state(GroupState::Stable, now);
                     g.snapshot_due = true;
                     tracing::info!(group = %g.id, generation = g.generation, "rebalance complete: group stable");
+                    // Answered once the snapshot is appended (as Kafka answers SyncGroup
+                    // after its group record is written), not before.
                     let (pt, p) = (g.protocol_type.clone(), g.protocol.clone());
+                    let mut replies = Vec::new();
                     for m in g.members.values_mut() {
                         if let Some(w) = m.sync_waiter.take() {
-                            let _ = w.send(SyncResult {
+                            let assignment = m.assignment.clone();
+                            let result = SyncResult {
                                 error: 0,
                                 protocol_type: pt.clone(),
                                 protocol: p.clone(),
-                                assignment: m.assignment.clone(),
-                            });
+                                assignment,
+                            };
+                            replies.push((w, result));
                         }
                     }
+                    g.sync_replies = replies;
                 }
                 Reply::Later(rx)
             }

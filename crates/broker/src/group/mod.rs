@@ -122,6 +122,8 @@ pub struct Outcome<T> {
     pub reply: T,
     /// The reply when the append fails; `None` when the reply stands anyway.
     pub on_error: Option<fn(T, ResponseError) -> T>,
+    /// Other members' SyncGroup answers, sent once the snapshot is appended.
+    pub sync_replies: Vec<(oneshot::Sender<SyncResult>, SyncResult)>,
 }
 
 impl<T> Outcome<T> {
@@ -134,6 +136,7 @@ impl<T> Outcome<T> {
             producer: None,
             reply,
             on_error: None,
+            sync_replies: Vec::new(),
         }
     }
 }

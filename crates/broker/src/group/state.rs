@@ -54,6 +54,8 @@ pub(super) struct Group {
     pub(super) state_timestamp_ms: i64,
     /// The membership changed since its last snapshot record.
     pub(super) snapshot_due: bool,
+    /// SyncGroup answers that wait for the snapshot's append.
+    pub(super) sync_replies: Vec<(oneshot::Sender<SyncResult>, SyncResult)>,
 }
 
 impl Group {
@@ -74,6 +76,7 @@ impl Group {
             txn_offsets: HashMap::new(),
             state_timestamp_ms: wall_ms,
             snapshot_due: false,
+            sync_replies: Vec::new(),
         }
     }
 
@@ -260,7 +263,10 @@ impl Groups {
     /// snapshot when its membership changed.
     pub(super) fn outcome<T>(&mut self, group_id: &str, reply: T) -> Outcome<T> {
         let mut out = Outcome::reply(group_id, reply);
-        out.snapshot = self.groups.get_mut(group_id).and_then(Group::take_snapshot);
+        if let Some(g) = self.groups.get_mut(group_id) {
+            out.snapshot = g.take_snapshot();
+            out.sync_replies = std::mem::take(&mut g.sync_replies);
+        }
         out
     }
 
@@ -274,12 +280,18 @@ impl Groups {
             producer,
             reply,
             on_error,
+            sync_replies,
         } = outcome;
         if records.is_empty() && snapshot.is_none() {
+            deliver(sync_replies);
             return reply;
         }
         let batch: Vec<Record> = snapshot.iter().chain(&records).map(store::encode).collect();
-        match log.append(&group, producer, batch) {
+        let appended = log.append(&group, producer, batch);
+        // Other members' SyncGroup answers go out once the snapshot is written (or failed
+        // to be: they were answered then before, and the next rebalance writes it again).
+        deliver(sync_replies);
+        match appended {
             Ok(()) => {
                 for record in records {
                     self.replay(now, producer.map(|(id, _)| id), record);
@@ -485,5 +497,12 @@ impl Groups {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+}
+
+/// Sends SyncGroup answers that waited for an append.
+fn deliver(replies: Vec<(oneshot::Sender<SyncResult>, SyncResult)>) {
+    for (waiter, result) in replies {
+        let _ = waiter.send(result);
     }
 }

@@ -743,3 +743,72 @@ proptest::proptest! {
         }
     }
 }
+
+/// A log that, at each append, notes whether a member's SyncGroup answer had come.
+struct WatchingLog {
+    follower: Mutex<Option<oneshot::Receiver<SyncResult>>>,
+    answered_before_append: std::sync::atomic::AtomicBool,
+    appended: std::sync::atomic::AtomicBool,
+}
+
+impl GroupLog for WatchingLog {
+    fn append(&self, _: &str, _: Option<(i64, i16)>, _: Vec<Record>) -> Result<(), AppendError> {
+        if let Some(rx) = self.follower.lock().expect("lock").as_mut() {
+            if rx.try_recv().is_ok() {
+                self.answered_before_append
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        self.appended
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn sync_answers_the_other_members_only_after_the_snapshot_is_appended() {
+    let log = WatchingLog {
+        follower: Mutex::new(None),
+        answered_before_append: Default::default(),
+        appended: Default::default(),
+    };
+    let t0 = Now::current();
+    let c = coordinator(0, 1000);
+    let mut a = join("", None, &["range"]);
+    a.requires_known_member_id = false;
+    let mut b = join("", None, &["range"]);
+    b.requires_known_member_id = false;
+    let (ra, rb) = (c.join(&log, t0, a), c.join(&log, t0, b));
+    c.tick(&log, t0);
+    let (ja, jb) = (later(ra).await, later(rb).await);
+    let (leader, follower) = if ja.leader == ja.member_id {
+        (ja, jb)
+    } else {
+        (jb, ja)
+    };
+    fn by(m: &JoinResult) -> Caller<'_> {
+        Caller {
+            group_id: "g",
+            generation: m.generation,
+            member_id: &m.member_id,
+            instance_id: None,
+        }
+    }
+    let Reply::Later(rx) = c.sync(&log, t0, by(&follower), vec![]) else {
+        panic!("the follower waits for the leader");
+    };
+    *log.follower.lock().expect("lock") = Some(rx);
+    let assignments = vec![(follower.member_id.clone(), Bytes::from_static(b"f"))];
+    let _leader_reply = c.sync(&log, t0, by(&leader), assignments);
+    assert!(
+        log.appended.load(std::sync::atomic::Ordering::SeqCst),
+        "the snapshot was appended"
+    );
+    assert!(
+        !log.answered_before_append
+            .load(std::sync::atomic::Ordering::SeqCst),
+        "a member was told the group is stable before its snapshot was written"
+    );
+    let rx = log.follower.lock().expect("lock").take().expect("receiver");
+    assert_eq!(&rx.await.expect("answered").assignment[..], b"f");
+}
