@@ -279,6 +279,35 @@ def test_moving_a_partition_copies_it_throttled_and_drops_the_old_replica(tmp_pa
         cluster.stop()
 
 
+def test_records_deleted_on_the_leader_stay_deleted_after_it_fails(cluster):
+    """DeleteRecords moves the leader's log start; its followers take it from their
+    fetches (as Kafka's do), so a new leader does not serve the deleted records again."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    cluster.create_topic("trimmed", 1, 3, {"segment.bytes": "1024"})
+    cluster.wait_leaders("trimmed", 1, isr=3)
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for i in range(50):
+        p.produce("trimmed", value=b"r-%d" % i * 30, partition=0)
+    assert p.flush(30) == 0
+    low = cluster.admin().delete_records([TopicPartition("trimmed", 0, 30)])
+    assert list(low.values())[0].result(30).low_watermark == 30
+    time.sleep(2)  # a few follower fetches
+    leader = cluster.leader("trimmed", 0)
+    cluster.nodes[leader].kill9()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if cluster.leader("trimmed", 0) not in (leader, -1):
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "trim-check"})
+    earliest, _ = c.get_watermark_offsets(TopicPartition("trimmed", 0), timeout=20)
+    c.close()
+    assert earliest == 30, f"the new leader's log starts at {earliest}: deleted records came back"
+
+
 def test_offsets_sent_to_a_transaction_survive_their_group_coordinators_failover(cluster):
     """A transaction's offsets reach the group's coordinator before the transaction ends;
     when that coordinator dies, the broker taking over loads them as pending, and the

@@ -467,6 +467,11 @@ async fn apply_fetched(
         };
         let hw = d.high_watermark.min(log.log_end());
         log.advance_high_watermark(Offset(hw));
+        if d.log_start_offset > log.log_start() {
+            if let Err(e) = log.follow_log_start(d.log_start_offset, now) {
+                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "could not take the leader's log start; the next fetch tries again");
+            }
+        }
         result
     };
     match appended {

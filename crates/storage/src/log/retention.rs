@@ -18,6 +18,15 @@ impl PartitionLog {
                 log_end: high_watermark,
             });
         }
+        self.follow_log_start(offset, now_ms)
+    }
+
+    /// A follower takes its leader's log start (from a fetch answer), as far as its own log
+    /// reaches: records deleted on the leader (DeleteRecords, retention) go here too, so a
+    /// new leader does not serve them again. Returns the log start.
+    pub fn follow_log_start(&mut self, offset: i64, now_ms: i64) -> Result<i64> {
+        self.check_online()?;
+        let offset = offset.min(self.log_end());
         if offset > self.log_start {
             self.raise_log_start(offset);
             self.write_offset_file(LOG_START_FILE, offset)?;
