@@ -19,18 +19,7 @@ impl Broker {
             let Some(partition) = self.partitions.get(topic, index) else {
                 continue;
             };
-            let log = partition.log();
-            let mut offset = log.log_start();
-            while offset < log.log_end() {
-                let bytes = log.read(offset, 8 << 20, true)?.read()?;
-                if bytes.is_empty() {
-                    break;
-                }
-                for (at, header) in gregor_protocol::batch::batches(&bytes) {
-                    offset = header.last_offset() + 1;
-                    f(index, &header, &bytes[at..at + header.total_bytes()]);
-                }
-            }
+            replay_partition(&partition, |header, batch| f(index, header, batch))?;
         }
         Ok(())
     }
