@@ -82,7 +82,7 @@ impl Txns {
     /// Whether InitProducerId for `id` needs a new producer id (none yet, or its epoch is
     /// exhausted): the host allocates it before it takes the coordinator's lock.
     pub fn needs_producer_id(&self, id: &str) -> bool {
-        self.txns.get(id).is_none_or(|m| m.epoch >= i16::MAX - 1)
+        self.txns.get(id).is_none_or(epoch_exhausted)
     }
 
     /// What InitProducerId refuses before anything else: an empty id, a timeout outside
@@ -288,9 +288,7 @@ impl Txns {
         let mut out = Vec::new();
         for (id, meta) in &self.txns {
             match meta.state {
-                TxnState::Ongoing
-                    if now.saturating_sub(meta.start_ms) > i64::from(meta.timeout_ms) =>
-                {
+                TxnState::Ongoing if timed_out(meta, now) => {
                     tracing::warn!(
                         transactional_id = %id,
                         producer_id = meta.producer_id,
@@ -299,8 +297,12 @@ impl Txns {
                         "aborting a transaction past transaction.timeout.ms"
                     );
                     let mut m = meta.clone();
-                    let exhausted = m.epoch >= i16::MAX - 1;
-                    match bump(&mut m, if exhausted { fresh.take() } else { None }) {
+                    let id_for_bump = if epoch_exhausted(&m) {
+                        fresh.take()
+                    } else {
+                        None
+                    };
+                    match bump(&mut m, id_for_bump) {
                         Ok(()) => out.push(prepare(id, m, false, now, (), ignore)),
                         Err(_) => {
                             tracing::warn!(transactional_id = %id, "no producer id to fence an exhausted epoch with; retrying on the next check")
@@ -323,11 +325,9 @@ impl Txns {
     /// Whether a transaction past its timeout has an exhausted epoch (the host then
     /// allocates a producer id before the next `tick`).
     pub fn tick_needs_producer_id(&self, now: i64) -> bool {
-        self.txns.values().any(|m| {
-            m.state == TxnState::Ongoing
-                && now.saturating_sub(m.start_ms) > i64::from(m.timeout_ms)
-                && m.epoch >= i16::MAX - 1
-        })
+        self.txns
+            .values()
+            .any(|m| timed_out(m, now) && epoch_exhausted(m))
     }
 
     /// Checks that the producer may add to its transaction.
@@ -408,11 +408,22 @@ fn check_producer(meta: Option<&TxnMeta>, producer_id: i64, epoch: i16) -> Resul
 /// The next epoch, or the new producer id `fresh` when the epoch is exhausted (as Kafka
 /// does).
 fn bump(meta: &mut TxnMeta, fresh: Option<i64>) -> Result<()> {
-    if meta.epoch >= i16::MAX - 1 {
+    if epoch_exhausted(meta) {
         meta.producer_id = fresh.ok_or(ResponseError::CoordinatorNotAvailable)?;
         meta.epoch = 0;
     } else {
         meta.epoch += 1;
     }
     Ok(())
+}
+
+/// Whether the epoch can no longer be raised: the id then takes a new producer id.
+fn epoch_exhausted(meta: &TxnMeta) -> bool {
+    meta.epoch >= i16::MAX - 1
+}
+
+/// Whether the transaction is open past its `transaction.timeout.ms` at `now`.
+fn timed_out(meta: &TxnMeta, now: i64) -> bool {
+    meta.state == TxnState::Ongoing
+        && now.saturating_sub(meta.start_ms) > i64::from(meta.timeout_ms)
 }
