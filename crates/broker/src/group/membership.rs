@@ -512,7 +512,7 @@ impl Groups {
             {
                 Self::complete_join(g, now);
             }
-            let mut outcome = Outcome::reply(&g.id, ());
+            let mut outcome = g.outcome(());
             if g.state == GroupState::Empty
                 && retention > 0
                 && now.wall_ms - g.state_timestamp_ms > retention
@@ -532,7 +532,6 @@ impl Groups {
                     tracing::info!(group = %g.id, offsets = outcome.records.len(), "expiring committed offsets of an empty group");
                 }
             }
-            outcome.snapshot = g.take_snapshot();
             if outcome.snapshot.is_some() || !outcome.records.is_empty() {
                 outcomes.push(outcome);
             }

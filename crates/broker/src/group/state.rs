@@ -221,6 +221,15 @@ impl Group {
         })
     }
 
+    /// An outcome for this group: `reply`, with the group's snapshot when its membership
+    /// changed and the SyncGroup answers waiting for that snapshot.
+    pub(super) fn outcome<T>(&mut self, reply: T) -> Outcome<T> {
+        let mut out = Outcome::reply(&self.id, reply);
+        out.snapshot = self.take_snapshot();
+        out.sync_replies = std::mem::take(&mut self.sync_replies);
+        out
+    }
+
     pub(super) fn sync_error(&self, error: ResponseError) -> SyncResult {
         SyncResult {
             error: error.code(),
@@ -262,12 +271,10 @@ impl Groups {
     /// The outcome of a membership operation on `group_id`: `reply`, with the group's
     /// snapshot when its membership changed.
     pub(super) fn outcome<T>(&mut self, group_id: &str, reply: T) -> Outcome<T> {
-        let mut out = Outcome::reply(group_id, reply);
-        if let Some(g) = self.groups.get_mut(group_id) {
-            out.snapshot = g.take_snapshot();
-            out.sync_replies = std::mem::take(&mut g.sync_replies);
+        match self.groups.get_mut(group_id) {
+            Some(g) => g.outcome(reply),
+            None => Outcome::reply(group_id, reply),
         }
-        out
     }
 
     /// Appends what an operation decided, replays its records once written, and returns
