@@ -282,7 +282,8 @@ impl ProducerStates {
     }
 
     /// How many verification guards are held.
-    pub fn guards(&self) -> usize {
+    #[cfg(test)]
+    fn guards(&self) -> usize {
         self.guards.len()
     }
 

@@ -400,7 +400,8 @@ impl Partition {
     }
 
     /// How many fetches wait on this partition.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
         let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         waiters.iter().filter(|w| w.strong_count() > 0).count()
     }
