@@ -22,6 +22,8 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("GREGOR_BIN", ROOT / "target" / "debug" / "gregor"))
 
@@ -47,12 +49,6 @@ def coordinator_partition(key, partitions=6):
     if h >= 1 << 31:
         h -= 1 << 32
     return (h & 0x7FFFFFFF) % partitions
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Node:

@@ -14,10 +14,20 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("GREGOR_BIN", ROOT / "target" / "debug" / "gregor"))
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never the same one twice in this process: the
+    kernel may give a port back as soon as its probe socket closes, and a cluster that got
+    one port for two listeners would fail to start ("Address already in use")."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class Broker:

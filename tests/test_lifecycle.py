@@ -50,10 +50,12 @@ def read_from_beginning(b, topic, expect):
 def test_retention_deletes_old_segments_and_moves_the_earliest_offset(make_broker):
     b = make_broker(FAST_RETENTION)
     admin(b).create_topics([NewTopic("short", 1, 1, config={"retention.ms": "60000", "segment.bytes": "1024"})])["short"].result(30)
-    hour_ago = int(time.time() * 1000) - 3_600_000
-    produce(b, "short", [b"old-%d" % i * 20 for i in range(40)], timestamp_ms=hour_ago)
+    # Stamped so that they expire ten seconds from now: a retention pass runs every 200 ms,
+    # and records already expired could be deleted before the first look below.
+    expiring_soon = int(time.time() * 1000) - 50_000
+    produce(b, "short", [b"old-%d" % i * 20 for i in range(40)], timestamp_ms=expiring_soon)
     assert watermarks(b, "short") == (0, 40)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while watermarks(b, "short")[0] < 40 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert watermarks(b, "short") == (40, 40), "retention did not delete the expired segments"
