@@ -3,9 +3,11 @@ broker with four listeners: PLAINTEXT, SASL_SSL, SSL (client certificates requir
 SASL_PLAINTEXT. Users are created offline before the first start, as Kafka's
 `kafka-storage format --add-scram` does; ACLs with `gregor acl`."""
 
+import re
 import socket
 import ssl
 import struct
+import urllib.request
 import subprocess
 import time
 import uuid
@@ -27,6 +29,7 @@ class SecureBroker:
     def __init__(self, root, extra=""):
         self.root = root
         self.ports = {n: free_port() for n in ("PLAIN", "SASL_SSL", "SSL", "SASL_PLAIN")}
+        self.metrics_port = free_port()
         self.ca = Authority()
         self.ca_file = self.ca.write_ca(root / "ca.pem")
         _, _, self.server_pem = write_identity(root, "server", *self.ca.issue("localhost", server=True))
@@ -52,7 +55,7 @@ class SecureBroker:
 "authorizer.enabled" = true
 "super.users" = "User:admin"
 "log.dirs" = "{self.data}"
-"metrics.listener" = "127.0.0.1:{free_port()}"
+"metrics.listener" = "127.0.0.1:{self.metrics_port}"
 "group.initial.rebalance.delay.ms" = 0
 "offsets.topic.replication.factor" = 1
 {extra}
@@ -213,8 +216,13 @@ def test_wrong_password_and_unknown_user_are_refused(secure):
             KafkaProducer(**{**secure.kafka_python("alice"), "sasl_plain_username": user,
                              "sasl_plain_password": pw}, max_block_ms=5000, bootstrap_timeout_ms=5000)
         refused({**secure.confluent("alice", pw), "sasl.username": user}, KafkaError._AUTHENTICATION)
+    # The first failure from this address is logged with its reason; the others within
+    # log.refusals.interval.ms are counted, and summed up in one line at its end.
     log = secure.log_path.read_text()
-    assert "authentication failed" in log and "mallory" in log
+    assert "authentication failed" in log and "alice" in log
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{secure.metrics_port}/metrics", timeout=10).read().decode()
+    failures = re.search(r'gregor_connections_closed_total\{reason="authentication_failed"\} (\d+)', metrics)
+    assert failures and int(failures.group(1)) >= 4, metrics
 
 
 def test_plain_checks_the_stored_scram_credential(secure):

@@ -5,6 +5,7 @@
 // more async bodies than the default query depth lets the compiler lay out under clippy.
 #![recursion_limit = "256"]
 
+mod alloc;
 pub mod api;
 pub mod blocking;
 pub mod config;

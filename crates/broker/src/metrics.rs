@@ -108,6 +108,21 @@ pub fn describe() {
         Unit::Count,
         "Client connections accepted."
     );
+    describe_counter!(
+        "gregor_connections_closed_total",
+        Unit::Count,
+        "Connections the broker closed or refused, by reason: bad input (frame_too_large, undecodable, unknown_api, ...), limits (too_many_connections, too_many_connections_per_ip, idle, receive_timeout), authentication_failed."
+    );
+    describe_gauge!(
+        "gregor_request_memory_bytes",
+        Unit::Bytes,
+        "Bytes of requests being read and handled (bounded by queued.max.request.bytes)."
+    );
+    describe_counter!(
+        "gregor_request_memory_waits_total",
+        Unit::Count,
+        "Requests that waited for queued.max.request.bytes to have room before they were read."
+    );
     describe_gauge!(
         "process_resident_memory_bytes",
         Unit::Bytes,
@@ -231,6 +246,21 @@ pub fn self_fenced_write() {
 pub fn connection_opened() {
     metrics::counter!("gregor_connections_accepted_total").increment(1);
     metrics::gauge!("gregor_connections").increment(1.0);
+}
+
+/// Counts a connection the broker closed or refused, by reason.
+pub fn connection_refused(reason: &'static str) {
+    metrics::counter!("gregor_connections_closed_total", "reason" => reason).increment(1);
+}
+
+/// Moves the bytes of requests being read and handled by `delta`.
+pub fn request_memory(delta: f64) {
+    metrics::gauge!("gregor_request_memory_bytes").increment(delta);
+}
+
+/// Counts a request that waited for room under `queued.max.request.bytes`.
+pub fn request_memory_wait() {
+    metrics::counter!("gregor_request_memory_waits_total").increment(1);
 }
 
 pub fn connection_closed() {

@@ -129,6 +129,13 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         1,
         "Largest request frame; bigger frames close the connection."
     ),
+    def!("queued.max.request.bytes", None, "104857600", Long, [], -1, "Bytes of requests read and being handled at once, across all connections: a request counts from when its size is read (before its body is buffered) until it has been handled (a Produce until it is appended); a connection whose next request does not fit reads nothing more until it does. At least socket.request.max.bytes, or -1 for no cap (Kafka's default; Gregor caps by default, so that parallel large requests cannot exhaust a small machine's memory)."),
+    def!("max.connections", None, "2147483647", Int, [], 0, "Connections the broker keeps open at once; a new one over it is closed at once (Kafka leaves it in the accept backlog). The inter-broker listener, when there is more than one listener, is not counted, so clients cannot starve replication."),
+    def!("max.connections.per.ip", None, "2147483647", Int, [], 0, "Connections one address may keep open at once; a new one over it is closed at once."),
+    def!("max.connections.per.ip.overrides", None, "", String, [], 0, "Per-address exceptions to max.connections.per.ip: IP:COUNT entries separated by commas (127.0.0.1:200,[::1]:200). Addresses, not host names."),
+    def!("connections.max.idle.ms", None, "600000", Long, [], -1, "A connection with no request for this long is closed (a request still being answered keeps it open); -1 never."),
+    def!("request.receive.timeout.ms", None, "30000", Long, [], 1, "Time a request may take to arrive once its first byte has: a request sent slower, or left half sent, closes its connection (time spent waiting for queued.max.request.bytes does not count). Gregor's own setting; Kafka has only connections.max.idle.ms, which any trickle of bytes resets."),
+    def!("log.refusals.interval.ms", None, "60000", Long, [], 1, "Connections closed for bad input or refused by a limit are logged at most once per peer and reason in this interval; the rest are counted in gregor_connections_closed_total and summed up in one line per interval. Gregor's own setting."),
     def!(
         "log.cache.window.bytes",
         None,

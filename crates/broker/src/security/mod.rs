@@ -148,8 +148,9 @@ pub struct Session {
 pub enum SaslOutcome<T> {
     /// Send it and carry on.
     Reply(T),
-    /// Wait, send it, and close the connection (a failed authentication).
-    Fail(T, Duration),
+    /// Wait, send it, and close the connection (a failed authentication; the connection
+    /// logs why).
+    Fail(T, Duration, String),
 }
 
 impl Session {
@@ -292,13 +293,12 @@ impl Session {
         why: String,
     ) -> SaslOutcome<SaslAuthenticateResponse> {
         let delay = security.failed(self.caller.host);
-        tracing::warn!(host = %self.caller.host, listener = %self.listener, reason = %why, delay_ms = delay.as_millis() as u64, "authentication failed; closing the connection");
         self.state = SaslState::Start;
         resp.error_code = ResponseError::SaslAuthenticationFailed.code();
         // The client learns that it failed, not why (no hint whether the user exists).
         resp.error_message = Some(StrBytes::from_static_str(
             "Authentication failed: invalid credentials",
         ));
-        SaslOutcome::Fail(resp, delay)
+        SaslOutcome::Fail(resp, delay, why)
     }
 }

@@ -5,19 +5,34 @@
 //! reads on (up to `PIPELINE_MAX` waiting) while earlier ones wait for fsyncs or replicas;
 //! any other request is handled only once every earlier one has been answered. A frame over `socket.request.max.bytes`, a
 //! truncated or undecodable frame, or an unknown API key closes that connection with one
-//! log line; the broker keeps serving everyone else. A request at a version Gregor does not
+//! log line (at most one per peer and reason in `log.refusals.interval.ms`: `limits.rs`); the
+//! broker keeps serving everyone else. A request at a version Gregor does not
 //! serve gets Kafka's answer: ApiVersions replies v0 with `UNSUPPORTED_VERSION` and the
 //! supported ranges (KIP-511); any other API closes the connection, as Kafka does.
+//!
+//! What a connection may hold is bounded: a request's bytes are counted against
+//! `queued.max.request.bytes` before its body is read, a request must arrive whole within
+//! `request.receive.timeout.ms`, a connection without requests closes after
+//! `connections.max.idle.ms`, and between requests a connection holds a 4 KiB read buffer
+//! and no request's state.
 
+use super::limits::{ConnectionSlot, Limits, MemoryPermit, Reason, Refusal};
 use super::*;
 
 /// Why a connection ended.
 enum Close {
     /// The client closed it, or the broker is stopping.
     Normal,
-    /// The client sent something the broker will not serve; logged once.
-    Refused(String),
+    /// The broker closed it: bad input, a limit, a failed authentication; counted and
+    /// logged (at most once per peer and reason in an interval).
+    Refused(Refusal),
     Io(std::io::Error),
+}
+
+impl Close {
+    fn refused(reason: Reason, detail: impl Into<String>) -> Close {
+        Close::Refused(Refusal::new(reason, detail))
+    }
 }
 
 /// Accepts connections on one listener until the task is aborted.
@@ -44,19 +59,39 @@ pub(super) async fn accept_loop(
 /// How long a client may take to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Logs and counts a connection the broker closes or does not take: the first of each
+/// peer and reason in an interval at WARN (idle connections at DEBUG), the rest summed up
+/// by `refusal_summaries`.
+pub(super) fn log_refusal(limits: &Limits, peer: SocketAddr, listener: &str, refusal: &Refusal) {
+    let logged = limits.refusals.note(peer.ip(), refusal.reason);
+    if refusal.reason == Reason::Idle {
+        tracing::debug!(%peer, listener, detail = %refusal.detail, "closing idle connection");
+    } else if logged {
+        tracing::warn!(%peer, listener, reason = refusal.reason.label(), detail = %refusal.detail, "closing connection (further ones from this peer for this reason are summed up once per log.refusals.interval.ms)");
+    }
+}
+
 pub(super) async fn serve_connection(
     broker: Arc<Broker>,
+    limits: Arc<Limits>,
+    slot: ConnectionSlot,
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<Listener>,
     stop: watch::Receiver<bool>,
 ) {
+    let _slot = slot;
     let _ = stream.set_nodelay(true);
     crate::metrics::connection_opened();
     let outcome = match (listener.protocol.tls(), &broker.security.tls) {
         (true, Some(tls)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server(listener.protocol.sasl()));
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            match Box::pin(tokio::time::timeout(
+                TLS_HANDSHAKE_TIMEOUT,
+                acceptor.accept(stream),
+            ))
+            .await
+            {
                 Ok(Ok(tls_stream)) => {
                     let principal = tls_stream
                         .get_ref()
@@ -65,25 +100,27 @@ pub(super) async fn serve_connection(
                         .and_then(|c| c.first())
                         .and_then(crate::security::tls::principal_of);
                     let session = Session::new(&listener, peer.ip(), principal);
-                    serve_stream(&broker, tls_stream, peer, session, stop).await
+                    Box::pin(serve_stream(
+                        &broker, &limits, tls_stream, peer, session, stop,
+                    ))
+                    .await
                 }
-                Ok(Err(e)) => Close::Refused(format!("TLS handshake failed: {e}")),
-                Err(_) => Close::Refused("TLS handshake timed out".into()),
+                Ok(Err(e)) => {
+                    Close::refused(Reason::TlsHandshake, format!("TLS handshake failed: {e}"))
+                }
+                Err(_) => Close::refused(Reason::TlsHandshake, "TLS handshake timed out"),
             }
         }
-        (true, None) => Close::Refused("TLS listener without TLS settings".into()),
+        (true, None) => Close::refused(Reason::Internal, "TLS listener without TLS settings"),
         (false, _) => {
             let session = Session::new(&listener, peer.ip(), None);
-            serve_stream(&broker, stream, peer, session, stop).await
+            Box::pin(serve_stream(&broker, &limits, stream, peer, session, stop)).await
         }
     };
     crate::metrics::connection_closed();
     match outcome {
         Close::Normal => tracing::debug!(%peer, "connection closed"),
-        Close::Refused(reason) => {
-            crate::metrics::error("connection", "refused");
-            tracing::warn!(%peer, listener = %listener.name, reason, "closing connection")
-        }
+        Close::Refused(refusal) => log_refusal(&limits, peer, &listener.name, &refusal),
         Close::Io(e) => tracing::debug!(%peer, error = %e, "connection error"),
     }
 }
@@ -103,16 +140,26 @@ impl Socket for TcpStream {
 
 impl Socket for tokio_rustls::server::TlsStream<TcpStream> {}
 
+/// A connection's read buffer: enough for the small requests a client sends back to back
+/// in one read; a larger request's body bypasses it, read straight into its own buffer.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 async fn serve_stream<S: Socket>(
     broker: &Arc<Broker>,
+    limits: &Limits,
     stream: S,
     peer: SocketAddr,
     mut session: Session,
     stop: watch::Receiver<bool>,
 ) -> Close {
-    let mut stream = BufReader::with_capacity(64 * 1024, stream);
+    let mut stream = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     let max_frame = broker.config.settings().socket_request_max_bytes.max(1) as usize;
-    let outcome = connection_loop(broker, &mut stream, max_frame, peer, &mut session, stop).await;
+    let io = ConnectionIo {
+        limits,
+        max_frame,
+        peer,
+    };
+    let outcome = connection_loop(broker, &mut stream, io, &mut session, stop).await;
     let _ = stream.shutdown().await;
     outcome
 }
@@ -124,8 +171,8 @@ enum Reply {
     Send(Bytes),
     /// Bytes and file ranges, in order (a Fetch response sent from the page cache).
     SendParts(Vec<zero_copy::Part>),
-    /// A failed authentication: wait, answer, close.
-    SendAndClose(Bytes, Duration),
+    /// A failed authentication: wait, answer, close (with why, for the log).
+    SendAndClose(Bytes, Duration, String),
     /// A Produce appended, whose answer waits for fsyncs or replicas in its own task; the
     /// connection reads on meanwhile and sends answers in request order.
     Later(tokio::task::JoinHandle<Result<Reply, String>>),
@@ -155,16 +202,22 @@ async fn send_reply<S: Socket>(stream: &mut BufReader<S>, reply: Reply) -> Resul
         Reply::SendParts(parts) => send_parts(stream.get_mut(), &parts)
             .await
             .map_err(Close::Io),
-        Reply::SendAndClose(bytes, delay) => {
+        Reply::SendAndClose(bytes, delay, why) => {
             tokio::time::sleep(delay).await;
             let _ = stream.write_all(&bytes).await;
             let _ = stream.flush().await;
-            Err(Close::Refused("authentication failed".into()))
+            Err(Close::refused(
+                Reason::AuthenticationFailed,
+                format!("authentication failed: {why}"),
+            ))
         }
         Reply::Later(task) => match task.await {
             Ok(Ok(reply)) => Box::pin(send_reply(stream, reply)).await,
-            Ok(Err(reason)) => Err(Close::Refused(reason)),
-            Err(e) => Err(Close::Refused(format!("a produce task failed: {e}"))),
+            Ok(Err(reason)) => Err(Close::refused(Reason::Internal, reason)),
+            Err(e) => Err(Close::refused(
+                Reason::Internal,
+                format!("a produce task failed: {e}"),
+            )),
         },
     }
 }
@@ -180,23 +233,33 @@ async fn drain<S: Socket>(
     Ok(())
 }
 
+/// What a connection reads under: the broker's limits, its largest frame, its peer.
+struct ConnectionIo<'a> {
+    limits: &'a Limits,
+    max_frame: usize,
+    peer: SocketAddr,
+}
+
 async fn connection_loop<S: Socket>(
     broker: &Arc<Broker>,
     stream: &mut BufReader<S>,
-    max_frame: usize,
-    peer: SocketAddr,
+    io: ConnectionIo<'_>,
     session: &mut Session,
     mut stop: watch::Receiver<bool>,
 ) -> Close {
     // Whether Fetch responses may be sent from the files (plain TCP), decided once.
     let zero_copy = stream.get_ref().tcp().is_some() && broker.config.settings().fetch_sendfile;
     let mut inflight = std::collections::VecDeque::new();
+    // When the connection closes for idleness, unless a request comes (or is still owed
+    // an answer) before.
+    let idle_after = io.limits.idle;
+    let mut idle_at = idle_after.map(|d| tokio::time::Instant::now() + d);
     loop {
         // Between requests is the only place a connection stops for shutdown (after the
         // answers it owes).
         if *stop.borrow() {
             // Stopping: no new request is read; the answers owed go out first.
-            return match drain(stream, &mut inflight).await {
+            return match Box::pin(drain(stream, &mut inflight)).await {
                 Ok(()) => Close::Normal,
                 Err(close) => close,
             };
@@ -209,22 +272,34 @@ async fn connection_loop<S: Socket>(
             },
             done = async { inflight.front_mut().expect("checked non-empty").await }, if !inflight.is_empty() => Next::Answer(done),
             r = stream.fill_buf(), if inflight.len() < PIPELINE_MAX => Next::Input(r.map(|b| b.is_empty())),
+            () = sleep_until_some(idle_at), if inflight.is_empty() => {
+                return Close::refused(Reason::Idle, format!(
+                    "no request for {} ms (connections.max.idle.ms)",
+                    idle_after.unwrap_or_default().as_millis()
+                ));
+            }
         };
         match next {
             Next::Answer(done) => {
                 inflight.pop_front();
                 let reply = match done {
                     Ok(Ok(reply)) => reply,
-                    Ok(Err(reason)) => return Close::Refused(reason),
-                    Err(e) => return Close::Refused(format!("a produce task failed: {e}")),
+                    Ok(Err(reason)) => return Close::refused(Reason::Internal, reason),
+                    Err(e) => {
+                        return Close::refused(
+                            Reason::Internal,
+                            format!("a produce task failed: {e}"),
+                        )
+                    }
                 };
-                if let Err(close) = send_reply(stream, reply).await {
+                if let Err(close) = Box::pin(send_reply(stream, reply)).await {
                     return close;
                 }
+                idle_at = idle_after.map(|d| tokio::time::Instant::now() + d);
                 continue;
             }
             Next::Input(Ok(true)) => {
-                return match drain(stream, &mut inflight).await {
+                return match Box::pin(drain(stream, &mut inflight)).await {
                     Ok(()) => Close::Normal,
                     Err(close) => close,
                 };
@@ -234,71 +309,121 @@ async fn connection_loop<S: Socket>(
         }
         // Before authentication, a frame may hold only a SASL or ApiVersions request.
         let limit = if session.authenticated() {
-            max_frame
+            io.max_frame
         } else {
-            max_frame.min(UNAUTHENTICATED_FRAME_MAX_BYTES)
+            io.max_frame.min(UNAUTHENTICATED_FRAME_MAX_BYTES)
         };
-        let frame = match read_frame(stream, limit).await {
+        let (frame, permit) = match Box::pin(read_frame(stream, limit, io.limits)).await {
             Ok(frame) => frame,
             Err(close) => return close,
         };
         let raw = match frame::peek_header(&frame) {
             Ok(raw) => raw,
-            Err(e) => return Close::Refused(e.to_string()),
+            Err(e) => return Close::refused(Reason::Undecodable, e.to_string()),
         };
         // Only Produce requests overlap; anything else is handled once every earlier
         // request has been answered, as Kafka handles a connection's requests in order.
         if raw.api_key != ApiKey::Produce as i16 {
-            if let Err(close) = drain(stream, &mut inflight).await {
+            if let Err(close) = Box::pin(drain(stream, &mut inflight)).await {
                 return close;
             }
         }
-        match handle_frame(broker, raw, frame, peer, session, stop.clone(), zero_copy).await {
+        // Boxed: the state of a request being handled is allocated only while it is.
+        let handled = Box::pin(handle_frame(
+            broker,
+            raw,
+            frame,
+            io.peer,
+            session,
+            stop.clone(),
+            zero_copy,
+        ))
+        .await;
+        // The request's bytes were handled (a Produce appended): they leave the count.
+        drop(permit);
+        match handled {
             Ok(Reply::Later(task)) => inflight.push_back(task),
             Ok(reply) => {
-                if let Err(close) = drain(stream, &mut inflight).await {
+                if let Err(close) = Box::pin(drain(stream, &mut inflight)).await {
                     return close;
                 }
-                if let Err(close) = send_reply(stream, reply).await {
+                if let Err(close) = Box::pin(send_reply(stream, reply)).await {
                     return close;
                 }
             }
-            Err(reason) => return Close::Refused(reason),
+            Err(refusal) => return Close::Refused(refusal),
         }
+        idle_at = idle_after.map(|d| tokio::time::Instant::now() + d);
     }
 }
 
-/// Reads one request frame of at most `limit` bytes (its size first).
-async fn read_frame<S: Socket>(stream: &mut BufReader<S>, limit: usize) -> Result<Bytes, Close> {
-    let size = match stream.read_i32().await {
-        Ok(size) => size,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(Close::Refused(
-                "truncated frame: peer closed inside a frame's size".into(),
+/// Sleeps until `at`, or for ever when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads one request frame of at most `limit` bytes (its size first), with its share of
+/// `queued.max.request.bytes`, taken before the body is read. The frame must arrive within
+/// `request.receive.timeout.ms` of its first byte, not counting the wait for memory.
+async fn read_frame<S: Socket>(
+    stream: &mut BufReader<S>,
+    limit: usize,
+    limits: &Limits,
+) -> Result<(Bytes, MemoryPermit), Close> {
+    let budget = limits.receive_timeout;
+    let started = tokio::time::Instant::now();
+    let too_slow = |got: usize, size: Option<usize>| {
+        Close::refused(
+            Reason::ReceiveTimeout,
+            match size {
+                Some(size) => format!("{got} of the {size} bytes of a request arrived in {} ms (request.receive.timeout.ms); the client is too slow or stalled", budget.as_millis()),
+                None => format!("a request's size did not arrive within {} ms (request.receive.timeout.ms)", budget.as_millis()),
+            },
+        )
+    };
+    let size = match tokio::time::timeout(budget, stream.read_i32()).await {
+        Err(_) => return Err(too_slow(0, None)),
+        Ok(Ok(size)) => size,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(Close::refused(
+                Reason::Truncated,
+                "truncated frame: peer closed inside a frame's size",
             ))
         }
-        Err(e) => return Err(Close::Io(e)),
+        Ok(Err(e)) => return Err(Close::Io(e)),
     };
     let size = match frame::check_frame_size(size, limit) {
         Ok(s) => s,
-        Err(reason) => return Err(Close::Refused(reason)),
+        Err(reason) if size < 0 => return Err(Close::refused(Reason::BadFrameSize, reason)),
+        Err(reason) => return Err(Close::refused(Reason::FrameTooLarge, reason)),
     };
+    let spent = started.elapsed();
+    let permit = limits.memory.acquire(size).await;
+    let deadline = tokio::time::Instant::now() + budget.saturating_sub(spent);
     // Read into uninitialised capacity: zeroing a buffer the read overwrites cost 2% of
     // the broker's CPU under produce load (perf, bench/profiles/README.md).
     let mut buf = BytesMut::with_capacity(size);
     while buf.len() < size {
         let want = size - buf.len();
-        match (&mut *stream).take(want as u64).read_buf(&mut buf).await {
-            Ok(0) => {
-                return Err(Close::Refused(format!(
-                    "truncated frame: peer closed before sending the {size} bytes it announced"
-                )))
+        let mut body = (&mut *stream).take(want as u64);
+        match tokio::time::timeout_at(deadline, body.read_buf(&mut buf)).await {
+            Err(_) => return Err(too_slow(buf.len(), Some(size))),
+            Ok(Ok(0)) => {
+                return Err(Close::refused(
+                    Reason::Truncated,
+                    format!(
+                        "truncated frame: peer closed before sending the {size} bytes it announced"
+                    ),
+                ))
             }
-            Ok(_) => {}
-            Err(e) => return Err(Close::Io(e)),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Close::Io(e)),
         }
     }
-    Ok(buf.freeze())
+    Ok((buf.freeze(), permit))
 }
 
 /// Writes bytes and file ranges in order; file ranges go with `sendfile` on plain TCP
@@ -362,13 +487,14 @@ async fn handle_frame(
     session: &mut Session,
     stop: watch::Receiver<bool>,
     zero_copy: bool,
-) -> Result<Reply, String> {
+) -> Result<Reply, Refusal> {
     let api = match admit(&raw, session)? {
         Ok(api) => api,
         Err(reply) => return Ok(reply),
     };
     let started = tokio::time::Instant::now();
-    let (header, request) = frame::decode_request(frame).map_err(|e| e.to_string())?;
+    let (header, request) = frame::decode_request(frame)
+        .map_err(|e| Refusal::new(Reason::Undecodable, e.to_string()))?;
     let version = header.request_api_version;
     let security = &broker.security;
     // SaslHandshake and SaslAuthenticate change the connection's state, so the connection
@@ -391,8 +517,8 @@ async fn handle_frame(
         kafka_protocol::messages::RequestKind::SaslAuthenticate(r) => {
             match session.authenticate(security, &broker.image(), &r) {
                 SaslOutcome::Reply(resp) => (ResponseKind::SaslAuthenticate(resp), None),
-                SaslOutcome::Fail(resp, delay) => {
-                    (ResponseKind::SaslAuthenticate(resp), Some(delay))
+                SaslOutcome::Fail(resp, delay, why) => {
+                    (ResponseKind::SaslAuthenticate(resp), Some((delay, why)))
                 }
             }
         }
@@ -420,15 +546,17 @@ async fn handle_frame(
             };
             let regions = ctx.deferred.map(|d| d.take()).unwrap_or_default();
             if !regions.is_empty() {
-                return encode_parts(api, version, raw.correlation_id, body, &regions, started);
+                return encode_parts(api, version, raw.correlation_id, body, &regions, started)
+                    .map_err(|e| Refusal::new(Reason::Internal, e));
             }
             (body, None)
         }
     };
-    let bytes = encode(api, version, raw.correlation_id, &body)?;
+    let bytes = encode(api, version, raw.correlation_id, &body)
+        .map_err(|e| Refusal::new(Reason::Internal, e))?;
     crate::metrics::request_done(api, started.elapsed());
     Ok(match close_after {
-        Some(delay) => Reply::SendAndClose(bytes, delay),
+        Some((delay, why)) => Reply::SendAndClose(bytes, delay, why),
         None => Reply::Send(bytes),
     })
 }
@@ -437,14 +565,17 @@ async fn handle_frame(
 /// (`Ok(Ok(api))`), an answer to send instead (ApiVersions at a version not served), or
 /// why the connection is closed (an API or version not served, a request before SASL
 /// authentication or after the session expired).
-fn admit(raw: &RawHeader, session: &Session) -> Result<Result<ApiKey, Reply>, String> {
+fn admit(raw: &RawHeader, session: &Session) -> Result<Result<ApiKey, Reply>, Refusal> {
     let Ok(api) = ApiKey::try_from(raw.api_key) else {
-        return Err(format!("unknown API key {}", raw.api_key));
+        return Err(Refusal::new(
+            Reason::UnknownApi,
+            format!("unknown API key {}", raw.api_key),
+        ));
     };
     let Some(spec) = api::spec(raw.api_key) else {
-        return Err(format!(
-            "API {api:?} (key {}) is not served by Gregor",
-            raw.api_key
+        return Err(Refusal::new(
+            Reason::UnknownApi,
+            format!("API {api:?} (key {}) is not served by Gregor", raw.api_key),
         ));
     };
     if raw.api_version < spec.min || raw.api_version > spec.max {
@@ -452,24 +583,27 @@ fn admit(raw: &RawHeader, session: &Session) -> Result<Result<ApiKey, Reply>, St
             let body = ResponseKind::ApiVersions(api_versions::unsupported_version());
             return frame::encode_response(api, 0, raw.correlation_id, &body)
                 .map(|bytes| Err(Reply::Send(bytes)))
-                .map_err(|e| e.to_string());
+                .map_err(|e| Refusal::new(Reason::Internal, e.to_string()));
         }
-        return Err(format!(
-            "{api:?} v{} is not supported (Gregor serves v{}-v{})",
-            raw.api_version, spec.min, spec.max
+        return Err(Refusal::new(
+            Reason::UnsupportedVersion,
+            format!(
+                "{api:?} v{} is not supported (Gregor serves v{}-v{})",
+                raw.api_version, spec.min, spec.max
+            ),
         ));
     }
     let is_sasl = matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
     if !is_sasl && api != ApiKey::ApiVersions {
         if !session.authenticated() {
-            return Err(format!(
+            return Err(Refusal::new(Reason::Unauthenticated, format!(
                 "{api:?} before SASL authentication on listener {}; configure the client with security.protocol={} and a sasl.mechanism",
                 session.listener,
                 session.protocol.name()
-            ));
+            )));
         }
         if session.expired() {
-            return Err("the SASL session expired (connections.max.reauth.ms) and the client did not re-authenticate".into());
+            return Err(Refusal::new(Reason::SessionExpired, "the SASL session expired (connections.max.reauth.ms) and the client did not re-authenticate"));
         }
     }
     Ok(Ok(api))

@@ -25,9 +25,11 @@ use crate::zero_copy;
 
 mod cluster;
 mod connection;
+mod limits;
 
 use cluster::start_cluster;
-use connection::{accept_loop, serve_connection};
+use connection::{accept_loop, log_refusal, serve_connection};
+use limits::Limits;
 
 /// Runs the broker until `shutdown` resolves, then stops cleanly: no new connections,
 /// in-flight requests answered, logs flushed and closed.
@@ -47,6 +49,8 @@ pub async fn run_on(
 ) -> Result<(), BrokerError> {
     // Before anything in the data directory is opened: one process per directory.
     let _dir_lock = lock_data_dir(&config)?;
+    let limits = Limits::new(&config).map_err(BrokerError::Config)?;
+    crate::alloc::configure();
     if let Some(addr) = config.metrics {
         // Before the partitions open, so their metric handles register with the recorder.
         // Its security is the operator's explicit choice: a setting that cannot be met
@@ -88,12 +92,23 @@ pub async fn run_on(
         cluster_id = %broker.cluster_id(),
         "broker ready"
     );
-    let background = spawn_background(&broker, &stop_rx);
+    let mut background = spawn_background(&broker, &stop_rx);
+    background.push(tokio::spawn(limits_loop(limits.clone(), stop_rx.clone())));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             Some((stream, peer, listener)) = accepted_rx.recv() => {
-                connections.spawn(serve_connection(broker.clone(), stream, peer, listener, stop_rx.clone()));
+                match limits.admit(peer.ip(), &listener) {
+                    Ok(slot) => {
+                        connections.spawn(serve_connection(broker.clone(), limits.clone(), slot, stream, peer, listener, stop_rx.clone()));
+                    }
+                    // Closed at once: the client sees the close and retries after its
+                    // reconnect backoff.
+                    Err(refusal) => {
+                        log_refusal(&limits, peer, &listener.name, &refusal);
+                        drop(stream);
+                    }
+                }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = &mut shutdown => break,
@@ -310,6 +325,31 @@ async fn periodic(
             _ = tokio::time::sleep(every) => {
                 let b = broker.clone();
                 let _ = crate::blocking::offload(move || tick(&b)).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Once per `log.refusals.interval.ms`, one line on the refusals that were not logged one
+/// by one; every 10 s, memory freed by closed connections and handled large requests is
+/// given back to the system once there is enough of it.
+async fn limits_loop(limits: Arc<Limits>, mut stop: watch::Receiver<bool>) {
+    let mut summary = tokio::time::interval(limits.refusals.interval());
+    let mut trim = tokio::time::interval(Duration::from_secs(10));
+    summary.tick().await;
+    trim.tick().await;
+    loop {
+        tokio::select! {
+            _ = summary.tick() => {
+                if let Some(line) = limits.refusals.summary() {
+                    tracing::warn!("{line} (counted by reason in gregor_connections_closed_total)");
+                }
+            }
+            _ = trim.tick() => {
+                if limits.trim_due() {
+                    let _ = crate::blocking::offload(crate::alloc::trim).await;
+                }
             }
             _ = stop.changed() => return,
         }
