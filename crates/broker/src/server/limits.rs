@@ -422,8 +422,14 @@ mod tests {
     #[test]
     fn overrides_parse_and_bad_entries_are_named() {
         let o = parse_overrides(" 127.0.0.2:5, [::1]:7 ,").expect("parses");
-        assert_eq!(o.get(&"127.0.0.2".parse::<IpAddr>().expect("an address")), Some(&5));
-        assert_eq!(o.get(&"::1".parse::<IpAddr>().expect("an address")), Some(&7));
+        assert_eq!(
+            o.get(&"127.0.0.2".parse::<IpAddr>().expect("an address")),
+            Some(&5)
+        );
+        assert_eq!(
+            o.get(&"::1".parse::<IpAddr>().expect("an address")),
+            Some(&7)
+        );
         let e = parse_overrides("localhost:5").expect_err("refused");
         assert!(e.contains("'localhost:5'"), "{e}");
         assert!(parse_overrides("127.0.0.1:many").is_err());

@@ -225,10 +225,11 @@ async fn ask_coordinator(
     let request = verify_request(id, producer_id, epoch, partitions);
     let me = ctx.config().node_id;
     // One idle connection per coordinator is kept for the next verification (a
-    // connection per call would cost a TLS handshake each); a failed one is dropped.
-    let pooled = ctx.broker.verify_conns.take(peer.node_id, &peer);
-    let answer = async {
-        let mut conn = match pooled {
+    // connection per call would cost a TLS handshake each); a failed one is dropped. A
+    // pooled connection the coordinator closed meanwhile (connections.max.idle.ms) fails
+    // its first call: the question is asked once more on a new connection.
+    let ask = |conn: Option<crate::peer::Conn>| async {
+        let mut conn = match conn {
             Some(c) => c,
             None => {
                 crate::peer::Conn::connect(
@@ -250,8 +251,14 @@ async fn ask_coordinator(
             .await?;
         ctx.broker.verify_conns.put(peer.node_id, &peer, conn);
         Ok::<_, std::io::Error>(answer)
-    }
-    .await;
+    };
+    let answer = match ctx.broker.verify_conns.take(peer.node_id, &peer) {
+        Some(pooled) => match ask(Some(pooled)).await {
+            Ok(answer) => Ok(answer),
+            Err(_) => ask(None).await,
+        },
+        None => ask(None).await,
+    };
     let response = match answer {
         Ok(r) => r,
         Err(e) => {
