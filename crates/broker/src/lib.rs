@@ -14,6 +14,7 @@ pub mod group;
 pub mod metrics;
 pub mod metrics_http;
 pub mod peer;
+pub mod quota;
 pub mod replica;
 pub mod scrub;
 pub mod security;

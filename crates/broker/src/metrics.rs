@@ -113,6 +113,16 @@ pub fn describe() {
         Unit::Count,
         "Connections the broker closed or refused, by reason: bad input (frame_too_large, undecodable, unknown_api, ...), limits (too_many_connections, too_many_connections_per_ip, idle, receive_timeout), authentication_failed."
     );
+    describe_counter!(
+        "gregor_client_throttle_milliseconds_total",
+        Unit::Milliseconds,
+        "Milliseconds clients were throttled for going over a quota, by quota (produce, fetch, request) and the user and client id the quota is measured for (empty when the quota's entity does not name that part)."
+    );
+    describe_counter!(
+        "gregor_client_throttled_responses_total",
+        Unit::Count,
+        "Responses that carried a throttle time, by quota, user and client id."
+    );
     describe_gauge!(
         "gregor_request_memory_bytes",
         Unit::Bytes,
@@ -251,6 +261,18 @@ pub fn connection_opened() {
 /// Counts a connection the broker closed or refused, by reason.
 pub fn connection_refused(reason: &'static str) {
     metrics::counter!("gregor_connections_closed_total", "reason" => reason).increment(1);
+}
+
+/// Counts a client's throttle (a quota it went over): the time, and the responses.
+pub fn client_throttled(quota: &'static str, user: &str, client_id: &str, throttle: Duration) {
+    let labels = [
+        ("quota", quota.to_string()),
+        ("user", user.to_string()),
+        ("client_id", client_id.to_string()),
+    ];
+    metrics::counter!("gregor_client_throttle_milliseconds_total", &labels)
+        .increment(throttle.as_millis() as u64);
+    metrics::counter!("gregor_client_throttled_responses_total", &labels).increment(1);
 }
 
 /// Moves the bytes of requests being read and handled by `delta`.

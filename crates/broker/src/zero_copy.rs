@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use gregor_storage::FileRegion;
 use kafka_protocol::messages::ResponseKind;
 
-const PLACEHOLDER_LEN: usize = 16;
+pub const PLACEHOLDER_LEN: usize = 16;
 
 /// Random per process, so no stored or client-chosen bytes can pass for a placeholder.
 fn magic() -> [u8; 8] {

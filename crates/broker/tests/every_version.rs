@@ -310,6 +310,21 @@ fn request_for(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             r.upsertions = vec![u];
             r.into()
         }
+        ApiKey::DescribeClientQuotas => DescribeClientQuotasRequest::default().into(),
+        ApiKey::AlterClientQuotas => {
+            let mut e = alter_client_quotas_request::EntityData::default();
+            e.entity_type = StrBytes::from_static_str("client-id");
+            e.entity_name = Some(StrBytes::from_static_str("app"));
+            let mut op = alter_client_quotas_request::OpData::default();
+            op.key = StrBytes::from_static_str("producer_byte_rate");
+            op.value = 1024.0;
+            let mut entry = alter_client_quotas_request::EntryData::default();
+            entry.entity = vec![e];
+            entry.ops = vec![op];
+            let mut r = AlterClientQuotasRequest::default();
+            r.entries = vec![entry];
+            r.into()
+        }
         other => panic!("add a request for {other:?} to this test"),
     }
 }

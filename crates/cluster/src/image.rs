@@ -88,6 +88,31 @@ pub enum MetadataRecord {
     CreateAcl { acl: AclBinding },
     /// An access-control entry is removed.
     RemoveAcl { acl: AclBinding },
+    /// A client quota of an entity is set (`value`, a number as text) or removed (`None`),
+    /// as Kafka's ClientQuotaRecord.
+    ClientQuota {
+        entity: QuotaEntity,
+        key: String,
+        value: Option<String>,
+    },
+}
+
+/// What a client quota applies to, as Kafka's entity: a user, a client id, or both; in
+/// each, `Some(None)` is the `<default>` of that type and `None` means the type is not
+/// part of the entity.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QuotaEntity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<Option<String>>,
+}
+
+impl QuotaEntity {
+    /// The key the image keeps it under (JSON object keys are strings).
+    fn key(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// What the broker keeps of a SCRAM password (RFC 5802 §3), base64-encoded.
@@ -180,6 +205,9 @@ pub struct MetadataImage {
     scram: BTreeMap<String, BTreeMap<String, ScramCredentialMeta>>,
     #[serde(default)]
     acls: std::collections::BTreeSet<AclBinding>,
+    /// Client quotas: the entity (JSON, [`QuotaEntity::key`]) and its values by key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    quotas: BTreeMap<String, (QuotaEntity, BTreeMap<String, String>)>,
 }
 
 impl MetadataImage {
@@ -326,6 +354,9 @@ impl MetadataImage {
             MetadataRecord::RemoveAcl { acl } => {
                 self.acls.remove(acl);
             }
+            MetadataRecord::ClientQuota { entity, key, value } => {
+                self.apply_quota(entity, key, value.as_deref())
+            }
             MetadataRecord::Reassign {
                 topic_id,
                 partition,
@@ -348,6 +379,32 @@ impl MetadataImage {
     }
 
     /// A user's SCRAM credential for a mechanism ("SCRAM-SHA-256", "SCRAM-SHA-512").
+    fn apply_quota(&mut self, entity: &QuotaEntity, key: &str, value: Option<&str>) {
+        let id = entity.key();
+        match value {
+            Some(v) => {
+                self.quotas
+                    .entry(id)
+                    .or_insert_with(|| (entity.clone(), BTreeMap::new()))
+                    .1
+                    .insert(key.to_string(), v.to_string());
+            }
+            None => {
+                if let Some((_, values)) = self.quotas.get_mut(&id) {
+                    values.remove(key);
+                    if values.is_empty() {
+                        self.quotas.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every entity with client quotas, and its values (numbers as text) by key.
+    pub fn client_quotas(&self) -> impl Iterator<Item = (&QuotaEntity, &BTreeMap<String, String>)> {
+        self.quotas.values().map(|(e, v)| (e, v))
+    }
+
     pub fn scram_credential(&self, user: &str, mechanism: &str) -> Option<&ScramCredentialMeta> {
         self.scram.get(user)?.get(mechanism)
     }

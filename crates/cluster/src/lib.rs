@@ -15,7 +15,7 @@ pub mod raft_net;
 
 pub use controller::{ClusterNode, ControlError, ControllerSettings, Registration};
 pub use image::{
-    AclBinding, BrokerMeta, MetadataImage, MetadataRecord, PartitionMeta, ScramCredentialMeta,
-    TopicMeta,
+    AclBinding, BrokerMeta, MetadataImage, MetadataRecord, PartitionMeta, QuotaEntity,
+    ScramCredentialMeta, TopicMeta,
 };
 pub use metadata_log::{MetadataLog, MetadataLogError};

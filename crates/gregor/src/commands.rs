@@ -254,6 +254,34 @@ pub(crate) fn run_acl(command: AclCommand) -> ExitCode {
     }
 }
 
+pub(crate) fn run_quota(command: QuotaCommand) -> ExitCode {
+    match command {
+        QuotaCommand::Set {
+            entity,
+            quotas,
+            client: a,
+        } => with_cluster(&a.bootstrap, async |c| {
+            quota::alter(c.any(), &entity, &quotas, &[]).await?;
+            println!("quotas set");
+            Ok(0)
+        }),
+        QuotaCommand::Remove {
+            entity,
+            keys,
+            client: a,
+        } => with_cluster(&a.bootstrap, async |c| {
+            quota::alter(c.any(), &entity, &[], &keys).await?;
+            println!("quotas removed");
+            Ok(0)
+        }),
+        QuotaCommand::List { entity, client: a } => with_cluster(&a.bootstrap, async |c| {
+            let rows = quota::list(c.any(), &entity).await?;
+            show(a.json, &rows, |r| quota::print(r))?;
+            Ok(0)
+        }),
+    }
+}
+
 pub(crate) fn run_txn(command: TxnCommand) -> ExitCode {
     match command {
         TxnCommand::List(a) => with_cluster(&a.bootstrap, async |c| {

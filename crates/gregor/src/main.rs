@@ -17,6 +17,7 @@ mod data;
 mod group;
 mod produce;
 mod progress;
+mod quota;
 mod security;
 mod table;
 mod topic;
@@ -97,6 +98,12 @@ enum Command {
     Acl {
         #[command(subcommand)]
         command: AclCommand,
+    },
+    /// Client quotas (produce and fetch byte rates, request time) of users and client
+    /// ids: set, remove, list.
+    Quota {
+        #[command(subcommand)]
+        command: QuotaCommand,
     },
     /// Transactions: list them with their age, describe one, or abort a hanging one.
     Txn {
@@ -248,6 +255,37 @@ enum UserCommand {
     },
     /// Users with their SCRAM mechanisms and iteration counts.
     List(ClientArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum QuotaCommand {
+    /// Set quotas of an entity: producer_byte_rate=BYTES, consumer_byte_rate=BYTES (per
+    /// second, per broker), request_percentage=PERCENT (of one thread).
+    Set {
+        #[command(flatten)]
+        entity: quota::EntityArgs,
+        /// KEY=VALUE, one or more.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        quotas: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove quotas of an entity (by key).
+    Remove {
+        #[command(flatten)]
+        entity: quota::EntityArgs,
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Quotas of every entity, or of the one named.
+    List {
+        #[command(flatten)]
+        entity: quota::EntityArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -604,7 +642,8 @@ where
 }
 
 use commands::{
-    run_acl, run_cluster, run_consume, run_group, run_produce, run_topic, run_txn, run_user,
+    run_acl, run_cluster, run_consume, run_group, run_produce, run_quota, run_topic, run_txn,
+    run_user,
 };
 
 fn main() -> ExitCode {
@@ -625,6 +664,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::User { command }) => return run_user(command),
         Some(Command::Acl { command }) => return run_acl(command),
+        Some(Command::Quota { command }) => return run_quota(command),
         Some(Command::Topic { command }) => return run_topic(command),
         Some(Command::Group { command }) => return run_group(command),
         Some(Command::Txn { command }) => return run_txn(command),

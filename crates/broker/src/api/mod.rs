@@ -299,6 +299,8 @@ apis! {
     DeleteAcls => delete_acls,
     DescribeUserScramCredentials => describe_user_scram_credentials,
     AlterUserScramCredentials => alter_user_scram_credentials,
+    DescribeClientQuotas => describe_client_quotas,
+    AlterClientQuotas => alter_client_quotas,
 }
 
 /// The handler's spec for an API key, if Gregor serves it at all.

@@ -105,6 +105,8 @@ settings! {
     offsets_topic_num_partitions: i64 = "offsets.topic.num.partitions",
     offsets_topic_replication_factor: i64 = "offsets.topic.replication.factor",
     producer_id_expiration_ms: i64 = "producer.id.expiration.ms",
+    quota_window_num: i64 = "quota.window.num",
+    quota_window_size_seconds: i64 = "quota.window.size.seconds",
     queued_max_request_bytes: i64 = "queued.max.request.bytes",
     replica_fetch_max_bytes: i64 = "replica.fetch.max.bytes",
     replica_fetch_wait_max_ms: i64 = "replica.fetch.wait.max.ms",

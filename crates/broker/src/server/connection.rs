@@ -18,6 +18,7 @@
 
 use super::limits::{ConnectionSlot, Limits, MemoryPermit, Reason, Refusal};
 use super::*;
+use crate::quota::{Client, Kind};
 
 /// Why a connection ended.
 enum Close {
@@ -254,6 +255,8 @@ async fn connection_loop<S: Socket>(
     // an answer) before.
     let idle_after = io.limits.idle;
     let mut idle_at = idle_after.map(|d| tokio::time::Instant::now() + d);
+    // A client over a quota: nothing more is read until then (its answers still go out).
+    let mut muted_until: Option<tokio::time::Instant> = None;
     loop {
         // Between requests is the only place a connection stops for shutdown (after the
         // answers it owes).
@@ -271,8 +274,13 @@ async fn connection_loop<S: Socket>(
                 Err(_) => return Close::Normal,
             },
             done = async { inflight.front_mut().expect("checked non-empty").await }, if !inflight.is_empty() => Next::Answer(done),
-            r = stream.fill_buf(), if inflight.len() < PIPELINE_MAX => Next::Input(r.map(|b| b.is_empty())),
-            () = sleep_until_some(idle_at), if inflight.is_empty() => {
+            r = stream.fill_buf(), if inflight.len() < PIPELINE_MAX && muted_until.is_none() => Next::Input(r.map(|b| b.is_empty())),
+            () = sleep_until_some(muted_until), if muted_until.is_some() => {
+                muted_until = None;
+                idle_at = idle_after.map(|d| tokio::time::Instant::now() + d);
+                continue;
+            }
+            () = sleep_until_some(idle_at), if inflight.is_empty() && muted_until.is_none() => {
                 return Close::refused(Reason::Idle, format!(
                     "no request for {} ms (connections.max.idle.ms)",
                     idle_after.unwrap_or_default().as_millis()
@@ -341,6 +349,12 @@ async fn connection_loop<S: Socket>(
         .await;
         // The request's bytes were handled (a Produce appended): they leave the count.
         drop(permit);
+        let handled = handled.map(|(reply, throttle)| {
+            if !throttle.is_zero() {
+                muted_until = Some(tokio::time::Instant::now() + throttle);
+            }
+            reply
+        });
         match handled {
             Ok(Reply::Later(task)) => inflight.push_back(task),
             Ok(reply) => {
@@ -478,7 +492,8 @@ async fn send_file(
 /// The largest frame read before a SASL client has authenticated.
 const UNAUTHENTICATED_FRAME_MAX_BYTES: usize = 512 * 1024;
 
-/// Decodes, dispatches and encodes one request. `Ok(None)`: no response is due (acks=0).
+/// Decodes, dispatches and encodes one request, with how long the client is to be
+/// throttled for going over a quota (`quota.rs`).
 async fn handle_frame(
     broker: &Arc<Broker>,
     raw: RawHeader,
@@ -487,14 +502,26 @@ async fn handle_frame(
     session: &mut Session,
     stop: watch::Receiver<bool>,
     zero_copy: bool,
-) -> Result<Reply, Refusal> {
+) -> Result<(Reply, Duration), Refusal> {
     let api = match admit(&raw, session)? {
         Ok(api) => api,
-        Err(reply) => return Ok(reply),
+        Err(reply) => return Ok((reply, Duration::ZERO)),
     };
     let started = tokio::time::Instant::now();
+    let request_bytes = frame.len();
     let (header, request) = frame::decode_request(frame)
         .map_err(|e| Refusal::new(Reason::Undecodable, e.to_string()))?;
+    let client_id = header
+        .client_id
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    let metered = Metered {
+        broker,
+        principal: session.caller.principal.clone(),
+        client_id,
+        exempt: exempt_from_quotas(&request),
+    };
     let version = header.request_api_version;
     let security = &broker.security;
     // SaslHandshake and SaslAuthenticate change the connection's state, so the connection
@@ -524,41 +551,138 @@ async fn handle_frame(
         }
         kafka_protocol::messages::RequestKind::Produce(r) => {
             let answer = api::produce_pipelined(ctx(header, None), r).await;
+            let throttle = metered
+                .record(Kind::Produce, request_bytes as f64, false)
+                .max(metered.record_time(started));
             let correlation_id = raw.correlation_id;
-            return Ok(Reply::Later(tokio::spawn(async move {
-                let Some(body) = answer.await else {
+            let task = tokio::spawn(async move {
+                let Some(mut body) = answer.await else {
                     crate::metrics::request_done(api, started.elapsed());
                     return Ok(Reply::None);
                 };
+                if let ResponseKind::Produce(r) = &mut body {
+                    r.throttle_time_ms = throttle_ms(throttle);
+                }
                 let bytes = encode(api, version, correlation_id, &body)?;
                 crate::metrics::request_done(api, started.elapsed());
                 Ok(Reply::Send(bytes))
-            })));
+            });
+            return Ok((Reply::Later(task), throttle));
         }
         request => {
             let ctx = ctx(
                 header,
                 (zero_copy && api == ApiKey::Fetch).then(Default::default),
             );
-            let Some(body) = api::dispatch(&ctx, request).await else {
+            let Some(mut body) = api::dispatch(&ctx, request).await else {
                 crate::metrics::request_done(api, started.elapsed());
-                return Ok(Reply::None);
+                return Ok((Reply::None, metered.record_time(started)));
             };
-            let regions = ctx.deferred.map(|d| d.take()).unwrap_or_default();
+            let mut regions = ctx.deferred.map(|d| d.take()).unwrap_or_default();
+            let mut throttle = metered.record_time(started);
+            if let ResponseKind::Fetch(r) = &mut body {
+                let fetched = metered.record(Kind::Fetch, fetched_bytes(r, &regions), true);
+                if !fetched.is_zero() {
+                    // Over the fetch quota: answered without records, as Kafka does.
+                    r.responses.clear();
+                    regions.clear();
+                }
+                throttle = throttle.max(fetched);
+                r.throttle_time_ms = throttle_ms(throttle);
+            }
             if !regions.is_empty() {
                 return encode_parts(api, version, raw.correlation_id, body, &regions, started)
+                    .map(|reply| (reply, throttle))
                     .map_err(|e| Refusal::new(Reason::Internal, e));
             }
-            (body, None)
+            return encode(api, version, raw.correlation_id, &body)
+                .map(|bytes| {
+                    crate::metrics::request_done(api, started.elapsed());
+                    (Reply::Send(bytes), throttle)
+                })
+                .map_err(|e| Refusal::new(Reason::Internal, e));
         }
     };
     let bytes = encode(api, version, raw.correlation_id, &body)
         .map_err(|e| Refusal::new(Reason::Internal, e))?;
     crate::metrics::request_done(api, started.elapsed());
-    Ok(match close_after {
-        Some((delay, why)) => Reply::SendAndClose(bytes, delay, why),
-        None => Reply::Send(bytes),
-    })
+    Ok((
+        match close_after {
+            Some((delay, why)) => Reply::SendAndClose(bytes, delay, why),
+            None => Reply::Send(bytes),
+        },
+        Duration::ZERO,
+    ))
+}
+
+/// A request's client, for its quotas.
+struct Metered<'a> {
+    broker: &'a Arc<Broker>,
+    principal: String,
+    client_id: String,
+    /// Followers' fetches and other brokers' requests are not clients' (Kafka bounds
+    /// replication with its own throttle).
+    exempt: bool,
+}
+
+impl Metered<'_> {
+    fn record(&self, kind: Kind, amount: f64, unrecord_if_throttled: bool) -> Duration {
+        if self.exempt {
+            return Duration::ZERO;
+        }
+        let client = Client {
+            user: crate::quota::user_of(&self.principal),
+            client_id: &self.client_id,
+        };
+        self.broker.quotas.record(
+            &self.broker.image(),
+            kind,
+            &client,
+            amount,
+            tokio::time::Instant::now(),
+            unrecord_if_throttled,
+        )
+    }
+
+    /// Records the time spent handling the request (`request_percentage`: percent of one
+    /// thread, so a second of handling counts 100).
+    fn record_time(&self, started: tokio::time::Instant) -> Duration {
+        self.record(
+            Kind::Request,
+            started.elapsed().as_secs_f64() * 100.0,
+            false,
+        )
+    }
+}
+
+/// Whether a request is another broker's: a follower's Fetch, or an API only brokers send.
+fn exempt_from_quotas(request: &kafka_protocol::messages::RequestKind) -> bool {
+    use kafka_protocol::messages::RequestKind;
+    match request {
+        RequestKind::Fetch(f) => f.replica_id.0 >= 0 || f.replica_state.replica_id.0 >= 0,
+        RequestKind::WriteTxnMarkers(_) => true,
+        _ => false,
+    }
+}
+
+/// The record bytes a Fetch response carries: the records in it, and the file ranges
+/// its placeholders stand for.
+fn fetched_bytes(
+    r: &kafka_protocol::messages::FetchResponse,
+    regions: &[gregor_storage::FileRegion],
+) -> f64 {
+    let inline: usize = r
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.as_ref().map(|b| b.len()))
+        .sum();
+    let deferred: usize = regions.iter().map(|r| r.len).sum();
+    (inline + deferred).saturating_sub(regions.len() * zero_copy::PLACEHOLDER_LEN) as f64
+}
+
+fn throttle_ms(throttle: Duration) -> i32 {
+    i32::try_from(throttle.as_millis()).unwrap_or(i32::MAX)
 }
 
 /// Whether a request with header `raw` may be handled on this connection now: its API

@@ -103,6 +103,8 @@ pub struct Broker {
     loading: Mutex<std::collections::BTreeSet<(bool, i32)>>,
     /// Connections to transaction coordinators, for Produce's verification.
     pub(crate) verify_conns: crate::peer::ConnPool,
+    /// Client quotas' measurements (`quota.rs`).
+    pub(crate) quotas: crate::quota::Quotas,
     /// TLS, SASL and the authorizer.
     pub security: crate::security::Security,
 }
@@ -158,6 +160,12 @@ impl Broker {
             offset_metadata_max_bytes: config.settings().offset_metadata_max_bytes.max(0) as usize,
         });
         let txns = TxnCoordinator::new(config.settings().transaction_max_timeout_ms as i32);
+        let quotas = crate::quota::Quotas::new(
+            std::time::Duration::from_secs(
+                config.settings().quota_window_size_seconds.max(1) as u64
+            ),
+            config.settings().quota_window_num.max(2) as usize,
+        );
         let security = crate::security::Security::new(&config).map_err(BrokerError::Config)?;
         let broker = Arc::new(Broker {
             security,
@@ -173,6 +181,7 @@ impl Broker {
             reconcile_lock: Mutex::new(None),
             loading: Mutex::new(Default::default()),
             verify_conns: Default::default(),
+            quotas,
         });
         broker.partitions.remove_deleted_dirs();
         let started = tokio::time::Instant::now();
