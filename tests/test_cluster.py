@@ -45,6 +45,18 @@ def test_a_cluster_lists_every_broker_and_spreads_replicas(cluster):
     admin.close()
     ids = sorted(b.get("node_id", b.get("broker_id")) for b in described["brokers"])
     assert ids == [1, 2, 3], described
+    # Client quotas are cluster metadata: set through one broker, every broker has them.
+    subprocess.run([str(BIN), "quota", "set", "--bootstrap", cluster.nodes[1].bootstrap, "--client-id", "c",
+                    "producer_byte_rate=1000"], check=True, capture_output=True, timeout=60)
+    for n in (1, 2, 3):
+        deadline = time.monotonic() + 15
+        while True:
+            out = subprocess.run([str(BIN), "quota", "list", "--bootstrap", cluster.nodes[n].bootstrap, "--json"],
+                                 check=True, capture_output=True, text=True, timeout=60).stdout
+            if json.loads(out) == [{"user": None, "client_id": "c", "quotas": [["producer_byte_rate", 1000.0]]}]:
+                break
+            assert time.monotonic() < deadline, f"broker {n} does not have the quota: {out}"
+            time.sleep(0.2)
 
 
 def test_acknowledged_records_survive_kill_pause_and_rolling_restarts(cluster):

@@ -112,3 +112,37 @@ def test_a_consumer_over_its_byte_rate_is_throttled_and_gets_every_record(make_b
     assert fast < 3.0, f"a consumer without a quota took {fast:.1f} s"
     m = scrape(b)
     assert value(m, "gregor_client_throttled_responses_total", quota="fetch", user="", client_id="slowreader") > 0
+
+
+def test_the_quota_commands_in_the_operations_guide_work_as_written(tmp_path):
+    """Runs docs/operations.md's quota block as written, against a broker on the default
+    port in a private network namespace."""
+    import re
+    import shutil
+    import subprocess
+
+    from conftest import BIN, ROOT
+
+    if shutil.which("unshare") is None:
+        raise AssertionError("this test needs unshare (util-linux)")
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    block = re.search(r"<!-- quota-commands -->\s*```sh\n(.*?)```", doc, re.S)
+    assert block, "docs/operations.md lost its quota block"
+    script = "\n".join([
+        "set -euo pipefail",
+        "ip link set lo up",
+        f"export PATH={BIN.parent}:$PATH",
+        f"gregor broker --data-dir {tmp_path / 'data'} --metrics off & broker=$!",
+        "trap 'kill $broker; wait $broker || true' EXIT",
+        "for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null && break; sleep 0.1; done",
+        block.group(1),
+        "echo '--- json'",
+        "gregor quota list --json",
+    ])
+    run = subprocess.run(["unshare", "--net", "bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"the guide's commands failed:\n{run.stdout}\n{run.stderr}"
+    table, js = run.stdout.split("--- json\n")
+    assert "reports" in table and "consumer_byte_rate=2097152" in table, table
+    rows = {(r["user"], r["client_id"]): dict(r["quotas"]) for r in json.loads(js)}
+    assert rows == {(None, "reports"): {"producer_byte_rate": 1048576},
+                    ("<default>", None): {"request_percentage": 200}}, rows
