@@ -10,6 +10,7 @@ pub mod api;
 pub mod blocking;
 pub mod config;
 pub mod error;
+pub mod fetch_session;
 pub mod group;
 pub mod metrics;
 pub mod metrics_http;

@@ -124,6 +124,16 @@ pub fn describe() {
         "Responses that carried a throttle time, by quota, user and client id."
     );
     describe_gauge!(
+        "gregor_fetch_sessions",
+        Unit::Count,
+        "Incremental fetch sessions open (KIP-227), set when one opens."
+    );
+    describe_gauge!(
+        "gregor_fetch_session_partitions",
+        Unit::Count,
+        "Partitions of all fetch sessions, set when one opens."
+    );
+    describe_gauge!(
         "gregor_request_memory_bytes",
         Unit::Bytes,
         "Bytes of requests being read and handled (bounded by queued.max.request.bytes)."
@@ -273,6 +283,12 @@ pub fn client_throttled(quota: &'static str, user: &str, client_id: &str, thrott
     metrics::counter!("gregor_client_throttle_milliseconds_total", &labels)
         .increment(throttle.as_millis() as u64);
     metrics::counter!("gregor_client_throttled_responses_total", &labels).increment(1);
+}
+
+/// Sets the fetch sessions' gauges: sessions open, and their partitions.
+pub fn fetch_sessions(sessions: usize, partitions: usize) {
+    metrics::gauge!("gregor_fetch_sessions").set(sessions as f64);
+    metrics::gauge!("gregor_fetch_session_partitions").set(partitions as f64);
 }
 
 /// Moves the bytes of requests being read and handled by `delta`.

@@ -1,6 +1,7 @@
 //! Fetch (key 1): serve stored batches byte for byte, long-polling up to `max_wait_ms`
 //! for `min_bytes`, woken by appends. Honours partition and response byte limits but
-//! always returns the first batch whole, even over the limits (KIP-74).
+//! always returns the first batch whole, even over the limits (KIP-74). Incremental fetch
+//! sessions (KIP-227) are kept in `fetch_session.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use uuid::Uuid;
 
 use super::RequestContext;
 use crate::error::storage_error_code;
+use crate::fetch_session;
 use crate::state::Partition;
 use gregor_storage::StorageError;
 
@@ -24,14 +26,82 @@ const READ_COMMITTED: i8 = 1;
 /// Kafka's cap on how long a fetch may wait, whatever the client asks.
 const MAX_WAIT_CAP_MS: u64 = 30_000;
 
-pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchResponse {
-    // Gregor creates no fetch sessions (it always answers session id 0), so a client that
-    // names one is told it does not exist and falls back to full fetches.
-    if request.session_id != 0 && request.session_epoch > 0 {
-        return build!(FetchResponse {
-            error_code: ResponseError::FetchSessionIdNotFound.code()
-        });
-    }
+pub async fn handle(ctx: &RequestContext, mut request: FetchRequest) -> FetchResponse {
+    // An incremental fetch of a session (KIP-227) becomes a fetch of all its partitions
+    // here, and its answer keeps only what changed (`fetch_session.rs`).
+    let sessions = &ctx.broker.fetch_sessions;
+    let kind = match sessions.begin(ctx.version, &mut request, tokio::time::Instant::now()) {
+        Ok(kind) => kind,
+        Err(e) => {
+            crate::metrics::error_code(ApiKey::Fetch, e.code());
+            return build!(FetchResponse {
+                error_code: e.code()
+            });
+        }
+    };
+    let follower = reader_of(ctx.version, &request).0 >= 0;
+    // A session's partitions were authorized when they were added; the ACLs may have
+    // changed since, so a consumer's are checked again.
+    let denied = match kind {
+        fetch_session::Kind::Incremental(_) if !follower => revoked(ctx, &mut request),
+        _ => Vec::new(),
+    };
+    let mut response = long_poll(ctx, &request).await;
+    response.responses.extend(denied);
+    sessions.finish(
+        kind,
+        &request,
+        follower,
+        &mut response,
+        tokio::time::Instant::now(),
+    );
+    response
+}
+
+/// Removes from a session's fetch the topics the caller may no longer read; their
+/// answers (TOPIC_AUTHORIZATION_FAILED).
+fn revoked(ctx: &RequestContext, request: &mut FetchRequest) -> Vec<FetchableTopicResponse> {
+    let image = ctx.image();
+    let by_id = ctx.version >= 13;
+    let mut denied = Vec::new();
+    request.topics.retain(|t| {
+        let name = if by_id {
+            image
+                .topic_by_id(&t.topic_id)
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
+        } else {
+            t.topic.0.to_string()
+        };
+        let allowed = ctx.security().authorizer.authorize(
+            &image,
+            &ctx.caller,
+            crate::security::acl::op::READ,
+            crate::security::acl::res::TOPIC,
+            &name,
+        );
+        if !allowed {
+            denied.push(build!(FetchableTopicResponse {
+                topic: t.topic.clone(),
+                topic_id: t.topic_id,
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut d = unanswered(p.partition);
+                        d.error_code = crate::api::authorize::TOPIC_DENIED.code();
+                        d
+                    })
+                    .collect()
+            }));
+        }
+        allowed
+    });
+    denied
+}
+
+/// Reads the requested partitions, waiting up to `max_wait_ms` for `min_bytes`.
+async fn long_poll(ctx: &RequestContext, request: &FetchRequest) -> FetchResponse {
     let max_wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP_MS));
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -39,7 +109,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     loop {
         // Register before reading, so an append between the read and the wait still wakes us.
         let notify = Arc::new(Notify::new());
-        let pass = read_once(ctx, &request, &notify);
+        let pass = read_once(ctx, request, &notify);
         let now = tokio::time::Instant::now();
         if pass.bytes >= min_bytes.max(1) || now >= deadline || !pass.waitable || *shutdown.borrow()
         {

@@ -97,6 +97,7 @@ settings! {
     log_scrub_interval_ms: i64 = "log.scrub.interval.ms",
     log_writeback_bytes: i64 = "log.writeback.bytes",
     max_connections: i64 = "max.connections",
+    max_incremental_fetch_session_cache_slots: i64 = "max.incremental.fetch.session.cache.slots",
     max_connections_per_ip: i64 = "max.connections.per.ip",
     node_id: i64 = "node.id",
     num_partitions: i64 = "num.partitions",

@@ -130,6 +130,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Largest request frame; bigger frames close the connection."
     ),
     def!("queued.max.request.bytes", None, "104857600", Long, [], -1, "Bytes of requests read and being handled at once, across all connections: a request counts from when its size is read (before its body is buffered) until it has been handled (a Produce until it is appended); a connection whose next request does not fit reads nothing more until it does. At least socket.request.max.bytes, or -1 for no cap (Kafka's default; Gregor caps by default, so that parallel large requests cannot exhaust a small machine's memory)."),
+    def!("max.incremental.fetch.session.cache.slots", None, "1000", Int, [], 0, "Incremental fetch sessions (KIP-227) the broker keeps: consumers and followers of many partitions then send and receive only what changed. 0 turns them off (every fetch is whole). All sessions together keep at most 1,000,000 partitions."),
     def!("quota.window.num", None, "11", Int, [], 2, "Samples a client's rate is measured over, for client quotas (gregor quota)."),
     def!("quota.window.size.seconds", None, "1", Int, [], 1, "Length of each sample of a client's rate, for client quotas."),
     def!("max.connections", None, "2147483647", Int, [], 0, "Connections the broker keeps open at once; a new one over it is closed at once (Kafka leaves it in the accept backlog). The inter-broker listener, when there is more than one listener, is not counted, so clients cannot starve replication."),

@@ -105,6 +105,8 @@ pub struct Broker {
     pub(crate) verify_conns: crate::peer::ConnPool,
     /// Client quotas' measurements (`quota.rs`).
     pub(crate) quotas: crate::quota::Quotas,
+    /// Incremental fetch sessions (`fetch_session.rs`).
+    pub(crate) fetch_sessions: crate::fetch_session::FetchSessions,
     /// TLS, SASL and the authorizer.
     pub security: crate::security::Security,
 }
@@ -160,6 +162,12 @@ impl Broker {
             offset_metadata_max_bytes: config.settings().offset_metadata_max_bytes.max(0) as usize,
         });
         let txns = TxnCoordinator::new(config.settings().transaction_max_timeout_ms as i32);
+        let fetch_sessions = crate::fetch_session::FetchSessions::new(
+            config
+                .settings()
+                .max_incremental_fetch_session_cache_slots
+                .max(0) as usize,
+        );
         let quotas = crate::quota::Quotas::new(
             std::time::Duration::from_secs(
                 config.settings().quota_window_size_seconds.max(1) as u64
@@ -182,6 +190,7 @@ impl Broker {
             loading: Mutex::new(Default::default()),
             verify_conns: Default::default(),
             quotas,
+            fetch_sessions,
         });
         broker.partitions.remove_deleted_dirs();
         let started = tokio::time::Instant::now();
