@@ -65,10 +65,13 @@ class Node:
         self.env = env
         self.proc = None
         self.paused = False
+        # Metrics on loopback (a node in a network namespace has none reachable).
+        self.metrics_url = None if netns else f"http://127.0.0.1:{free_port()}/metrics"
 
     def launch(self):
+        metrics = self.metrics_url.split("/")[2] if self.metrics_url else "off"
         args = [str(BIN), "broker", "--node-id", str(self.id), "--listen", self.bootstrap,
-                "--data-dir", str(self.data_dir), "--metrics", "off",
+                "--data-dir", str(self.data_dir), "--metrics", metrics,
                 "--controllers", self.controllers] + self.extra_args
         if self.netns:
             args = ["ip", "netns", "exec", self.netns] + args

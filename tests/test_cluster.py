@@ -45,6 +45,25 @@ def test_a_cluster_lists_every_broker_and_spreads_replicas(cluster):
     admin.close()
     ids = sorted(b.get("node_id", b.get("broker_id")) for b in described["brokers"])
     assert ids == [1, 2, 3], described
+    # Followers replicate through incremental fetch sessions: each broker leads partitions
+    # that the two others follow, so each holds their two sessions, never refused.
+    from test_metrics import value, wait_until
+    import urllib.request
+
+    def scrape(n):
+        text = urllib.request.urlopen(cluster.nodes[n].metrics_url, timeout=10).read().decode()
+        from test_metrics import LINE, LABEL
+        out = {}
+        for line in text.splitlines():
+            m = LINE.match(line)
+            if m and not line.startswith("#"):
+                out[(m.group(1), frozenset(LABEL.findall(m.group(2) or "")))] = float(m.group(3))
+        return out
+
+    for n in (1, 2, 3):
+        wait_until(lambda: value(scrape(n), "gregor_fetch_sessions") >= 2, f"broker {n}'s followers' sessions")
+        for error in ("FetchSessionIdNotFound", "InvalidFetchSessionEpoch"):
+            assert value(scrape(n), "gregor_request_errors_total", api="Fetch", error=error) == 0, (n, error)
     # Client quotas are cluster metadata: set through one broker, every broker has them.
     subprocess.run([str(BIN), "quota", "set", "--bootstrap", cluster.nodes[1].bootstrap, "--client-id", "c",
                     "producer_byte_rate=1000"], check=True, capture_output=True, timeout=60)

@@ -3,6 +3,11 @@
 //! forgotten), and is answered only for the partitions with something new (records, an
 //! error, or a high watermark, last stable offset or log start that moved).
 //!
+//! A partition the client names again (a new offset, a new leader epoch) is answered
+//! whether or not anything changed, so a client that could not use an answer (a follower
+//! whose leader epoch moved meanwhile) is never left with stale offsets; Kafka answers it
+//! only when something changed.
+//!
 //! A full Fetch with epoch 0 opens a session when the cache has room
 //! (`max.incremental.fetch.session.cache.slots`, 1,000); it is answered with the session's
 //! id, and the client's next request names it with epoch 1, 2, ... Epoch -1 closes it (a
@@ -149,7 +154,12 @@ impl FetchSessions {
                     for p in t.partitions {
                         let key = (t.topic.clone(), t.topic_id, p.partition);
                         match session.partitions.get_mut(&key) {
-                            Some(c) => c.request = p,
+                            // A partition the client names again is answered whole
+                            // once: it may have missed the last answer's offsets.
+                            Some(c) => {
+                                c.request = p;
+                                c.answered = None;
+                            }
                             None => {
                                 session.order.push_back(key.clone());
                                 session.partitions.insert(

@@ -6,6 +6,11 @@
 //! Fetch request naming itself as `replica_id`, appends the leader's batches as they are
 //! (offsets and epochs included) and takes the high watermark from the response.
 //!
+//! The fetcher keeps an incremental fetch session with the leader (KIP-227,
+//! [`FollowerSession`]): after the first full fetch it names only the partitions whose
+//! fetch offset, epoch or size changed, and the leader answers only those with something
+//! new, so an idle partition costs nothing on either side.
+//!
 //! The leader learns each follower's log end from the offsets it fetches at (see
 //! `Partition::follower_fetched`); every half second it asks the controller to drop
 //! followers that stayed behind for `replica.lag.time.max.ms` from the ISR and to add
@@ -20,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -169,6 +174,99 @@ impl Throttle {
     }
 }
 
+/// A follower's fetch session with one leader (KIP-227): what the leader was last told
+/// of each partition, so that the next fetch names only what changed. Id 0: none (the
+/// next fetch is full, and asks for one).
+#[derive(Debug, Default)]
+struct FollowerSession {
+    id: i32,
+    epoch: i32,
+    /// (topic, partition) → (fetch offset, leader epoch, max bytes) as last sent.
+    sent: HashMap<(String, i32), (i64, i32, i32)>,
+}
+
+impl FollowerSession {
+    fn reset(&mut self) {
+        *self = FollowerSession::default();
+    }
+
+    /// The request's session fields and partitions, from every partition `wanted`: all
+    /// of them without a session, else those that changed, and those no longer wanted.
+    fn shape(&self, wanted: &[(String, FetchPartition)]) -> (Vec<FetchTopic>, Vec<ForgottenTopic>) {
+        let mut by_topic: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
+        for (topic, p) in wanted {
+            let now = (
+                p.fetch_offset,
+                p.current_leader_epoch,
+                p.partition_max_bytes,
+            );
+            if self.id == 0 || self.sent.get(&(topic.clone(), p.partition)) != Some(&now) {
+                by_topic.entry(topic.clone()).or_default().push(p.clone());
+            }
+        }
+        let mut forgotten: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        if self.id != 0 {
+            for (topic, partition) in self.sent.keys() {
+                if !wanted
+                    .iter()
+                    .any(|(t, p)| t == topic && p.partition == *partition)
+                {
+                    forgotten.entry(topic.clone()).or_default().push(*partition);
+                }
+            }
+        }
+        let name = |t: String| TopicName(StrBytes::from_string(t));
+        (
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    FetchTopic::default()
+                        .with_topic(name(t))
+                        .with_partitions(ps)
+                })
+                .collect(),
+            forgotten
+                .into_iter()
+                .map(|(t, ps)| {
+                    ForgottenTopic::default()
+                        .with_topic(name(t))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
+    }
+
+    /// After an answer without error: the session it opened or continued, and what the
+    /// leader now knows.
+    fn answered(&mut self, session_id: i32, wanted: &[(String, FetchPartition)]) {
+        if session_id == 0 || (self.id != 0 && session_id != self.id) {
+            // No room at the leader (or a session other than ours): the next fetch is
+            // full again.
+            self.reset();
+            return;
+        }
+        self.epoch = if self.id == 0 {
+            1
+        } else {
+            self.epoch.checked_add(1).unwrap_or(1)
+        };
+        self.id = session_id;
+        self.sent = wanted
+            .iter()
+            .map(|(t, p)| {
+                (
+                    (t.clone(), p.partition),
+                    (
+                        p.fetch_offset,
+                        p.current_leader_epoch,
+                        p.partition_max_bytes,
+                    ),
+                )
+            })
+            .collect();
+    }
+}
+
 /// Fetches from `leader` for as long as this broker follows it there.
 async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool>) {
     let me = broker.config.node_id;
@@ -185,6 +283,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
         used: 0,
     };
     let mut conn: Option<Conn> = None;
+    let mut session = FollowerSession::default();
     let mut idle = 0;
     let mut failures = 0u32;
     loop {
@@ -244,7 +343,8 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
             // than one batch.
             let left = throttle.rate.saturating_sub(throttle.used);
             let throttled_max = (left.min(i32::MAX as u64) as i32).clamp(1, partition_max_bytes);
-            fetch_once(c, me, &parts, wait_ms, partition_max_bytes, throttled_max).await
+            let limits = (wait_ms, partition_max_bytes, throttled_max);
+            fetch_once(c, me, &parts, limits, &mut session).await
         };
         match result {
             Ok(throttled_bytes) => {
@@ -257,6 +357,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
                     tracing::warn!(leader, error = %e, failures, "replication from the leader failed; reconnecting");
                 }
                 conn = None;
+                session.reset();
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -347,15 +448,17 @@ async fn truncate(conn: &mut Conn, me: i32, parts: &[Followed]) -> std::io::Resu
 
 /// One Fetch for every followed partition; appends what came and takes the high watermark.
 /// Returns the bytes copied for throttled (reassignment-added) partitions.
+/// One fetch from the leader, in the session: `limits` are the wait, the bytes per
+/// partition, and the bytes per throttled partition.
 async fn fetch_once(
     conn: &mut Conn,
     me: i32,
     parts: &[Followed],
-    wait_ms: i32,
-    partition_max_bytes: i32,
-    throttled_max_bytes: i32,
+    limits: (i32, i32, i32),
+    session: &mut FollowerSession,
 ) -> std::io::Result<u64> {
-    let mut by_topic: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
+    let (wait_ms, partition_max_bytes, throttled_max_bytes) = limits;
+    let mut wanted = Vec::with_capacity(parts.len());
     let mut index = HashMap::new();
     let mut throttled_bytes = 0u64;
     for (p, epoch, _, adding) in parts {
@@ -369,42 +472,46 @@ async fn fetch_once(
             (p.topic.clone(), p.index),
             (p.clone(), *epoch, end, *adding),
         );
-        by_topic.entry(p.topic.clone()).or_default().push(
+        wanted.push((
+            p.topic.clone(),
             FetchPartition::default()
                 .with_partition(p.index)
                 .with_current_leader_epoch(*epoch)
                 .with_fetch_offset(end)
                 .with_log_start_offset(-1)
                 .with_partition_max_bytes(partition_max_bytes),
-        );
+        ));
     }
+    let (topics, forgotten) = session.shape(&wanted);
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(me))
         .with_max_wait_ms(wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(partition_max_bytes.saturating_mul(8))
         .with_isolation_level(0)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(
-            by_topic
-                .into_iter()
-                .map(|(t, ps)| {
-                    FetchTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(t)))
-                        .with_partitions(ps)
-                })
-                .collect(),
-        );
+        .with_session_id(session.id)
+        .with_session_epoch(session.epoch)
+        .with_topics(topics)
+        .with_forgotten_topics_data(forgotten);
     let timeout = Duration::from_millis(wait_ms as u64 + 10_000);
     let response: FetchResponse = conn
         .call(ApiKey::Fetch, FETCH_VERSION, &request, timeout)
         .await?;
-    if response.error_code != 0 {
-        return Err(std::io::Error::other(format!(
-            "fetch refused with error code {}",
-            response.error_code
-        )));
+    match ResponseError::try_from_code(response.error_code) {
+        None => session.answered(response.session_id, &wanted),
+        // The leader lost the session (a restart, an eviction) or we did: the next
+        // fetch is full and opens a new one.
+        Some(ResponseError::FetchSessionIdNotFound | ResponseError::InvalidFetchSessionEpoch) => {
+            session.reset();
+            return Ok(0);
+        }
+        Some(_) => {
+            session.reset();
+            return Err(std::io::Error::other(format!(
+                "fetch refused with error code {}",
+                response.error_code
+            )));
+        }
     }
     let now = now_ms();
     let mut backoff = false;

@@ -23,75 +23,124 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
         .filter(|t| !seen.insert(t.name.0.to_string()))
         .map(|t| t.name.0.to_string())
         .collect();
-    let mut topics = Vec::with_capacity(request.topics.len());
-    for t in request.topics {
-        topics.push(create_one(ctx, t, &duplicated, request.validate_only).await);
+    // Every topic is checked first; those that pass are created in one metadata commit.
+    let checked: Vec<(CreatableTopic, Checked)> = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let plan = check(ctx, &t, &duplicated);
+            (t, plan)
+        })
+        .collect();
+    let to_create: Vec<crate::state::NewTopic> = checked
+        .iter()
+        .filter_map(|(t, plan)| {
+            let (assignment, configs) = plan.as_ref().ok()?;
+            Some((t.name.0.to_string(), assignment.clone(), configs.clone()))
+        })
+        .collect();
+    let mut created = if request.validate_only || to_create.is_empty() {
+        Vec::new()
+    } else {
+        match ctx.broker.create_topics_assigned(to_create.clone()).await {
+            Some(results) => results,
+            None => {
+                let mut results = Vec::with_capacity(to_create.len());
+                for (name, assignment, configs) in to_create {
+                    results.push(
+                        ctx.broker
+                            .create_topic_assigned(&name, assignment, configs)
+                            .await,
+                    );
+                }
+                results
+            }
+        }
     }
+    .into_iter();
+    let topics = checked
+        .into_iter()
+        .map(|(t, plan)| {
+            let outcome = match plan {
+                Err(e) => Err(e),
+                Ok(plan) if request.validate_only => Ok((plan, None)),
+                Ok(plan) => Ok((plan, created.next())),
+            };
+            answer(ctx, t, outcome)
+        })
+        .collect();
     build!(CreateTopicsResponse { topics })
 }
 
-/// Creates one topic of the request (or only checks it, with `validate_only`).
-async fn create_one(
-    ctx: &RequestContext,
-    t: CreatableTopic,
-    duplicated: &HashSet<String>,
-    validate_only: bool,
-) -> CreatableTopicResult {
-    let name = t.name.0.to_string();
+/// A topic of the request checked: its plan, or why it is refused.
+type Checked = Result<Plan, (ResponseError, String)>;
+
+/// Checks one topic of the request: its replica assignment and config overrides, or why
+/// it is refused.
+fn check(ctx: &RequestContext, t: &CreatableTopic, duplicated: &HashSet<String>) -> Checked {
+    let name = t.name.0.as_str();
+    if duplicated.contains(name) {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!("topic '{name}' appears more than once in the request"),
+        ));
+    }
+    plan(ctx, t)
+}
+
+/// One topic's answer: refused (why), or its plan and, unless only validated, how its
+/// creation went.
+type Outcome = Result<
+    (
+        Plan,
+        Option<Result<gregor_cluster::TopicMeta, crate::error::BrokerError>>,
+    ),
+    (ResponseError, String),
+>;
+
+/// The answer for one topic of the request.
+fn answer(ctx: &RequestContext, t: CreatableTopic, outcome: Outcome) -> CreatableTopicResult {
     let mut r = build!(CreatableTopicResult {
         name: t.name.clone(),
         num_partitions: -1,
         replication_factor: -1
     });
-    if duplicated.contains(&name) {
-        fail(
-            &mut r,
-            ctx.version,
-            ResponseError::InvalidRequest,
-            format!("topic '{name}' appears more than once in the request"),
-        );
-        return r;
-    }
-    match plan(ctx, &t) {
-        Err((code, message)) => fail(&mut r, ctx.version, code, message),
-        Ok((assignment, configs)) => {
-            let partitions = assignment.len() as i32;
-            let rf = assignment.first().map_or(1, |a| a.len() as i16);
-            if !validate_only {
-                match ctx
-                    .broker
-                    .create_topic_assigned(&name, assignment, configs.clone())
-                    .await
-                {
-                    Ok(topic) if ctx.version >= 7 => r.topic_id = topic.topic_id,
-                    Ok(_) => {}
-                    Err(e) => {
-                        r.error_code = error_code(&e);
-                        r.error_message = Some(StrBytes::from_string(e.to_string()));
-                        return r;
-                    }
+    let (assignment, configs) = match outcome {
+        Err((code, message)) => {
+            fail(&mut r, ctx.version, code, message);
+            return r;
+        }
+        Ok((plan, created)) => {
+            match created {
+                Some(Ok(topic)) if ctx.version >= 7 => r.topic_id = topic.topic_id,
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => {
+                    r.error_code = error_code(&e);
+                    r.error_message = Some(StrBytes::from_string(e.to_string()));
+                    return r;
                 }
             }
-            if ctx.version < 5 {
-                return r;
-            }
-            r.num_partitions = partitions;
-            r.replication_factor = rf;
-            r.configs = Some(
-                TOPIC_CONFIGS
-                    .iter()
-                    .map(|def| {
-                        let (value, source) = ctx.config().topic_value(def, &configs);
-                        build!(CreatableTopicConfigs {
-                            name: str_bytes(def.name),
-                            value: Some(StrBytes::from_string(value)),
-                            config_source: source as i8
-                        })
-                    })
-                    .collect(),
-            );
+            plan
         }
+    };
+    if ctx.version < 5 {
+        return r;
     }
+    r.num_partitions = assignment.len() as i32;
+    r.replication_factor = assignment.first().map_or(1, |a| a.len() as i16);
+    r.configs = Some(
+        TOPIC_CONFIGS
+            .iter()
+            .map(|def| {
+                let (value, source) = ctx.config().topic_value(def, &configs);
+                build!(CreatableTopicConfigs {
+                    name: str_bytes(def.name),
+                    value: Some(StrBytes::from_string(value)),
+                    config_source: source as i8
+                })
+            })
+            .collect(),
+    );
     r
 }
 

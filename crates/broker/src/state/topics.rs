@@ -147,22 +147,7 @@ impl Broker {
                 if image.topic(name).is_some() {
                     return Err(BrokerError::TopicExists);
                 }
-                let mut records = vec![MetadataRecord::Topic {
-                    name: name.to_string(),
-                    topic_id,
-                    configs,
-                }];
-                records.extend(assignment.into_iter().enumerate().map(|(p, replicas)| {
-                    MetadataRecord::Partition {
-                        topic_id,
-                        partition: p as i32,
-                        leader: replicas[0],
-                        isr: Some(replicas.clone()),
-                        replicas,
-                        leader_epoch: 0,
-                    }
-                }));
-                Ok(records)
+                Ok(topic_records(name, topic_id, assignment, configs))
             })
             .await?;
         let topic = image
@@ -172,6 +157,67 @@ impl Broker {
         self.open_local_replicas(&topic)?;
         tracing::info!(topic = name, partitions, %topic_id, "created topic");
         Ok(topic)
+    }
+
+    /// Creates several topics in one metadata commit (one CreateTopics request's), each
+    /// as [`Self::create_topic_assigned`]; a topic that exists by then is refused alone.
+    /// One commit per topic made creating 10,000 topics take 26 s: each commit copies the
+    /// whole image.
+    ///
+    /// `None`: the commit failed (no controller; or another creator took one of the
+    /// topics in between, and a cluster's controller refused the whole write); the caller
+    /// then creates each alone, so that each gets its own answer.
+    pub async fn create_topics_assigned(
+        &self,
+        topics: Vec<NewTopic>,
+    ) -> Option<Vec<Result<TopicMeta, BrokerError>>> {
+        let names: Vec<String> = topics.iter().map(|(n, _, _)| n.clone()).collect();
+        let now = self.image();
+        if names.iter().all(|n| now.topic(n).is_some()) {
+            return Some(
+                names
+                    .iter()
+                    .map(|_| Err(BrokerError::TopicExists))
+                    .collect(),
+            );
+        }
+        let existing = std::sync::Mutex::new(Vec::new());
+        let committed = self
+            .commit_metadata(|image| {
+                let mut records = Vec::new();
+                for (name, assignment, configs) in topics {
+                    if image.topic(&name).is_some() {
+                        existing
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(name);
+                        continue;
+                    }
+                    records.extend(topic_records(&name, Uuid::new_v4(), assignment, configs));
+                }
+                Ok(records)
+            })
+            .await;
+        let existing = existing.into_inner().unwrap_or_else(|p| p.into_inner());
+        // A failed commit (no controller, a race) is left to the topics one by one,
+        // which answer each with its own error.
+        let image = committed.ok()?;
+        let results = names
+            .iter()
+            .map(|name| {
+                if existing.contains(name) {
+                    return Err(BrokerError::TopicExists);
+                }
+                let topic = image
+                    .topic(name)
+                    .cloned()
+                    .ok_or(BrokerError::UnknownTopic)?;
+                self.open_local_replicas(&topic)?;
+                tracing::info!(topic = %name, partitions = topic.partitions.len(), topic_id = %topic.topic_id, "created topic");
+                Ok(topic)
+            })
+            .collect();
+        Some(results)
     }
 
     /// Starts moving a partition's replicas to `target`, or (`None`) cancels a move.
@@ -492,4 +538,34 @@ fn cancel_reassignment(
             original: Vec::new(),
         },
     ])
+}
+
+/// A topic to create: its name, each partition's replicas (the first leads), its config
+/// overrides.
+pub type NewTopic = (String, Vec<Vec<i32>>, BTreeMap<String, String>);
+
+/// The records that create a topic: the topic, then each partition led by its first
+/// replica.
+fn topic_records(
+    name: &str,
+    topic_id: Uuid,
+    assignment: Vec<Vec<i32>>,
+    configs: BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
+    let mut records = vec![MetadataRecord::Topic {
+        name: name.to_string(),
+        topic_id,
+        configs,
+    }];
+    records.extend(assignment.into_iter().enumerate().map(|(p, replicas)| {
+        MetadataRecord::Partition {
+            topic_id,
+            partition: p as i32,
+            leader: replicas[0],
+            isr: Some(replicas.clone()),
+            replicas,
+            leader_epoch: 0,
+        }
+    }));
+    records
 }
