@@ -17,9 +17,7 @@ Needs the release binary: cargo build --release
 """
 
 import argparse
-import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,23 +30,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sendfile import ROOT, cpu_seconds, free_port  # noqa: E402
-
-
-def start(binary, data, port, metrics_port, env):
-    log = open(data.parent / f"{data.name}.log", "wb")
-    p = subprocess.Popen([binary, "broker", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}",
-                          "--metrics", f"127.0.0.1:{metrics_port}"], stdout=log, stderr=log,
-                         env={**os.environ, **env})
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return p
-        except OSError:
-            if time.monotonic() > deadline or p.poll() is not None:
-                sys.exit(f"broker did not start: {(data.parent / f'{data.name}.log').read_text()}")
-            time.sleep(0.05)
+from sendfile import ROOT, cpu_seconds, free_port, start  # noqa: E402
 
 
 def fetches(metrics_port):
@@ -60,7 +42,7 @@ def fetches(metrics_port):
 def one(binary, partitions, seconds, rate, env):
     with tempfile.TemporaryDirectory() as tmp:
         port, metrics_port = free_port(), free_port()
-        proc = start(binary, Path(tmp) / "data", port, metrics_port, env)
+        proc = start(binary, Path(tmp) / "data", port, env, metrics_port)
         bootstrap = f"127.0.0.1:{port}"
         try:
             subprocess.run([binary, "topic", "create", "wide", "--partitions", str(partitions), "--bootstrap",

@@ -41,10 +41,11 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def start(binary, data, port, env):
+def start(binary, data, port, env, metrics_port=None):
     log = open(data.parent / f"{data.name}.log", "wb")
+    metrics = f"127.0.0.1:{metrics_port}" if metrics_port else "off"
     p = subprocess.Popen([binary, "broker", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}",
-                          "--metrics", "off"], stdout=log, stderr=log, env={**os.environ, **env})
+                          "--metrics", metrics], stdout=log, stderr=log, env={**os.environ, **env})
     deadline = time.monotonic() + 30
     while True:
         try:
