@@ -8,6 +8,8 @@ import struct
 import threading
 import time
 
+import pytest
+
 import kafka_raw as raw
 from test_metrics import scrape, value, wait_until
 
@@ -223,3 +225,50 @@ def test_malformed_requests_are_counted_by_reason_and_logged_once_per_peer_and_i
     assert 1 <= len(lines) <= took / 1.0 + 2, f"{len(lines)} lines for {sent} refusals in {took:.1f} s"
     assert len(lines) + sum(summaries) == sent, (len(lines), summaries)
     assert still_answers(b)
+
+
+def test_topics_beyond_the_open_file_limit_are_refused_with_what_to_do(tmp_path):
+    """Each hosted partition keeps a file open: a broker whose limit is 2,048 files keeps
+    1,024 of them for connections and the rest, and refuses (POLICY_VIOLATION, saying
+    what to raise) the topic or partitions that would pass that, instead of committing
+    topics whose logs it cannot open."""
+    import resource
+    import subprocess
+
+    from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+    from confluent_kafka import KafkaException
+
+    from conftest import BIN, free_port
+
+    port = free_port()
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, 2048))
+
+    log = open(tmp_path / "broker.log", "wb")
+    proc = subprocess.Popen([str(BIN), "broker", "--data-dir", str(tmp_path / "data"), "--listen",
+                             f"127.0.0.1:{port}", "--metrics", "off"], stdout=log, stderr=log, preexec_fn=low_limit)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "broker.log").read_text()
+                time.sleep(0.05)
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+        admin.create_topics([NewTopic("a", 1000, 1)])["a"].result(60)
+        with pytest.raises(KafkaException) as e:
+            admin.create_topics([NewTopic("b", 100, 1)])["b"].result(60)
+        assert e.value.args[0].name() == "POLICY_VIOLATION", e.value
+        assert "ulimit -n" in e.value.args[0].str(), e.value
+        with pytest.raises(KafkaException) as e:
+            admin.create_partitions([NewPartitions("a", 1100)])["a"].result(60)
+        assert e.value.args[0].name() == "POLICY_VIOLATION", e.value
+        admin.create_topics([NewTopic("c", 10, 1)])["c"].result(60)
+        topics = admin.list_topics(timeout=30).topics
+        assert "b" not in topics and len(topics["a"].partitions) == 1000 and len(topics["c"].partitions) == 10
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

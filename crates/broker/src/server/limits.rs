@@ -309,6 +309,20 @@ fn kib(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
+/// Raises this process's open-file limit to its hard limit (each partition keeps its
+/// active segment open, and each connection is a file); returns the limit now in force.
+pub(crate) fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "could not raise the open-file limit to its maximum");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
 /// The log lines of refusals: the first of each (peer, reason) in an interval is logged,
 /// the others are counted and summed up in one line per interval. The peers it remembers
 /// are bounded: past [`PEERS_MAX`], new ones share one entry.

@@ -51,6 +51,9 @@ pub async fn run_on(
     let _dir_lock = lock_data_dir(&config)?;
     let limits = Limits::new(&config).map_err(BrokerError::Config)?;
     crate::alloc::configure();
+    if let Some(files) = limits::raise_open_file_limit() {
+        tracing::info!(open_files = files, "open-file limit (ulimit -n): each partition hosted here keeps one file open, each connection one");
+    }
     if let Some(addr) = config.metrics {
         // Before the partitions open, so their metric handles register with the recorder.
         // Its security is the operator's explicit choice: a setting that cannot be met

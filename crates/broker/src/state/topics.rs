@@ -142,6 +142,13 @@ impl Broker {
     ) -> Result<TopicMeta, BrokerError> {
         let topic_id = Uuid::new_v4();
         let partitions = assignment.len() as i32;
+        let here = assignment
+            .iter()
+            .filter(|r| r.contains(&self.config.node_id))
+            .count();
+        if let Some(why) = self.partitions.over_file_limit(here) {
+            return Err(BrokerError::OpenFileLimit(why));
+        }
         let image = self
             .commit_metadata(|image| {
                 if image.topic(name).is_some() {
