@@ -38,6 +38,18 @@ const EVICTABLE_AFTER: Duration = Duration::from_secs(120);
 /// A partition as a session knows it: named by topic name (before v13) or id.
 type Key = (TopicName, Uuid, i32);
 
+/// A key and a request's partition as a session keeps them: copied, and without tagged
+/// fields, so that a kept partition does not keep its whole request frame in memory (a
+/// decoded name is a slice of the frame).
+fn owned(topic: &TopicName, topic_id: Uuid, p: &FetchPartition) -> (Key, FetchPartition) {
+    let mut p = p.clone();
+    p.unknown_tagged_fields = Default::default();
+    let name = TopicName(kafka_protocol::protocol::StrBytes::from_string(
+        topic.0.to_string(),
+    ));
+    ((name, topic_id, p.partition), p)
+}
+
 /// What the broker remembers of a session's partition: the client's last request for it,
 /// and what it was last told.
 #[derive(Debug, Clone)]
@@ -94,17 +106,13 @@ pub struct FetchSessions {
 struct Inner {
     sessions: HashMap<i32, Session>,
     partitions: usize,
-    next_id: i32,
 }
 
 impl FetchSessions {
     pub fn new(slots: usize) -> Self {
         FetchSessions {
             slots,
-            inner: Mutex::new(Inner {
-                next_id: 1,
-                ..Default::default()
-            }),
+            inner: Mutex::new(Inner::default()),
         }
     }
 
@@ -152,7 +160,7 @@ impl FetchSessions {
                 let before = session.partitions.len();
                 for t in std::mem::take(&mut request.topics) {
                     for p in t.partitions {
-                        let key = (t.topic.clone(), t.topic_id, p.partition);
+                        let (key, p) = owned(&t.topic, t.topic_id, &p);
                         match session.partitions.get_mut(&key) {
                             // A partition the client names again is answered whole
                             // once: it may have missed the last answer's offsets.
@@ -247,12 +255,12 @@ impl Inner {
         };
         for t in &request.topics {
             for p in &t.partitions {
-                let key = (t.topic.clone(), t.topic_id, p.partition);
+                let (key, p) = owned(&t.topic, t.topic_id, p);
                 session.order.push_back(key.clone());
                 session.partitions.insert(
                     key,
                     Cached {
-                        request: p.clone(),
+                        request: p,
                         answered: None,
                     },
                 );
@@ -289,15 +297,12 @@ impl Inner {
         }
     }
 
+    /// A random id no session has (as Kafka's: another client cannot guess it and
+    /// spoil the session by sending its epochs).
     fn new_id(&mut self) -> i32 {
         loop {
-            let id = self.next_id;
-            self.next_id = if self.next_id == i32::MAX {
-                1
-            } else {
-                self.next_id + 1
-            };
-            if !self.sessions.contains_key(&id) {
+            let id = (Uuid::new_v4().as_u128() as u32 & 0x7fff_ffff) as i32;
+            if id != 0 && !self.sessions.contains_key(&id) {
                 return id;
             }
         }
@@ -356,7 +361,11 @@ fn record_answers(session: &mut Session, response: &FetchResponse) {
 
 /// Keeps in an incremental answer only the partitions with something new: records, an
 /// error, or offsets other than those last answered; and remembers what was answered.
+///
+/// The partitions that returned records move to the end of the session's order (as
+/// Kafka's do), so that when the first ones fill a response the others get their turn.
 fn keep_changed(session: &mut Session, response: &mut FetchResponse) {
+    let mut served = std::collections::HashSet::new();
     for t in &mut response.responses {
         t.partitions.retain(|p| {
             let key = (t.topic.clone(), t.topic_id, p.partition_index);
@@ -364,14 +373,22 @@ fn keep_changed(session: &mut Session, response: &mut FetchResponse) {
                 return true;
             };
             let now = offsets_of(p);
-            let changed = p.error_code != 0
-                || p.records.as_ref().is_some_and(|r| !r.is_empty())
-                || c.answered != Some(now);
+            let records = p.records.as_ref().is_some_and(|r| !r.is_empty());
+            let changed = p.error_code != 0 || records || c.answered != Some(now);
             c.answered = Some(now);
+            if records {
+                served.insert(key);
+            }
             changed
         });
     }
     response.responses.retain(|t| !t.partitions.is_empty());
+    if !served.is_empty() {
+        let (moved, kept): (VecDeque<Key>, VecDeque<Key>) =
+            session.order.drain(..).partition(|k| served.contains(k));
+        session.order = kept;
+        session.order.extend(moved);
+    }
 }
 
 #[cfg(test)]
@@ -539,6 +556,24 @@ mod tests {
         s.finish(kind, &r, false, &mut resp, later);
         assert!(resp.session_id > 0);
         assert_eq!(s.size(), (1, 1));
+    }
+
+    #[test]
+    fn partitions_that_returned_records_go_to_the_end_of_the_order() {
+        let s = FetchSessions::new(10);
+        let parts: Vec<(&str, i32, i64)> = (0..5).map(|p| ("t", p, 0)).collect();
+        let id = fetch(&s, request(0, 0, &parts), 0, &[])
+            .expect("open")
+            .session_id;
+        fetch(&s, request(id, 1, &[]), 1, &[0, 1]).expect("incremental");
+        let mut next = request(id, 2, &[]);
+        s.begin(12, &mut next, Instant::now()).expect("begin");
+        let order: Vec<i32> = next
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.partition))
+            .collect();
+        assert_eq!(order, vec![2, 3, 4, 0, 1]);
     }
 
     #[test]

@@ -77,8 +77,9 @@ pub struct Quotas {
 
 #[derive(Default)]
 struct State {
-    /// The image the table was built from (compared by address) and the table.
-    table: Option<(usize, Arc<Table>)>,
+    /// The image the table was built from (held weakly: an address alone could be
+    /// reused by a later image) and the table.
+    table: Option<(std::sync::Weak<MetadataImage>, Arc<Table>)>,
     /// One sensor per quota kind and entity tags (the user and client id the matched
     /// entity names, "" for a part it does not have).
     sensors: HashMap<(Kind, String, String), Sensor>,
@@ -150,9 +151,8 @@ impl Quotas {
 
 impl State {
     fn table_for(&mut self, image: &Arc<MetadataImage>) -> Arc<Table> {
-        let id = Arc::as_ptr(image) as usize;
         if let Some((seen, table)) = &self.table {
-            if *seen == id {
+            if seen.upgrade().is_some_and(|seen| Arc::ptr_eq(&seen, image)) {
                 return table.clone();
             }
         }
@@ -165,7 +165,7 @@ impl State {
             table.insert((entity.user.clone(), entity.client_id.clone()), parsed);
         }
         let table = Arc::new(table);
-        self.table = Some((id, table.clone()));
+        self.table = Some((Arc::downgrade(image), table.clone()));
         table
     }
 
@@ -260,9 +260,10 @@ impl Sensor {
     }
 
     fn throttle(&self, bound: f64, now: Instant, window: Duration, samples: usize) -> Duration {
-        if bound <= 0.0 {
+        let longest = window * samples as u32;
+        if bound <= 0.0 || !bound.is_finite() {
             // A quota of 0 lets nothing through: the longest throttle.
-            return window * samples as u32;
+            return longest;
         }
         let elapsed = self.elapsed(now, window, samples);
         let total: f64 = self.samples.iter().map(|s| s.1).sum();
@@ -270,13 +271,14 @@ impl Sensor {
         if rate <= bound {
             return Duration::ZERO;
         }
-        let throttle = elapsed.mul_f64((rate - bound) / bound);
-        throttle.min(window * samples as u32)
+        // In seconds, capped before it becomes a Duration (a tiny bound would overflow).
+        let seconds = elapsed.as_secs_f64() * ((rate - bound) / bound);
+        Duration::from_secs_f64(seconds.min(longest.as_secs_f64()))
     }
 }
 
-/// Checks a quota value set through AlterClientQuotas: a known key and a number Kafka
-/// would take (rates at least 1, a percentage above 0).
+/// Checks a quota value set through AlterClientQuotas: a known key, and a rate of at
+/// least 1 byte a second or a percentage of at least 0.01.
 pub fn check_value(key: &str, value: f64) -> Result<(), String> {
     if !KEYS.contains(&key) {
         return Err(format!(
@@ -284,8 +286,9 @@ pub fn check_value(key: &str, value: f64) -> Result<(), String> {
             KEYS.join(", ")
         ));
     }
-    if !value.is_finite() || value <= 0.0 {
-        return Err(format!("{key} must be a number above 0, not {value}"));
+    let least = if key == REQUEST_KEY { 0.01 } else { 1.0 };
+    if !value.is_finite() || value < least {
+        return Err(format!("{key} must be at least {least}, not {value}"));
     }
     Ok(())
 }
@@ -431,9 +434,21 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_overshoot_is_capped_not_a_panic() {
+        let start = Instant::now();
+        let mut sensor = Sensor::new(start);
+        sensor.record(1e300, start, Duration::from_secs(1), 11);
+        assert_eq!(
+            sensor.throttle(1e-300, start, Duration::from_secs(1), 11),
+            Duration::from_secs(11)
+        );
+    }
+
+    #[test]
     fn values_are_checked() {
         assert!(check_value(PRODUCE_KEY, 1024.0).is_ok());
         assert!(check_value(PRODUCE_KEY, 0.0).is_err());
+        assert!(check_value(PRODUCE_KEY, 1e-20).is_err());
         assert!(check_value(REQUEST_KEY, f64::NAN).is_err());
         let e = check_value("controller_mutation_rate", 1.0).expect_err("not enforced");
         assert!(e.contains("producer_byte_rate"), "{e}");

@@ -206,11 +206,12 @@ impl FollowerSession {
         }
         let mut forgotten: BTreeMap<String, Vec<i32>> = BTreeMap::new();
         if self.id != 0 {
+            let still: std::collections::HashSet<(&str, i32)> = wanted
+                .iter()
+                .map(|(t, p)| (t.as_str(), p.partition))
+                .collect();
             for (topic, partition) in self.sent.keys() {
-                if !wanted
-                    .iter()
-                    .any(|(t, p)| t == topic && p.partition == *partition)
-                {
+                if !still.contains(&(topic.as_str(), *partition)) {
                     forgotten.entry(topic.clone()).or_default().push(*partition);
                 }
             }

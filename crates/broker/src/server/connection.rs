@@ -579,7 +579,13 @@ async fn handle_frame(
                 return Ok((Reply::None, metered.record_time(started)));
             };
             let mut regions = ctx.deferred.map(|d| d.take()).unwrap_or_default();
-            let mut throttle = metered.record_time(started);
+            // A Fetch's time is mostly its long poll, which is waiting, not work: it is not
+            // counted against request_percentage.
+            let mut throttle = if api == ApiKey::Fetch {
+                Duration::ZERO
+            } else {
+                metered.record_time(started)
+            };
             if let ResponseKind::Fetch(r) = &mut body {
                 let fetched = metered.record(Kind::Fetch, fetched_bytes(r, &regions), true);
                 if !fetched.is_zero() {

@@ -284,6 +284,11 @@ impl RequestMemory {
                 let n = kib(bytes);
                 match pool.clone().try_acquire_many_owned(n) {
                     Ok(p) => Some(p),
+                    // A small request never waits: behind a large one that waits for
+                    // room, heartbeats and followers' fetches (which acks=all produces
+                    // hold room waiting for) would wait too. It may pass the cap, by at
+                    // most SMALL_REQUEST_BYTES per connection at a time.
+                    Err(_) if bytes <= SMALL_REQUEST_BYTES => None,
                     Err(_) => {
                         crate::metrics::request_memory_wait();
                         // The pool is never closed; should it be, the request goes on
@@ -304,6 +309,9 @@ impl RequestMemory {
         }
     }
 }
+
+/// Requests up to this size are read at once even when the cap is reached.
+const SMALL_REQUEST_BYTES: usize = 64 * 1024;
 
 fn kib(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
@@ -498,9 +506,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_small_request_never_waits_behind_a_full_pool() {
+        let memory = RequestMemory::new(Some(128 * 1024));
+        let _big = memory.acquire(128 * 1024).await;
+        tokio::time::timeout(Duration::from_secs(1), memory.acquire(4 * 1024))
+            .await
+            .expect("a 4 KiB request waited for a full pool");
+    }
+
+    #[tokio::test]
     async fn a_request_waits_until_its_bytes_fit_under_the_cap() {
-        let memory = RequestMemory::new(Some(10 * 1024));
-        let first = memory.acquire(8 * 1024).await;
+        let memory = RequestMemory::new(Some(1000 * 1024));
+        let first = memory.acquire(800 * 1024).await;
         let waiting = tokio::spawn({
             let pool = memory.pool.clone().expect("capped");
             async move {
@@ -508,13 +525,13 @@ mod tests {
                     pool: Some(pool),
                     released_since_trim: AtomicU64::new(0),
                 };
-                m.acquire(4 * 1024).await;
+                m.acquire(400 * 1024).await;
             }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !waiting.is_finished(),
-            "12 KiB do not fit under a 10 KiB cap"
+            "1,200 KiB do not fit under a 1,000 KiB cap"
         );
         drop(first);
         tokio::time::timeout(Duration::from_secs(5), waiting)

@@ -45,11 +45,13 @@ impl Partitions {
 
     /// Why this broker cannot host `more` partitions on top of those it has: each keeps
     /// its active segment open, and the open-file limit must leave room for connections
-    /// and the rest (a tenth of it, at least 1,024 files). `None`: it can.
+    /// and the rest (a tenth of it, at least 1,024 files unless that is over half).
+    /// `None`: it can.
     pub fn over_file_limit(&self, more: usize) -> Option<String> {
         use rustix::process::{getrlimit, Resource};
         let limit = getrlimit(Resource::Nofile).current?;
-        let reserve = (limit / 10).max(1024);
+        // A tenth, at least 1,024 files, at most half of a small limit.
+        let reserve = (limit / 10).max(1024).min(limit / 2);
         let hosted = self.count() as u64;
         (hosted + more as u64 + reserve > limit).then(|| {
             format!(
