@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
         r.auth_bytes = Bytes::copy_from_slice(message);
         match session.authenticate(&f.security, &f.image, &r) {
             SaslOutcome::Reply(_) => {}
-            SaslOutcome::Fail(resp, _) => {
+            SaslOutcome::Fail(resp, _, _) => {
                 assert_ne!(resp.error_code, 0);
                 break;
             }
