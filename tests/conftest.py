@@ -34,7 +34,7 @@ class Broker:
     """One broker process; can be stopped cleanly, killed with SIGKILL, and restarted on the
     same port and data directory."""
 
-    def __init__(self, data_dir, config_text=None):
+    def __init__(self, data_dir, config_text=None, preexec_fn=None):
         if not BIN.exists():
             raise RuntimeError(f"{BIN} not found: run `cargo build` first or set GREGOR_BIN")
         self.data_dir = Path(data_dir)
@@ -48,6 +48,8 @@ class Broker:
             self.config.write_text(config_text)
         self.log_path = self.data_dir.parent / f"broker-{self.port}.log"
         self.proc = None
+        # Run in the child before the broker starts (a test lowers a resource limit).
+        self.preexec_fn = preexec_fn
 
     def start(self):
         args = [str(BIN), "broker", "--data-dir", str(self.data_dir), "--listen", self.bootstrap,
@@ -55,7 +57,7 @@ class Broker:
         if self.config:
             args += ["--config", str(self.config)]
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -233,31 +233,18 @@ def test_topics_beyond_the_open_file_limit_are_refused_with_what_to_do(tmp_path)
     what to raise) the topic or partitions that would pass that, instead of committing
     topics whose logs it cannot open."""
     import resource
-    import subprocess
 
     from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
     from confluent_kafka import KafkaException
 
-    from conftest import BIN, free_port
-
-    port = free_port()
+    from conftest import Broker
 
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (2048, 2048))
 
-    log = open(tmp_path / "broker.log", "wb")
-    proc = subprocess.Popen([str(BIN), "broker", "--data-dir", str(tmp_path / "data"), "--listen",
-                             f"127.0.0.1:{port}", "--metrics", "off"], stdout=log, stderr=log, preexec_fn=low_limit)
+    b = Broker(tmp_path / "data", preexec_fn=low_limit).start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "broker.log").read_text()
-                time.sleep(0.05)
-        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
         admin.create_topics([NewTopic("a", 1000, 1)])["a"].result(60)
         with pytest.raises(KafkaException) as e:
             admin.create_topics([NewTopic("b", 100, 1)])["b"].result(60)
@@ -270,5 +257,4 @@ def test_topics_beyond_the_open_file_limit_are_refused_with_what_to_do(tmp_path)
         topics = admin.list_topics(timeout=30).topics
         assert "b" not in topics and len(topics["a"].partitions) == 1000 and len(topics["c"].partitions) == 10
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        b.stop()

@@ -456,14 +456,25 @@ mod tests {
     /// Runs one fetch through the sessions; returns the answer.
     fn fetch(
         s: &FetchSessions,
-        mut r: FetchRequest,
+        r: FetchRequest,
         hw: i64,
         with_records: &[i32],
     ) -> Result<FetchResponse, ResponseError> {
-        let now = Instant::now();
+        fetch_as(s, r, hw, with_records, false, Instant::now())
+    }
+
+    /// [`fetch`] by a follower or a consumer, at `now`.
+    fn fetch_as(
+        s: &FetchSessions,
+        mut r: FetchRequest,
+        hw: i64,
+        with_records: &[i32],
+        follower: bool,
+        now: Instant,
+    ) -> Result<FetchResponse, ResponseError> {
         let kind = s.begin(12, &mut r, now)?;
         let mut resp = answer(&r, hw, with_records);
-        s.finish(kind, &r, false, &mut resp, now);
+        s.finish(kind, &r, follower, &mut resp, now);
         Ok(resp)
     }
 
@@ -537,11 +548,15 @@ mod tests {
         let small = fetch(&s, request(0, 0, &[("t", 0, 0)]), 0, &[]).expect("full");
         assert_eq!(small.session_id, 0, "no room: answered without a session");
         // A follower's session does.
-        let mut r = request(0, 0, &[("t", 0, 0)]);
-        let now = Instant::now();
-        let kind = s.begin(12, &mut r, now).expect("begin");
-        let mut resp = answer(&r, 0, &[]);
-        s.finish(kind, &r, true, &mut resp, now);
+        let resp = fetch_as(
+            &s,
+            request(0, 0, &[("t", 0, 0)]),
+            0,
+            &[],
+            true,
+            Instant::now(),
+        )
+        .expect("full");
         assert!(resp.session_id > 0 && resp.session_id != first);
         assert_eq!(
             fetch(&s, request(first, 1, &[]), 0, &[]).map(|_| ()),
@@ -550,10 +565,7 @@ mod tests {
         );
         // Any session gives way once unused for two minutes.
         let later = Instant::now() + EVICTABLE_AFTER;
-        let mut r = request(0, 0, &[("t", 1, 0)]);
-        let kind = s.begin(12, &mut r, later).expect("begin");
-        let mut resp = answer(&r, 0, &[]);
-        s.finish(kind, &r, false, &mut resp, later);
+        let resp = fetch_as(&s, request(0, 0, &[("t", 1, 0)]), 0, &[], false, later).expect("full");
         assert!(resp.session_id > 0);
         assert_eq!(s.size(), (1, 1));
     }

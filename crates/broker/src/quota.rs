@@ -110,6 +110,12 @@ impl Quotas {
         }
     }
 
+    /// Whether the cluster has any quota: without one, a request needs no measuring (the
+    /// connection checks this once per request, before it gathers who the client is).
+    pub fn any(image: &MetadataImage) -> bool {
+        image.client_quotas().next().is_some()
+    }
+
     /// Counts `amount` (bytes, or percent-seconds of handling time for
     /// [`Kind::Request`]) for `client`, and says how long it is to be throttled; zero
     /// when no quota applies or it is within it. `unrecord_if_throttled`: a throttled
@@ -123,9 +129,6 @@ impl Quotas {
         now: Instant,
         unrecord_if_throttled: bool,
     ) -> Duration {
-        if image.client_quotas().next().is_none() {
-            return Duration::ZERO;
-        }
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let table = state.table_for(image);
         let Some((bound, user_tag, client_tag)) = resolve(&table, kind, client) else {

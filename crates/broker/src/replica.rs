@@ -195,12 +195,7 @@ impl FollowerSession {
     fn shape(&self, wanted: &[(String, FetchPartition)]) -> (Vec<FetchTopic>, Vec<ForgottenTopic>) {
         let mut by_topic: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
         for (topic, p) in wanted {
-            let now = (
-                p.fetch_offset,
-                p.current_leader_epoch,
-                p.partition_max_bytes,
-            );
-            if self.id == 0 || self.sent.get(&(topic.clone(), p.partition)) != Some(&now) {
+            if self.id == 0 || self.sent.get(&(topic.clone(), p.partition)) != Some(&told(p)) {
                 by_topic.entry(topic.clone()).or_default().push(p.clone());
             }
         }
@@ -254,18 +249,18 @@ impl FollowerSession {
         self.id = session_id;
         self.sent = wanted
             .iter()
-            .map(|(t, p)| {
-                (
-                    (t.clone(), p.partition),
-                    (
-                        p.fetch_offset,
-                        p.current_leader_epoch,
-                        p.partition_max_bytes,
-                    ),
-                )
-            })
+            .map(|(t, p)| ((t.clone(), p.partition), told(p)))
             .collect();
     }
+}
+
+/// What a fetch tells the leader of a partition: (fetch offset, leader epoch, max bytes).
+fn told(p: &FetchPartition) -> (i64, i32, i32) {
+    (
+        p.fetch_offset,
+        p.current_leader_epoch,
+        p.partition_max_bytes,
+    )
 }
 
 /// Fetches from `leader` for as long as this broker follows it there.

@@ -59,45 +59,50 @@ pub async fn handle(ctx: &RequestContext, mut request: FetchRequest) -> FetchRes
 }
 
 /// Removes from a session's fetch the topics the caller may no longer read; their
-/// answers (TOPIC_AUTHORIZATION_FAILED).
+/// answers (TOPIC_AUTHORIZATION_FAILED), as `authorize` refuses them in a request.
 fn revoked(ctx: &RequestContext, request: &mut FetchRequest) -> Vec<FetchableTopicResponse> {
-    let image = ctx.image();
-    let by_id = ctx.version >= 13;
-    let mut denied = Vec::new();
+    let Some(auth) = crate::api::authorize::Auth::enabled(ctx) else {
+        return Vec::new();
+    };
+    let mut denied = crate::api::authorize::Denied::default();
     request.topics.retain(|t| {
-        let name = if by_id {
-            image
-                .topic_by_id(&t.topic_id)
-                .map(|m| m.name.clone())
-                .unwrap_or_default()
-        } else {
-            t.topic.0.to_string()
-        };
-        let allowed = ctx.security().authorizer.authorize(
-            &image,
-            &ctx.caller,
+        let parts = t.partitions.iter().map(|p| p.partition).collect();
+        auth.keep(
+            &mut denied,
             crate::security::acl::op::READ,
-            crate::security::acl::res::TOPIC,
-            &name,
-        );
-        if !allowed {
-            denied.push(build!(FetchableTopicResponse {
-                topic: t.topic.clone(),
-                topic_id: t.topic_id,
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let mut d = unanswered(p.partition);
-                        d.error_code = crate::api::authorize::TOPIC_DENIED.code();
-                        d
-                    })
-                    .collect()
-            }));
-        }
-        allowed
+            &t.topic,
+            t.topic_id,
+            parts,
+        )
     });
-    denied
+    denied_answers(denied.topics)
+}
+
+/// The answers for topics the caller may not read: TOPIC_AUTHORIZATION_FAILED for each
+/// partition asked for.
+fn denied_answers(
+    topics: Vec<(kafka_protocol::messages::TopicName, Uuid, Vec<i32>)>,
+) -> Vec<FetchableTopicResponse> {
+    let code = crate::api::authorize::TOPIC_DENIED.code();
+    topics
+        .into_iter()
+        .map(|(topic, topic_id, parts)| {
+            build!(FetchableTopicResponse {
+                topic,
+                topic_id,
+                partitions: parts
+                    .into_iter()
+                    .map(|partition_index| build!(PartitionData {
+                        partition_index,
+                        error_code: code,
+                        high_watermark: -1,
+                        last_stable_offset: -1,
+                        log_start_offset: -1
+                    }))
+                    .collect()
+            })
+        })
+        .collect()
 }
 
 /// Reads the requested partitions, waiting up to `max_wait_ms` for `min_bytes`.
@@ -412,24 +417,9 @@ mod entry {
         }
 
         fn complete(_a: &Auth<'_>, denied: Denied, response: &mut FetchResponse) {
-            use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-            let t = crate::api::authorize::TOPIC_DENIED.code();
-            for (topic, topic_id, parts) in denied.topics {
-                response.responses.push(build!(FetchableTopicResponse {
-                    topic,
-                    topic_id,
-                    partitions: parts
-                        .into_iter()
-                        .map(|partition_index| build!(PartitionData {
-                            partition_index,
-                            error_code: t,
-                            high_watermark: -1,
-                            last_stable_offset: -1,
-                            log_start_offset: -1
-                        }))
-                        .collect()
-                }));
-            }
+            response
+                .responses
+                .extend(super::denied_answers(denied.topics));
         }
     }
 }

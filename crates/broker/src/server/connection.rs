@@ -212,14 +212,19 @@ async fn send_reply<S: Socket>(stream: &mut BufReader<S>, reply: Reply) -> Resul
                 format!("authentication failed: {why}"),
             ))
         }
-        Reply::Later(task) => match task.await {
-            Ok(Ok(reply)) => Box::pin(send_reply(stream, reply)).await,
-            Ok(Err(reason)) => Err(Close::refused(Reason::Internal, reason)),
-            Err(e) => Err(Close::refused(
-                Reason::Internal,
-                format!("a produce task failed: {e}"),
-            )),
-        },
+        Reply::Later(task) => Box::pin(send_reply(stream, produced(task.await)?)).await,
+    }
+}
+
+/// A pipelined Produce's answer, or why the connection closes (the broker failed).
+fn produced(done: Result<Result<Reply, String>, tokio::task::JoinError>) -> Result<Reply, Close> {
+    match done {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(reason)) => Err(Close::refused(Reason::Internal, reason)),
+        Err(e) => Err(Close::refused(
+            Reason::Internal,
+            format!("a produce task failed: {e}"),
+        )),
     }
 }
 
@@ -254,7 +259,8 @@ async fn connection_loop<S: Socket>(
     // When the connection closes for idleness, unless a request comes (or is still owed
     // an answer) before.
     let idle_after = io.limits.idle;
-    let mut idle_at = idle_after.map(|d| tokio::time::Instant::now() + d);
+    let idle_from_now = || idle_after.map(|d| tokio::time::Instant::now() + d);
+    let mut idle_at = idle_from_now();
     // A client over a quota: nothing more is read until then (its answers still go out).
     let mut muted_until: Option<tokio::time::Instant> = None;
     loop {
@@ -277,7 +283,7 @@ async fn connection_loop<S: Socket>(
             r = stream.fill_buf(), if inflight.len() < PIPELINE_MAX && muted_until.is_none() => Next::Input(r.map(|b| b.is_empty())),
             () = sleep_until_some(muted_until), if muted_until.is_some() => {
                 muted_until = None;
-                idle_at = idle_after.map(|d| tokio::time::Instant::now() + d);
+                idle_at = idle_from_now();
                 continue;
             }
             () = sleep_until_some(idle_at), if inflight.is_empty() && muted_until.is_none() => {
@@ -290,20 +296,14 @@ async fn connection_loop<S: Socket>(
         match next {
             Next::Answer(done) => {
                 inflight.pop_front();
-                let reply = match done {
-                    Ok(Ok(reply)) => reply,
-                    Ok(Err(reason)) => return Close::refused(Reason::Internal, reason),
-                    Err(e) => {
-                        return Close::refused(
-                            Reason::Internal,
-                            format!("a produce task failed: {e}"),
-                        )
-                    }
+                let reply = match produced(done) {
+                    Ok(reply) => reply,
+                    Err(close) => return close,
                 };
                 if let Err(close) = Box::pin(send_reply(stream, reply)).await {
                     return close;
                 }
-                idle_at = idle_after.map(|d| tokio::time::Instant::now() + d);
+                idle_at = idle_from_now();
                 continue;
             }
             Next::Input(Ok(true)) => {
@@ -367,7 +367,7 @@ async fn connection_loop<S: Socket>(
             }
             Err(refusal) => return Close::Refused(refusal),
         }
-        idle_at = idle_after.map(|d| tokio::time::Instant::now() + d);
+        idle_at = idle_from_now();
     }
 }
 
@@ -511,17 +511,7 @@ async fn handle_frame(
     let request_bytes = frame.len();
     let (header, request) = frame::decode_request(frame)
         .map_err(|e| Refusal::new(Reason::Undecodable, e.to_string()))?;
-    let client_id = header
-        .client_id
-        .as_ref()
-        .map(|c| c.to_string())
-        .unwrap_or_default();
-    let metered = Metered {
-        broker,
-        principal: session.caller.principal.clone(),
-        client_id,
-        exempt: exempt_from_quotas(&request),
-    };
+    let metered = Metered::new(broker, session, &header, &request);
     let version = header.request_api_version;
     let security = &broker.security;
     // SaslHandshake and SaslAuthenticate change the connection's state, so the connection
@@ -536,6 +526,8 @@ async fn handle_frame(
         listener: session.listener.clone(),
         deferred,
     };
+    // How long the client is to be throttled, set by the requests quotas measure.
+    let mut throttle = Duration::ZERO;
     let (body, close_after) = match request {
         kafka_protocol::messages::RequestKind::SaslHandshake(r) => (
             ResponseKind::SaslHandshake(session.handshake(security, &r)),
@@ -581,11 +573,9 @@ async fn handle_frame(
             let mut regions = ctx.deferred.map(|d| d.take()).unwrap_or_default();
             // A Fetch's time is mostly its long poll, which is waiting, not work: it is not
             // counted against request_percentage.
-            let mut throttle = if api == ApiKey::Fetch {
-                Duration::ZERO
-            } else {
-                metered.record_time(started)
-            };
+            if api != ApiKey::Fetch {
+                throttle = metered.record_time(started);
+            }
             if let ResponseKind::Fetch(r) = &mut body {
                 let fetched = metered.record(Kind::Fetch, fetched_bytes(r, &regions), true);
                 if !fetched.is_zero() {
@@ -601,12 +591,7 @@ async fn handle_frame(
                     .map(|reply| (reply, throttle))
                     .map_err(|e| Refusal::new(Reason::Internal, e));
             }
-            return encode(api, version, raw.correlation_id, &body)
-                .map(|bytes| {
-                    crate::metrics::request_done(api, started.elapsed());
-                    (Reply::Send(bytes), throttle)
-                })
-                .map_err(|e| Refusal::new(Reason::Internal, e));
+            (body, None)
         }
     };
     let bytes = encode(api, version, raw.correlation_id, &body)
@@ -617,33 +602,44 @@ async fn handle_frame(
             Some((delay, why)) => Reply::SendAndClose(bytes, delay, why),
             None => Reply::Send(bytes),
         },
-        Duration::ZERO,
+        throttle,
     ))
 }
 
 /// A request's client, for its quotas.
 struct Metered<'a> {
     broker: &'a Arc<Broker>,
-    principal: String,
-    client_id: String,
-    /// Followers' fetches and other brokers' requests are not clients' (Kafka bounds
+    /// The image with the quotas, the user and the client id; `None` when no quota can
+    /// apply: the cluster has none, or the request is another broker's (Kafka bounds
     /// replication with its own throttle).
-    exempt: bool,
+    client: Option<(Arc<MetadataImage>, String, String)>,
 }
 
-impl Metered<'_> {
+impl<'a> Metered<'a> {
+    fn new(
+        broker: &'a Arc<Broker>,
+        session: &Session,
+        header: &kafka_protocol::messages::RequestHeader,
+        request: &kafka_protocol::messages::RequestKind,
+    ) -> Self {
+        let image = broker.image();
+        let client =
+            (crate::quota::Quotas::any(&image) && !exempt_from_quotas(request)).then(|| {
+                let user = crate::quota::user_of(&session.caller.principal).to_string();
+                let client_id = header.client_id.as_ref().map(|c| c.to_string());
+                (image, user, client_id.unwrap_or_default())
+            });
+        Metered { broker, client }
+    }
+
     fn record(&self, kind: Kind, amount: f64, unrecord_if_throttled: bool) -> Duration {
-        if self.exempt {
+        let Some((image, user, client_id)) = &self.client else {
             return Duration::ZERO;
-        }
-        let client = Client {
-            user: crate::quota::user_of(&self.principal),
-            client_id: &self.client_id,
         };
         self.broker.quotas.record(
-            &self.broker.image(),
+            image,
             kind,
-            &client,
+            &Client { user, client_id },
             amount,
             tokio::time::Instant::now(),
             unrecord_if_throttled,

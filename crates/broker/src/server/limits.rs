@@ -181,25 +181,22 @@ impl Limits {
         })
     }
 
-    /// Whether enough was freed since the last time to ask the allocator to give memory
-    /// back to the system; resets the count when it says yes.
+    /// Whether enough connections closed since the last time to ask the allocator to give
+    /// memory back to the system; resets the count when it says yes. (Request frames of
+    /// 1 MiB or more need no trim: the allocator maps and unmaps them on their own,
+    /// `alloc.rs`.)
     pub(crate) fn trim_due(&self) -> bool {
-        let freed = self.memory.released_since_trim.load(Ordering::Relaxed)
-            + self.closed_since_trim.load(Ordering::Relaxed) * CONNECTION_BYTES_ESTIMATE;
-        if freed < TRIM_AFTER_BYTES {
+        if self.closed_since_trim.load(Ordering::Relaxed) < TRIM_AFTER_CLOSED {
             return false;
         }
-        self.memory.released_since_trim.store(0, Ordering::Relaxed);
         self.closed_since_trim.store(0, Ordering::Relaxed);
         true
     }
 }
 
-/// What a closed connection is taken to have held, for deciding when to trim.
-const CONNECTION_BYTES_ESTIMATE: u64 = 16 * 1024;
-/// Bytes freed (request frames of 1 MiB or more, and closed connections) after which the
-/// allocator is asked to give memory back.
-const TRIM_AFTER_BYTES: u64 = 16 << 20;
+/// Connections closed (about 16 KB each, 16 MB in all) after which the allocator is asked
+/// to give memory back.
+const TRIM_AFTER_CLOSED: u64 = 1024;
 
 fn count(setting: i64) -> usize {
     usize::try_from(setting.max(0)).unwrap_or(usize::MAX)
@@ -253,7 +250,6 @@ impl Drop for ConnectionSlot {
 pub(crate) struct RequestMemory {
     /// Permits in KiB, so that a cap over 4 GiB fits a semaphore's `u32` request.
     pool: Option<Arc<Semaphore>>,
-    released_since_trim: AtomicU64,
 }
 
 /// A request's share of [`RequestMemory`], given back when dropped.
@@ -272,7 +268,6 @@ impl RequestMemory {
     fn new(cap_bytes: Option<u64>) -> Self {
         RequestMemory {
             pool: cap_bytes.map(|cap| Arc::new(Semaphore::new(kib(cap as usize) as usize))),
-            released_since_trim: AtomicU64::new(0),
         }
     }
 
@@ -299,10 +294,6 @@ impl RequestMemory {
             }
         };
         crate::metrics::request_memory(bytes as f64);
-        if bytes >= 1 << 20 {
-            self.released_since_trim
-                .fetch_add(bytes as u64, Ordering::Relaxed);
-        }
         MemoryPermit {
             _permit: permit,
             bytes,
@@ -521,10 +512,7 @@ mod tests {
         let waiting = tokio::spawn({
             let pool = memory.pool.clone().expect("capped");
             async move {
-                let m = RequestMemory {
-                    pool: Some(pool),
-                    released_since_trim: AtomicU64::new(0),
-                };
+                let m = RequestMemory { pool: Some(pool) };
                 m.acquire(400 * 1024).await;
             }
         });

@@ -335,8 +335,8 @@ async fn periodic(
 }
 
 /// Once per `log.refusals.interval.ms`, one line on the refusals that were not logged one
-/// by one; every 10 s, memory freed by closed connections and handled large requests is
-/// given back to the system once there is enough of it.
+/// by one; every 10 s, memory freed by closed connections is given back to the system
+/// once enough of them closed.
 async fn limits_loop(limits: Arc<Limits>, mut stop: watch::Receiver<bool>) {
     let mut summary = tokio::time::interval(limits.refusals.interval());
     let mut trim = tokio::time::interval(Duration::from_secs(10));

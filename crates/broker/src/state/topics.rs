@@ -141,7 +141,6 @@ impl Broker {
         configs: BTreeMap<String, String>,
     ) -> Result<TopicMeta, BrokerError> {
         let topic_id = Uuid::new_v4();
-        let partitions = assignment.len() as i32;
         let here = assignment
             .iter()
             .filter(|r| r.contains(&self.config.node_id))
@@ -157,12 +156,17 @@ impl Broker {
                 Ok(topic_records(name, topic_id, assignment, configs))
             })
             .await?;
+        self.created(&image, name)
+    }
+
+    /// After a topic's creation was committed: its replicas here opened.
+    fn created(&self, image: &MetadataImage, name: &str) -> Result<TopicMeta, BrokerError> {
         let topic = image
             .topic(name)
             .cloned()
             .ok_or(BrokerError::UnknownTopic)?;
         self.open_local_replicas(&topic)?;
-        tracing::info!(topic = name, partitions, %topic_id, "created topic");
+        tracing::info!(topic = name, partitions = topic.partitions.len(), topic_id = %topic.topic_id, "created topic");
         Ok(topic)
     }
 
@@ -215,13 +219,7 @@ impl Broker {
                 if existing.contains(name) {
                     return Err(BrokerError::TopicExists);
                 }
-                let topic = image
-                    .topic(name)
-                    .cloned()
-                    .ok_or(BrokerError::UnknownTopic)?;
-                self.open_local_replicas(&topic)?;
-                tracing::info!(topic = %name, partitions = topic.partitions.len(), topic_id = %topic.topic_id, "created topic");
-                Ok(topic)
+                self.created(&image, name)
             })
             .collect();
         Some(results)
