@@ -7,6 +7,8 @@ import subprocess
 import time
 import urllib.request
 
+import pytest
+
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -215,3 +217,33 @@ def test_log_cache_window_bytes_drops_what_lies_behind_it_from_the_page_cache(ma
     kept, all_of_it = resident_bytes(segments["window"][0]), resident_bytes(segments["kernel"][0])
     assert kept <= 2097152 + 2 * 1048576, f"{kept} bytes of {size} still cached with a 2 MiB window"
     assert all_of_it >= size - 65536, f"without a window {all_of_it} of {size} bytes cached"
+
+
+@pytest.mark.parametrize("level", ["topic", "broker"])
+def test_partition_series_can_be_summed_per_topic_or_over_the_broker(make_broker, level):
+    """metrics.partition.series = topic | broker: the per-partition series are summed (so a
+    scrape of many partitions stays small), and a deleted topic's share is taken back."""
+    b = make_broker(f'"metrics.partition.series" = "{level}"')
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    admin.create_topics([NewTopic("summed", 3, 1)])["summed"].result(30)
+    admin.create_topics([NewTopic("other", 2, 1)])["other"].result(30)
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    for i, n in enumerate((10, 20, 0)):
+        for _ in range(n):
+            p.produce("summed", b"x", partition=i)
+    p.produce("other", b"y", partition=1)
+    assert p.flush(30) == 0
+    labels = {"topic": "summed"} if level == "topic" else {}
+    want = 30 if level == "topic" else 31
+    segments = 3 if level == "topic" else 5
+    wait_until(lambda: value(scrape(b), "gregor_produce_records_total", **labels) == want, "summed counter")
+    wait_until(lambda: value(scrape(b), "gregor_log_segments", **labels) == segments, "summed segments")
+    m = scrape(b)
+    assert not [k for k in m if ("partition", "0") in k[1] and k[0].startswith("gregor_")], "a partition label"
+    if level == "broker":
+        assert not [k for k in m if any(l[0] == "topic" for l in k[1])], "a topic label"
+    assert value(m, "gregor_log_end_offset", **labels) == 0  # offsets are per partition only
+    admin.delete_topics(["summed"])["summed"].result(30)
+    gone = {"topic": "summed"} if level == "topic" else {}
+    wait_until(lambda: value(scrape(b), "gregor_log_segments", **gone) == (0 if level == "topic" else 2),
+               "the deleted topic's share taken back")

@@ -19,9 +19,6 @@ pub enum BrokerError {
     InvalidReplicationFactor(String),
     #[error("cluster metadata cannot change now: {0}")]
     NoController(String),
-    /// This broker's open-file limit leaves no room for more partitions.
-    #[error("{0}")]
-    OpenFileLimit(String),
 }
 
 /// The Kafka error code for a storage failure.
@@ -60,7 +57,6 @@ pub fn error_code(e: &BrokerError) -> i16 {
         BrokerError::TopicExists => ResponseError::TopicAlreadyExists.code(),
         BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor.code(),
         BrokerError::NoController(_) => ResponseError::NotController.code(),
-        BrokerError::OpenFileLimit(_) => ResponseError::PolicyViolation.code(),
         BrokerError::Metadata(_) | BrokerError::Config(_) => {
             ResponseError::UnknownServerError.code()
         }

@@ -5,7 +5,8 @@
 //! set by a periodic task every [`GAUGE_INTERVAL`]. `docs/metrics.md` lists every name.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
@@ -144,23 +145,116 @@ pub fn describe() {
         "Requests that waited for queued.max.request.bytes to have room before they were read."
     );
     describe_gauge!(
+        "gregor_log_open_files",
+        Unit::Count,
+        "Segment files holding a descriptor now, under log.open.files.max."
+    );
+    describe_gauge!(
+        "gregor_log_open_files_max",
+        Unit::Count,
+        "Segment files that may hold a descriptor at once (log.open.files.max, or half the open-file limit)."
+    );
+    describe_counter!(
+        "gregor_log_files_closed_total",
+        Unit::Count,
+        "Segment files closed to stay under log.open.files.max (least recently used first)."
+    );
+    describe_counter!(
+        "gregor_log_files_reopened_total",
+        Unit::Count,
+        "Closed segment files opened again for a read or write. Climbing fast: the partitions in use need more files than log.open.files.max allows; raise it (and ulimit -n)."
+    );
+    describe_gauge!(
         "process_resident_memory_bytes",
         Unit::Bytes,
         "The broker's resident memory."
     );
 }
 
-/// A partition's metric handles, registered once when it opens.
+/// How finely partition series are labelled (`metrics.partition.series`): every
+/// partition, summed per topic, or summed over the broker. A scrape's cost grows with
+/// the series, so a broker of tens of thousands of partitions can keep it small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesLevel {
+    Partition,
+    Topic,
+    Broker,
+}
+
+impl SeriesLevel {
+    pub fn parse(s: &str) -> Option<SeriesLevel> {
+        match s {
+            "partition" => Some(SeriesLevel::Partition),
+            "topic" => Some(SeriesLevel::Topic),
+            "broker" => Some(SeriesLevel::Broker),
+            _ => None,
+        }
+    }
+
+    /// The labels of a series about `topic` and `partition` (after `first`) at this level.
+    pub fn labels(
+        self,
+        first: &[(&'static str, String)],
+        topic: &str,
+        partition: i32,
+    ) -> Vec<(&'static str, String)> {
+        let mut labels = first.to_vec();
+        if self != SeriesLevel::Broker {
+            labels.push(("topic", topic.to_string()));
+        }
+        if self == SeriesLevel::Partition {
+            labels.push(("partition", partition.to_string()));
+        }
+        labels
+    }
+}
+
+static SERIES_LEVEL: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the level of partition series registered from now on (at start).
+pub fn set_series_level(level: SeriesLevel) {
+    SERIES_LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+pub fn series_level() -> SeriesLevel {
+    match SERIES_LEVEL.load(Ordering::Relaxed) {
+        0 => SeriesLevel::Partition,
+        1 => SeriesLevel::Topic,
+        _ => SeriesLevel::Broker,
+    }
+}
+
+/// A partition's metric handles, registered once when it opens. Below the partition
+/// level, partitions with the same labels share their counters (which so add up), and
+/// the log gauges are moved by each partition's change (and its share taken back when
+/// the partition goes); offsets are per partition only.
 #[derive(Clone)]
 pub struct PartitionMetrics {
     pub produce_records: Counter,
     pub produce_bytes: Counter,
     pub fetch_records: Counter,
     pub fetch_bytes: Counter,
+    log: Arc<LogGauges>,
+}
+
+struct LogGauges {
+    level: SeriesLevel,
     size_bytes: Gauge,
     segments: Gauge,
     start_offset: Gauge,
     end_offset: Gauge,
+    /// This partition's share of the summed gauges: size and segments last set.
+    share: Mutex<(f64, f64)>,
+}
+
+impl Drop for LogGauges {
+    fn drop(&mut self) {
+        if self.level != SeriesLevel::Partition {
+            let share = self.share.get_mut().unwrap_or_else(|p| p.into_inner());
+            self.size_bytes.decrement(share.0);
+            self.segments.decrement(share.1);
+        }
+    }
 }
 
 impl std::fmt::Debug for PartitionMetrics {
@@ -172,26 +266,44 @@ impl std::fmt::Debug for PartitionMetrics {
 impl PartitionMetrics {
     /// Sets the log's gauges: its size, segment count, start and end offsets.
     pub fn set_log(&self, size_bytes: u64, segments: usize, log_start: i64, log_end: i64) {
-        self.size_bytes.set(size_bytes as f64);
-        self.segments.set(segments as f64);
-        self.start_offset.set(log_start as f64);
-        self.end_offset.set(log_end as f64);
+        let g = &self.log;
+        if g.level == SeriesLevel::Partition {
+            g.size_bytes.set(size_bytes as f64);
+            g.segments.set(segments as f64);
+            g.start_offset.set(log_start as f64);
+            g.end_offset.set(log_end as f64);
+            return;
+        }
+        let mut share = g.share.lock().unwrap_or_else(|p| p.into_inner());
+        let now = (size_bytes as f64, segments as f64);
+        g.size_bytes.increment(now.0 - share.0);
+        g.segments.increment(now.1 - share.1);
+        *share = now;
     }
 
     pub fn new(topic: &str, partition: i32) -> Self {
-        let labels = [
-            ("topic", topic.to_string()),
-            ("partition", partition.to_string()),
-        ];
+        let level = series_level();
+        let labels = level.labels(&[], topic, partition);
+        let offsets = |name: &'static str| {
+            if level == SeriesLevel::Partition {
+                metrics::gauge!(name, &labels)
+            } else {
+                Gauge::noop()
+            }
+        };
         PartitionMetrics {
             produce_records: metrics::counter!("gregor_produce_records_total", &labels),
             produce_bytes: metrics::counter!("gregor_produce_bytes_total", &labels),
             fetch_records: metrics::counter!("gregor_fetch_records_total", &labels),
             fetch_bytes: metrics::counter!("gregor_fetch_bytes_total", &labels),
-            size_bytes: metrics::gauge!("gregor_log_size_bytes", &labels),
-            segments: metrics::gauge!("gregor_log_segments", &labels),
-            start_offset: metrics::gauge!("gregor_log_start_offset", &labels),
-            end_offset: metrics::gauge!("gregor_log_end_offset", &labels),
+            log: Arc::new(LogGauges {
+                level,
+                size_bytes: metrics::gauge!("gregor_log_size_bytes", &labels),
+                segments: metrics::gauge!("gregor_log_segments", &labels),
+                start_offset: offsets("gregor_log_start_offset"),
+                end_offset: offsets("gregor_log_end_offset"),
+                share: Mutex::new((0.0, 0.0)),
+            }),
         }
     }
 }
@@ -289,6 +401,14 @@ pub fn client_throttled(quota: &'static str, user: &str, client_id: &str, thrott
 pub fn fetch_sessions(sessions: usize, partitions: usize) {
     metrics::gauge!("gregor_fetch_sessions").set(sessions as f64);
     metrics::gauge!("gregor_fetch_session_partitions").set(partitions as f64);
+}
+
+/// Sets the open-file budget's gauges and counters (`log.open.files.max`).
+pub fn open_files(s: gregor_storage::handles::FileStats) {
+    metrics::gauge!("gregor_log_open_files").set(s.open as f64);
+    metrics::gauge!("gregor_log_open_files_max").set(gregor_storage::handles::budget() as f64);
+    metrics::counter!("gregor_log_files_closed_total").absolute(s.closed);
+    metrics::counter!("gregor_log_files_reopened_total").absolute(s.reopened);
 }
 
 /// Moves the bytes of requests being read and handled by `delta`.

@@ -150,10 +150,9 @@ fn step(broker: &Broker, mut cursor: Cursor, budget: u64) -> (Cursor, bool) {
 
 /// Opens a segment for reading with readahead off (`POSIX_FADV_RANDOM`).
 fn open_for_scrub(path: &std::path::Path) -> Option<Arc<dyn gregor_storage::DiskFile>> {
-    use gregor_storage::Disk;
-    let file = gregor_storage::OsDisk.open(path, false).ok()?;
-    if let Some(fd) = file.fd() {
-        let _ = rustix::fs::fadvise(fd, 0, None, rustix::fs::Advice::Random);
+    let file = gregor_storage::OsDisk.open_private(path).ok()?;
+    if let Some(f) = file.fd() {
+        let _ = rustix::fs::fadvise(&*f, 0, None, rustix::fs::Advice::Random);
     }
     Some(file)
 }

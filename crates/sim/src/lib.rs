@@ -224,6 +224,9 @@ fn broker_config(
         ),
         ("min.insync.replicas", "2".into(), "simulator"),
         ("metrics.listener", "off".into(), "simulator"),
+        // Few segment files open at once (the budget is the process's, shared by every
+        // broker here): files are closed and opened again all through the run.
+        ("log.open.files.max", "4".into(), "simulator"),
     ];
     gregor_broker::BrokerConfig::from_layers(None, &[], &flags)
 }

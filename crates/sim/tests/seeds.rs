@@ -27,7 +27,7 @@ fn run_one(seed: u64) {
     let verdict = match run(&Options::new(seed)) {
         Ok(o) => {
             eprintln!(
-                "seed {seed}: {} acknowledged, {} lost, {} changed, {} duplicated, {} reordered, {} producers failed; {} faults, longest without an acknowledgement {:.1} s (from {:.1} s); {:.0} s simulated in {:.1} s; run {:016x}",
+                "seed {seed}: {} acknowledged, {} lost, {} changed, {} duplicated, {} reordered, {} producers failed; {} faults, longest without an acknowledgement {:.1} s (from {:.1} s); {:.0} s simulated in {:.1} s; {} segment files opened again (log.open.files.max); run {:016x}",
                 o.acknowledged,
                 o.lost.len(),
                 o.changed.len(),
@@ -39,6 +39,7 @@ fn run_one(seed: u64) {
                 o.longest_gap.1.as_secs_f64(),
                 o.simulated.as_secs_f64(),
                 t.elapsed().as_secs_f64(),
+                gregor_storage::handles::stats().reopened,
                 o.fingerprint,
             );
             if !o.ok() || std::env::var("SIM_LOG").is_ok() {

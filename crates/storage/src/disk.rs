@@ -31,9 +31,10 @@ pub trait DiskFile: Send + Sync + Debug {
     fn len(&self) -> io::Result<u64>;
     fn set_len(&self, len: u64) -> io::Result<()>;
 
-    /// The open file's descriptor, for sending a range straight from the page cache to a
-    /// socket (`sendfile`). `None` where there is no OS file (fault injection).
-    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+    /// The open file, for sending a range straight from the page cache to a socket
+    /// (`sendfile`); held, it stays open for as long. `None` where there is no OS file
+    /// (fault injection) or it could not be opened again.
+    fn fd(&self) -> Option<Arc<File>> {
         None
     }
 
@@ -66,11 +67,18 @@ pub trait Disk: Send + Sync + Debug {
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     fn exists(&self, path: &Path) -> bool;
 
+    /// Opens a file to be read or written whole and closed at once (small files: indexes,
+    /// snapshots, checkpoints). The OS disk gives it a descriptor of its own, outside the
+    /// open-file budget.
+    fn open_transient(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
+        self.open(path, create)
+    }
+
     /// Replaces `path` with `data` crash-safely: write a temporary file, fsync it, rename it
     /// over the old one, fsync the directory. A crash leaves the old or the new file.
     fn write_file_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let tmp = path.with_extension("tmp");
-        let file = self.open(&tmp, true)?;
+        let file = self.open_transient(&tmp, true)?;
         file.set_len(0)?;
         file.write_all_at(data, 0)?;
         file.sync_data()?;
@@ -84,7 +92,7 @@ pub trait Disk: Send + Sync + Debug {
 
     /// Reads a whole (small) file.
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let file = self.open(path, false)?;
+        let file = self.open_transient(path, false)?;
         let len = usize::try_from(file.len()?).map_err(|_| io::Error::other("file too large"))?;
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, 0)?;
@@ -92,20 +100,29 @@ pub trait Disk: Send + Sync + Debug {
     }
 }
 
-/// The real file system.
+/// The real file system. Files it opens count against the open-file budget (see
+/// [`crate::handles`]): they may be closed while idle and opened again on their next use.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsDisk;
 
+impl OsDisk {
+    /// Opens an existing file with a descriptor of its own, outside the open-file budget:
+    /// for a reader that sets its own access advice and closes the file soon after.
+    pub fn open_private(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        self.open_transient(path, false)
+    }
+}
+
+/// A file with its own descriptor.
 #[derive(Debug)]
-struct OsFile(File);
+struct OsFile(Arc<File>);
 
 impl DiskFile for OsFile {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
         self.0.read_at(buf, pos)
     }
-    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
-        Some(self.0.as_fd())
+    fn fd(&self) -> Option<Arc<File>> {
+        Some(self.0.clone())
     }
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
         self.0.write_all_at(buf, pos)
@@ -121,10 +138,36 @@ impl DiskFile for OsFile {
     }
 }
 
+/// A file under the open-file budget: each operation takes the descriptor (opening the
+/// file again if the budget closed it) and holds it until done.
+#[derive(Debug)]
+struct BudgetFile(Arc<crate::handles::Handle>);
+
+impl DiskFile for BudgetFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.0.file()?.read_at(buf, pos)
+    }
+    fn fd(&self) -> Option<Arc<File>> {
+        self.0.file().ok()
+    }
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.0.file()?.write_all_at(buf, pos)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.file()?.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.file()?.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.file()?.set_len(len)
+    }
+}
+
 /// Opens a file for positional reads and writes, never truncating it. A file it creates is
 /// readable by the broker's user alone (0600): the data directory holds every record and,
 /// in the metadata log, every user's salted SCRAM keys.
-fn open_read_write(path: &Path, create: bool) -> io::Result<File> {
+pub(crate) fn open_read_write(path: &Path, create: bool) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .read(true)
@@ -146,8 +189,7 @@ pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
 
 impl Disk for OsDisk {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
-        let file = open_read_write(path, create)?;
-        Ok(Arc::new(OsFile(file)))
+        Ok(Arc::new(BudgetFile(crate::handles::open(path, create)?)))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         create_private_dir_all(path)
@@ -161,19 +203,23 @@ impl Disk for OsDisk {
         Ok(out)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
+        crate::handles::removing(path, || std::fs::remove_file(path))
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_dir_all(path)
+        crate::handles::removing(path, || std::fs::remove_dir_all(path))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
+        crate::handles::renaming(from, to, || std::fs::rename(from, to))
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
     }
     fn exists(&self, path: &Path) -> bool {
         path.exists()
+    }
+
+    fn open_transient(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
+        Ok(Arc::new(OsFile(Arc::new(open_read_write(path, create)?))))
     }
 }
 
@@ -286,7 +332,7 @@ fn check_sync(faults: &Mutex<Faults>) -> io::Result<()> {
 
 #[derive(Debug)]
 struct FaultyFile {
-    inner: OsFile,
+    inner: Arc<dyn DiskFile>,
     faults: Arc<Mutex<Faults>>,
     path: PathBuf,
     unsynced: UnsyncedFiles,
@@ -312,7 +358,7 @@ impl FaultyFile {
         let end = end.min(len);
         if pos < end {
             let mut old = vec![0u8; (end - pos) as usize];
-            self.inner.0.read_exact_at(&mut old, pos)?;
+            self.inner.read_exact_at(&mut old, pos)?;
             u.undo.push((pos, old));
         }
         Ok(())
@@ -363,15 +409,23 @@ impl DiskFile for FaultyFile {
     }
 }
 
-impl Disk for FaultyDisk {
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
-        let file = open_read_write(path, create)?;
-        Ok(Arc::new(FaultyFile {
-            inner: OsFile(file),
+impl FaultyDisk {
+    fn wrap(&self, inner: Arc<dyn DiskFile>, path: &Path) -> Arc<dyn DiskFile> {
+        Arc::new(FaultyFile {
+            inner,
             faults: self.faults.clone(),
             path: path.to_path_buf(),
             unsynced: self.unsynced.clone(),
-        }))
+        })
+    }
+}
+
+impl Disk for FaultyDisk {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
+        Ok(self.wrap(OsDisk.open(path, create)?, path))
+    }
+    fn open_transient(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
+        Ok(self.wrap(OsDisk.open_transient(path, create)?, path))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         OsDisk.create_dir_all(path)

@@ -6,6 +6,7 @@
 pub mod cleaner;
 pub mod disk;
 pub mod error;
+pub mod handles;
 pub mod lock;
 pub mod log;
 pub mod producer;

@@ -6,6 +6,7 @@
 //! rolled; a missing or inconsistent index file is rebuilt from the log on open.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use gregor_protocol::batch::{self, BatchHeader, HEADER_BYTES};
@@ -264,6 +265,19 @@ pub struct Segment {
     time_index: Vec<TimeEntry>,
     bytes_since_index: u64,
     index_interval_bytes: u64,
+    /// [`content_hash`] of what the index files hold, as last read or written (0: not
+    /// known), so a close writes them only when they changed.
+    indexes_on_disk: AtomicU64,
+}
+
+/// A 64-bit hash of file contents, never 0 (which stands for "not known").
+pub(crate) fn content_hash(parts: &[&[u8]]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish().max(1)
 }
 
 impl Segment {
@@ -281,13 +295,24 @@ impl Segment {
             .map_err(|e| StorageError::io("create", &path, e))?;
         file.set_len(0)
             .map_err(|e| StorageError::io("truncate", &path, e))?;
-        Ok(Segment::empty(
-            file,
-            path,
-            base_offset,
-            index_interval_bytes,
-            now_ms,
-        ))
+        // Index files left at this base by an earlier segment would be stale: with none,
+        // an empty segment's indexes are empty, as they are in memory.
+        for p in [
+            index_path(dir, base_offset),
+            time_index_path(dir, base_offset),
+        ] {
+            match disk.remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::io("remove", &p, e))
+                }
+                _ => {}
+            }
+        }
+        let segment = Segment::empty(file, path, base_offset, index_interval_bytes, now_ms);
+        segment
+            .indexes_on_disk
+            .store(content_hash(&[&[], &[]]), Ordering::Relaxed);
+        Ok(segment)
     }
 
     fn empty(
@@ -310,6 +335,7 @@ impl Segment {
             time_index: Vec::new(),
             bytes_since_index: 0,
             index_interval_bytes: index_interval_bytes.max(1),
+            indexes_on_disk: AtomicU64::new(0),
         }
     }
 
@@ -394,6 +420,8 @@ impl Segment {
             next_offset = header.last_offset() + 1;
             pos = end;
         }
+        self.indexes_on_disk
+            .store(content_hash(&[&raw, &raw_time]), Ordering::Relaxed);
         self.index = index;
         self.time_index = time_index;
         self.next_offset = next_offset;
@@ -678,7 +706,8 @@ impl Segment {
             .map_err(|e| StorageError::io("fsync", &self.path, e))
     }
 
-    /// Writes both index files (crash-safely: a torn index is rebuilt on open anyway).
+    /// Writes both index files (crash-safely: a torn index is rebuilt on open anyway),
+    /// unless they hold these indexes already.
     pub fn write_indexes(&self, disk: &dyn Disk, dir: &Path) -> Result<()> {
         let mut raw = Vec::with_capacity(self.index.len() * 8);
         for e in &self.index {
@@ -690,12 +719,19 @@ impl Segment {
             raw_time.extend_from_slice(&e.timestamp.to_be_bytes());
             raw_time.extend_from_slice(&e.relative_offset.to_be_bytes());
         }
+        let hash = content_hash(&[&raw, &raw_time]);
+        if self.indexes_on_disk.load(Ordering::Relaxed) == hash {
+            return Ok(());
+        }
+        self.indexes_on_disk.store(0, Ordering::Relaxed);
         let ip = index_path(dir, self.base_offset);
         disk.write_file_atomic(&ip, &raw)
             .map_err(|e| StorageError::io("write", &ip, e))?;
         let tp = time_index_path(dir, self.base_offset);
         disk.write_file_atomic(&tp, &raw_time)
-            .map_err(|e| StorageError::io("write", &tp, e))
+            .map_err(|e| StorageError::io("write", &tp, e))?;
+        self.indexes_on_disk.store(hash, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Deletes the segment's files.

@@ -79,15 +79,6 @@ async fn create_one(
             return r;
         }
     }
-    // Every broker may host the new partitions (the assignment is the controller's):
-    // checked against this one's open-file limit, which is all it knows.
-    if let Some(why) = ctx
-        .partitions()
-        .over_file_limit((t.count - current).max(0) as usize)
-    {
-        fail(ResponseError::PolicyViolation, why);
-        return r;
-    }
     if !validate_only {
         if let Err(e) = ctx.broker.add_partitions(&t.name.0, t.count).await {
             r.error_code = error_code(&e);

@@ -24,21 +24,11 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
         .map(|t| t.name.0.to_string())
         .collect();
     // Every topic is checked first; those that pass are created in one metadata commit.
-    // Partitions this broker would host, for its open-file limit, over the whole request.
-    let me = ctx.config().node_id;
-    let mut hosted_more = 0usize;
     let checked: Vec<(CreatableTopic, Checked)> = request
         .topics
         .into_iter()
         .map(|t| {
-            let plan = check(ctx, &t, &duplicated).and_then(|(assignment, configs)| {
-                let here = assignment.iter().filter(|r| r.contains(&me)).count();
-                if let Some(why) = ctx.partitions().over_file_limit(hosted_more + here) {
-                    return Err((ResponseError::PolicyViolation, why));
-                }
-                hosted_more += here;
-                Ok((assignment, configs))
-            });
+            let plan = check(ctx, &t, &duplicated);
             (t, plan)
         })
         .collect();

@@ -91,6 +91,7 @@ settings! {
     log_cleaner_backoff_ms: i64 = "log.cleaner.backoff.ms",
     log_cleaner_io_max_bytes_per_second: i64 = "log.cleaner.io.max.bytes.per.second",
     log_refusals_interval_ms: i64 = "log.refusals.interval.ms",
+    log_open_files_max: i64 = "log.open.files.max",
     log_flush_scheduler_interval_ms: i64 = "log.flush.scheduler.interval.ms",
     log_retention_check_interval_ms: i64 = "log.retention.check.interval.ms",
     log_scrub_bytes_per_second: i64 = "log.scrub.bytes.per.second",

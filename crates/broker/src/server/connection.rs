@@ -447,7 +447,9 @@ async fn send_parts<S: Socket>(stream: &mut S, parts: &[zero_copy::Part]) -> std
         match part {
             zero_copy::Part::Bytes(b) => stream.write_all(b).await?,
             zero_copy::Part::File(region) => match (stream.tcp(), region.file.fd()) {
-                (Some(tcp), Some(fd)) => send_file(tcp, fd, region).await?,
+                (Some(tcp), Some(file)) => {
+                    send_file(tcp, std::os::fd::AsFd::as_fd(&*file), region).await?
+                }
                 _ => {
                     stream
                         .write_all(&region.read().map_err(std::io::Error::other)?)

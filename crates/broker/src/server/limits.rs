@@ -308,8 +308,8 @@ fn kib(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
-/// Raises this process's open-file limit to its hard limit (each partition keeps its
-/// active segment open, and each connection is a file); returns the limit now in force.
+/// Raises this process's open-file limit to its hard limit (segment files and
+/// connections are files); returns the limit now in force.
 pub(crate) fn raise_open_file_limit() -> Option<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut limit = getrlimit(Resource::Nofile);

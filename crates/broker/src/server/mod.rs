@@ -51,9 +51,21 @@ pub async fn run_on(
     let _dir_lock = lock_data_dir(&config)?;
     let limits = Limits::new(&config).map_err(BrokerError::Config)?;
     crate::alloc::configure();
-    if let Some(files) = limits::raise_open_file_limit() {
-        tracing::info!(open_files = files, "open-file limit (ulimit -n): each partition hosted here keeps one file open, each connection one");
+    let file_limit = limits::raise_open_file_limit();
+    let segment_files = match config.settings().log_open_files_max {
+        n if n > 0 => n as usize,
+        _ => file_limit.map_or(4096, |l| (l / 2) as usize),
+    };
+    gregor_storage::handles::set_budget(segment_files);
+    if let Some(level) = crate::metrics::SeriesLevel::parse(config.get("metrics.partition.series"))
+    {
+        crate::metrics::set_series_level(level);
     }
+    tracing::info!(
+        open_file_limit = file_limit,
+        segment_files = gregor_storage::handles::budget(),
+        "open-file limit (ulimit -n), and segment files kept open at most (log.open.files.max); each connection is a file too"
+    );
     if let Some(addr) = config.metrics {
         // Before the partitions open, so their metric handles register with the recorder.
         // Its security is the operator's explicit choice: a setting that cannot be met

@@ -114,11 +114,14 @@ impl Broker {
             log_ends.insert((p.topic.clone(), p.index), offsets.high_watermark);
         }
         // Groups (and their partitions) reported last time but gone now read 0, not their last
-        // value: the exporter keeps a gauge once it exists.
-        static REPORTED: std::sync::Mutex<Vec<[(&str, String); 3]>> =
-            std::sync::Mutex::new(Vec::new());
+        // value: the exporter keeps a gauge once it exists. Below the partition series
+        // level, lag is summed per group and topic (or per group); committed offsets are
+        // per partition only.
+        type Labels = Vec<(&'static str, String)>;
+        static REPORTED: std::sync::Mutex<Vec<Labels>> = std::sync::Mutex::new(Vec::new());
         static GROUPS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-        let mut reported = Vec::new();
+        let level = crate::metrics::series_level();
+        let mut lags: std::collections::BTreeMap<Labels, i64> = Default::default();
         let mut groups_now = Vec::new();
         for (group, _, _) in broker.groups.list() {
             let members = broker
@@ -134,17 +137,16 @@ impl Broker {
                 else {
                     continue;
                 };
-                let labels = [
-                    ("group", group.clone()),
-                    ("topic", topic),
-                    ("partition", partition.to_string()),
-                ];
-                metrics::gauge!("gregor_consumer_group_committed_offset", &labels)
-                    .set(committed.offset as f64);
-                metrics::gauge!("gregor_consumer_group_lag", &labels)
-                    .set((end - committed.offset).max(0) as f64);
-                reported.push(labels);
+                let labels = level.labels(&[("group", group.clone())], &topic, partition);
+                if level == crate::metrics::SeriesLevel::Partition {
+                    metrics::gauge!("gregor_consumer_group_committed_offset", &labels)
+                        .set(committed.offset as f64);
+                }
+                *lags.entry(labels).or_default() += (end - committed.offset).max(0);
             }
+        }
+        for (labels, lag) in &lags {
+            metrics::gauge!("gregor_consumer_group_lag", labels).set(*lag as f64);
         }
         let mut previous = GROUPS.lock().unwrap_or_else(|p| p.into_inner());
         for gone in previous.iter().filter(|g| !groups_now.contains(g)) {
@@ -152,12 +154,13 @@ impl Broker {
         }
         *previous = groups_now;
         let mut previous = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
-        for gone in previous.iter().filter(|l| !reported.contains(l)) {
+        for gone in previous.iter().filter(|l| !lags.contains_key(*l)) {
             metrics::gauge!("gregor_consumer_group_lag", gone).set(0.0);
         }
-        *previous = reported;
+        *previous = lags.into_keys().collect();
         if let Some(rss) = crate::metrics::resident_memory_bytes() {
             metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
         }
+        crate::metrics::open_files(gregor_storage::handles::stats());
     }
 }

@@ -485,11 +485,11 @@ pub(crate) fn drop_cached(
     if below <= from {
         return;
     }
-    let Some(fd) = file.fd() else {
+    let Some(f) = file.fd() else {
         return;
     };
     if let Err(e) = rustix::fs::fadvise(
-        fd,
+        &*f,
         from,
         std::num::NonZeroU64::new(below - from),
         rustix::fs::Advice::DontNeed,

@@ -43,23 +43,6 @@ impl Partitions {
         self.map.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Why this broker cannot host `more` partitions on top of those it has: each keeps
-    /// its active segment open, and the open-file limit must leave room for connections
-    /// and the rest (a tenth of it, at least 1,024 files unless that is over half).
-    /// `None`: it can.
-    pub fn over_file_limit(&self, more: usize) -> Option<String> {
-        use rustix::process::{getrlimit, Resource};
-        let limit = getrlimit(Resource::Nofile).current?;
-        // A tenth, at least 1,024 files, at most half of a small limit.
-        let reserve = (limit / 10).max(1024).min(limit / 2);
-        let hosted = self.count() as u64;
-        (hosted + more as u64 + reserve > limit).then(|| {
-            format!(
-                "this broker hosts {hosted} partitions and its open-file limit is {limit} (ulimit -n); {more} more would leave fewer than {reserve} files for connections: raise the limit (LimitNOFILE in systemd) and restart, or create the topic with fewer partitions"
-            )
-        })
-    }
-
     pub fn all(&self) -> Vec<Arc<Partition>> {
         self.map
             .read()

@@ -141,13 +141,6 @@ impl Broker {
         configs: BTreeMap<String, String>,
     ) -> Result<TopicMeta, BrokerError> {
         let topic_id = Uuid::new_v4();
-        let here = assignment
-            .iter()
-            .filter(|r| r.contains(&self.config.node_id))
-            .count();
-        if let Some(why) = self.partitions.over_file_limit(here) {
-            return Err(BrokerError::OpenFileLimit(why));
-        }
         let image = self
             .commit_metadata(|image| {
                 if image.topic(name).is_some() {

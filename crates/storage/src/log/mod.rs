@@ -204,6 +204,13 @@ pub struct PartitionLog {
     /// How many times the log was cut (truncated or repaired): an fsync that began before
     /// a cut does not cover offsets written after it.
     cuts: u64,
+    /// `cuts` when the active segment was last fsynced in place: a cut since (a shorter
+    /// file) is made durable at close even with nothing appended.
+    cuts_synced: u64,
+    /// What the recovery-point file and the producer snapshot hold, as last read or
+    /// written (`None`: not known), so a clean close of an unchanged log writes nothing.
+    recovery_point_on_disk: Option<i64>,
+    snapshot_on_disk: Option<u64>,
     /// Idempotent producers' last batches (see `producer.rs`).
     producers: ProducerStates,
     /// `None` while every appended record counts as committed (a single node, or a
@@ -406,12 +413,18 @@ impl PartitionLog {
         self.unflushed_records > 0 && self.flush_due(now_ms)
     }
 
-    fn write_recovery_point(&self, offset: i64) -> Result<()> {
-        self.write_offset_file(RECOVERY_POINT_FILE, offset)
+    fn write_recovery_point(&mut self, offset: i64) -> Result<()> {
+        if self.recovery_point_on_disk == Some(offset) {
+            return Ok(());
+        }
+        self.recovery_point_on_disk = None;
+        self.write_offset_file(RECOVERY_POINT_FILE, offset)?;
+        self.recovery_point_on_disk = Some(offset);
+        Ok(())
     }
 
     /// Moves the stored recovery point down to `offset` if it is above (before a cut).
-    fn lower_recovery_point(&self, offset: i64) -> Result<()> {
+    fn lower_recovery_point(&mut self, offset: i64) -> Result<()> {
         if read_recovery_point(self.disk.as_ref(), &self.dir) > offset {
             self.write_recovery_point(offset)?;
         }
@@ -465,10 +478,12 @@ impl PartitionLog {
     pub fn flush(&mut self) -> Result<()> {
         self.check_online()?;
         let end = self.log_end();
+        let cuts = self.cuts;
         self.unflushed_bytes = 0;
         if let Err(e) = self.active().sync() {
             return Err(self.fail(e));
         }
+        self.cuts_synced = cuts;
         self.mark_flushed(end);
         Ok(())
     }
@@ -499,9 +514,19 @@ impl PartitionLog {
     }
 
     /// Clean close: everything fsynced, the active segment's indexes written, and the
-    /// recovery point moved to the log end.
+    /// recovery point moved to the log end. Each step is skipped when the files hold its
+    /// result already (nothing appended, cut, or changed since they were last read or
+    /// written), so a clean stop costs a log that did not change no write and no fsync.
     pub fn close(&mut self) -> Result<()> {
-        self.flush()?;
+        let changed = self.unflushed_records > 0
+            || self.unflushed_bytes > 0
+            || self.flushed_offset < self.log_end()
+            || self.cuts != self.cuts_synced;
+        if changed {
+            self.flush()?;
+        } else {
+            self.check_online()?;
+        }
         self.active().write_indexes(self.disk.as_ref(), &self.dir)?;
         self.write_producer_snapshot()?;
         self.write_recovery_point(self.log_end())

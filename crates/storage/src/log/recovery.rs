@@ -72,6 +72,9 @@ impl PartitionLog {
             offline: None,
             damage: None,
             cuts: 0,
+            cuts_synced: 0,
+            recovery_point_on_disk: Some(recovery_point),
+            snapshot_on_disk: None,
             producers: ProducerStates::default(),
             high_watermark: None,
             epochs: None,
@@ -228,11 +231,18 @@ impl PartitionLog {
     /// Loads the producer snapshot when it fits the recovered log, then replays the batch
     /// headers after it (from the log start when there is no usable snapshot).
     pub(super) fn rebuild_producer_state(&mut self) -> Result<()> {
-        let snapshot = self
-            .disk
-            .read_file(&self.dir.join(PRODUCER_SNAPSHOT_FILE))
-            .ok()
-            .and_then(|raw| ProducerStates::decode(&raw));
+        let raw = self.disk.read_file(&self.dir.join(PRODUCER_SNAPSHOT_FILE));
+        // No snapshot rebuilds the same state as an empty one at the log start.
+        self.snapshot_on_disk = match &raw {
+            Ok(raw) => Some(crate::segment::content_hash(&[raw])),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some(crate::segment::content_hash(&[
+                    &ProducerStates::default().encode(self.log_start)
+                ]))
+            }
+            Err(_) => None,
+        };
+        let snapshot = raw.ok().and_then(|raw| ProducerStates::decode(&raw));
         let (from, states) = match snapshot {
             Some((offset, states)) if offset >= self.log_start && offset <= self.log_end() => {
                 (offset, states)
@@ -280,11 +290,20 @@ impl PartitionLog {
         Ok(())
     }
 
-    pub(super) fn write_producer_snapshot(&self) -> Result<()> {
+    /// Writes the producer snapshot at the log end, unless the file holds it already.
+    pub(super) fn write_producer_snapshot(&mut self) -> Result<()> {
         let path = self.dir.join(PRODUCER_SNAPSHOT_FILE);
+        let raw = self.producers.encode(self.log_end());
+        let hash = crate::segment::content_hash(&[&raw]);
+        if self.snapshot_on_disk == Some(hash) {
+            return Ok(());
+        }
+        self.snapshot_on_disk = None;
         self.disk
-            .write_file_atomic(&path, &self.producers.encode(self.log_end()))
-            .map_err(|e| StorageError::io("write", &path, e))
+            .write_file_atomic(&path, &raw)
+            .map_err(|e| StorageError::io("write", &path, e))?;
+        self.snapshot_on_disk = Some(hash);
+        Ok(())
     }
 }
 
