@@ -151,16 +151,20 @@ impl DiskFile for BudgetFile {
         self.0.file().ok()
     }
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.0.file()?.write_all_at(buf, pos)
+        let file = self.0.file()?;
+        self.0.written();
+        file.write_all_at(buf, pos)
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.0.file()?.sync_data()
+        self.0.sync_data()
     }
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.file()?.metadata()?.len())
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.file()?.set_len(len)
+        let file = self.0.file()?;
+        self.0.written();
+        file.set_len(len)
     }
 }
 
@@ -203,10 +207,10 @@ impl Disk for OsDisk {
         Ok(out)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        crate::handles::removing(path, || std::fs::remove_file(path))
+        crate::handles::removing(path, false, || std::fs::remove_file(path))
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        crate::handles::removing(path, || std::fs::remove_dir_all(path))
+        crate::handles::removing(path, true, || std::fs::remove_dir_all(path))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         crate::handles::renaming(from, to, || std::fs::rename(from, to))

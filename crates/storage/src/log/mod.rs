@@ -425,7 +425,10 @@ impl PartitionLog {
 
     /// Moves the stored recovery point down to `offset` if it is above (before a cut).
     fn lower_recovery_point(&mut self, offset: i64) -> Result<()> {
-        if read_recovery_point(self.disk.as_ref(), &self.dir) > offset {
+        let stored = self
+            .recovery_point_on_disk
+            .unwrap_or_else(|| read_recovery_point(self.disk.as_ref(), &self.dir));
+        if stored > offset {
             self.write_recovery_point(offset)?;
         }
         Ok(())
@@ -504,8 +507,14 @@ impl PartitionLog {
     /// then the write was cut back cleanly and appends may succeed once space is freed.
     pub fn fail(&mut self, e: StorageError) -> StorageError {
         let full = matches!(&e, StorageError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull);
+        // A file the open-file budget closed could not be opened again: nothing was
+        // written or synced, so the append or fsync is refused and may be retried.
+        let no_files =
+            matches!(&e, StorageError::Io { source, .. } if crate::handles::out_of_files(source));
         if full {
             tracing::warn!(dir = %self.dir.display(), error = %e, "disk full: refusing appends until space is freed");
+        } else if no_files {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "out of open files: refusing this write; raise the open-file limit (ulimit -n) or lower log.open.files.max");
         } else if self.offline.is_none() {
             tracing::error!(dir = %self.dir.display(), error = %e, "log taken offline after an I/O failure; restart the broker once the disk is healthy");
             self.offline = Some(e.to_string());
@@ -518,10 +527,13 @@ impl PartitionLog {
     /// result already (nothing appended, cut, or changed since they were last read or
     /// written), so a clean stop costs a log that did not change no write and no fsync.
     pub fn close(&mut self) -> Result<()> {
+        // A recovery point at the log end was written after an fsync up to it; one below
+        // (as after a start that recovered a crash) says the tail may not be durable yet.
         let changed = self.unflushed_records > 0
             || self.unflushed_bytes > 0
             || self.flushed_offset < self.log_end()
-            || self.cuts != self.cuts_synced;
+            || self.cuts != self.cuts_synced
+            || self.recovery_point_on_disk != Some(self.log_end());
         if changed {
             self.flush()?;
         } else {

@@ -1149,3 +1149,32 @@ fn index_files_left_by_an_earlier_segment_at_the_same_base_are_removed() {
     assert_eq!(log.log_end(), 0);
     assert!(read_all(&log, 0).is_empty());
 }
+
+#[test]
+fn a_close_after_a_start_that_recovered_a_crash_fsyncs_the_recovered_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = FaultyDisk::new();
+    disk.set(|f| f.track_unsynced = true);
+    let open = || {
+        PartitionLog::open(
+            Arc::new(disk.clone()),
+            dir.path().to_path_buf(),
+            LogConfig::default(),
+            0,
+        )
+        .expect("open")
+    };
+    let mut log = open();
+    append_values(&mut log, &[b"one".to_vec()], 1);
+    drop(log); // killed: no close, the bytes only in the page cache
+    let mut log = open();
+    assert_eq!(log.log_end(), 1);
+    // Nothing appended since the start, but the tail was never fsynced: the clean close
+    // must fsync it before it moves the recovery point to the log end.
+    log.close().expect("close");
+    drop(log);
+    disk.crash().expect("power cut");
+    let log = reopen_clean(&disk, dir.path());
+    assert_eq!(log.log_end(), 1);
+    assert!(log.damage().is_none(), "{:?}", log.damage());
+}
