@@ -150,7 +150,8 @@ fn step(broker: &Broker, mut cursor: Cursor, budget: u64) -> (Cursor, bool) {
 
 /// Opens a segment for reading with readahead off (`POSIX_FADV_RANDOM`).
 fn open_for_scrub(path: &std::path::Path) -> Option<Arc<dyn gregor_storage::DiskFile>> {
-    let file = gregor_storage::OsDisk.open_private(path).ok()?;
+    use gregor_storage::Disk;
+    let file = gregor_storage::OsDisk.open_transient(path, false).ok()?;
     if let Some(f) = file.fd() {
         let _ = rustix::fs::fadvise(&*f, 0, None, rustix::fs::Advice::Random);
     }

@@ -68,8 +68,8 @@ pub trait Disk: Send + Sync + Debug {
     fn exists(&self, path: &Path) -> bool;
 
     /// Opens a file to be read or written whole and closed at once (small files: indexes,
-    /// snapshots, checkpoints). The OS disk gives it a descriptor of its own, outside the
-    /// open-file budget.
+    /// snapshots, checkpoints; a segment the scrubber reads with its own access advice).
+    /// The OS disk gives it a descriptor of its own, outside the open-file budget.
     fn open_transient(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
         self.open(path, create)
     }
@@ -104,14 +104,6 @@ pub trait Disk: Send + Sync + Debug {
 /// [`crate::handles`]): they may be closed while idle and opened again on their next use.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsDisk;
-
-impl OsDisk {
-    /// Opens an existing file with a descriptor of its own, outside the open-file budget:
-    /// for a reader that sets its own access advice and closes the file soon after.
-    pub fn open_private(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
-        self.open_transient(path, false)
-    }
-}
 
 /// A file with its own descriptor.
 #[derive(Debug)]

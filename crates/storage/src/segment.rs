@@ -265,19 +265,50 @@ pub struct Segment {
     time_index: Vec<TimeEntry>,
     bytes_since_index: u64,
     index_interval_bytes: u64,
-    /// [`content_hash`] of what the index files hold, as last read or written (0: not
-    /// known), so a close writes them only when they changed.
-    indexes_on_disk: AtomicU64,
+    /// What the index files hold, so a close writes them only when they changed.
+    indexes_on_disk: OnDisk,
 }
 
-/// A 64-bit hash of file contents, never 0 (which stands for "not known").
-pub(crate) fn content_hash(parts: &[&[u8]]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for p in parts {
-        p.hash(&mut h);
+/// What a small file (or pair of files) holds, as last read or written, by a 64-bit hash
+/// of its contents: a write of the same contents is skipped. Not known until noted.
+#[derive(Debug, Default)]
+pub(crate) struct OnDisk(AtomicU64);
+
+impl OnDisk {
+    /// 0 stands for "not known".
+    fn hash(parts: &[&[u8]]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for p in parts {
+            p.hash(&mut h);
+        }
+        h.finish().max(1)
     }
-    h.finish().max(1)
+
+    /// Notes that the file holds `parts`.
+    pub(crate) fn holds(&self, parts: &[&[u8]]) {
+        self.0.store(Self::hash(parts), Ordering::Relaxed);
+    }
+
+    pub(crate) fn forget(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// Runs `write` unless the file holds `parts` already, and notes them once written.
+    pub(crate) fn write_unless_held(
+        &self,
+        parts: &[&[u8]],
+        write: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let hash = Self::hash(parts);
+        if self.0.load(Ordering::Relaxed) == hash {
+            return Ok(());
+        }
+        self.forget();
+        write()?;
+        self.0.store(hash, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl Segment {
@@ -309,9 +340,7 @@ impl Segment {
             }
         }
         let segment = Segment::empty(file, path, base_offset, index_interval_bytes, now_ms);
-        segment
-            .indexes_on_disk
-            .store(content_hash(&[&[], &[]]), Ordering::Relaxed);
+        segment.indexes_on_disk.holds(&[&[], &[]]);
         Ok(segment)
     }
 
@@ -335,7 +364,7 @@ impl Segment {
             time_index: Vec::new(),
             bytes_since_index: 0,
             index_interval_bytes: index_interval_bytes.max(1),
-            indexes_on_disk: AtomicU64::new(0),
+            indexes_on_disk: OnDisk::default(),
         }
     }
 
@@ -420,8 +449,7 @@ impl Segment {
             next_offset = header.last_offset() + 1;
             pos = end;
         }
-        self.indexes_on_disk
-            .store(content_hash(&[&raw, &raw_time]), Ordering::Relaxed);
+        self.indexes_on_disk.holds(&[&raw, &raw_time]);
         self.index = index;
         self.time_index = time_index;
         self.next_offset = next_offset;
@@ -719,19 +747,15 @@ impl Segment {
             raw_time.extend_from_slice(&e.timestamp.to_be_bytes());
             raw_time.extend_from_slice(&e.relative_offset.to_be_bytes());
         }
-        let hash = content_hash(&[&raw, &raw_time]);
-        if self.indexes_on_disk.load(Ordering::Relaxed) == hash {
-            return Ok(());
-        }
-        self.indexes_on_disk.store(0, Ordering::Relaxed);
-        let ip = index_path(dir, self.base_offset);
-        disk.write_file_atomic(&ip, &raw)
-            .map_err(|e| StorageError::io("write", &ip, e))?;
-        let tp = time_index_path(dir, self.base_offset);
-        disk.write_file_atomic(&tp, &raw_time)
-            .map_err(|e| StorageError::io("write", &tp, e))?;
-        self.indexes_on_disk.store(hash, Ordering::Relaxed);
-        Ok(())
+        self.indexes_on_disk
+            .write_unless_held(&[&raw, &raw_time], || {
+                let ip = index_path(dir, self.base_offset);
+                disk.write_file_atomic(&ip, &raw)
+                    .map_err(|e| StorageError::io("write", &ip, e))?;
+                let tp = time_index_path(dir, self.base_offset);
+                disk.write_file_atomic(&tp, &raw_time)
+                    .map_err(|e| StorageError::io("write", &tp, e))
+            })
     }
 
     /// Deletes the segment's files.

@@ -38,11 +38,6 @@ impl Partitions {
             .cloned()
     }
 
-    /// How many partitions this broker hosts.
-    pub fn count(&self) -> usize {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
     pub fn all(&self) -> Vec<Arc<Partition>> {
         self.map
             .read()

@@ -226,7 +226,7 @@ impl PartitionLog {
     /// state is rebuilt from what remains. Returns the new log end.
     pub(super) fn finish_cut(&mut self) -> Result<i64> {
         let dir = self.dir.clone();
-        self.snapshot_on_disk = None;
+        self.snapshot_on_disk.forget();
         let _ = self.disk.remove_file(&dir.join(PRODUCER_SNAPSHOT_FILE));
         self.disk
             .sync_dir(&dir)

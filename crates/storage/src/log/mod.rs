@@ -14,7 +14,7 @@ use gregor_protocol::batch::{self, BatchHeader};
 use crate::disk::{Disk, DiskFile};
 use crate::error::{Result, StorageError};
 use crate::producer::{Check, ProducerStates, SequenceError};
-use crate::segment::{Damage, Segment};
+use crate::segment::{Damage, OnDisk, Segment};
 use crate::types::{LeaderEpoch, Offset};
 
 mod append;
@@ -210,7 +210,7 @@ pub struct PartitionLog {
     /// What the recovery-point file and the producer snapshot hold, as last read or
     /// written (`None`: not known), so a clean close of an unchanged log writes nothing.
     recovery_point_on_disk: Option<i64>,
-    snapshot_on_disk: Option<u64>,
+    snapshot_on_disk: OnDisk,
     /// Idempotent producers' last batches (see `producer.rs`).
     producers: ProducerStates,
     /// `None` while every appended record counts as committed (a single node, or a
@@ -481,12 +481,11 @@ impl PartitionLog {
     pub fn flush(&mut self) -> Result<()> {
         self.check_online()?;
         let end = self.log_end();
-        let cuts = self.cuts;
         self.unflushed_bytes = 0;
         if let Err(e) = self.active().sync() {
             return Err(self.fail(e));
         }
-        self.cuts_synced = cuts;
+        self.cuts_synced = self.cuts;
         self.mark_flushed(end);
         Ok(())
     }
@@ -558,5 +557,7 @@ fn read_offset_file(disk: &dyn Disk, dir: &Path, name: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod cleaner_tests;
+#[cfg(test)]
+mod close_tests;
 #[cfg(test)]
 mod tests;

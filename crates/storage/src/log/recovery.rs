@@ -74,7 +74,7 @@ impl PartitionLog {
             cuts: 0,
             cuts_synced: 0,
             recovery_point_on_disk: Some(recovery_point),
-            snapshot_on_disk: None,
+            snapshot_on_disk: OnDisk::default(),
             producers: ProducerStates::default(),
             high_watermark: None,
             epochs: None,
@@ -233,15 +233,13 @@ impl PartitionLog {
     pub(super) fn rebuild_producer_state(&mut self) -> Result<()> {
         let raw = self.disk.read_file(&self.dir.join(PRODUCER_SNAPSHOT_FILE));
         // No snapshot rebuilds the same state as an empty one at the log start.
-        self.snapshot_on_disk = match &raw {
-            Ok(raw) => Some(crate::segment::content_hash(&[raw])),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Some(crate::segment::content_hash(&[
-                    &ProducerStates::default().encode(self.log_start)
-                ]))
-            }
-            Err(_) => None,
-        };
+        match &raw {
+            Ok(raw) => self.snapshot_on_disk.holds(&[raw]),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self
+                .snapshot_on_disk
+                .holds(&[&ProducerStates::default().encode(self.log_start)]),
+            Err(_) => self.snapshot_on_disk.forget(),
+        }
         let snapshot = raw.ok().and_then(|raw| ProducerStates::decode(&raw));
         let (from, states) = match snapshot {
             Some((offset, states)) if offset >= self.log_start && offset <= self.log_end() => {
@@ -291,19 +289,14 @@ impl PartitionLog {
     }
 
     /// Writes the producer snapshot at the log end, unless the file holds it already.
-    pub(super) fn write_producer_snapshot(&mut self) -> Result<()> {
+    pub(super) fn write_producer_snapshot(&self) -> Result<()> {
         let path = self.dir.join(PRODUCER_SNAPSHOT_FILE);
         let raw = self.producers.encode(self.log_end());
-        let hash = crate::segment::content_hash(&[&raw]);
-        if self.snapshot_on_disk == Some(hash) {
-            return Ok(());
-        }
-        self.snapshot_on_disk = None;
-        self.disk
-            .write_file_atomic(&path, &raw)
-            .map_err(|e| StorageError::io("write", &path, e))?;
-        self.snapshot_on_disk = Some(hash);
-        Ok(())
+        self.snapshot_on_disk.write_unless_held(&[&raw], || {
+            self.disk
+                .write_file_atomic(&path, &raw)
+                .map_err(|e| StorageError::io("write", &path, e))
+        })
     }
 }
 
