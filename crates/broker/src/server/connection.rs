@@ -81,7 +81,6 @@ pub(super) async fn serve_connection(
     listener: Arc<Listener>,
     stop: watch::Receiver<bool>,
 ) {
-    let _slot = slot;
     let _ = stream.set_nodelay(true);
     crate::metrics::connection_opened();
     let outcome = match (listener.protocol.tls(), &broker.security.tls) {
@@ -118,6 +117,8 @@ pub(super) async fn serve_connection(
             Box::pin(serve_stream(&broker, &limits, stream, peer, session, stop)).await
         }
     };
+    // The slot first: once the gauge says a connection is gone, its slot is free.
+    drop(slot);
     crate::metrics::connection_closed();
     match outcome {
         Close::Normal => tracing::debug!(%peer, "connection closed"),
