@@ -177,13 +177,6 @@ impl ClusterNode {
             heartbeat_interval: 100,
             election_timeout_min,
             election_timeout_max,
-            // openraft gives an append the heartbeat interval to be sent, stored and
-            // answered: bounded appends (a CreateTopics of 500 topics is one entry of about
-            // 200 KB) and snapshot chunks keep each exchange well inside it on a busy
-            // machine, where 300 entries a frame (17 MB) never made it.
-            max_payload_entries: 16,
-            snapshot_max_chunk_size: 256 << 10,
-            install_snapshot_timeout: 2_000,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(other)?);
