@@ -609,7 +609,15 @@ mod tests {
         for (i, f) in files.iter().enumerate() {
             assert_eq!(read_all(f.as_ref()), format!("{i}").as_bytes());
         }
-        assert!(super::stats().open <= 40, "{:?}", super::stats());
+        // The budget's count never passes what the process can hold beside stdin, stdout
+        // and stderr (descriptors the harness held at the start may have closed since).
+        let open = super::stats().open as u64;
+        assert!(open + 3 <= in_use + 40, "{:?}", super::stats());
+        assert!(
+            open >= 20,
+            "the limit left too few files open: {:?}",
+            super::stats()
+        );
     }
 
     #[test]
