@@ -82,7 +82,6 @@ pub(super) async fn serve_connection(
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    crate::metrics::connection_opened();
     let outcome = match (listener.protocol.tls(), &broker.security.tls) {
         (true, Some(tls)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server(listener.protocol.sasl()));
@@ -117,9 +116,8 @@ pub(super) async fn serve_connection(
             Box::pin(serve_stream(&broker, &limits, stream, peer, session, stop)).await
         }
     };
-    // The slot first: once the gauge says a connection is gone, its slot is free.
+    // The gauge of open connections goes down with the slot.
     drop(slot);
-    crate::metrics::connection_closed();
     match outcome {
         Close::Normal => tracing::debug!(%peer, "connection closed"),
         Close::Refused(refusal) => log_refusal(&limits, peer, &listener.name, &refusal),

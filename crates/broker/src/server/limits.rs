@@ -175,6 +175,8 @@ impl Limits {
         }
         open.total += 1;
         *open.per_ip.entry(ip).or_insert(0) += 1;
+        // The gauge counts slots, so that it reads 0 only when every slot is free.
+        crate::metrics::connection_opened();
         Ok(ConnectionSlot {
             limits: self.clone(),
             ip,
@@ -240,6 +242,7 @@ impl Drop for ConnectionSlot {
         self.limits
             .closed_since_trim
             .fetch_add(1, Ordering::Relaxed);
+        crate::metrics::connection_closed();
     }
 }
 
