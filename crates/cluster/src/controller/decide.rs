@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// How long a decision waits for the controller to apply its own log (after a restart).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+
 impl ClusterNode {
     /// Serves one request as the active controller (or says who is).
     pub(crate) async fn handle(&self, request: ControlRequest) -> Result<u64, ControlError> {
@@ -75,7 +78,7 @@ impl ClusterNode {
     }
 
     /// This node's turn to decide, and the image to decide from: leadership confirmed with
-    /// a quorum and every entry committed before applied, then the decision lock taken. A
+    /// a quorum and every entry of its log applied, then the decision lock taken. A
     /// controller that has just taken over (after a restart, with its state machine still
     /// replaying the log) must not decide from an older image: it would not know a
     /// broker's last incarnation, an ISR change or a fencing, and could undo them. The
@@ -83,15 +86,39 @@ impl ClusterNode {
     /// heartbeat) do not queue one round trip each behind it; what other decisions commit
     /// meanwhile is applied here before they release the lock, so the image read under it
     /// is as fresh.
+    ///
+    /// The quorum read alone is not enough: openraft restores a restarted leader as the
+    /// leader of its term at once, and its read index is then the first entry of that
+    /// term or the commit index it has learnt since, not the entries it had committed
+    /// before it stopped (its state machine starts from the last snapshot). So the turn
+    /// also waits until the whole of the leader's log is applied; everything in a
+    /// leader's log is either committed already or will be, by it.
     pub(super) async fn decision_turn(
         &self,
     ) -> Result<(tokio::sync::MutexGuard<'_, ()>, MetadataImage), ControlError> {
+        let not_leader = || ControlError::NotLeader {
+            leader: self.leader().filter(|&l| l != self.node_id as NodeId),
+        };
         self.raft
             .ensure_linearizable()
             .await
-            .map_err(|_| ControlError::NotLeader {
-                leader: self.leader().filter(|&l| l != self.node_id as NodeId),
-            })?;
+            .map_err(|_| not_leader())?;
+        let log_end = self.raft.metrics().borrow().last_log_index;
+        if log_end > self.machine.applied_index() {
+            self.raft
+                .wait(Some(CATCH_UP_WAIT))
+                .applied_index_at_least(log_end, "the controller's image holds its whole log")
+                .await
+                .map_err(|e| {
+                    if self.is_leader() {
+                        ControlError::Unavailable(format!(
+                            "the active controller has not applied its own log yet ({e}); try again"
+                        ))
+                    } else {
+                        not_leader()
+                    }
+                })?;
+        }
         let turn = self.decide.lock().await;
         Ok((turn, self.machine.image()))
     }

@@ -419,4 +419,6 @@ impl ControlService for ClusterNode {
 }
 
 #[cfg(test)]
+mod restart_tests;
+#[cfg(test)]
 mod tests;
