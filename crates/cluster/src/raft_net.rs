@@ -264,7 +264,8 @@ impl Default for TcpNetwork {
 pub struct TcpConn {
     target: NodeId,
     address: String,
-    stream: Option<BoxStream>,
+    /// The connection, held by the exchange in progress (see [`TcpConn::call`]).
+    link: Arc<tokio::sync::Mutex<Option<BoxStream>>>,
     transport: Arc<dyn Transport>,
 }
 
@@ -275,13 +276,14 @@ impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
         TcpConn {
             target,
             address: node.addr.clone(),
-            stream: None,
+            link: Arc::new(tokio::sync::Mutex::new(None)),
             transport: self.transport.clone(),
         }
     }
 }
 
 /// Why a call failed before the peer answered.
+#[derive(Debug)]
 enum CallError {
     Unreachable(std::io::Error),
     Network(std::io::Error),
@@ -296,32 +298,74 @@ impl CallError {
     }
 }
 
+/// How long an exchange may take once its request has started out, whether or not its
+/// caller still waits; past it the connection is dropped (a peer cut off by a network
+/// partition never answers, and its connection would hold every later call).
+const EXCHANGE_LIMIT: Duration = Duration::from_secs(2);
+
 impl TcpConn {
-    /// One request and its answer. The stream is taken out for the exchange and put back
-    /// only once it is done: openraft drops an append whose time is up (its own timeout,
-    /// the heartbeat interval), and a stream left with half a frame written would carry
-    /// the next request glued to it (a 30,000-topic cluster's metadata log never caught
-    /// up so). A cancelled exchange drops its stream, and the next call connects again.
+    /// One request and its answer, as an exchange of its own that runs to its end even
+    /// when the caller stops waiting. openraft drops a call when its time is up (for an
+    /// append, the heartbeat interval): had the call written on the connection itself, a
+    /// frame half written would be followed by the next request, glued to it, and an
+    /// answer that came late would be read as the next call's. Instead the exchange
+    /// finishes on its own (its answer dropped) and the next one waits for it, so each
+    /// connection carries whole frames, one request in flight, each answer read by the
+    /// exchange that sent its request; and an exchange whose caller left before its turn
+    /// sends nothing. A failed or overlong exchange drops the connection; the next one
+    /// connects again.
     async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Response, CallError> {
-        let mut stream = match self.stream.take() {
-            Some(stream) => stream,
-            None => self
-                .transport
-                .connect(&self.address, ttl)
-                .await
-                .map_err(CallError::Unreachable)?,
-        };
-        let exchange = async {
-            write_frame(&mut stream, request).await?;
-            read_frame::<Response>(&mut stream).await
-        };
-        match tokio::time::timeout(ttl, exchange).await {
-            Ok(Ok(r)) => {
-                self.stream = Some(stream);
-                Ok(r)
+        let json = serde_json::to_vec(request)
+            .map_err(|e| CallError::Network(std::io::Error::other(e)))?;
+        if json.len() > FRAME_MAX_BYTES {
+            return Err(CallError::Network(std::io::Error::other(format!(
+                "frame of {} bytes is too large",
+                json.len()
+            ))));
+        }
+        let mut frame = Vec::with_capacity(json.len() + 4);
+        frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&json);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let link = self.link.clone();
+        let transport = self.transport.clone();
+        let address = self.address.clone();
+        let connect_within = ttl.min(EXCHANGE_LIMIT);
+        tokio::spawn(async move {
+            let mut link = link.lock().await;
+            if answer.is_closed() {
+                return;
             }
-            // A failed or timed-out exchange leaves the stream out of step: it is dropped.
-            Ok(Err(e)) => Err(CallError::Network(e)),
+            if link.is_none() {
+                match transport.connect(&address, connect_within).await {
+                    Ok(stream) => *link = Some(stream),
+                    Err(e) => {
+                        let _ = answer.send(Err(CallError::Unreachable(e)));
+                        return;
+                    }
+                }
+            }
+            let Some(stream) = link.as_mut() else {
+                return;
+            };
+            let exchange = async {
+                stream.write_all(&frame).await?;
+                read_frame::<Response>(stream).await
+            };
+            let outcome = match tokio::time::timeout(EXCHANGE_LIMIT, exchange).await {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) => Err(CallError::Network(e)),
+                Err(_) => Err(CallError::Network(std::io::ErrorKind::TimedOut.into())),
+            };
+            if outcome.is_err() {
+                *link = None;
+            }
+            let _ = answer.send(outcome);
+        });
+        match tokio::time::timeout(ttl, answered).await {
+            Ok(Ok(outcome)) => outcome,
+            // The exchange's task ended without a word: its runtime is stopping.
+            Ok(Err(_)) => Err(CallError::Network(std::io::ErrorKind::Interrupted.into())),
             Err(_) => Err(CallError::Network(std::io::ErrorKind::TimedOut.into())),
         }
     }
@@ -595,17 +639,72 @@ mod frame_tests {
         assert_eq!(serde_json::to_vec(&got).expect("json"), want);
     }
 
-    /// A transport whose every connection is one end of an in-memory pipe; the test
-    /// reads what each connection carried from the other ends.
-    #[derive(Debug, Default)]
-    struct Pipes(std::sync::Mutex<Vec<tokio::io::DuplexStream>>);
+    /// A peer over in-memory pipes: every connection is served in turn, each request (an
+    /// install-snapshot chunk of `n` bytes) answered with `n`, after `answer_after(n)`;
+    /// the first connection is read only after `first_read_after`. A frame that does not
+    /// parse ends its connection and is counted.
+    #[derive(Debug)]
+    struct Peer {
+        first_read_after: Duration,
+        answer_after: fn(usize) -> Duration,
+        connections: std::sync::atomic::AtomicUsize,
+        bad_frames: std::sync::atomic::AtomicUsize,
+        /// The sizes of the requests read, in order.
+        received: std::sync::Mutex<Vec<usize>>,
+    }
 
-    impl Transport for Pipes {
+    impl Peer {
+        fn new(first_read_after: Duration, answer_after: fn(usize) -> Duration) -> Arc<Peer> {
+            Arc::new(Peer {
+                first_read_after,
+                answer_after,
+                connections: Default::default(),
+                bad_frames: Default::default(),
+                received: Default::default(),
+            })
+        }
+
+        async fn serve(self: Arc<Self>, mut theirs: BoxStream, first: bool) {
+            if first {
+                tokio::time::sleep(self.first_read_after).await;
+            }
+            loop {
+                let request = match read_frame::<Request>(&mut theirs).await {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return,
+                    Err(_) => {
+                        self.bad_frames
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                };
+                let Request::Snapshot(r) = request else {
+                    return;
+                };
+                self.received.lock().expect("received").push(r.data.len());
+                tokio::time::sleep((self.answer_after)(r.data.len())).await;
+                let answer = Response::Control(Ok(r.data.len() as u64));
+                if write_frame(&mut theirs, &answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Connects to the [`Peer`].
+    #[derive(Debug)]
+    struct ToPeer(Arc<Peer>);
+
+    impl Transport for ToPeer {
         fn connect<'a>(&'a self, _addr: &'a str, _timeout: Duration) -> IoFuture<'a> {
             Box::pin(async move {
                 // Small enough that a large frame cannot be written without a reader.
                 let (ours, theirs) = tokio::io::duplex(4096);
-                self.0.lock().expect("pipes").push(theirs);
+                let n = self
+                    .0
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(self.0.clone().serve(Box::new(theirs), n == 0));
                 Ok(Box::new(ours) as BoxStream)
             })
         }
@@ -614,95 +713,79 @@ mod frame_tests {
         }
     }
 
-    /// A connection to a peer over [`Pipes`].
-    fn piped_conn() -> (Arc<Pipes>, TcpConn) {
-        let pipes = Arc::new(Pipes::default());
-        let conn = TcpConn {
+    fn conn_to(peer: &Arc<Peer>) -> TcpConn {
+        TcpConn {
             target: 2,
             address: "peer".into(),
-            stream: None,
-            transport: pipes.clone(),
-        };
-        (pipes, conn)
+            link: Default::default(),
+            transport: Arc::new(ToPeer(peer.clone())),
+        }
+    }
+
+    /// What a call got: the size the peer says it received, or the error's kind.
+    async fn answer(conn: &mut TcpConn, len: u32, wait: Duration) -> Result<u64, String> {
+        let request = snapshot_request(len);
+        match tokio::time::timeout(wait, conn.call(&request, Duration::from_secs(60))).await {
+            Ok(Ok(Response::Control(Ok(n)))) => Ok(n),
+            Ok(Ok(_)) => Err("another answer".into()),
+            Ok(Err(e)) => Err(format!("{e:?}")),
+            Err(_) => Err("no answer in time".into()),
+        }
     }
 
     #[tokio::test]
-    async fn a_call_dropped_mid_frame_never_sends_the_next_request_on_the_same_stream() {
-        let (pipes, mut conn) = piped_conn();
-        // openraft's own timeout drops the call while its frame is half written.
-        let big = snapshot_request(1 << 20);
-        let dropped = tokio::time::timeout(
-            Duration::from_millis(50),
-            conn.call(&big, Duration::from_secs(60)),
+    async fn a_call_dropped_mid_frame_never_sends_the_next_request_glued_to_it() {
+        // The peer reads nothing for 200 ms: a 1 MB request cannot be written whole before
+        // openraft's own timeout drops the call.
+        let peer = Peer::new(Duration::from_millis(200), |_| Duration::ZERO);
+        let mut conn = conn_to(&peer);
+        assert_eq!(
+            answer(&mut conn, 1 << 20, Duration::from_millis(50)).await,
+            Err("no answer in time".into())
         );
-        assert!(dropped.await.is_err(), "the call should still be writing");
-        // The next call goes out; whatever stream carries it must begin with its frame.
-        let small = snapshot_request(16);
-        let _ = tokio::time::timeout(
-            Duration::from_millis(50),
-            conn.call(&small, Duration::from_secs(60)),
-        )
-        .await;
-        let streams = std::mem::take(&mut *pipes.0.lock().expect("pipes"));
-        let mut last: BoxStream = Box::new(streams.into_iter().last().expect("a connection"));
-        let got: Request = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut last))
-            .await
-            .expect("the stream carried a half frame that never ends")
-            .expect("a whole frame first");
-        assert!(matches!(got, Request::Snapshot(r) if r.data.len() == 16));
+        // The next call gets its own answer, from frames the peer could read.
+        assert_eq!(answer(&mut conn, 8, Duration::from_secs(5)).await, Ok(8));
+        assert_eq!(
+            peer.bad_frames.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the peer read a frame that does not parse"
+        );
     }
 
     #[tokio::test]
     async fn a_call_dropped_while_waiting_for_its_answer_never_hands_that_answer_to_the_next() {
-        let (pipes, mut conn) = piped_conn();
-        // The first request is written whole; its answer comes only after the call is gone.
-        let request = snapshot_request(16);
-        let first = tokio::time::timeout(
-            Duration::from_millis(50),
-            conn.call(&request, Duration::from_secs(60)),
-        );
-        assert!(first.await.is_err(), "the call should still be waiting");
-        let mut peer: BoxStream =
-            Box::new(pipes.0.lock().expect("pipes").pop().expect("a connection"));
-        let _: Request = read_frame(&mut peer).await.expect("the first request");
-        let stale = Response::Append(Ok(AppendEntriesResponse::Success));
-        // (Refused by a closed pipe once the caller has dropped its stream.)
-        let _ = write_frame(&mut peer, &stale).await;
-        // The peer answers each request that reaches it afresh with Conflict.
-        let answering = pipes.clone();
-        let answers = tokio::spawn(async move {
-            let mut kept = Vec::new();
-            loop {
-                let next = answering.0.lock().expect("pipes").pop();
-                let Some(next) = next else {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                };
-                let mut next: BoxStream = Box::new(next);
-                let _: Request = read_frame(&mut next).await.expect("a request");
-                let fresh = Response::Append(Ok(AppendEntriesResponse::Conflict));
-                write_frame(&mut next, &fresh).await.expect("an answer");
-                // Kept open, as a peer keeps its connections.
-                kept.push(next);
-            }
+        // The first request's answer comes after 300 ms, long after its caller left.
+        let peer = Peer::new(Duration::ZERO, |n| {
+            Duration::from_millis(if n == 16 { 300 } else { 0 })
         });
-        let request = snapshot_request(8);
-        let second = tokio::time::timeout(
-            Duration::from_secs(5),
-            conn.call(&request, Duration::from_secs(60)),
-        )
-        .await;
-        answers.abort();
-        drop(peer);
-        match second {
-            Ok(Ok(Response::Append(Ok(AppendEntriesResponse::Conflict)))) => {}
-            Ok(Ok(Response::Append(Ok(AppendEntriesResponse::Success)))) => {
-                panic!("the second call was handed the first call's answer")
-            }
-            other => panic!(
-                "unexpected: {:?}",
-                other.map(|r| r.map(|_| ()).map_err(|_| ()))
-            ),
+        let mut conn = conn_to(&peer);
+        assert_eq!(
+            answer(&mut conn, 16, Duration::from_millis(50)).await,
+            Err("no answer in time".into())
+        );
+        assert_eq!(answer(&mut conn, 8, Duration::from_secs(5)).await, Ok(8));
+        // One connection did for both: the first exchange was let finish.
+        assert_eq!(
+            peer.connections.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_caller_left_before_its_turn_sends_nothing() {
+        let peer = Peer::new(Duration::ZERO, |n| {
+            Duration::from_millis(if n == 16 { 300 } else { 0 })
+        });
+        let mut conn = conn_to(&peer);
+        // The first exchange holds the connection for 300 ms; the second caller leaves
+        // while it waits its turn, so its request is never sent.
+        for len in [16, 24] {
+            assert_eq!(
+                answer(&mut conn, len, Duration::from_millis(50)).await,
+                Err("no answer in time".into())
+            );
         }
+        assert_eq!(answer(&mut conn, 8, Duration::from_secs(5)).await, Ok(8));
+        assert_eq!(*peer.received.lock().expect("received"), vec![16, 8]);
     }
 }
