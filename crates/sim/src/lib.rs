@@ -19,7 +19,8 @@
 //!   controlled shutdown, connections dropped) and its files (its partitions' logs and its
 //!   copy of the metadata log, votes included) lose every byte written since their last
 //!   fsync (`FaultyDisk::crash`: a power cut of that machine); it starts again later on its
-//!   data directory and recovers it.
+//!   data directory and recovers it; or, bounced, at once (within 300 ms, before any
+//!   election timeout), so that a bounced controller is restored as the leader of its term.
 //! - **Latency**: every message takes between the minimum and the maximum latency, drawn
 //!   from the seed; messages between two hosts on one connection stay in order (TCP).
 //! - At most one broker is faulty at a time, so a majority of the three is always up.
@@ -176,6 +177,10 @@ enum Fault {
     Hold(u32),
     /// The broker crashes, and restarts at the end.
     Crash(u32),
+    /// The broker crashes and restarts within a moment, sooner than any election timeout:
+    /// a controller so bounced comes back as the leader of its term (openraft restores
+    /// it), with its state machine rebuilt from its snapshot.
+    Bounce(u32),
 }
 
 /// The fault schedule: (start, end, fault), one at a time with quiet gaps between.
@@ -184,12 +189,16 @@ fn schedule(rng: &mut Rng, brokers: u32, until: Duration) -> Vec<(Duration, Dura
     let mut t = Duration::from_millis(rng.range(2_000, 6_000));
     while t < until {
         let broker = rng.range(1, u64::from(brokers) + 1) as u32;
-        let length = Duration::from_millis(rng.range(500, 12_000));
-        let fault = match rng.range(0, 4) {
+        let mut length = Duration::from_millis(rng.range(500, 12_000));
+        let fault = match rng.range(0, 5) {
             0 => Fault::IsolateFromBrokers(broker),
             1 => Fault::Isolate(broker),
             2 => Fault::Hold(broker),
-            _ => Fault::Crash(broker),
+            3 => Fault::Crash(broker),
+            _ => {
+                length = Duration::from_millis(rng.range(20, 300));
+                Fault::Bounce(broker)
+            }
         };
         out.push((t, t + length, fault));
         t += length + Duration::from_millis(rng.range(1_000, 8_000));
@@ -463,7 +472,7 @@ fn drive(
             next += 1;
             set_fault(sim, &fault, opts.brokers, true);
             let mut note = String::new();
-            if let Fault::Crash(b) = fault {
+            if let Fault::Crash(b) | Fault::Bounce(b) = fault {
                 let lost = disks[&b]
                     .crash()
                     .map_err(|e| format!("seed {}: crashing b{b}'s disk: {e}", opts.seed))?;
@@ -560,7 +569,7 @@ fn links(fault: &Fault, brokers: u32) -> Vec<(String, String)> {
     let (b, client) = match *fault {
         Fault::IsolateFromBrokers(b) => (b, false),
         Fault::Isolate(b) | Fault::Hold(b) => (b, true),
-        Fault::Crash(_) => return Vec::new(),
+        Fault::Crash(_) | Fault::Bounce(_) => return Vec::new(),
     };
     let mut out: Vec<(String, String)> = (1..=brokers)
         .filter(|&o| o != b)
@@ -584,8 +593,8 @@ fn set_fault(sim: &mut turmoil::Sim<'_>, fault: &Fault, brokers: u32, on: bool) 
         }
     }
     match (*fault, on) {
-        (Fault::Crash(b), true) => sim.crash(host(b)),
-        (Fault::Crash(b), false) => sim.bounce(host(b)),
+        (Fault::Crash(b) | Fault::Bounce(b), true) => sim.crash(host(b)),
+        (Fault::Crash(b) | Fault::Bounce(b), false) => sim.bounce(host(b)),
         _ => {}
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use gregor_sim::{init_logging, run, Options};
 
 fn seeds() -> std::ops::Range<u64> {
-    let spec = std::env::var("SIM_SEEDS").unwrap_or_else(|_| "0..24".into());
+    let spec = std::env::var("SIM_SEEDS").unwrap_or_else(|_| "0..48".into());
     let (from, to) = spec
         .split_once("..")
         .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
