@@ -455,3 +455,19 @@ def test_transactions_span_brokers_and_survive_their_coordinator(cluster):
     committed = consumer.committed([TopicPartition("txn-in", 0)], timeout=20)
     assert committed[0].offset == 5
     consumer.close()
+
+
+def test_the_last_broker_of_a_cluster_stopped_whole_does_not_wait_for_a_controller(cluster):
+    cluster.create_topic("whole", 3, 3)
+    # The first two stop in turn, each moving its leaderships; the third is left with
+    # most controllers stopped, so no controller can answer its controlled shutdown.
+    for n in (1, 2):
+        cluster.nodes[n].stop()
+    last = cluster.nodes[3]
+    started = time.monotonic()
+    last.stop()
+    took = time.monotonic() - started
+    log = last.log_path.read_text(errors="replace")
+    assert "most controllers have stopped" in log, log[-4000:]
+    assert "controlled shutdown timed out" not in log
+    assert took < 4, f"the last broker took {took:.1f} s to stop (the controlled shutdown waits 5 s at most)"

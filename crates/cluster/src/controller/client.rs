@@ -34,8 +34,51 @@ impl ClusterNode {
 
     /// Moves this broker's leaderships to other in-sync replicas before it stops.
     /// Retries while no controller answers (one may be being elected: the previous one
-    /// may have just stopped); the caller bounds the wait.
+    /// may have just stopped); the caller bounds the wait. Gives up at once when most
+    /// controllers have stopped (the last brokers of a cluster stopped whole): no
+    /// controller can be elected to answer, and none would have a broker to move the
+    /// leaderships to.
     pub async fn controlled_shutdown(&self) -> Result<(), ControlError> {
+        tokio::select! {
+            done = self.ask_controlled_shutdown() => done,
+            () = self.quorum_stopped() => Err(ControlError::Unavailable(
+                "most controllers have stopped (their metadata-log ports refuse connections), so no controller can move this broker's leaderships".into(),
+            )),
+        }
+    }
+
+    /// Returns once a majority of the voters (this node counted as running) refuse
+    /// connections: their processes are gone, and no quorum can commit anything (a
+    /// leader left alone does not know it has lost its quorum). A paused or cut-off voter
+    /// does not refuse, so it counts as running.
+    async fn quorum_stopped(&self) {
+        let majority = self.voters.len() / 2 + 1;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut knocks = Vec::new();
+            for (&id, addr) in &self.voters {
+                if id == self.node_id as NodeId {
+                    continue;
+                }
+                let addr = self.address_of(id).unwrap_or_else(|| addr.clone());
+                knocks.push(async move {
+                    matches!(
+                        tokio::time::timeout(KNOCK_WAIT, crate::net::TcpStream::connect(&addr)).await,
+                        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    )
+                });
+            }
+            let mut refused = 0;
+            for knock in knocks {
+                refused += usize::from(knock.await);
+            }
+            if self.voters.len() - refused < majority {
+                return;
+            }
+        }
+    }
+
+    async fn ask_controlled_shutdown(&self) -> Result<(), ControlError> {
         loop {
             let asked = self
                 .call_leader(ControlRequest::ControlledShutdown {
