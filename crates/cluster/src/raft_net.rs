@@ -265,7 +265,7 @@ pub struct TcpConn {
     target: NodeId,
     address: String,
     /// The connection, held by the exchange in progress (see [`TcpConn::call`]).
-    link: Arc<tokio::sync::Mutex<Option<BoxStream>>>,
+    link: Arc<tokio::sync::Mutex<Link>>,
     transport: Arc<dyn Transport>,
 }
 
@@ -276,10 +276,18 @@ impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
         TcpConn {
             target,
             address: node.addr.clone(),
-            link: Arc::new(tokio::sync::Mutex::new(None)),
+            link: Default::default(),
             transport: self.transport.clone(),
         }
     }
+}
+
+/// A connection to a peer, and the answer to its last request if that came after its
+/// caller had left.
+#[derive(Default)]
+struct Link {
+    stream: Option<BoxStream>,
+    late: Option<(Vec<u8>, Response)>,
 }
 
 /// Why a call failed before the peer answered.
@@ -309,11 +317,14 @@ impl TcpConn {
     /// append, the heartbeat interval): had the call written on the connection itself, a
     /// frame half written would be followed by the next request, glued to it, and an
     /// answer that came late would be read as the next call's. Instead the exchange
-    /// finishes on its own (its answer dropped) and the next one waits for it, so each
-    /// connection carries whole frames, one request in flight, each answer read by the
-    /// exchange that sent its request; and an exchange whose caller left before its turn
-    /// sends nothing. A failed or overlong exchange drops the connection; the next one
-    /// connects again.
+    /// finishes on its own and the next one waits for it, so each connection carries
+    /// whole frames, one request in flight, each answer read by the exchange that sent its
+    /// request; and an exchange whose caller left before its turn sends nothing. A late
+    /// answer is kept for the same request sent again, which openraft does with an append
+    /// that timed out: a follower slower than the timeout (decoding megabytes of entries
+    /// on a busy machine) then still gets each append acknowledged, once, instead of
+    /// decoding it again and again. A failed or overlong exchange drops the connection;
+    /// the next one connects again.
     async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Response, CallError> {
         let json = serde_json::to_vec(request)
             .map_err(|e| CallError::Network(std::io::Error::other(e)))?;
@@ -336,16 +347,27 @@ impl TcpConn {
             if answer.is_closed() {
                 return;
             }
-            if link.is_none() {
+            // The same request again (openraft sends a timed-out append again as it was):
+            // the answer that came late is its answer, as if the network had delayed it.
+            match link.late.take() {
+                Some((sent, late)) if sent == frame => {
+                    if let Err(Ok(late)) = answer.send(Ok(late)) {
+                        link.late = Some((sent, late));
+                    }
+                    return;
+                }
+                _ => {}
+            }
+            if link.stream.is_none() {
                 match transport.connect(&address, connect_within).await {
-                    Ok(stream) => *link = Some(stream),
+                    Ok(stream) => link.stream = Some(stream),
                     Err(e) => {
                         let _ = answer.send(Err(CallError::Unreachable(e)));
                         return;
                     }
                 }
             }
-            let Some(stream) = link.as_mut() else {
+            let Some(stream) = link.stream.as_mut() else {
                 return;
             };
             let exchange = async {
@@ -358,9 +380,11 @@ impl TcpConn {
                 Err(_) => Err(CallError::Network(std::io::ErrorKind::TimedOut.into())),
             };
             if outcome.is_err() {
-                *link = None;
+                link.stream = None;
             }
-            let _ = answer.send(outcome);
+            if let Err(Ok(late)) = answer.send(outcome) {
+                link.late = Some((frame, late));
+            }
         });
         match tokio::time::timeout(ttl, answered).await {
             Ok(Ok(outcome)) => outcome,
@@ -769,6 +793,23 @@ mod frame_tests {
             peer.connections.load(std::sync::atomic::Ordering::SeqCst),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn a_peer_slower_than_every_call_still_gets_a_request_through_once() {
+        // Every answer takes 300 ms; openraft gives each call 100 ms and sends the same
+        // append again when it runs out.
+        let peer = Peer::new(Duration::ZERO, |_| Duration::from_millis(300));
+        let mut conn = conn_to(&peer);
+        let mut answers = Vec::new();
+        for _ in 0..8 {
+            answers.push(answer(&mut conn, 16, Duration::from_millis(100)).await);
+            if answers.last() == Some(&Ok(16)) {
+                break;
+            }
+        }
+        assert_eq!(answers.last(), Some(&Ok(16)), "{answers:?}");
+        assert_eq!(*peer.received.lock().expect("received"), vec![16]);
     }
 
     #[tokio::test]
