@@ -14,7 +14,7 @@ topics through the admin API (CreateTopics, batches of --batch, replication fact
   start -9    the same after kill -9 (the logs are recovered).
 
     python3 bench/partitions.py [--counts 1000,10000] [--batch 500] [--timeout 900]
-                                [--brokers 1|3] [--rf N] [--set KEY=VALUE ...]
+                                [--brokers 1|3] [--rf N] [--set KEY=VALUE ...] [--logs DIR]
 
 --set passes a broker setting (as GREGOR_KEY_NAME), e.g. --set metrics.partition.series=topic.
 Prints one row per count, then how each figure grew from the smallest count to each
@@ -24,6 +24,7 @@ longer than --timeout stops there and says so. Needs the release binary: cargo b
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -67,13 +68,17 @@ class Broker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                sys.exit(f"broker exited: {(self.data.parent / f'broker{self.node_id}.log').read_text()[-3000:]}")
+                sys.exit(f"broker exited: {self.log_tail()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
             except OSError:
                 time.sleep(0.02)
-        sys.exit("broker did not listen")
+        self.proc.kill()
+        sys.exit(f"broker {self.node_id} did not listen within {timeout} s; its log ends:\n{self.log_tail()}")
+
+    def log_tail(self):
+        return (self.data.parent / f"broker{self.node_id}.log").read_text(errors="replace")[-3000:]
 
     def rss_mb(self):
         for line in open(f"/proc/{self.proc.pid}/status"):
@@ -134,64 +139,85 @@ def stop_all(brokers, sig):
         b.proc.wait(timeout=600)
 
 
-def measure(binary, count, batch, timeout, brokers, rf, env):
+RUNNING = []
+
+
+def kill_running():
+    for b in RUNNING:
+        if b.proc is not None and b.proc.poll() is None:
+            b.proc.kill()
+
+
+def measure(binary, count, batch, timeout, brokers, rf, env, logs=None):
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         tmp = Path(tmp)
-        ports = [free_port() for _ in range(brokers)]
-        controllers = None
-        if brokers > 1:
-            controllers = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
-        nodes = [Broker(binary, tmp / f"data{i + 1}", ports[i], free_port(), env, controllers, i + 1)
-                 for i in range(brokers)]
-        for b in nodes:
-            b.start()
-        for b in nodes:
-            b.wait_port()
-        b = nodes[0]
-        bootstrap = ",".join(f"127.0.0.1:{n.port}" for n in nodes)
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        deadline = time.monotonic() + 60
-        while len(admin.list_topics(timeout=10).brokers) < brokers:
-            if time.monotonic() > deadline:
-                sys.exit(f"{brokers} brokers did not register within 60 s")
-            time.sleep(0.2)
+        try:
+            return measure_in(tmp, binary, count, batch, timeout, brokers, rf, env)
+        finally:
+            if logs:
+                Path(logs).mkdir(parents=True, exist_ok=True)
+                for log in tmp.glob("broker*.log"):
+                    shutil.copy(log, Path(logs) / f"{count}-{log.name}")
+
+
+def measure_in(tmp, binary, count, batch, timeout, brokers, rf, env):
+    ports = [free_port() for _ in range(brokers)]
+    controllers = None
+    if brokers > 1:
+        # The metadata quorum's ports, beside the Kafka listeners.
+        controllers = ",".join(f"{i + 1}@127.0.0.1:{free_port()}" for i in range(brokers))
+    nodes = [Broker(binary, tmp / f"data{i + 1}", ports[i], free_port(), env, controllers, i + 1)
+             for i in range(brokers)]
+    RUNNING[:] = nodes
+    for b in nodes:
+        b.start()
+    for b in nodes:
+        b.wait_port()
+    b = nodes[0]
+    bootstrap = ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + 60
+    while len(admin.list_topics(timeout=10).brokers) < brokers:
+        if time.monotonic() > deadline:
+            sys.exit(f"{brokers} brokers did not register within 60 s")
+        time.sleep(0.2)
+    started = time.monotonic()
+    for first in range(0, count, batch):
+        names = [f"t{i:06d}" for i in range(first, min(count, first + batch))]
+        futures = admin.create_topics([NewTopic(n, 1, rf) for n in names], operation_timeout=600,
+                                      request_timeout=600)
+        for f in futures.values():
+            f.result(600)
+        elapsed = time.monotonic() - started
+        print(f"  {count:,}: {first + len(names):,} topics in {elapsed:.0f} s", end="\r", file=sys.stderr, flush=True)
+        if elapsed > timeout:
+            print(file=sys.stderr)
+            for n in nodes:
+                n.proc.kill()
+            return {"count": count, "stopped": f"{first + len(names):,} topics after {elapsed:.0f} s"}
+    print(file=sys.stderr)
+    create = time.monotonic() - started
+    wait_topics(b.port, count)
+    time.sleep(5)
+    row = {"count": count, "create": create, "rss": max(n.rss_mb() for n in nodes)}
+    row["metadata"], listed, _ = full_metadata(b.port)
+    assert listed >= count, f"Metadata listed {listed} of {count} topics"
+    started = time.monotonic()
+    body = urllib.request.urlopen(f"http://127.0.0.1:{b.metrics_port}/metrics", timeout=300).read()
+    row["metrics"], row["metrics_mb"] = time.monotonic() - started, len(body) / 1e6
+    started = time.monotonic()
+    stop_all(nodes, signal.SIGTERM)
+    row["stop"] = time.monotonic() - started
+    for name, stop in (("start", signal.SIGTERM), ("start_kill9", signal.SIGKILL)):
         started = time.monotonic()
-        for first in range(0, count, batch):
-            names = [f"t{i:06d}" for i in range(first, min(count, first + batch))]
-            futures = admin.create_topics([NewTopic(n, 1, rf) for n in names], operation_timeout=600,
-                                          request_timeout=600)
-            for f in futures.values():
-                f.result(600)
-            elapsed = time.monotonic() - started
-            print(f"  {count:,}: {first + len(names):,} topics in {elapsed:.0f} s", end="\r", file=sys.stderr, flush=True)
-            if elapsed > timeout:
-                print(file=sys.stderr)
-                for n in nodes:
-                    n.proc.kill()
-                return {"count": count, "stopped": f"{first + len(names):,} topics after {elapsed:.0f} s"}
-        print(file=sys.stderr)
-        create = time.monotonic() - started
+        for n in nodes:
+            n.start()
+        for n in nodes:
+            n.wait_port()
         wait_topics(b.port, count)
-        time.sleep(5)
-        row = {"count": count, "create": create, "rss": max(n.rss_mb() for n in nodes)}
-        row["metadata"], listed, _ = full_metadata(b.port)
-        assert listed >= count, f"Metadata listed {listed} of {count} topics"
-        started = time.monotonic()
-        body = urllib.request.urlopen(f"http://127.0.0.1:{b.metrics_port}/metrics", timeout=300).read()
-        row["metrics"], row["metrics_mb"] = time.monotonic() - started, len(body) / 1e6
-        started = time.monotonic()
-        stop_all(nodes, signal.SIGTERM)
-        row["stop"] = time.monotonic() - started
-        for name, stop in (("start", signal.SIGTERM), ("start_kill9", signal.SIGKILL)):
-            started = time.monotonic()
-            for n in nodes:
-                n.start()
-            for n in nodes:
-                n.wait_port()
-            wait_topics(b.port, count)
-            row[name] = time.monotonic() - started
-            stop_all(nodes, stop)
-        return row
+        row[name] = time.monotonic() - started
+        stop_all(nodes, stop)
+    return row
 
 
 def main():
@@ -203,6 +229,7 @@ def main():
     ap.add_argument("--brokers", type=int, default=1)
     ap.add_argument("--rf", type=int, default=1, help="replication factor of each topic")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a broker setting")
+    ap.add_argument("--logs", metavar="DIR", help="keep each run's broker logs in DIR (COUNT-brokerN.log)")
     args = ap.parse_args()
     env = {}
     for kv in args.set:
@@ -217,7 +244,7 @@ def main():
     print("partitions | create s (topics/s) | idle RSS MB | full Metadata s | /metrics s (MB) | clean stop s | start after stop s | start after kill -9 s")
     print("---|---|---|---|---|---|---|---")
     for count in (int(c) for c in args.counts.split(",")):
-        row = measure(args.binary, count, args.batch, args.timeout, args.brokers, args.rf, env)
+        row = measure(args.binary, count, args.batch, args.timeout, args.brokers, args.rf, env, args.logs)
         rows.append(row)
         if "stopped" in row:
             print(f"{count:,} | stopped: {row['stopped']} | | | | | |", flush=True)
@@ -237,4 +264,7 @@ def main():
 
 
 if __name__ == "__main__":
+    import atexit
+
+    atexit.register(kill_running)
     main()
