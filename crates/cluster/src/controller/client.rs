@@ -61,12 +61,7 @@ impl ClusterNode {
                     continue;
                 }
                 let addr = self.address_of(id).unwrap_or_else(|| addr.clone());
-                knocks.push(async move {
-                    matches!(
-                        tokio::time::timeout(KNOCK_WAIT, crate::net::TcpStream::connect(&addr)).await,
-                        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
-                    )
-                });
+                knocks.push(async move { refuses_connections(&addr).await });
             }
             let mut refused = 0;
             for knock in knocks {

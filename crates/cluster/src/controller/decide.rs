@@ -490,16 +490,12 @@ impl ClusterNode {
                 .insert(id, now);
             let knocks = self.knocks.clone();
             tokio::spawn(async move {
-                let answer =
-                    tokio::time::timeout(KNOCK_WAIT, crate::net::TcpStream::connect(&addr)).await;
-                if let Ok(Err(e)) = answer {
-                    if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                        knocks
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .refused
-                            .insert(id, Instant::now());
-                    }
+                if refuses_connections(&addr).await {
+                    knocks
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .refused
+                        .insert(id, Instant::now());
                 }
             });
         }

@@ -104,6 +104,15 @@ struct Knocks {
 const KNOCK_EVERY: Duration = Duration::from_millis(500);
 const KNOCK_WAIT: Duration = Duration::from_millis(500);
 
+/// Whether a connection to `addr` is refused within [`KNOCK_WAIT`]: the process that
+/// listened there is gone (a paused or cut-off one does not refuse).
+async fn refuses_connections(addr: &str) -> bool {
+    matches!(
+        tokio::time::timeout(KNOCK_WAIT, crate::net::TcpStream::connect(addr)).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
 /// When the last heartbeats that the active controller answered were sent. A heartbeat
 /// counts only once the metadata log is applied here as far as the controller's answer
 /// (which it gives after confirming its own leadership with a quorum), so a lease is never
